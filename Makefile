@@ -1,0 +1,36 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CNN_HOST ?= 127.0.0.1
+CNN_PORT ?= 8000
+CNN_DATA_DIR ?= ./data
+export CNN_HOST CNN_PORT CNN_DATA_DIR
+
+.PHONY: install install-test run test bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(VENV)/bin/uvicorn app.main:app --host $(CNN_HOST) --port $(CNN_PORT) --timeout-graceful-shutdown 8
+
+test: install-test
+	$(VENV)/bin/hadolint Dockerfile
+	$(PY) -m pytest
+
+bench: install-test
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/predict_latency.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

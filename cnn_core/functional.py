@@ -1,0 +1,234 @@
+"""Vectorized kernels: every layer's forward and backward pass as pure functions.
+
+Internal layout. Feature maps are (C, H, W, N) and dense activations are (D, N): the batch is the
+innermost axis, as in the seed notebook. With N innermost, every window of an image is a run of
+contiguous rows, so building the im2col matrix is a fast strided copy and the convolution output
+of ``W @ cols`` already has the layout the next layer wants, with no transpose. Flattening
+(C, H, W, N) to (C*H*W, N) keeps PyTorch's (C, H, W) feature order. The public API converts from
+and to (N, C, H, W) once at the boundary.
+
+Conventions.
+- Padding is (top, bottom, left, right); stride is (sh, sw).
+- Output size: ``Ho = (H + top + bottom - kh) // sh + 1`` (and likewise for W).
+- Max pooling sends the gradient to the first maximum of each window in row-major order (PyTorch
+  does the same), so ties never double a gradient.
+- Loops run over kernel offsets only (kh * kw iterations), never over samples, pixels or
+  channels: a strided slice per offset is cheaper than any fancy-indexed scatter.
+- Every function keeps the dtype of its inputs.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def output_size(size, kernel, stride, pad_before, pad_after):
+    """Length of a conv or pooling output along one axis."""
+    return (size + pad_before + pad_after - kernel) // stride + 1
+
+
+def pad_maps(x, padding):
+    """Zero-pad (C, H, W, N) maps by (top, bottom, left, right)."""
+    top, bottom, left, right = padding
+    if not (top or bottom or left or right):
+        return x
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
+def unpad_maps(x, padding):
+    """Inverse of :func:`pad_maps`: a view of the unpadded centre."""
+    top, bottom, left, right = padding
+    _, h, w, _ = x.shape
+    return x[:, top : h - bottom, left : w - right, :]
+
+
+def _offset_slices(kh, kw, out_h, out_w, stride):
+    """For each kernel offset (i, j): the strided slices of the input it touches."""
+    sh, sw = stride
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, slice(i, i + sh * (out_h - 1) + 1, sh), slice(j, j + sw * (out_w - 1) + 1, sw)
+
+
+# ----------------------------------------------------------------------------------- convolution
+
+
+def conv_forward(x, w, b, stride, padding):
+    """Convolution (cross-correlation, as in PyTorch).
+
+    x: (C, H, W, N), w: (F, C, kh, kw), b: (F,) -> out: (F, Ho, Wo, N), cache.
+    """
+    f, c, kh, kw = w.shape
+    sh, sw = stride
+    xp = pad_maps(x, padding)
+    windows = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # (C, Ho, Wo, N, kh, kw)
+    _, out_h, out_w, n, _, _ = windows.shape
+    cols = np.ascontiguousarray(windows.transpose(0, 4, 5, 1, 2, 3)).reshape(c * kh * kw, -1)
+    out = w.reshape(f, -1) @ cols
+    out += b[:, None]
+    cache = (cols, w, xp.shape, stride, padding)
+    return out.reshape(f, out_h, out_w, n), cache
+
+
+def conv_backward(dout, cache, need_dx=True):
+    """Gradients of :func:`conv_forward`.
+
+    dout: (F, Ho, Wo, N) -> dx: (C, H, W, N) or None, dw: (F, C, kh, kw), db: (F,).
+    The first layer of a network passes ``need_dx=False``: nobody needs the gradient of the
+    input, and it is the most expensive of the three.
+    """
+    cols, w, padded_shape, stride, padding = cache
+    f, c, kh, kw = w.shape
+    _, out_h, out_w, n = dout.shape
+    d2 = dout.reshape(f, -1)
+    dw = (d2 @ cols.T).reshape(w.shape)
+    db = d2.sum(axis=1)
+    if not need_dx:
+        return None, dw, db
+    dcols = (w.reshape(f, -1).T @ d2).reshape(c, kh, kw, out_h, out_w, n)
+    dxp = np.zeros(padded_shape, dtype=dout.dtype)
+    for i, j, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
+        dxp[:, rows, columns, :] += dcols[:, i, j]
+    return unpad_maps(dxp, padding), dw, db
+
+
+# --------------------------------------------------------------------------------------- pooling
+
+
+def maxpool_forward(x, pool, stride):
+    """Max pooling over (kh, kw) windows, overlapping or not. x: (C, H, W, N) -> (C, Ho, Wo, N)."""
+    kh, kw = pool
+    _, h, w, _ = x.shape
+    out_h, out_w = output_size(h, kh, stride[0], 0, 0), output_size(w, kw, stride[1], 0, 0)
+    out = None
+    for _, _, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
+        window = x[:, rows, columns, :]
+        out = window.copy() if out is None else np.maximum(out, window, out=out)
+    return out, (x, out, pool, stride)
+
+
+def maxpool_backward(dout, cache):
+    """Route each output gradient to the first maximum of its window."""
+    x, out, (kh, kw), stride = cache
+    _, out_h, out_w, _ = out.shape
+    dx = np.zeros_like(x)
+    unclaimed = np.ones(out.shape, dtype=bool)
+    for _, _, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
+        winner = (x[:, rows, columns, :] == out) & unclaimed
+        unclaimed &= ~winner
+        dx[:, rows, columns, :] += np.where(winner, dout, 0)
+    return dx
+
+
+def avgpool_forward(x, pool, stride):
+    """Average pooling over (kh, kw) windows. x: (C, H, W, N) -> (C, Ho, Wo, N)."""
+    kh, kw = pool
+    _, h, w, _ = x.shape
+    out_h, out_w = output_size(h, kh, stride[0], 0, 0), output_size(w, kw, stride[1], 0, 0)
+    out = np.zeros((x.shape[0], out_h, out_w, x.shape[3]), dtype=x.dtype)
+    for _, _, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
+        out += x[:, rows, columns, :]
+    out *= x.dtype.type(1.0 / (kh * kw))
+    return out, (x.shape, pool, stride)
+
+
+def avgpool_backward(dout, cache):
+    """Spread each output gradient evenly over its window."""
+    shape, (kh, kw), stride = cache
+    _, out_h, out_w, _ = dout.shape
+    share = dout * dout.dtype.type(1.0 / (kh * kw))
+    dx = np.zeros(shape, dtype=dout.dtype)
+    for _, _, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
+        dx[:, rows, columns, :] += share
+    return dx
+
+
+# ----------------------------------------------------------------------------------------- dense
+
+
+def dense_forward(a, w, b):
+    """Affine map. a: (D, N), w: (U, D), b: (U,) -> z: (U, N)."""
+    z = w @ a
+    z += b[:, None]
+    return z, (a, w)
+
+
+def dense_backward(dz, cache, need_dx=True):
+    """dz: (U, N) -> da: (D, N) or None, dw: (U, D), db: (U,)."""
+    a, w = cache
+    dw = dz @ a.T
+    db = dz.sum(axis=1)
+    return (w.T @ dz if need_dx else None), dw, db
+
+
+# ----------------------------------------------------------------------------------- activations
+
+
+def sigmoid(z):
+    """Logistic function, stable for logits of any size (no overflow in exp)."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
+
+
+def softmax(z):
+    """Softmax over the class axis 0 of (K, N) logits."""
+    e = np.exp(z - z.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def activation_forward(name, z):
+    """Apply a hidden-layer activation; returns (a, cache). Output activations live in the loss."""
+    if name == "relu":
+        a = np.maximum(z, 0)
+    elif name == "sigmoid":
+        a = sigmoid(z)
+    elif name == "tanh":
+        a = np.tanh(z)
+    elif name in ("linear", "softmax"):
+        a = z
+    else:
+        raise ValueError(f"unknown activation {name!r}")
+    return a, a
+
+
+def activation_backward(name, da, a):
+    """Gradient through an activation, written in terms of its output ``a``."""
+    if name == "relu":
+        return np.where(a > 0, da, 0).astype(da.dtype, copy=False)
+    if name == "sigmoid":
+        return da * a * (1 - a)
+    if name == "tanh":
+        return da * (1 - a * a)
+    return da
+
+
+# ---------------------------------------------------------------------------------------- losses
+
+
+def softmax_cross_entropy(z, y):
+    """Mean cross-entropy of (K, N) logits against (N,) integer labels.
+
+    Returns (loss, dz) where dz = (softmax(z) - onehot(y)) / N, the fused gradient with respect
+    to the logits. Uses log-sum-exp, so any finite logits give a finite loss.
+    """
+    n = z.shape[1]
+    shifted = z - z.max(axis=0, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=0))
+    columns = np.arange(n)
+    loss = float(np.mean(log_norm - shifted[y, columns]))
+    dz = np.exp(shifted - log_norm)
+    dz[y, columns] -= 1
+    dz *= dz.dtype.type(1.0 / n)
+    return loss, dz
+
+
+def binary_cross_entropy(z, y):
+    """Mean binary cross-entropy of (1, N) logits against (N,) labels in {0, 1}.
+
+    The seed's cost ``-(y log p + (1 - y) log(1 - p))`` rewritten on the logit as
+    ``max(z, 0) - z*y + log(1 + exp(-|z|))``, which never overflows. dz = (sigmoid(z) - y) / N.
+    """
+    n = z.shape[1]
+    t = y.astype(z.dtype)[None, :]
+    loss = float(np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))))
+    dz = (sigmoid(z) - t) * z.dtype.type(1.0 / n)
+    return loss, dz

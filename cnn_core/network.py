@@ -1,0 +1,376 @@
+"""The Network: build from a config, predict, compute gradients, train, save and load.
+
+The public API takes images as (N, C, H, W) and labels as (N,) integers; internally the batch is
+the innermost axis (see :mod:`cnn_core.functional`). The loss is the mean over the batch of the
+softmax cross-entropy (softmax output) or the binary cross-entropy (one sigmoid unit), computed
+from the logits.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import config as config_lib
+from . import functional as F
+from . import layers as layers_lib
+from . import optimizers
+from .errors import ConfigError, DatasetError, DivergenceError, ModelFileError
+from .files import load_archive, save_archive
+
+MODEL_FORMAT, MODEL_VERSION = "cnn_core.model", 1
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cnn_core.checkpoint", 1
+DTYPES = ("float32", "float64")
+PREDICT_BATCH = 512
+
+
+@dataclass
+class History:
+    """Cost history: one entry per iteration and one summary per epoch."""
+
+    iterations: list = field(default_factory=list)  # {"epoch", "iteration", "cost"}
+    epochs: list = field(default_factory=list)  # {"epoch", "cost", "train_accuracy", "val_cost", "val_accuracy", "seconds"}
+    stopped_early: bool = False
+
+    def to_dict(self):
+        return {"iterations": self.iterations, "epochs": self.epochs, "stopped_early": self.stopped_early}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(list(d["iterations"]), list(d["epochs"]), bool(d["stopped_early"]))
+
+
+class Network:
+    """A feed-forward CNN built from a config (see :mod:`cnn_core.config`)."""
+
+    def __init__(self, config, seed=0, dtype="float32"):
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.config, self.plans = config_lib.normalize(config)
+        self.dtype = np.dtype(dtype)
+        self.seed = seed
+        last = len(self.plans) - 1
+        self.layers = [layers_lib.build(plan, is_output=i == last) for i, plan in enumerate(self.plans)]
+        rng = np.random.default_rng(seed)
+        self.params = {}
+        for i, (plan, layer) in enumerate(zip(self.plans, self.layers)):
+            layer.params = layers_lib.initial_weights(plan, rng, self.dtype)
+            for key, array in layer.params.items():
+                self.params[f"{i}.{key}"] = array
+        first = next((i for i, layer in enumerate(self.layers) if layer.params), 0)
+        self._first_param_layer = first
+        self.layers[first].need_dx = False
+        self.metadata = {}
+
+    @classmethod
+    def from_config(cls, config, seed=0, dtype="float32"):
+        """Build a network with fresh weights drawn from ``seed``."""
+        return cls(config, seed=seed, dtype=dtype)
+
+    # ---------------------------------------------------------------------------- description
+
+    @property
+    def input_shape(self):
+        return tuple(self.config["input_shape"])
+
+    @property
+    def output(self):
+        """``"softmax"`` or ``"sigmoid"``: the output layer, which decides the loss."""
+        return self.plans[-1].activation
+
+    @property
+    def n_classes(self):
+        return 2 if self.output == "sigmoid" else self.plans[-1].units
+
+    @property
+    def param_count(self):
+        return sum(p.param_count for p in self.plans)
+
+    @property
+    def macs(self):
+        return sum(p.macs for p in self.plans)
+
+    def summary(self):
+        """Per layer: index, type, output shape, parameter count and multiply-adds per sample."""
+        return [
+            {"index": p.index, "type": p.type, "output_shape": list(p.output_shape),
+             "param_count": p.param_count, "macs": p.macs}
+            for p in self.plans
+        ]
+
+    def __repr__(self):
+        rows = [f"Network(input_shape={list(self.input_shape)}, dtype={self.dtype.name})"]
+        for s, spec in zip(self.summary(), self.config["layers"]):
+            args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "type")
+            rows.append(f"  {s['index']:>2} {spec['type']}({args}) -> {s['output_shape']}  params={s['param_count']:,}")
+        rows.append(f"  total params={self.param_count:,}  macs={self.macs:,}")
+        return "\n".join(rows)
+
+    # --------------------------------------------------------------------------------- compute
+
+    def _to_internal(self, X):
+        """(N, C, H, W) -> contiguous (C, H, W, N) in the network's dtype."""
+        X = np.asarray(X)
+        if X.ndim != 4 or X.shape[1:] != self.input_shape:
+            raise DatasetError(
+                f"input has shape {X.shape}; this network expects (N, {', '.join(map(str, self.input_shape))})"
+            )
+        return np.ascontiguousarray(X.transpose(1, 2, 3, 0), dtype=self.dtype)
+
+    def _check_labels(self, y, n):
+        y = np.asarray(y)
+        if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+            raise DatasetError(f"labels must be {n} integers, got an array of shape {y.shape} and dtype {y.dtype}")
+        if n and (y.min() < 0 or y.max() >= self.n_classes):
+            raise DatasetError(f"labels must lie in 0..{self.n_classes - 1}, got {y.min()}..{y.max()}")
+        return y.astype(np.intp)
+
+    def _forward(self, x, train):
+        """Internal-layout batch -> logits (K, N)."""
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x
+
+    def _backward(self, dz):
+        for layer in reversed(self.layers[self._first_param_layer :]):
+            dz = layer.backward(dz)
+        return {
+            f"{i}.{key}": g for i, layer in enumerate(self.layers) for key, g in layer.grads.items()
+        }
+
+    def _loss(self, z, y):
+        if self.output == "sigmoid":
+            return F.binary_cross_entropy(z, y)
+        return F.softmax_cross_entropy(z, y)
+
+    def _correct(self, z, y):
+        predicted = (z[0] > 0) if self.output == "sigmoid" else z.argmax(axis=0)
+        return int(np.count_nonzero(predicted == y))
+
+    def loss_and_grads(self, X, y):
+        """Mean loss over the batch and its gradient for every parameter (same keys as params)."""
+        x = self._to_internal(X)
+        y = self._check_labels(y, x.shape[-1])
+        z = self._forward(x, train=True)
+        loss, dz = self._loss(z, y)
+        return loss, self._backward(dz)
+
+    def logits(self, X):
+        """(N, C, H, W) -> (N, K) output-layer values before softmax or sigmoid."""
+        X = np.asarray(X)
+        chunks = [
+            self._forward(self._to_internal(X[i : i + PREDICT_BATCH]), train=False).T
+            for i in range(0, len(X), PREDICT_BATCH)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.plans[-1].units), self.dtype)
+
+    def predict_proba(self, X):
+        """(N, C, H, W) -> (N, K) class probabilities, or (N, 1) for one sigmoid unit."""
+        z = self.logits(X)
+        return F.sigmoid(z) if self.output == "sigmoid" else F.softmax(z.T).T
+
+    def predict(self, X):
+        """(N, C, H, W) -> (N,) integer labels (a sigmoid unit predicts 1 above 0.5)."""
+        z = self.logits(X)
+        return (z[:, 0] > 0).astype(np.int64) if self.output == "sigmoid" else z.argmax(axis=1)
+
+    def evaluate(self, X, y):
+        """Mean loss and accuracy over a dataset, computed in chunks."""
+        y = self._check_labels(y, len(X))
+        total = correct = 0.0
+        for i in range(0, len(X), PREDICT_BATCH):
+            z = self._forward(self._to_internal(X[i : i + PREDICT_BATCH]), train=False)
+            yb = y[i : i + PREDICT_BATCH]
+            total += self._loss(z, yb)[0] * len(yb)
+            correct += self._correct(z, yb)
+        return total / len(X), correct / len(X)
+
+    # -------------------------------------------------------------------------------- training
+
+    def fit(self, X, y, epochs=5, batch_size=64, optimizer="adam", validation_data=None,
+            callback=None, seed=0, early_stopping=None, checkpoint_path=None, resume_from=None):
+        """Train with mini-batch gradient descent; returns a :class:`History`.
+
+        - Each epoch shuffles with a generator seeded by ``seed``; the epoch's cost and train
+          accuracy are means over its mini-batches (as Keras reports them).
+        - ``callback(event)`` gets ``{"type": "iteration", "epoch", "iteration", "cost",
+          "accuracy", "iterations_per_epoch"}`` after every step and ``{"type": "epoch", ...}``
+          (the epoch summary) after every epoch; returning True stops training.
+        - ``early_stopping={"patience": p, "min_delta": d, "restore_best": True}`` stops when the
+          validation cost (the training cost without validation data) has not improved by more
+          than d for p epochs, then restores the best weights.
+        - ``checkpoint_path``: written atomically at each epoch end, before the epoch event.
+          ``resume_from``: a checkpoint to continue from, with the same arguments; the result is
+          bit-identical to an uninterrupted run.
+        - Raises DivergenceError when the cost becomes NaN or infinite.
+        """
+        _check_training_args(epochs, batch_size)
+        opt = optimizers.get(optimizer)
+        stopping = _EarlyStopping.from_spec(early_stopping)
+        y = self._check_labels(y, len(X))
+        if validation_data is not None:
+            Xv, yv = validation_data
+            yv = self._check_labels(yv, len(Xv))
+        rng = np.random.default_rng(seed)
+        history = History()
+        start_epoch = 1
+        fingerprint = {"n_samples": len(X), "batch_size": batch_size, "seed": seed, "optimizer": opt.hyper | {"name": opt.name}}
+        if resume_from is not None:
+            history, start_epoch = self._restore_checkpoint(resume_from, opt, rng, stopping, fingerprint)
+
+        n = len(X)
+        per_epoch = math.ceil(n / batch_size)
+        for epoch in range(start_epoch, epochs + 1):
+            started = time.perf_counter()
+            order = rng.permutation(n)
+            cost_sum = correct = 0.0
+            for b in range(per_epoch):
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                x = self._to_internal(X[idx])
+                z = self._forward(x, train=True)
+                cost, dz = self._loss(z, y[idx])
+                iteration = (epoch - 1) * per_epoch + b + 1
+                if not math.isfinite(cost):
+                    raise DivergenceError(
+                        f"cost became {cost} at epoch {epoch}, iteration {iteration} "
+                        f"(learning_rate={opt.hyper['learning_rate']}); try a lower learning rate"
+                    )
+                batch_correct = self._correct(z, y[idx])
+                opt.step(self.params, self._backward(dz))
+                cost_sum += cost * len(idx)
+                correct += batch_correct
+                history.iterations.append({"epoch": epoch, "iteration": iteration, "cost": cost})
+                if callback and callback({"type": "iteration", "epoch": epoch, "iteration": iteration, "cost": cost,
+                                          "accuracy": batch_correct / len(idx), "iterations_per_epoch": per_epoch}):
+                    return history
+            summary = {"epoch": epoch, "cost": cost_sum / n, "train_accuracy": correct / n,
+                       "val_cost": None, "val_accuracy": None}
+            if validation_data is not None:
+                summary["val_cost"], summary["val_accuracy"] = self.evaluate(Xv, yv)
+            summary["seconds"] = time.perf_counter() - started
+            history.epochs.append(summary)
+            stop = stopping is not None and stopping.update(summary, self.params)
+            if stop:
+                history.stopped_early = True
+                stopping.restore(self.params)
+            if checkpoint_path is not None:
+                self._write_checkpoint(checkpoint_path, epoch, opt, rng, stopping, history, fingerprint)
+            if (callback and callback({"type": "epoch", **summary})) or stop:
+                break
+        return history
+
+    def _write_checkpoint(self, path, epoch, opt, rng, stopping, history, fingerprint):
+        state = opt.state_dict()
+        arrays = {f"param/{k}": v for k, v in self.params.items()}
+        arrays |= {f"opt/{k}": v for k, v in state["arrays"].items()}
+        meta = {
+            "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+            "config": self.config, "dtype": self.dtype.name, "epoch": epoch, "optimizer_step": state["t"],
+            "rng_state": rng.bit_generator.state, "history": history.to_dict(), "fingerprint": fingerprint,
+            "early_stopping": None,
+        }
+        if stopping is not None:
+            meta["early_stopping"] = stopping.state()
+            arrays |= {f"best/{k}": v for k, v in (stopping.best_params or {}).items()}
+        save_archive(path, arrays, meta)
+
+    def _restore_checkpoint(self, path, opt, rng, stopping, fingerprint):
+        arrays, meta = load_archive(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
+        if meta["config"] != self.config or meta["dtype"] != self.dtype.name:
+            raise ModelFileError("the checkpoint belongs to a network with another architecture or dtype")
+        if meta["fingerprint"] != fingerprint:
+            raise ModelFileError(
+                f"the checkpoint was made with other training settings ({meta['fingerprint']}); "
+                "resume with the same data, batch size, seed and optimizer"
+            )
+        self._set_params({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
+        opt.load_state_dict({"t": meta["optimizer_step"],
+                             "arrays": {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}})
+        rng.bit_generator.state = meta["rng_state"]
+        if stopping is not None and meta["early_stopping"] is not None:
+            best = {k[5:]: v for k, v in arrays.items() if k.startswith("best/")}
+            stopping.load_state(meta["early_stopping"], best or None)
+        return History.from_dict(meta["history"]), meta["epoch"] + 1
+
+    # ---------------------------------------------------------------------------- persistence
+
+    def _set_params(self, arrays):
+        """Copy arrays into the parameters, checking names and shapes."""
+        missing, extra = set(self.params) - set(arrays), set(arrays) - set(self.params)
+        if missing or extra:
+            raise ModelFileError(f"parameter names differ: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        for name, p in self.params.items():
+            if arrays[name].shape != p.shape:
+                raise ModelFileError(f"parameter {name} has shape {arrays[name].shape}, expected {p.shape}")
+            np.copyto(p, arrays[name])
+
+    def save(self, path):
+        """Write weights, config and ``metadata`` to one npz file, atomically."""
+        meta = {"format": MODEL_FORMAT, "format_version": MODEL_VERSION, "config": self.config,
+                "dtype": self.dtype.name, "metadata": self.metadata}
+        save_archive(path, self.params, meta)
+
+    @classmethod
+    def load(cls, path):
+        """Read a file written by :meth:`save` (no pickle; format version checked)."""
+        arrays, meta = load_archive(path, MODEL_FORMAT, MODEL_VERSION)
+        try:
+            net = cls(meta["config"], dtype=meta["dtype"])
+        except (ConfigError, KeyError) as e:
+            raise ModelFileError(f"the model file holds an invalid config: {e}") from None
+        net._set_params(arrays)
+        net.metadata = meta.get("metadata", {})
+        return net
+
+
+def _check_training_args(epochs, batch_size):
+    for name, value, limit in (("epochs", epochs, 10_000), ("batch_size", batch_size, 65_536)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise ConfigError(f"{name} must be an integer in 1..{limit}, got {value!r}")
+
+
+class _EarlyStopping:
+    """Patience on the validation cost (or the training cost), keeping the best weights."""
+
+    def __init__(self, patience, min_delta=0.0, restore_best=True):
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ConfigError(f"early_stopping.patience must be a positive integer, got {patience!r}")
+        if not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta) or min_delta < 0:
+            raise ConfigError(f"early_stopping.min_delta must be a finite number >= 0, got {min_delta!r}")
+        self.patience, self.min_delta, self.restore_best = patience, float(min_delta), bool(restore_best)
+        self.best, self.wait, self.best_params = math.inf, 0, None
+
+    @classmethod
+    def from_spec(cls, spec):
+        if spec is None:
+            return None
+        if not isinstance(spec, dict):
+            raise ConfigError(f"early_stopping must be an object like {{'patience': 3}}, got {spec!r}")
+        unknown = set(spec) - {"patience", "min_delta", "restore_best"}
+        if unknown:
+            raise ConfigError(f"early_stopping: unknown field(s) {sorted(unknown)}")
+        return cls(**spec)
+
+    def update(self, summary, params):
+        """Record an epoch; True when training should stop."""
+        value = summary["val_cost"] if summary["val_cost"] is not None else summary["cost"]
+        if value < self.best - self.min_delta:
+            self.best, self.wait = value, 0
+            if self.restore_best:
+                self.best_params = {k: v.copy() for k, v in params.items()}
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+    def restore(self, params):
+        if self.restore_best and self.best_params is not None:
+            for name, p in params.items():
+                np.copyto(p, self.best_params[name])
+
+    def state(self):
+        return {"best": self.best if math.isfinite(self.best) else None, "wait": self.wait}
+
+    def load_state(self, state, best_params):
+        self.best = math.inf if state["best"] is None else state["best"]
+        self.wait, self.best_params = state["wait"], best_params

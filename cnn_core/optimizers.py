@@ -1,0 +1,143 @@
+"""Gradient-descent optimizers with the seed notebook's hyperparameters.
+
+Every optimizer has one interface: ``step(params, grads)`` updates the arrays of ``params`` in
+place; ``state_dict()`` / ``load_state_dict()`` save and restore the step count and the moment
+arrays (keyed ``"{slot}/{param name}"``), so a checkpoint resumes training exactly. The
+bookkeeping lives in :class:`Optimizer`; each subclass writes only its update rule.
+
+Update rules, for a parameter p with gradient g at step t (t counts from 1):
+
+- ``sgd``:      p -= lr * g
+- ``momentum``: v = beta * v + (1 - beta) * g;  p -= lr * v            (the seed's form)
+- ``rmsprop``:  s = beta * s + (1 - beta) * g^2;  p -= lr * g / (sqrt(s) + epsilon)
+- ``adam``:     m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g^2;
+                p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + epsilon)
+"""
+
+import math
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+class Optimizer:
+    """Bookkeeping shared by all optimizers: hyperparameters, step count and state slots."""
+
+    name = ""
+    defaults: dict = {}
+    slots: tuple = ()
+
+    def __init__(self, **hyper):
+        unknown = set(hyper) - set(self.defaults)
+        if unknown:
+            raise ConfigError(
+                f"optimizer {self.name}: unknown setting(s) {sorted(unknown)} "
+                f"(allowed: {', '.join(self.defaults)})"
+            )
+        self.hyper = {**self.defaults, **hyper}
+        for key, value in self.hyper.items():
+            _check_hyper(self.name, key, value)
+        self.t = 0
+        self.state = {}
+
+    def step(self, params, grads):
+        self.t += 1
+        for name, p in params.items():
+            for slot in self.slots:
+                if f"{slot}/{name}" not in self.state:
+                    self.state[f"{slot}/{name}"] = np.zeros_like(p)
+            self.update(name, p, grads[name])
+
+    def update(self, name, p, g):
+        raise NotImplementedError
+
+    def state_dict(self):
+        return {"name": self.name, "hyper": dict(self.hyper), "t": self.t, "arrays": dict(self.state)}
+
+    def load_state_dict(self, state):
+        self.t = int(state["t"])
+        self.state = {key: np.array(value) for key, value in state["arrays"].items()}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.hyper.items())})"
+
+
+def _check_hyper(optimizer, key, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"optimizer {optimizer}: {key} must be a finite number, got {value!r}")
+    if key == "learning_rate" and not 0 < value <= 10:
+        raise ConfigError(f"optimizer {optimizer}: learning_rate must be in (0, 10], got {value}")
+    if key.startswith("beta") and not 0 <= value < 1:
+        raise ConfigError(f"optimizer {optimizer}: {key} must be in [0, 1), got {value}")
+    if key == "epsilon" and not 0 < value <= 1:
+        raise ConfigError(f"optimizer {optimizer}: epsilon must be in (0, 1], got {value}")
+
+
+class SGD(Optimizer):
+    name = "sgd"
+    defaults = {"learning_rate": 0.01}
+
+    def update(self, name, p, g):
+        p -= self.hyper["learning_rate"] * g
+
+
+class Momentum(Optimizer):
+    name = "momentum"
+    defaults = {"learning_rate": 0.01, "beta": 0.9}
+    slots = ("v",)
+
+    def update(self, name, p, g):
+        beta = self.hyper["beta"]
+        v = self.state[f"v/{name}"]
+        v *= beta
+        v += (1 - beta) * g
+        p -= self.hyper["learning_rate"] * v
+
+
+class RMSprop(Optimizer):
+    name = "rmsprop"
+    defaults = {"learning_rate": 0.001, "beta": 0.999, "epsilon": 1e-8}
+    slots = ("s",)
+
+    def update(self, name, p, g):
+        beta = self.hyper["beta"]
+        s = self.state[f"s/{name}"]
+        s *= beta
+        s += (1 - beta) * (g * g)
+        p -= self.hyper["learning_rate"] * g / (np.sqrt(s) + self.hyper["epsilon"])
+
+
+class Adam(Optimizer):
+    name = "adam"
+    defaults = {"learning_rate": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
+    slots = ("m", "v")
+
+    def update(self, name, p, g):
+        b1, b2 = self.hyper["beta1"], self.hyper["beta2"]
+        m, v = self.state[f"m/{name}"], self.state[f"v/{name}"]
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        m_hat = m / (1 - b1**self.t)
+        v_hat = v / (1 - b2**self.t)
+        p -= self.hyper["learning_rate"] * m_hat / (np.sqrt(v_hat) + self.hyper["epsilon"])
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, RMSprop, Adam)}
+
+
+def get(spec):
+    """Build an optimizer from a name or a dict ``{"name": ..., **hyperparameters}``."""
+    if isinstance(spec, Optimizer):
+        return spec
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ConfigError(f"optimizer must be a name or {{'name': ..., ...}}, got {spec!r}")
+    hyper = dict(spec)
+    name = hyper.pop("name")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r} (expected one of {', '.join(OPTIMIZERS)})")
+    return OPTIMIZERS[name](**hyper)

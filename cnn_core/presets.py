@@ -1,0 +1,44 @@
+"""Named architectures that adapt to a dataset's input shape and number of classes."""
+
+from .errors import ConfigError
+
+
+def lenet5(input_shape, n_classes):
+    """LeNet-5 (LeCun et al., 1998) with relu and max pooling.
+
+    The first convolution pads "same" on inputs under 32 pixels (MNIST's 28x28 digits were
+    padded to 32x32 in the paper), so 28x28x1 with 10 classes gives the classic 61,706
+    parameters. The output is a softmax over the classes, or one sigmoid unit for two classes
+    (the seed's binary setting).
+    """
+    c, h, w = input_shape
+    output = (
+        {"type": "dense", "units": n_classes, "activation": "softmax"}
+        if n_classes > 2
+        else {"type": "dense", "units": 1, "activation": "sigmoid"}
+    )
+    return {
+        "input_shape": [c, h, w],
+        "layers": [
+            {"type": "conv", "filters": 6, "kernel_size": 5, "padding": "same" if min(h, w) < 32 else 0,
+             "activation": "relu"},
+            {"type": "maxpool", "pool_size": 2},
+            {"type": "conv", "filters": 16, "kernel_size": 5, "activation": "relu"},
+            {"type": "maxpool", "pool_size": 2},
+            {"type": "dense", "units": 120, "activation": "relu"},
+            {"type": "dense", "units": 84, "activation": "relu"},
+            output,
+        ],
+    }
+
+
+PRESETS = {"lenet5": lenet5}
+
+
+def build_preset(name, input_shape, n_classes):
+    """The config of preset ``name`` for inputs of ``input_shape`` (C, H, W) and ``n_classes``."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} (available: {', '.join(PRESETS)})")
+    if n_classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes, got {n_classes}")
+    return PRESETS[name](tuple(input_shape), n_classes)
