@@ -80,7 +80,7 @@ def conv_backward(dout, cache, need_dx=True):
     f, c, kh, kw = w.shape
     _, out_h, out_w, n = dout.shape
     d2 = dout.reshape(f, -1)
-    dw = (d2 @ cols.T).reshape(w.shape)
+    dw = (cols @ d2.T).T.reshape(w.shape)  # OpenBLAS runs this thin product ~2x faster than d2 @ cols.T
     db = d2.sum(axis=1)
     if not need_dx:
         return None, dw, db
@@ -112,10 +112,12 @@ def maxpool_backward(dout, cache):
     _, out_h, out_w, _ = out.shape
     dx = np.zeros_like(x)
     unclaimed = np.ones(out.shape, dtype=bool)
+    winner = np.empty(out.shape, dtype=bool)
     for _, _, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
-        winner = (x[:, rows, columns, :] == out) & unclaimed
-        unclaimed &= ~winner
-        dx[:, rows, columns, :] += np.where(winner, dout, 0)
+        np.equal(x[:, rows, columns, :], out, out=winner)
+        winner &= unclaimed
+        unclaimed ^= winner
+        dx[:, rows, columns, :] += dout * winner
     return dx
 
 
@@ -176,9 +178,10 @@ def softmax(z):
 
 
 def activation_forward(name, z):
-    """Apply a hidden-layer activation; returns (a, cache). Output activations live in the loss."""
+    """Apply a hidden-layer activation to fresh pre-activations ``z`` (relu overwrites them);
+    returns (a, cache). Output activations live in the loss."""
     if name == "relu":
-        a = np.maximum(z, 0)
+        a = np.maximum(z, 0, out=z)
     elif name == "sigmoid":
         a = sigmoid(z)
     elif name == "tanh":
@@ -193,7 +196,7 @@ def activation_forward(name, z):
 def activation_backward(name, da, a):
     """Gradient through an activation, written in terms of its output ``a``."""
     if name == "relu":
-        return np.where(a > 0, da, 0).astype(da.dtype, copy=False)
+        return da * (a > 0)
     if name == "sigmoid":
         return da * a * (1 - a)
     if name == "tanh":
