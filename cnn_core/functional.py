@@ -26,12 +26,44 @@ def output_size(size, kernel, stride, pad_before, pad_after):
     return (size + pad_before + pad_after - kernel) // stride + 1
 
 
-def pad_maps(x, padding):
+class Workspace:
+    """Scratch arrays reused from one training step to the next, one per name.
+
+    Training allocates the same multi-megabyte temporaries (im2col columns, padded maps) at
+    every step; fresh allocations that large are mapped and unmapped each time and cost a page
+    fault per 4 KiB on first touch. A layer keeps one workspace per thread, and only in
+    training: prediction allocates, so concurrent predictions never share memory.
+    """
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, name, shape, dtype, zeroed=False):
+        """An array of this shape and dtype, reused when the last one under ``name`` fits.
+
+        ``zeroed=True`` promises zeros only on creation; callers keep what must stay zero.
+        """
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self._arrays[name] = (np.zeros if zeroed else np.empty)(shape, dtype)
+        return a
+
+
+def _array(ws, name, shape, dtype, zeroed=False):
+    if ws is None:
+        return (np.zeros if zeroed else np.empty)(shape, dtype)
+    return ws.get(name, shape, dtype, zeroed)
+
+
+def pad_maps(x, padding, ws=None):
     """Zero-pad (C, H, W, N) maps by (top, bottom, left, right)."""
     top, bottom, left, right = padding
     if not (top or bottom or left or right):
         return x
-    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    c, h, w, n = x.shape
+    xp = _array(ws, "padded", (c, h + top + bottom, w + left + right, n), x.dtype, zeroed=True)
+    xp[:, top : top + h, left : left + w, :] = x  # the border is never written, so stays zero
+    return xp
 
 
 def unpad_maps(x, padding):
@@ -52,20 +84,22 @@ def _offset_slices(kh, kw, out_h, out_w, stride):
 # ----------------------------------------------------------------------------------- convolution
 
 
-def conv_forward(x, w, b, stride, padding):
+def conv_forward(x, w, b, stride, padding, ws=None):
     """Convolution (cross-correlation, as in PyTorch).
 
     x: (C, H, W, N), w: (F, C, kh, kw), b: (F,) -> out: (F, Ho, Wo, N), cache.
     """
     f, c, kh, kw = w.shape
     sh, sw = stride
-    xp = pad_maps(x, padding)
+    xp = pad_maps(x, padding, ws)
     windows = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # (C, Ho, Wo, N, kh, kw)
     _, out_h, out_w, n, _, _ = windows.shape
-    cols = np.ascontiguousarray(windows.transpose(0, 4, 5, 1, 2, 3)).reshape(c * kh * kw, -1)
-    out = w.reshape(f, -1) @ cols
+    cols = _array(ws, "cols", (c, kh, kw, out_h, out_w, n), x.dtype)
+    np.copyto(cols, windows.transpose(0, 4, 5, 1, 2, 3))
+    cols = cols.reshape(c * kh * kw, -1)
+    out = np.matmul(w.reshape(f, -1), cols, out=_array(ws, "out", (f, cols.shape[1]), x.dtype))
     out += b[:, None]
-    cache = (cols, w, xp.shape, stride, padding)
+    cache = (cols, w, xp.shape, stride, padding, ws)
     return out.reshape(f, out_h, out_w, n), cache
 
 
@@ -76,7 +110,7 @@ def conv_backward(dout, cache, need_dx=True):
     The first layer of a network passes ``need_dx=False``: nobody needs the gradient of the
     input, and it is the most expensive of the three.
     """
-    cols, w, padded_shape, stride, padding = cache
+    cols, w, padded_shape, stride, padding, ws = cache
     f, c, kh, kw = w.shape
     _, out_h, out_w, n = dout.shape
     d2 = dout.reshape(f, -1)
@@ -84,8 +118,10 @@ def conv_backward(dout, cache, need_dx=True):
     db = d2.sum(axis=1)
     if not need_dx:
         return None, dw, db
-    dcols = (w.reshape(f, -1).T @ d2).reshape(c, kh, kw, out_h, out_w, n)
-    dxp = np.zeros(padded_shape, dtype=dout.dtype)
+    dcols = np.matmul(w.reshape(f, -1).T, d2, out=_array(ws, "dcols", cols.shape, dout.dtype))
+    dcols = dcols.reshape(c, kh, kw, out_h, out_w, n)
+    dxp = _array(ws, "dpadded", padded_shape, dout.dtype)
+    dxp.fill(0)
     for i, j, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
         dxp[:, rows, columns, :] += dcols[:, i, j]
     return unpad_maps(dxp, padding), dw, db
@@ -106,11 +142,12 @@ def maxpool_forward(x, pool, stride):
     return out, (x, out, pool, stride)
 
 
-def maxpool_backward(dout, cache):
+def maxpool_backward(dout, cache, ws=None):
     """Route each output gradient to the first maximum of its window."""
     x, out, (kh, kw), stride = cache
     _, out_h, out_w, _ = out.shape
-    dx = np.zeros_like(x)
+    dx = _array(ws, "dx", x.shape, x.dtype)
+    dx.fill(0)
     unclaimed = np.ones(out.shape, dtype=bool)
     winner = np.empty(out.shape, dtype=bool)
     for _, _, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
@@ -133,12 +170,13 @@ def avgpool_forward(x, pool, stride):
     return out, (x.shape, pool, stride)
 
 
-def avgpool_backward(dout, cache):
+def avgpool_backward(dout, cache, ws=None):
     """Spread each output gradient evenly over its window."""
     shape, (kh, kw), stride = cache
     _, out_h, out_w, _ = dout.shape
     share = dout * dout.dtype.type(1.0 / (kh * kw))
-    dx = np.zeros(shape, dtype=dout.dtype)
+    dx = _array(ws, "dx", shape, dout.dtype)
+    dx.fill(0)
     for _, _, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
         dx[:, rows, columns, :] += share
     return dx
@@ -194,9 +232,9 @@ def activation_forward(name, z):
 
 
 def activation_backward(name, da, a):
-    """Gradient through an activation, written in terms of its output ``a``."""
+    """Gradient through an activation, written in terms of its output ``a``; may overwrite ``da``."""
     if name == "relu":
-        return da * (a > 0)
+        return np.multiply(da, a > 0, out=da)
     if name == "sigmoid":
         return da * a * (1 - a)
     if name == "tanh":

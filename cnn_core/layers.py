@@ -3,7 +3,9 @@
 Every layer works in the internal batch-innermost layout ((C, H, W, N) maps, (D, N) vectors).
 ``forward(x, train)`` keeps what backward needs only when ``train`` is true; ``backward(dout)``
 fills ``grads`` and returns the gradient of the input (None when ``need_dx`` is false, which the
-network sets on its first layer).
+network sets on its first layer). In training, conv and pooling layers reuse their scratch
+arrays from step to step (:class:`~cnn_core.functional.Workspace`), so one layer object must
+not train in two threads at once; the network gives each training thread its own layers.
 """
 
 import numpy as np
@@ -20,6 +22,7 @@ class Layer:
         self.params, self.grads = {}, {}
         self.need_dx = True
         self.cache = None
+        self.workspace = F.Workspace()
 
     def __repr__(self):
         p = self.plan
@@ -28,7 +31,8 @@ class Layer:
 
 class Conv(Layer):
     def forward(self, x, train):
-        z, conv_cache = F.conv_forward(x, self.params["W"], self.params["b"], self.plan.stride, self.plan.padding)
+        ws = self.workspace if train else None
+        z, conv_cache = F.conv_forward(x, self.params["W"], self.params["b"], self.plan.stride, self.plan.padding, ws)
         a, act_cache = F.activation_forward(self.plan.activation, z)
         self.cache = (conv_cache, act_cache) if train else None
         return a
@@ -55,7 +59,7 @@ class Pool(Layer):
         return out
 
     def backward(self, dout):
-        dx = self._backward(dout, self.cache)
+        dx = self._backward(dout, self.cache, self.workspace)
         self.cache = None
         return dx
 

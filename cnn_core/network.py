@@ -6,11 +6,14 @@ softmax cross-entropy (softmax output) or the binary cross-entropy (one sigmoid 
 from the logits.
 """
 
+import contextlib
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from . import config as config_lib
 from . import functional as F
@@ -50,18 +53,24 @@ class Network:
         self.config, self.plans = config_lib.normalize(config)
         self.dtype = np.dtype(dtype)
         self.seed = seed
-        last = len(self.plans) - 1
-        self.layers = [layers_lib.build(plan, is_output=i == last) for i, plan in enumerate(self.plans)]
+        self._first_param_layer = next((i for i, p in enumerate(self.plans) if p.param_count), 0)
+        self.layers = self._build_layers()
         rng = np.random.default_rng(seed)
         self.params = {}
         for i, (plan, layer) in enumerate(zip(self.plans, self.layers)):
             layer.params = layers_lib.initial_weights(plan, rng, self.dtype)
             for key, array in layer.params.items():
                 self.params[f"{i}.{key}"] = array
-        first = next((i for i, layer in enumerate(self.layers) if layer.params), 0)
-        self._first_param_layer = first
-        self.layers[first].need_dx = False
         self.metadata = {}
+
+    def _build_layers(self, share_params_with=None):
+        """A stack of layer objects; replicas for parallel shards share the parameter arrays."""
+        last = len(self.plans) - 1
+        layers = [layers_lib.build(plan, is_output=i == last) for i, plan in enumerate(self.plans)]
+        layers[self._first_param_layer].need_dx = False
+        for mine, theirs in zip(layers, share_params_with or ()):
+            mine.params = theirs.params
+        return layers
 
     @classmethod
     def from_config(cls, config, seed=0, dtype="float32"):
@@ -126,18 +135,54 @@ class Network:
             raise DatasetError(f"labels must lie in 0..{self.n_classes - 1}, got {y.min()}..{y.max()}")
         return y.astype(np.intp)
 
-    def _forward(self, x, train):
+    def _forward(self, x, train, layers=None):
         """Internal-layout batch -> logits (K, N)."""
-        for layer in self.layers:
+        for layer in layers or self.layers:
             x = layer.forward(x, train)
         return x
 
-    def _backward(self, dz):
-        for layer in reversed(self.layers[self._first_param_layer :]):
+    def _backward(self, dz, layers=None):
+        layers = layers or self.layers
+        for layer in reversed(layers[self._first_param_layer :]):
             dz = layer.backward(dz)
-        return {
-            f"{i}.{key}": g for i, layer in enumerate(self.layers) for key, g in layer.grads.items()
-        }
+        return {f"{i}.{key}": g for i, layer in enumerate(layers) for key, g in layer.grads.items()}
+
+    def _shard_step(self, layers, X, y, batch_n):
+        """Forward and backward over one shard of a batch of ``batch_n`` samples.
+
+        Returns (the shard's mean cost, its correct predictions, and the gradient of the batch's
+        mean loss restricted to this shard), so shard gradients add up to the batch gradient.
+        """
+        z = self._forward(self._to_internal(X), True, layers)
+        cost, dz = self._loss(z, y)
+        if len(y) != batch_n:
+            dz *= dz.dtype.type(len(y) / batch_n)
+        return cost, self._correct(z, y), self._backward(dz, layers)
+
+    def _train_step(self, X, y, stacks, pool):
+        """Mean cost, correct count and gradients of one mini-batch.
+
+        With a thread pool the batch is cut into one contiguous shard per layer stack; NumPy
+        releases the GIL in its kernels, so the shards run in parallel on separate cores, which
+        a single stack cannot do since most of its time goes to single-threaded element-wise
+        work. The shard gradients are summed in a fixed order: results depend on the number of
+        threads, never on timing.
+        """
+        if pool is None:
+            return self._shard_step(self.layers, X, y, len(y))
+        bounds = np.linspace(0, len(y), len(stacks) + 1).astype(int)
+        futures = [
+            pool.submit(self._shard_step, layers, X[a:b], y[a:b], len(y))
+            for layers, a, b in zip(stacks, bounds[:-1], bounds[1:]) if b > a
+        ]
+        results = [f.result() for f in futures]
+        grads = results[0][2]
+        for _, _, more in results[1:]:
+            for name, g in more.items():
+                grads[name] += g
+        sizes = np.diff(bounds)[np.diff(bounds) > 0]
+        cost = sum(r[0] * size for r, size in zip(results, sizes)) / len(y)
+        return cost, sum(r[1] for r in results), grads
 
     def _loss(self, z, y):
         if self.output == "sigmoid":
@@ -189,7 +234,8 @@ class Network:
     # -------------------------------------------------------------------------------- training
 
     def fit(self, X, y, epochs=5, batch_size=64, optimizer="adam", validation_data=None,
-            callback=None, seed=0, early_stopping=None, checkpoint_path=None, resume_from=None):
+            callback=None, seed=0, early_stopping=None, checkpoint_path=None, resume_from=None,
+            threads=None):
         """Train with mini-batch gradient descent; returns a :class:`History`.
 
         - Each epoch shuffles with a generator seeded by ``seed``; the epoch's cost and train
@@ -203,6 +249,8 @@ class Network:
         - ``checkpoint_path``: written atomically at each epoch end, before the epoch event.
           ``resume_from``: a checkpoint to continue from, with the same arguments; the result is
           bit-identical to an uninterrupted run.
+        - ``threads``: mini-batch shards computed in parallel (default: the BLAS thread limit,
+          e.g. as set by threadpoolctl). Results are deterministic for a given thread count.
         - Raises DivergenceError when the cost becomes NaN or infinite.
         """
         _check_training_args(epochs, batch_size)
@@ -215,49 +263,57 @@ class Network:
         rng = np.random.default_rng(seed)
         history = History()
         start_epoch = 1
-        fingerprint = {"n_samples": len(X), "batch_size": batch_size, "seed": seed, "optimizer": opt.hyper | {"name": opt.name}}
+        fingerprint = {"n_samples": len(X), "batch_size": batch_size, "seed": seed,
+                       "optimizer": opt.hyper | {"name": opt.name}}
         if resume_from is not None:
             history, start_epoch = self._restore_checkpoint(resume_from, opt, rng, stopping, fingerprint)
 
-        n = len(X)
-        per_epoch = math.ceil(n / batch_size)
-        for epoch in range(start_epoch, epochs + 1):
-            started = time.perf_counter()
-            order = rng.permutation(n)
-            cost_sum = correct = 0.0
-            for b in range(per_epoch):
-                idx = order[b * batch_size : (b + 1) * batch_size]
-                x = self._to_internal(X[idx])
-                z = self._forward(x, train=True)
-                cost, dz = self._loss(z, y[idx])
-                iteration = (epoch - 1) * per_epoch + b + 1
-                if not math.isfinite(cost):
-                    raise DivergenceError(
-                        f"cost became {cost} at epoch {epoch}, iteration {iteration} "
-                        f"(learning_rate={opt.hyper['learning_rate']}); try a lower learning rate"
-                    )
-                batch_correct = self._correct(z, y[idx])
-                opt.step(self.params, self._backward(dz))
-                cost_sum += cost * len(idx)
-                correct += batch_correct
-                history.iterations.append({"epoch": epoch, "iteration": iteration, "cost": cost})
-                if callback and callback({"type": "iteration", "epoch": epoch, "iteration": iteration, "cost": cost,
-                                          "accuracy": batch_correct / len(idx), "iterations_per_epoch": per_epoch}):
-                    return history
-            summary = {"epoch": epoch, "cost": cost_sum / n, "train_accuracy": correct / n,
-                       "val_cost": None, "val_accuracy": None}
-            if validation_data is not None:
-                summary["val_cost"], summary["val_accuracy"] = self.evaluate(Xv, yv)
-            summary["seconds"] = time.perf_counter() - started
-            history.epochs.append(summary)
-            stop = stopping is not None and stopping.update(summary, self.params)
-            if stop:
-                history.stopped_early = True
-                stopping.restore(self.params)
-            if checkpoint_path is not None:
-                self._write_checkpoint(checkpoint_path, epoch, opt, rng, stopping, history, fingerprint)
-            if (callback and callback({"type": "epoch", **summary})) or stop:
-                break
+        threads = _blas_threads() if threads is None else threads
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
+            raise ConfigError(f"threads must be an integer in 1..64, got {threads!r}")
+        stacks = [self.layers] + [self._build_layers(self.layers) for _ in range(threads - 1)]
+        with contextlib.ExitStack() as resources:
+            pool = None
+            if threads > 1:
+                pool = resources.enter_context(ThreadPoolExecutor(threads))
+                resources.enter_context(threadpool_limits(1, user_api="blas"))
+            n = len(X)
+            per_epoch = math.ceil(n / batch_size)
+            for epoch in range(start_epoch, epochs + 1):
+                started = time.perf_counter()
+                order = rng.permutation(n)
+                cost_sum = correct = 0.0
+                for b in range(per_epoch):
+                    idx = order[b * batch_size : (b + 1) * batch_size]
+                    cost, batch_correct, grads = self._train_step(X[idx], y[idx], stacks, pool)
+                    iteration = (epoch - 1) * per_epoch + b + 1
+                    if not math.isfinite(cost):
+                        raise DivergenceError(
+                            f"cost became {cost} at epoch {epoch}, iteration {iteration} "
+                            f"(learning_rate={opt.hyper['learning_rate']}); try a lower learning rate"
+                        )
+                    opt.step(self.params, grads)
+                    cost_sum += cost * len(idx)
+                    correct += batch_correct
+                    history.iterations.append({"epoch": epoch, "iteration": iteration, "cost": cost})
+                    event = {"type": "iteration", "epoch": epoch, "iteration": iteration, "cost": cost,
+                             "accuracy": batch_correct / len(idx), "iterations_per_epoch": per_epoch}
+                    if callback and callback(event):
+                        return history
+                summary = {"epoch": epoch, "cost": cost_sum / n, "train_accuracy": correct / n,
+                           "val_cost": None, "val_accuracy": None}
+                if validation_data is not None:
+                    summary["val_cost"], summary["val_accuracy"] = self.evaluate(Xv, yv)
+                summary["seconds"] = time.perf_counter() - started
+                history.epochs.append(summary)
+                stop = stopping is not None and stopping.update(summary, self.params)
+                if stop:
+                    history.stopped_early = True
+                    stopping.restore(self.params)
+                if checkpoint_path is not None:
+                    self._write_checkpoint(checkpoint_path, epoch, opt, rng, stopping, history, fingerprint)
+                if (callback and callback({"type": "epoch", **summary})) or stop:
+                    break
         return history
 
     def _write_checkpoint(self, path, epoch, opt, rng, stopping, history, fingerprint):
@@ -303,6 +359,9 @@ class Network:
         for name, p in self.params.items():
             if arrays[name].shape != p.shape:
                 raise ModelFileError(f"parameter {name} has shape {arrays[name].shape}, expected {p.shape}")
+            if arrays[name].dtype.kind != "f" or not np.isfinite(arrays[name]).all():
+                raise ModelFileError(f"parameter {name} must hold finite floats ({arrays[name].dtype})")
+        for name, p in self.params.items():  # all checked first: never half-loaded
             np.copyto(p, arrays[name])
 
     def save(self, path):
@@ -322,6 +381,12 @@ class Network:
         net._set_params(arrays)
         net.metadata = meta.get("metadata", {})
         return net
+
+
+def _blas_threads():
+    """The BLAS thread limit in force (1 when no BLAS library reports one)."""
+    counts = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    return max(1, min(counts, default=1))
 
 
 def _check_training_args(epochs, batch_size):
