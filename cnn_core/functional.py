@@ -118,12 +118,16 @@ def conv_backward(dout, cache, need_dx=True):
     db = d2.sum(axis=1)
     if not need_dx:
         return None, dw, db
-    dcols = np.matmul(w.reshape(f, -1).T, d2, out=_array(ws, "dcols", cols.shape, dout.dtype))
-    dcols = dcols.reshape(c, kh, kw, out_h, out_w, n)
+    # One small product per kernel offset, added into place at once: measured ~1.5x faster
+    # than one big product into a (C*kh*kw, Ho*Wo*N) matrix scattered afterwards, which
+    # streams several megabytes through memory twice.
+    w_offsets = np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # (kh, kw, C, F)
+    part = _array(ws, "dx_part", (c, d2.shape[1]), dout.dtype)
     dxp = _array(ws, "dpadded", padded_shape, dout.dtype)
     dxp.fill(0)
     for i, j, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
-        dxp[:, rows, columns, :] += dcols[:, i, j]
+        np.matmul(w_offsets[i, j], d2, out=part)
+        dxp[:, rows, columns, :] += part.reshape(c, out_h, out_w, n)
     return unpad_maps(dxp, padding), dw, db
 
 
