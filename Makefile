@@ -30,7 +30,7 @@ test: install-test
 
 bench: install-test
 	$(PY) benchmarks/train_throughput.py
-	$(PY) benchmarks/predict_latency.py
+	$(PY) benchmarks/service_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -171,7 +171,8 @@ def _floats_kept(plan):
 def _plan_layer(index, layer, shape, is_last):
     if not isinstance(layer, dict):
         raise ConfigError(f"layer {index}: must be an object with a 'type', got {layer!r}")
-    kind = TYPE_ALIASES.get(layer.get("type"), layer.get("type"))
+    kind = layer.get("type")
+    kind = TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else kind  # a list is unhashable
     if kind not in LAYER_TYPES:
         raise ConfigError(
             f"layer {index}: unknown type {layer.get('type')!r} "
@@ -187,7 +188,7 @@ def _plan_layer(index, layer, shape, is_last):
     if kind in ("conv", "dense"):
         default = "relu"
         if is_last and kind == "dense":
-            default = "softmax" if layer.get("units", 2) > 1 else "sigmoid"
+            default = "sigmoid" if layer.get("units") == 1 else "softmax"  # units checked below
         activation = layer.get("activation", default)
         if activation not in ACTIVATIONS:
             raise _error(
@@ -327,7 +328,7 @@ def from_seed_lists(config):
 
     layers = []
     for l in range(1, len(arch)):
-        kind = TYPE_ALIASES.get(arch[l], arch[l])
+        kind = TYPE_ALIASES.get(arch[l], arch[l]) if isinstance(arch[l], str) else arch[l]
         if kind == "conv":
             layers.append({"type": "conv", "filters": kernels[l], "kernel_size": sizes[l],
                            "stride": strides[l] or 1, "padding": pads[l], "activation": acts[l]})

@@ -54,18 +54,24 @@ def load_archive(path, fmt, version):
     or has another format name or version.
     """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if META_KEY not in archive.files:
-                raise ModelFileError(f"{Path(path).name} is not a {fmt} file (no metadata)")
-            meta = json.loads(archive[META_KEY].tobytes().decode())
-            if meta.get("format") != fmt:
-                raise ModelFileError(f"{Path(path).name} is a {meta.get('format')!r} file, not {fmt}")
-            if meta.get("format_version") != version:
-                raise ModelFileError(
-                    f"{Path(path).name} has format version {meta.get('format_version')}; "
-                    f"this cnn_core reads version {version}"
-                )
-            arrays = {name: archive[name] for name in archive.files if name != META_KEY}
+        with open(path, "rb") as file:  # ours to close: np.load leaks it on a corrupt zip
+            archive = np.load(file, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):  # a bare .npy array has no `with`
+                raise ModelFileError(f"{Path(path).name} is not a {fmt} file (not an npz archive)")
+            with archive:
+                if META_KEY not in archive.files:
+                    raise ModelFileError(f"{Path(path).name} is not a {fmt} file (no metadata)")
+                meta = json.loads(archive[META_KEY].tobytes().decode())
+                if not isinstance(meta, dict):
+                    raise ModelFileError(f"{Path(path).name} is not a {fmt} file (bad metadata)")
+                if meta.get("format") != fmt:
+                    raise ModelFileError(f"{Path(path).name} is a {meta.get('format')!r} file, not {fmt}")
+                if meta.get("format_version") != version:
+                    raise ModelFileError(
+                        f"{Path(path).name} has format version {meta.get('format_version')}; "
+                        f"this cnn_core reads version {version}"
+                    )
+                arrays = {name: archive[name] for name in archive.files if name != META_KEY}
     except ModelFileError:
         raise
     except FileNotFoundError:

@@ -128,6 +128,8 @@ class Network:
         return np.ascontiguousarray(X.transpose(1, 2, 3, 0), dtype=self.dtype)
 
     def _check_labels(self, y, n):
+        if n == 0:  # a mean over no samples: a ZeroDivisionError or a NaN loss otherwise
+            raise DatasetError("no samples: training and evaluation need at least one image")
         y = np.asarray(y)
         if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
             raise DatasetError(f"labels must be {n} integers, got an array of shape {y.shape} and dtype {y.dtype}")

@@ -1,0 +1,105 @@
+"""Dependencies: what a route needs, as `Annotated` aliases, so its signature reads as its needs.
+
+The `existing_*` dependencies turn an id that fails the allowlist, or that no store knows, into
+a 404 before the route runs (and before anything touches the file system).
+"""
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.errors import NotFoundError, UnauthorizedError
+from app.ids import is_valid_id
+from app.inference import Predictor
+from app.settings import Settings
+from app.storage.datasets import DatasetMeta, DatasetStore
+from app.storage.jobs import JobRecord, JobStore
+from app.storage.models import ModelMeta, ModelStore
+from app.training.runner import JobRunner
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    return request.app.state.settings
+
+
+def get_runner(request: Request) -> JobRunner:
+    """The job runner created at startup."""
+    return request.app.state.runner
+
+
+def get_predictor(request: Request) -> Predictor:
+    """The predictor created at startup."""
+    return request.app.state.predictor
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+
+
+def get_job_store(runner: RunnerDep) -> JobStore:
+    """The job store."""
+    return runner.jobs
+
+
+def get_dataset_store(runner: RunnerDep) -> DatasetStore:
+    """The dataset store."""
+    return runner.datasets
+
+
+def get_model_store(runner: RunnerDep) -> ModelStore:
+    """The model store."""
+    return runner.models
+
+
+JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
+DatasetStoreDep = Annotated[DatasetStore, Depends(get_dataset_store)]
+ModelStoreDep = Annotated[ModelStore, Depends(get_model_store)]
+
+
+def existing_job(job_id: str, jobs: JobStoreDep) -> JobRecord:
+    """The job named in the path, or 404."""
+    job = jobs.get(job_id) if is_valid_id(job_id) else None
+    if job is None:
+        raise NotFoundError("Job not found")
+    return job
+
+
+def existing_dataset(dataset_id: str, datasets: DatasetStoreDep) -> DatasetMeta:
+    """The dataset named in the path, or 404."""
+    dataset = datasets.get(dataset_id) if is_valid_id(dataset_id) else None
+    if dataset is None:
+        raise NotFoundError("Dataset not found")
+    return dataset
+
+
+def existing_model(model_id: str, models: ModelStoreDep) -> ModelMeta:
+    """The model named in the path, or 404."""
+    model = models.get(model_id) if is_valid_id(model_id) else None
+    if model is None:
+        raise NotFoundError("Model not found")
+    return model
+
+
+JobDep = Annotated[JobRecord, Depends(existing_job)]
+DatasetDep = Annotated[DatasetMeta, Depends(existing_dataset)]
+ModelDep = Annotated[ModelMeta, Depends(existing_model)]
+
+
+bearer = HTTPBearer(auto_error=False, description="The value of CNN_API_KEY.")
+
+
+def require_api_key(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """When CNN_API_KEY is set, require it as `Authorization: Bearer <key>` (constant time)."""
+    if settings.api_key is None:
+        return
+    expected = settings.api_key.get_secret_value().encode()
+    given = credentials.credentials.encode() if credentials else b""
+    if not hmac.compare_digest(given, expected):
+        raise UnauthorizedError("Missing or invalid API key")

@@ -1,0 +1,142 @@
+"""Predictions: decode images, convert them like the training data, run the model.
+
+Decoding and inference are CPU work and run in the threadpool, never in the event loop. At most
+`predict_concurrency` predictions run at once; one more is refused at once with 503 rather than
+queued. Loaded models are kept in a small LRU cache (models are immutable, so a cached network
+never goes stale; a deleted model is evicted).
+"""
+
+import io
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from app.errors import (
+    BadRequestError,
+    BusyError,
+    ConflictError,
+    PayloadTooLargeError,
+    UnsupportedMediaError,
+)
+from app.storage.models import ModelMeta, ModelStore
+from cnn_core import ModelFileError, Network
+from cnn_core.datasets import images_to_array
+
+IMAGE_FORMATS = ["PNG", "JPEG"]
+
+
+def decode_image(name: str, data: bytes, max_pixels: int) -> Image.Image:
+    """Frame 0 of a PNG or JPEG, fully decoded; 415, 413 or 400 when it cannot be."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.UnidentifiedImageError:
+        raise UnsupportedMediaError(
+            f"{name}: unsupported image format; expected PNG or JPEG"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PayloadTooLargeError(
+            f"{name}: image too large (over {max_pixels:,} pixels)"
+        ) from None
+    except Exception:  # noqa: BLE001 - a decoder fed hostile bytes fails in many ways
+        raise BadRequestError(f"{name}: could not decode image") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PayloadTooLargeError(
+            f"{name}: image too large: {width}x{height} exceeds {max_pixels:,} pixels"
+        )
+    try:
+        image.seek(0)
+        image.load()
+    except Exception:  # noqa: BLE001 - a decoder fed hostile bytes fails in many ways
+        raise BadRequestError(f"{name}: could not decode image (truncated or corrupt)") from None
+    return image
+
+
+def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> list[dict]:
+    """Per row of (N, K) probabilities: the best class and the `top_k` best, as plain floats."""
+    if probabilities.shape[1] == 1:  # one sigmoid unit: P(class 1)
+        probabilities = np.hstack([1 - probabilities, probabilities])
+    k = min(top_k, probabilities.shape[1])
+    results = []
+    for row in probabilities.astype(np.float64):
+        order = np.argsort(-row, kind="stable")[:k]
+        scores = [{"label": int(i), "class_name": classes[i], "probability": float(row[i])}
+                  for i in order]
+        results.append({**scores[0], "top_k": scores})
+    return results
+
+
+class Predictor:
+    """Runs predictions with bounded concurrency over an LRU cache of loaded models."""
+
+    def __init__(self, models: ModelStore, *, cache_size: int, concurrency: int,
+                 max_image_pixels: int) -> None:
+        self._models = models
+        self._cache: OrderedDict[str, Network] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+        self._concurrency = concurrency
+        self._in_flight = 0
+        self._max_pixels = max_image_pixels
+
+    def _network(self, model_id: str) -> Network:
+        with self._cache_lock:
+            if model_id in self._cache:
+                self._cache.move_to_end(model_id)
+                return self._cache[model_id]
+        try:
+            net = self._models.load(model_id)
+        except ModelFileError:
+            raise ConflictError("Model file is missing or corrupt") from None
+        with self._cache_lock:
+            self._cache[model_id] = net
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return net
+
+    def evict(self, model_id: str) -> None:
+        """Forget a cached model (it was deleted)."""
+        with self._cache_lock:
+            self._cache.pop(model_id, None)
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        """Hold one of the concurrency slots, or refuse with 503 when none is free.
+
+        Entered on the event loop only, so the counter needs no lock.
+        """
+        if self._in_flight >= self._concurrency:
+            raise BusyError("Server busy: too many predictions in flight, retry later")
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    def _predict_images(self, model: ModelMeta, files: list[tuple[str, bytes]],
+                        top_k: int) -> list[dict]:
+        images = [decode_image(name, data, self._max_pixels) for name, data in files]
+        X = images_to_array(images, model.input_shape, model.preprocessing)
+        return rank(self._network(model.id).predict_proba(X), model.classes, top_k)
+
+    def _predict_array(self, model: ModelMeta, X: np.ndarray, top_k: int) -> list[dict]:
+        return rank(self._network(model.id).predict_proba(X), model.classes, top_k)
+
+    async def predict_images(self, model: ModelMeta, files: list[tuple[str, bytes]],
+                             top_k: int) -> list[dict]:
+        """Predict (file name, bytes) pairs of PNG/JPEG images."""
+        with self._slot():
+            return await run_in_threadpool(self._predict_images, model, files, top_k)
+
+    async def predict_array(self, model: ModelMeta, X: np.ndarray, top_k: int) -> list[dict]:
+        """Predict a float (N, C, H, W) array already in the model's input scale."""
+        with self._slot():
+            return await run_in_threadpool(self._predict_array, model, X, top_k)

@@ -1,0 +1,102 @@
+"""The FastAPI application: `create_app(settings)` builds it; uvicorn serves `app.main:app`."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import Depends, FastAPI
+
+from app import __version__
+from app.deps import require_api_key
+from app.docs import mount_offline_docs
+from app.errors import register_error_handlers
+from app.inference import Predictor
+from app.routers import architectures, datasets, health, jobs, models
+from app.schemas import error_responses
+from app.settings import Settings
+from app.storage.datasets import FileDatasetStore
+from app.storage.files import sweep_temp_files
+from app.storage.jobs import SqliteJobStore
+from app.storage.layout import DataLayout
+from app.storage.models import FileModelStore
+from app.training.executor import ProcessExecutor
+from app.training.runner import JobRunner
+
+DESCRIPTION = """
+Train convolutional networks written from scratch in NumPy, follow their cost while they train,
+and predict with the models they produce.
+
+Try it: **POST /jobs** with the prefilled example (LeNet-5 on the built-in `mnist-sample`),
+watch **GET /jobs/{job_id}** and **GET /jobs/{job_id}/costs.png**, then post a digit image to
+**POST /models/{model_id}/predict**.
+"""
+
+TAGS = [
+    {"name": "health", "description": "Liveness, version and worker status."},
+    {"name": "architectures", "description": "Check a network before training it."},
+    {"name": "datasets", "description": "Upload and inspect training data."},
+    {"name": "jobs", "description": "Training jobs: submit, follow, cancel."},
+    {"name": "models", "description": "Trained models: inspect, download, predict."},
+]
+
+
+def build_runner(settings: Settings) -> JobRunner:
+    """Open the stores on the data directory, repair it, and wire the job runner."""
+    layout = DataLayout(settings.data_dir.resolve())
+    layout.create()
+    for directory in (layout.datasets, layout.models, layout.checkpoints):
+        sweep_temp_files(directory)
+    dataset_store = FileDatasetStore(layout.datasets)
+    dataset_store.remove_orphans()
+    model_store = FileModelStore(layout.models)
+    model_store.remove_orphans()
+    runner = JobRunner(
+        SqliteJobStore(layout.jobs_db), dataset_store, model_store,
+        ProcessExecutor(layout.root), layout, workers=settings.workers,
+        max_queue=settings.max_queue, poll_interval=settings.poll_interval,
+    )
+    runner.recover()
+    return runner
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Create the stores, the runner and the predictor; stop the workers on shutdown."""
+    settings: Settings = app.state.settings
+    runner = build_runner(settings)
+    app.state.runner = runner
+    app.state.predictor = Predictor(
+        runner.models, cache_size=settings.model_cache_size,
+        concurrency=settings.predict_concurrency, max_image_pixels=settings.max_image_pixels,
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        runner.shutdown()
+        runner.jobs.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service, configured by `settings` (by default from the environment)."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="cnn-service", version=__version__, description=DESCRIPTION, openapi_tags=TAGS,
+        lifespan=lifespan, docs_url=None, redoc_url=None,
+    )
+    app.state.settings = settings
+    register_error_handlers(app)
+    protected = {"dependencies": [Depends(require_api_key)], "responses": error_responses(401)}
+    app.include_router(health.router)
+    app.include_router(architectures.router, max_body_size=settings.max_json_bytes, **protected)
+    app.include_router(datasets.router, max_body_size=settings.max_upload_bytes, **protected)
+    app.include_router(jobs.router, max_body_size=settings.max_json_bytes, **protected)
+    app.include_router(models.router, max_body_size=settings.max_predict_bytes, **protected)
+    mount_offline_docs(app)
+    return app
+
+
+app = create_app()

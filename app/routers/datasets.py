@@ -1,0 +1,67 @@
+"""Upload, list, describe and delete datasets."""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from app.deps import DatasetDep, DatasetStoreDep, RunnerDep, SettingsDep
+from app.errors import ConflictError
+from app.ids import new_id
+from app.schemas import Dataset, DatasetList, error_responses
+from app.storage.datasets import DatasetMeta
+from cnn_core.datasets import load_dataset
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+def dataset_out(meta: DatasetMeta) -> Dataset:
+    """The API view of a stored dataset."""
+    return Dataset(
+        id=meta.id, name=meta.name, n_samples=meta.n_samples, input_shape=meta.input_shape,
+        classes=meta.classes, class_counts=dict(zip(meta.classes, meta.class_counts)),
+        preprocessing=meta.preprocessing, builtin=meta.builtin,
+        created_at=datetime.fromtimestamp(meta.created_at, UTC),
+    )
+
+
+@router.post("", status_code=201, response_model=Dataset,
+             responses=error_responses(400, 413, 422), form_limits={"max_files": 2, "max_fields": 2})
+def create_dataset(
+    files: Annotated[list[UploadFile], File(
+        description="One .npz (X, y, optional class_names), one .zip of class folders of "
+                    "PNG/JPEG images, or two MNIST IDX files (images and labels, gzipped or not)."
+    )],
+    runner: RunnerDep,
+    settings: SettingsDep,
+    response: Response,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> Dataset:
+    """Upload a dataset; its format is recognised from the bytes, not the file names."""
+    dataset = load_dataset([f.file for f in files], max_bytes=settings.max_upload_bytes)
+    dataset_id = new_id()
+    label = name or (files[0].filename or "")[:200] or dataset_id
+    meta = runner.datasets.create(dataset_id, label, dataset)
+    response.headers["Location"] = f"/datasets/{dataset_id}"
+    return dataset_out(meta)
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(datasets: DatasetStoreDep) -> DatasetList:
+    """Every dataset, the built-in `mnist-sample` first."""
+    items = [dataset_out(meta) for meta in datasets.list_all()]
+    return DatasetList(datasets=items, count=len(items))
+
+
+@router.get("/{dataset_id}", response_model=Dataset, responses=error_responses(404))
+def read_dataset(dataset: DatasetDep) -> Dataset:
+    """One dataset: samples, input shape, classes and samples per class."""
+    return dataset_out(dataset)
+
+
+@router.delete("/{dataset_id}", status_code=204, responses=error_responses(404, 409))
+def delete_dataset(dataset: DatasetDep, runner: RunnerDep) -> None:
+    """Delete an uploaded dataset that no queued or running job uses."""
+    if dataset.builtin:
+        raise ConflictError("The built-in dataset cannot be deleted")
+    runner.delete_dataset(dataset.id)

@@ -1,0 +1,186 @@
+"""Submit, follow and cancel training jobs."""
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterable
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import DatasetStoreDep, JobDep, JobStoreDep, RunnerDep, SettingsDep
+from app.errors import NotFoundError
+from app.ids import is_valid_id
+from app.plotting import cost_curve_png
+from app.schemas import (
+    CostHistory,
+    EpochMetrics,
+    IterationCost,
+    Job,
+    JobCreate,
+    JobList,
+    Progress,
+    error_responses,
+)
+from app.storage.jobs import EpochSummary, JobRecord, JobStatus, JobStore
+from app.storage.jobs import IterationCost as StoredCost
+from app.training.admission import admit
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def _time(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+
+
+def _epoch_out(summary: EpochSummary) -> EpochMetrics:
+    return EpochMetrics(epoch=summary.epoch, cost=summary.cost,
+                        train_accuracy=summary.train_accuracy, val_cost=summary.val_cost,
+                        val_accuracy=summary.val_accuracy, seconds=summary.seconds)
+
+
+def _progress(job: JobRecord) -> Progress:
+    epochs = job.training["epochs"]
+    per_epoch = job.iterations_per_epoch
+    total = per_epoch * epochs if per_epoch else None
+    fraction = min(job.iteration / total, 1.0) if total else 0.0
+    eta = None
+    done_this_run = job.iteration - job.run_start_iteration
+    if job.status is JobStatus.running and total and job.run_started_at and done_this_run > 0:
+        eta = (time.time() - job.run_started_at) / done_this_run * max(total - job.iteration, 0)
+    return Progress(
+        epoch=job.epoch, epochs=epochs, iteration=job.iteration, iterations_per_epoch=per_epoch,
+        total_iterations=total, fraction=1.0 if job.status is JobStatus.succeeded else fraction,
+        eta_seconds=eta,
+    )
+
+
+def job_out(job: JobRecord) -> Job:
+    """The API view of a job record."""
+    return Job(
+        id=job.id, name=job.name, status=job.status, dataset_id=job.dataset_id,
+        architecture=job.architecture, training=job.training,
+        created_at=_time(job.created_at), started_at=_time(job.started_at),
+        finished_at=_time(job.finished_at), queue_position=job.queue_position,
+        progress=_progress(job), metrics=_epoch_out(job.latest) if job.latest else None,
+        error=job.error, model_id=job.model_id,
+    )
+
+
+def thin(points: list[StoredCost], max_points: int) -> list[StoredCost]:
+    """At most `max_points` evenly spaced points, always keeping the last one."""
+    if len(points) <= max_points:
+        return points
+    kept = points[:: math.ceil(len(points) / max_points)]
+    kept[-1] = points[-1]
+    return kept
+
+
+def cost_history(jobs: JobStore, job_id: str, since: int,
+                 max_points: int | None = None) -> CostHistory:
+    """The job's status and its costs after iteration `since`."""
+    status = jobs.get(job_id).status  # read first: a finished job's history is complete
+    iterations, epochs = jobs.costs(job_id, since)
+    last = iterations[-1].iteration if iterations else since
+    if max_points:
+        iterations = thin(iterations, max_points)
+    return CostHistory(
+        status=status,
+        iterations=[IterationCost(epoch=i.epoch, iteration=i.iteration, cost=i.cost)
+                    for i in iterations],
+        epochs=[_epoch_out(e) for e in epochs], last_iteration=last,
+    )
+
+
+@router.post("", status_code=202, response_model=Job,
+             responses=error_responses(404, 422, 429))
+def create_job(body: JobCreate, datasets: DatasetStoreDep, runner: RunnerDep,
+               response: Response) -> Job:
+    """Submit a training job; it is checked against its dataset, then queued."""
+    dataset = datasets.get(body.dataset_id) if is_valid_id(body.dataset_id) else None
+    if dataset is None:
+        raise NotFoundError(f"Dataset {body.dataset_id!r} not found")
+    architecture, training = admit(body, dataset)
+    job = runner.submit(name=body.name, dataset_id=dataset.id, architecture=architecture,
+                        training=training)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job_out(job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    jobs: JobStoreDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    """Jobs, newest first, optionally only those with one status."""
+    records, total = jobs.list_page(status, limit, offset)
+    return JobList(jobs=[job_out(r) for r in records], count=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=Job, responses=error_responses(404))
+def read_job(job: JobDep) -> Job:
+    """One job: status, progress (epoch, iteration, fraction, ETA), latest metrics, model."""
+    return job_out(job)
+
+
+@router.get("/{job_id}/costs", response_model=CostHistory, responses=error_responses(404))
+def read_job_costs(
+    job: JobDep,
+    jobs: JobStoreDep,
+    since: Annotated[int, Query(ge=0, description="Only iterations after this one.")] = 0,
+    max_points: Annotated[int | None, Query(ge=2, le=100_000,
+                                            description="Thin the iterations to this many.")] = None,
+) -> CostHistory:
+    """The cost of every iteration and the summary of every epoch."""
+    return cost_history(jobs, job.id, since, max_points)
+
+
+@router.get("/{job_id}/costs.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}, "description": "The cost curve"},
+                       **error_responses(404)})
+def read_job_cost_plot(job: JobDep, jobs: JobStoreDep) -> Response:
+    """The cost curve as a PNG image."""
+    iterations, epochs = jobs.costs(job.id, 0)
+    title = job.name or f"job {job.id}"
+    png = cost_curve_png(iterations, epochs, job.training["optimizer"]["learning_rate"], title)
+    return Response(png, media_type="image/png")
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse,
+            responses=error_responses(404))
+async def stream_job_events(
+    job: JobDep,
+    jobs: JobStoreDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+) -> AsyncIterable[ServerSentEvent]:
+    """Server-sent events until the job ends: `costs` (new points), `progress` (the job) and a
+    final `end`. Each `costs` event's id is its last iteration, so a reconnecting client
+    continues where it stopped."""
+    since = last_event_id or 0
+    shown = None
+    while True:
+        history = await run_in_threadpool(cost_history, jobs, job.id, since)
+        record = await run_in_threadpool(jobs.get, job.id)
+        if history.iterations or history.epochs:
+            since = history.last_iteration
+            yield ServerSentEvent(event="costs", id=str(since), data=history)
+        state = job_out(record)
+        if not history.status.is_active:
+            yield ServerSentEvent(event="end", data=state)
+            return
+        if (record.status, record.iteration, record.latest) != shown:
+            shown = (record.status, record.iteration, record.latest)
+            yield ServerSentEvent(event="progress", data=state)
+        await asyncio.sleep(settings.poll_interval)
+
+
+@router.post("/{job_id}/cancel", response_model=Job, responses=error_responses(404, 409))
+def cancel_job(job: JobDep, runner: RunnerDep) -> Job:
+    """Cancel a queued or running job; cancelling a cancelled job is a no-op."""
+    return job_out(runner.cancel(job.id))

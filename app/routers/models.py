@@ -1,0 +1,135 @@
+"""List, describe, download, delete and predict with trained models."""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from app.deps import ModelDep, ModelStoreDep, PredictorDep, SettingsDep
+from app.errors import InvalidRequestError, NotFoundError, UnsupportedMediaError
+from app.schemas import (
+    LayerSummary,
+    Model,
+    ModelList,
+    ModelMetrics,
+    PredictInstances,
+    Predictions,
+    error_responses,
+)
+from app.storage.models import ModelMeta
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["files"],
+            "properties": {"files": {
+                "type": "array", "items": {"type": "string", "format": "binary"},
+                "description": "PNG or JPEG images, converted to the model's channels and size.",
+            }},
+        }},
+        "application/json": {"schema": PredictInstances.model_json_schema()},
+    },
+}
+
+
+def model_out(meta: ModelMeta) -> Model:
+    """The API view of a stored model."""
+    return Model(
+        id=meta.id, job_id=meta.job_id, name=meta.name, dataset_id=meta.dataset_id,
+        created_at=datetime.fromtimestamp(meta.created_at, UTC), architecture=meta.architecture,
+        input_shape=meta.input_shape, classes=meta.classes, param_count=meta.param_count,
+        macs=meta.macs, layers=[LayerSummary(**layer) for layer in meta.layers],
+        metrics=ModelMetrics(**meta.metrics), preprocessing=meta.preprocessing,
+        training=meta.training,
+    )
+
+
+@router.get("", response_model=ModelList)
+def list_models(models: ModelStoreDep) -> ModelList:
+    """Every model, oldest first."""
+    items = [model_out(meta) for meta in models.list_all()]
+    return ModelList(models=items, count=len(items))
+
+
+@router.get("/{model_id}", response_model=Model, responses=error_responses(404))
+def read_model(model: ModelDep) -> Model:
+    """One model: architecture, layers, classes, metrics, source job, preprocessing."""
+    return model_out(model)
+
+
+@router.get("/{model_id}/download", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "The model's .npz file (load with Network.load)"},
+                       **error_responses(404)})
+def download_model(model: ModelDep, models: ModelStoreDep) -> FileResponse:
+    """The model file: weights and metadata in one .npz, loadable with `Network.load`."""
+    path = models.file_path(model.id)
+    if not path.exists():
+        raise NotFoundError("Model not found")
+    return FileResponse(path, media_type="application/octet-stream",
+                        filename=f"model-{model.id}.npz")
+
+
+@router.delete("/{model_id}", status_code=204, responses=error_responses(404))
+def delete_model(model: ModelDep, models: ModelStoreDep, predictor: PredictorDep) -> None:
+    """Delete a model."""
+    models.delete(model.id)
+    predictor.evict(model.id)
+
+
+async def _instances(request: Request, model: ModelMeta, limit: int) -> np.ndarray:
+    try:
+        body = PredictInstances.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
+        ) from None
+    if len(body.instances) > limit:
+        raise InvalidRequestError(f"{len(body.instances)} instances; at most {limit} per request")
+    try:
+        X = np.asarray(body.instances, dtype=np.float32)
+    except ValueError:
+        raise InvalidRequestError("instances must all have the same shape") from None
+    if X.shape[1:] != tuple(model.input_shape):
+        raise InvalidRequestError(
+            f"instances have shape {list(X.shape[1:])}; the model expects {model.input_shape}"
+        )
+    return X
+
+
+@router.post("/{model_id}/predict", response_model=Predictions,
+             responses=error_responses(400, 404, 409, 413, 415, 422, 503),
+             openapi_extra={"requestBody": PREDICT_BODY})
+async def predict(
+    model: ModelDep,
+    request: Request,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    top_k: Annotated[int, Query(ge=1, le=1000, description="Clamped to the class count.")] = 3,
+) -> Predictions:
+    """Predict images (multipart parts named `files`) or JSON `{"instances": [...]}`."""
+    content_type = request.headers.get("content-type", "")
+    limit = settings.max_images_per_request
+    if content_type.startswith("multipart/form-data"):
+        async with request.form(max_files=limit, max_fields=1) as form:
+            files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+            if not files:
+                raise InvalidRequestError("send one or more images as multipart parts "
+                                          "named 'files'")
+            images = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
+        results = await predictor.predict_images(model, images, top_k)
+    elif content_type.startswith("application/json"):
+        X = await _instances(request, model, limit)
+        results = await predictor.predict_array(model, X, top_k)
+    else:
+        raise UnsupportedMediaError("send multipart/form-data with image files named 'files', "
+                                    "or application/json with 'instances'")
+    return Predictions(model_id=model.id, predictions=results)

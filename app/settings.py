@@ -1,0 +1,45 @@
+"""Service settings, read from `CNN_*` environment variables."""
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything an operator can tune; each field is also the env var `CNN_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="CNN_", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Jobs, datasets, models, checkpoints.")
+    host: str = Field("127.0.0.1", description="Address `make run` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `make run` binds.")
+    workers: int = Field(1, ge=1, le=64, description="Training jobs that run at once.")
+    api_key: SecretStr | None = Field(None, description="When set, required as a Bearer token.")
+
+    max_upload_mb: int = Field(100, ge=1, description="Largest dataset upload (MB).")
+    max_predict_mb: int = Field(10, ge=1, description="Largest predict request body (MB).")
+    max_json_kb: int = Field(256, ge=1, description="Largest JSON body on other routes (KB).")
+    max_queue: int = Field(16, ge=1, description="Queued jobs accepted before 429.")
+    max_images_per_request: int = Field(64, ge=1, description="Files or instances per predict.")
+    max_image_pixels: int = Field(4096 * 4096, ge=1, description="Largest decoded image (pixels).")
+    predict_concurrency: int = Field(4, ge=1, description="Predictions in flight before 503.")
+    model_cache_size: int = Field(8, ge=1, description="Loaded models kept in memory.")
+    poll_interval: float = Field(0.25, gt=0, le=5, description="Seconds between job-state polls.")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """Dataset upload cap in bytes."""
+        return self.max_upload_mb * MB
+
+    @property
+    def max_predict_bytes(self) -> int:
+        """Predict body cap in bytes."""
+        return self.max_predict_mb * MB
+
+    @property
+    def max_json_bytes(self) -> int:
+        """JSON body cap in bytes."""
+        return self.max_json_kb * 1024

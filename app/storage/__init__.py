@@ -1,0 +1,1 @@
+"""Where jobs, datasets and models live: small interfaces and their embedded defaults."""

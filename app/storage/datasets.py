@@ -1,0 +1,109 @@
+"""The dataset store: uploaded datasets as `datasets/<id>.npz` (X, y) plus `<id>.json` metadata.
+
+The JSON is written last, so a dataset exists exactly when its metadata file does. The built-in
+`mnist-sample` ships with cnn_core; it is always listed and cannot be deleted.
+"""
+
+import time
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from app.ids import BUILTIN_DATASET_ID
+from app.storage.files import atomic_save, atomic_write_json, read_json
+from cnn_core.datasets import Dataset, load_mnist_sample
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    id: str
+    name: str
+    n_samples: int
+    input_shape: list[int]
+    classes: list[str]
+    class_counts: list[int]
+    preprocessing: dict[str, Any]
+    created_at: float
+    builtin: bool = False
+
+
+def describe(dataset_id: str, name: str, dataset: Dataset, *, builtin: bool = False) -> DatasetMeta:
+    """The metadata of `dataset` as stored and served."""
+    return DatasetMeta(
+        id=dataset_id, name=name, n_samples=int(dataset.n_samples),
+        input_shape=[int(d) for d in dataset.input_shape], classes=list(dataset.class_names),
+        class_counts=[int(c) for c in dataset.class_counts()],
+        preprocessing=dict(dataset.preprocessing), created_at=time.time(), builtin=builtin,
+    )
+
+
+class DatasetStore(Protocol):
+    """What the service needs from a dataset store."""
+
+    def list_all(self) -> list[DatasetMeta]: ...
+    def get(self, dataset_id: str) -> DatasetMeta | None: ...
+    def create(self, dataset_id: str, name: str, dataset: Dataset) -> DatasetMeta: ...
+    def load(self, dataset_id: str) -> Dataset: ...
+    def delete(self, dataset_id: str) -> None: ...
+
+
+class FileDatasetStore:
+    """`DatasetStore` on a directory of npz + JSON pairs, plus the built-in sample."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+
+    @cached_property
+    def _builtin(self) -> DatasetMeta:
+        meta = describe(BUILTIN_DATASET_ID, "MNIST sample (built in)", load_mnist_sample(),
+                        builtin=True)
+        return DatasetMeta(**{**asdict(meta), "created_at": 0.0})
+
+    def _meta_path(self, dataset_id: str) -> Path:
+        return self._dir / f"{dataset_id}.json"
+
+    def _data_path(self, dataset_id: str) -> Path:
+        return self._dir / f"{dataset_id}.npz"
+
+    def list_all(self) -> list[DatasetMeta]:
+        """Every dataset, the built-in one first, then by creation time."""
+        stored = [DatasetMeta(**read_json(p)) for p in self._dir.glob("*.json")]
+        return [self._builtin, *sorted(stored, key=lambda m: m.created_at)]
+
+    def get(self, dataset_id: str) -> DatasetMeta | None:
+        """The dataset's metadata, or None."""
+        if dataset_id == BUILTIN_DATASET_ID:
+            return self._builtin
+        path = self._meta_path(dataset_id)
+        return DatasetMeta(**read_json(path)) if path.exists() else None
+
+    def create(self, dataset_id: str, name: str, dataset: Dataset) -> DatasetMeta:
+        """Store `dataset` under `dataset_id`: arrays first, then the metadata that publishes it."""
+        meta = describe(dataset_id, name, dataset)
+        atomic_save(self._data_path(dataset_id),
+                    lambda tmp: np.savez(tmp, X=dataset.X, y=dataset.y))
+        atomic_write_json(self._meta_path(dataset_id), asdict(meta))
+        return meta
+
+    def load(self, dataset_id: str) -> Dataset:
+        """The dataset's arrays, class names and preprocessing."""
+        if dataset_id == BUILTIN_DATASET_ID:
+            return load_mnist_sample()
+        meta = self.get(dataset_id)
+        with np.load(self._data_path(dataset_id), allow_pickle=False) as arrays:
+            return Dataset(X=arrays["X"], y=arrays["y"], class_names=meta.classes,
+                           preprocessing=meta.preprocessing)
+
+    def delete(self, dataset_id: str) -> None:
+        """Remove the dataset: metadata first (unpublish), then the arrays."""
+        self._meta_path(dataset_id).unlink(missing_ok=True)
+        self._data_path(dataset_id).unlink(missing_ok=True)
+
+    def remove_orphans(self) -> None:
+        """Delete arrays whose metadata was never written (a crash mid-upload)."""
+        for data in self._dir.glob("*.npz"):
+            if not self._meta_path(data.stem).exists():
+                data.unlink(missing_ok=True)

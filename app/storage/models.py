@@ -1,0 +1,97 @@
+"""The model store: `models/<id>.npz` (cnn_core's own format) plus `<id>.json` metadata.
+
+As for datasets, the JSON is written last and removed first, so a model is listed only when its
+weights are complete. Models are immutable once stored, so their metadata is cached in memory
+(predictions look it up on every request).
+"""
+
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from app.storage.files import atomic_write_json, read_json
+from cnn_core import Network
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    id: str
+    job_id: str
+    name: str | None
+    dataset_id: str
+    created_at: float
+    architecture: dict[str, Any]
+    input_shape: list[int]
+    classes: list[str]
+    param_count: int
+    macs: int
+    layers: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    preprocessing: dict[str, Any]
+    training: dict[str, Any]
+
+
+class ModelStore(Protocol):
+    """What the service needs from a model store."""
+
+    def list_all(self) -> list[ModelMeta]: ...
+    def get(self, model_id: str) -> ModelMeta | None: ...
+    def save(self, meta: ModelMeta, net: Network) -> None: ...
+    def load(self, model_id: str) -> Network: ...
+    def file_path(self, model_id: str) -> Path: ...
+    def delete(self, model_id: str) -> None: ...
+
+
+class FileModelStore:
+    """`ModelStore` on a directory of npz + JSON pairs."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self._cache: dict[str, ModelMeta] = {}
+        self._cache_lock = threading.Lock()
+
+    def _meta_path(self, model_id: str) -> Path:
+        return self._dir / f"{model_id}.json"
+
+    def file_path(self, model_id: str) -> Path:
+        """The model's npz file, as served for download."""
+        return self._dir / f"{model_id}.npz"
+
+    def list_all(self) -> list[ModelMeta]:
+        """Every model, oldest first."""
+        models = [ModelMeta(**read_json(p)) for p in self._dir.glob("*.json")]
+        return sorted(models, key=lambda m: m.created_at)
+
+    def get(self, model_id: str) -> ModelMeta | None:
+        """The model's metadata, or None."""
+        with self._cache_lock:
+            if model_id not in self._cache:
+                path = self._meta_path(model_id)
+                if not path.exists():
+                    return None
+                self._cache[model_id] = ModelMeta(**read_json(path))
+            return self._cache[model_id]
+
+    def save(self, meta: ModelMeta, net: Network) -> None:
+        """Write the weights (with the metadata inside), then publish the metadata file."""
+        net.metadata = asdict(meta)
+        net.save(self.file_path(meta.id))
+        atomic_write_json(self._meta_path(meta.id), asdict(meta))
+
+    def load(self, model_id: str) -> Network:
+        """The model's network, ready to predict."""
+        return Network.load(self.file_path(model_id))
+
+    def delete(self, model_id: str) -> None:
+        """Unpublish the model, then remove its weights."""
+        with self._cache_lock:
+            self._meta_path(model_id).unlink(missing_ok=True)
+            self._cache.pop(model_id, None)
+        self.file_path(model_id).unlink(missing_ok=True)
+
+    def remove_orphans(self) -> None:
+        """Delete weights whose metadata was never written (a worker killed mid-publish)."""
+        for weights in self._dir.glob("*.npz"):
+            if not self._meta_path(weights.stem).exists():
+                weights.unlink(missing_ok=True)

@@ -1,0 +1,58 @@
+"""Admission control: a job is checked against its dataset before it is queued, so a job that
+cannot work is refused with a 422 that names the problem instead of failing later."""
+
+from typing import Any
+
+from app.errors import InvalidRequestError
+from app.schemas import Architecture, JobCreate
+from app.storage.datasets import DatasetMeta
+from app.training.worker import validation_count
+from cnn_core import build_preset
+from cnn_core.config import normalize
+
+
+def summarize(config: dict[str, Any]) -> dict[str, Any]:
+    """The normalized config's per-layer shapes, parameters and multiply-adds, without
+    allocating any weights; raises ConfigError naming the layer that breaks."""
+    normalized, plans = normalize(config)
+    output = plans[-1]
+    return {
+        "architecture": normalized,
+        "input_shape": list(normalized["input_shape"]),
+        "n_classes": 2 if output.activation == "sigmoid" else output.units,
+        "layers": [
+            {"index": p.index, "type": p.type, "output_shape": list(p.output_shape),
+             "param_count": p.param_count, "macs": p.macs}
+            for p in plans
+        ],
+        "param_count": sum(p.param_count for p in plans),
+        "macs": sum(p.macs for p in plans),
+    }
+
+
+def admit(request: JobCreate, dataset: DatasetMeta) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The job's normalized architecture config and training settings, or a 422."""
+    n_classes = len(dataset.classes)
+    if isinstance(request.architecture, Architecture):
+        config = request.architecture.to_config()
+    else:
+        config = build_preset(request.architecture.value, dataset.input_shape, n_classes)
+    summary = summarize(config)
+    if summary["input_shape"] != dataset.input_shape:
+        raise InvalidRequestError(
+            f"architecture input_shape {summary['input_shape']} does not match dataset "
+            f"{dataset.id!r}, whose samples are {dataset.input_shape}"
+        )
+    if summary["n_classes"] != n_classes:
+        raise InvalidRequestError(
+            f"the output layer predicts {summary['n_classes']} classes but dataset "
+            f"{dataset.id!r} has {n_classes}; give the last dense layer {n_classes} units "
+            f"(or 1 sigmoid unit for 2 classes)"
+        )
+    training = request.training.model_dump()
+    if validation_count(dataset.n_samples, training["validation_split"]) >= dataset.n_samples:
+        raise InvalidRequestError(
+            f"validation_split {training['validation_split']} leaves no training samples out "
+            f"of {dataset.n_samples}"
+        )
+    return summary["architecture"], training

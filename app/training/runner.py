@@ -1,0 +1,151 @@
+"""The job runner: admits jobs to a bounded FIFO queue, starts them on free workers, settles
+workers that end, and repairs the data directory at startup.
+
+It runs as one asyncio task in the server. It wakes on every submission and cancellation and
+otherwise polls the executor every `poll_interval` seconds, so a worker that dies is noticed
+within that time: its job fails with the reason and the next job starts.
+"""
+
+import asyncio
+import logging
+import signal
+import threading
+from typing import Any
+
+from app.errors import ConflictError, NotFoundError, QueueFullError
+from app.ids import new_id
+from app.storage.datasets import DatasetStore
+from app.storage.jobs import JobRecord, JobStatus, JobStore
+from app.storage.layout import DataLayout
+from app.storage.models import ModelStore
+from app.training.executor import JobExecutor
+
+log = logging.getLogger("app.runner")
+
+
+def death_reason(exitcode: int) -> str:
+    """Why a worker that ended without reporting a result ended, in words."""
+    if exitcode < 0:
+        return f"worker process died (signal {-exitcode}, {signal.Signals(-exitcode).name})"
+    if exitcode == 0:
+        return "worker process exited without reporting a result"
+    return f"worker process exited with code {exitcode}"
+
+
+class JobRunner:
+    """Owns the queue discipline: at most `workers` jobs run, at most `max_queue` wait."""
+
+    def __init__(self, jobs: JobStore, datasets: DatasetStore, models: ModelStore,
+                 executor: JobExecutor, layout: DataLayout, *, workers: int, max_queue: int,
+                 poll_interval: float) -> None:
+        self.jobs = jobs
+        self.datasets = datasets
+        self.models = models
+        self.executor = executor
+        self.workers = workers
+        self._layout = layout
+        self._max_queue = max_queue
+        self._poll_interval = poll_interval
+        self._lock = threading.Lock()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ called from routes
+
+    def submit(self, *, name: str | None, dataset_id: str, architecture: dict[str, Any],
+               training: dict[str, Any]) -> JobRecord:
+        """Queue an admitted job; 429 when the queue is full."""
+        with self._lock:
+            queued = self.jobs.count(JobStatus.queued)
+            if queued >= self._max_queue:
+                raise QueueFullError(f"Job queue full ({queued} jobs queued); retry later")
+            if self.datasets.get(dataset_id) is None:
+                raise NotFoundError(f"Dataset {dataset_id!r} not found")
+            job = self.jobs.create(new_id(), name, dataset_id, architecture, training)
+        self.wake()
+        return job
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued or running job (idempotent); 409 once it has finished."""
+        with self._lock:
+            before = self.jobs.cancel(job_id)
+            if before is JobStatus.running:
+                self.executor.stop(job_id)
+        if before in (JobStatus.succeeded, JobStatus.failed):
+            raise ConflictError(f"Job already finished (status: {before})")
+        self.wake()
+        return self.jobs.get(job_id)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a dataset no queued or running job uses; 409 otherwise."""
+        with self._lock:
+            if self.jobs.is_dataset_in_use(dataset_id):
+                raise ConflictError(f"Dataset {dataset_id!r} is used by a queued or running job")
+            self.datasets.delete(dataset_id)
+
+    def wake(self) -> None:
+        """Make the loop look at the queue now (safe from any thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Start and settle jobs until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        while True:
+            try:
+                self._tick()
+            except Exception:
+                log.exception("job runner tick failed; retrying")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    def _tick(self) -> None:
+        for job_id, exitcode in self.executor.reap():
+            self._settle(job_id, exitcode)
+        with self._lock:
+            while len(self.executor.running()) < self.workers:
+                job_id = self.jobs.claim_next()
+                if job_id is None:
+                    break
+                self.executor.start(job_id)
+
+    def _settle(self, job_id: str, exitcode: int) -> None:
+        """Clean up after a worker: fail its job if it did not finish it, drop leftovers."""
+        if self.jobs.finish(job_id, JobStatus.failed, error=death_reason(exitcode)):
+            log.warning("job %s failed: %s", job_id, death_reason(exitcode))
+        job = self.jobs.get(job_id)
+        if not job.status.is_active:
+            self._discard_unpublished(job)
+            self._layout.checkpoint(job_id).unlink(missing_ok=True)
+
+    def _discard_unpublished(self, job: JobRecord) -> None:
+        for model in self.models.list_all():
+            if model.job_id == job.id and model.id != job.model_id:
+                self.models.delete(model.id)
+
+    def shutdown(self) -> None:
+        """Stop every worker; their jobs stay `running` and resume on the next start."""
+        self.executor.shutdown()
+
+    # ------------------------------------------------------------------ startup
+
+    def recover(self) -> None:
+        """Repair what a crash may have left: re-queue interrupted jobs, drop unpublished
+        models and checkpoints of finished jobs."""
+        requeued = self.jobs.requeue_running()
+        if requeued:
+            log.info("re-queued %d interrupted job(s); they resume from their checkpoints",
+                     len(requeued))
+        for model in self.models.list_all():
+            job = self.jobs.get(model.job_id)
+            if job is None or job.model_id != model.id:
+                self.models.delete(model.id)
+        for checkpoint in self._layout.checkpoints.glob("*.npz"):
+            job = self.jobs.get(checkpoint.stem)
+            if job is None or not job.status.is_active:
+                checkpoint.unlink(missing_ok=True)

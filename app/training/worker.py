@@ -1,0 +1,178 @@
+"""The worker: train one job, record its progress, publish its model.
+
+`run_job` is a plain function that talks only to the stores in the data directory, so the
+process executor runs it in a child process and a test can call it in-process. It resumes from
+the job's checkpoint when there is one, which makes the result identical to an uninterrupted run.
+"""
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.ids import new_id
+from app.storage.datasets import FileDatasetStore
+from app.storage.jobs import (
+    EpochSummary,
+    IterationCost,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    SqliteJobStore,
+    finite_or_none,
+)
+from app.storage.layout import DataLayout
+from app.storage.models import FileModelStore, ModelMeta
+from cnn_core import CNNError, History, Network
+from cnn_core.datasets import Dataset
+
+log = logging.getLogger("app.worker")
+
+FLUSH_SECONDS = 0.5
+
+
+def validation_count(n_samples: int, validation_split: float) -> int:
+    """How many samples the validation split holds out."""
+    return round(n_samples * validation_split)
+
+
+def split_indices(n_samples: int, validation_split: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) sample indices: a seeded shuffle, the first part held out."""
+    order = np.random.default_rng(seed).permutation(n_samples)
+    n_val = validation_count(n_samples, validation_split)
+    return order[n_val:], order[:n_val]
+
+
+class ProgressRecorder:
+    """The `fit` callback: writes iteration costs in small batches and each epoch's summary.
+
+    It also stops training when the job is no longer `running` (cancelled meanwhile).
+    """
+
+    def __init__(self, jobs: JobStore, job_id: str) -> None:
+        self._jobs = jobs
+        self._job_id = job_id
+        self._pending: list[IterationCost] = []
+        self._last_flush = time.monotonic()
+        self._started = False
+        self._last_iteration = 0
+
+    def _flush(self) -> bool:
+        """Write pending costs; True when training should stop."""
+        if self._pending:
+            self._jobs.record_iterations(self._job_id, self._pending)
+            self._pending = []
+        self._last_flush = time.monotonic()
+        job = self._jobs.get(self._job_id)
+        return job is None or job.status is not JobStatus.running
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        if event["type"] == "iteration":
+            if not self._started:
+                self._jobs.start_run(self._job_id, event["epoch"], event["iteration"],
+                                     event["iterations_per_epoch"])
+                self._started = True
+            self._last_iteration = event["iteration"]
+            self._pending.append(IterationCost(event["epoch"], event["iteration"], event["cost"]))
+            return time.monotonic() - self._last_flush >= FLUSH_SECONDS and self._flush()
+        stop = self._flush()
+        self._jobs.record_epoch(self._job_id, _summary(event, self._last_iteration))
+        return stop
+
+
+def _summary(epoch: dict[str, Any], last_iteration: int) -> EpochSummary:
+    return EpochSummary(
+        epoch=epoch["epoch"], cost=epoch["cost"], train_accuracy=epoch["train_accuracy"],
+        val_cost=epoch["val_cost"], val_accuracy=epoch["val_accuracy"],
+        seconds=epoch["seconds"], last_iteration=last_iteration,
+    )
+
+
+def train(job: JobRecord, data: Dataset, callback: ProgressRecorder,
+          checkpoint: Path) -> tuple[Network, History]:
+    """Fit the job's network on its dataset, resuming from `checkpoint` if it exists."""
+    settings = job.training
+    seed = settings["seed"]
+    train_idx, val_idx = split_indices(data.n_samples, settings["validation_split"], seed)
+    validation = (data.X[val_idx], data.y[val_idx]) if len(val_idx) else None
+    net = Network.from_config(job.architecture, seed=seed)
+    history = net.fit(
+        data.X[train_idx], data.y[train_idx], epochs=settings["epochs"],
+        batch_size=settings["batch_size"], optimizer=settings["optimizer"],
+        validation_data=validation, callback=callback, seed=seed,
+        early_stopping=settings["early_stopping"], checkpoint_path=checkpoint,
+        resume_from=checkpoint if checkpoint.exists() else None,
+    )
+    return net, history
+
+
+def record_history(jobs: JobStore, job_id: str, history: History) -> None:
+    """Store the complete history, filling anything a crash kept from the database."""
+    iterations = [IterationCost(i["epoch"], i["iteration"], i["cost"]) for i in history.iterations]
+    if iterations:
+        jobs.record_iterations(job_id, iterations)
+    last_of_epoch = {i.epoch: i.iteration for i in iterations}
+    for epoch in history.epochs:
+        jobs.record_epoch(job_id, _summary(epoch, last_of_epoch.get(epoch["epoch"], 0)))
+
+
+def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) -> ModelMeta:
+    """What the model store keeps about the model a job trained."""
+    last = history.epochs[-1]
+    return ModelMeta(
+        id=new_id(), job_id=job.id, name=job.name, dataset_id=job.dataset_id,
+        created_at=time.time(), architecture=net.config, input_shape=list(net.input_shape),
+        classes=list(data.class_names), param_count=net.param_count, macs=net.macs,
+        layers=net.summary(), preprocessing=dict(data.preprocessing), training=job.training,
+        metrics={
+            "epochs_trained": len(history.epochs), "stopped_early": history.stopped_early,
+            **{key: finite_or_none(last[key])
+               for key in ("cost", "train_accuracy", "val_cost", "val_accuracy")},
+        },
+    )
+
+
+def run_job(job_id: str, data_dir: Path) -> None:
+    """Train job `job_id` to its end: succeeded with a model, or failed with a reason."""
+    layout = DataLayout(data_dir)
+    jobs = SqliteJobStore(layout.jobs_db)
+    try:
+        job = jobs.get(job_id)
+        if job is not None and job.status is JobStatus.running:
+            _run(job, layout, jobs)
+    finally:
+        jobs.close()
+
+
+def _run(job: JobRecord, layout: DataLayout, jobs: SqliteJobStore) -> None:
+    checkpoint = layout.checkpoint(job.id)
+    try:
+        data = FileDatasetStore(layout.datasets).load(job.dataset_id)
+        net, history = train(job, data, ProgressRecorder(jobs, job.id), checkpoint)
+    except CNNError as exc:  # divergence, or a dataset or checkpoint that cannot be used
+        jobs.finish(job.id, JobStatus.failed, error=str(exc))
+        checkpoint.unlink(missing_ok=True)
+        return
+    except MemoryError:
+        jobs.finish(job.id, JobStatus.failed, error="out of memory: use a smaller network, "
+                    "batch size or dataset")
+        checkpoint.unlink(missing_ok=True)
+        return
+    except Exception:
+        log.exception("job %s: training failed", job.id)
+        jobs.finish(job.id, JobStatus.failed,
+                    error="internal error in the training worker (see the server log)")
+        checkpoint.unlink(missing_ok=True)
+        return
+    record_history(jobs, job.id, history)
+    if jobs.get(job.id).status is not JobStatus.running:
+        return  # cancelled while training: publish nothing
+    models = FileModelStore(layout.models)
+    meta = model_meta(job, net, history, data)
+    models.save(meta, net)
+    if not jobs.finish(job.id, JobStatus.succeeded, model_id=meta.id):
+        models.delete(meta.id)  # cancelled while publishing
+    checkpoint.unlink(missing_ok=True)

@@ -1,0 +1,193 @@
+"""Service speed against a real server on loopback: predict latency and training overhead.
+
+    .venv/bin/python benchmarks/service_latency.py [--requests 500] [--rounds 2]
+
+Starts `uvicorn app.main:app` on a temporary data dir and a free port, then measures:
+
+1. Predict latency of one 28x28 PNG digit (LeNet-5 model), sequential requests over one
+   keep-alive connection: median and p99 with no job running, and again while a LeNet-5 job
+   trains in the worker process.
+2. Service overhead: a 5-epoch LeNet-5 job (batch 64, Adam, no validation split) on 8,000 digits
+   (the built-in 2,000 and three copies shifted by a pixel), from its `created_at` to its
+   `finished_at` (queueing, worker start, data loading, training with progress recording and
+   checkpoints, publishing the model), against cnn_core's own `fit` on the same data in this
+   process. The two alternate for `--rounds` rounds because this machine's speed drifts; medians
+   are compared.
+"""
+
+import argparse
+import contextlib
+import io
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from cnn_core import Network, build_preset
+from cnn_core.datasets import load_mnist_sample
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINING = {"epochs": 5, "batch_size": 64, "validation_split": 0.0, "seed": 0,
+            "optimizer": {"name": "adam", "learning_rate": 0.001}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(data_dir: Path) -> Iterator[httpx.Client]:
+    """A uvicorn process on `data_dir`, killed (with its workers) on the way out."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        cwd=REPO, env={**os.environ, "CNN_DATA_DIR": str(data_dir)}, start_new_session=True,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            for _ in range(300):
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get("/health").status_code == 200:
+                        break
+                time.sleep(0.05)
+            yield client
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def eight_thousand_digits() -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (8000, 28, 28) digits and labels: the sample plus three shifted copies."""
+    sample = load_mnist_sample()
+    X = np.rint(sample.X[:, 0] * 255).astype(np.uint8)
+    shifted = [np.roll(X, shift, axis=axis) for axis, shift in ((1, 1), (2, 1), (2, -1))]
+    return np.concatenate([X, *shifted]), np.tile(sample.y, 4)
+
+
+def npz_bytes(X: np.ndarray, y: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, X=X, y=y)
+    return buffer.getvalue()
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def submit(client: httpx.Client, dataset_id: str, training: dict) -> str:
+    response = client.post("/jobs", json={"dataset_id": dataset_id, "architecture": "lenet5",
+                                          "training": training})
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def wait(client: httpx.Client, job_id: str, until: set[str], poll: float = 0.05) -> dict:
+    while (job := client.get(f"/jobs/{job_id}").json())["status"] not in until:
+        time.sleep(poll)
+    return job
+
+
+def seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def multipart(png: bytes) -> tuple[bytes, str]:
+    """The body and content type of a form with one part `files` holding `png`, encoded once
+    so the figures measure the server rather than the client's multipart encoder."""
+    boundary = "cnnservicebenchmark"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+            f"filename=\"digit.png\"\r\nContent-Type: image/png\r\n\r\n").encode()
+    return body + png + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def latencies(client: httpx.Client, model_id: str, png: bytes, n: int) -> list[float]:
+    """Milliseconds of `n` sequential predictions of one image (after 20 warm-up calls)."""
+    url = f"/models/{model_id}/predict"
+    body, content_type = multipart(png)
+    times = []
+    for i in range(n + 20):
+        started = time.perf_counter()
+        response = client.post(url, content=body, headers={"content-type": content_type})
+        elapsed = time.perf_counter() - started
+        response.raise_for_status()
+        if i >= 20:
+            times.append(elapsed * 1000)
+    return times
+
+
+def percentiles(times: list[float]) -> str:
+    p50, p99 = np.percentile(times, [50, 99])
+    return f"p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   (n={len(times)})"
+
+
+def in_process_fit(X: np.ndarray, y: np.ndarray) -> float:
+    """Seconds of cnn_core's own fit, with the data already in memory."""
+    net = Network.from_config(build_preset("lenet5", (1, 28, 28), 10), seed=0)
+    started = time.perf_counter()
+    net.fit(X, y, epochs=TRAINING["epochs"], batch_size=TRAINING["batch_size"],
+            optimizer=TRAINING["optimizer"], seed=TRAINING["seed"])
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    X8, y8 = eight_thousand_digits()
+    X_fit = (X8[:, None].astype(np.float32) * np.float32(1 / 255))
+    png = png_bytes(X8[7])
+    with tempfile.TemporaryDirectory() as tmp, server(Path(tmp)) as client:
+        dataset = client.post("/datasets", files={"files": ("digits.npz", npz_bytes(X8, y8))})
+        dataset_id = dataset.json()["id"]
+        quick = wait(client, submit(client, "mnist-sample", {**TRAINING, "epochs": 1}),
+                     {"succeeded", "failed"})
+        model_id = quick["model_id"]
+
+        idle = latencies(client, model_id, png, args.requests)
+        busy_job = submit(client, dataset_id, {**TRAINING, "epochs": 50})
+        wait(client, busy_job, {"running"})
+        time.sleep(1)  # let the worker get past its start-up and into training
+        busy = latencies(client, model_id, png, args.requests)
+        still_running = client.get(f"/jobs/{busy_job}").json()["status"] == "running"
+        client.post(f"/jobs/{busy_job}/cancel")
+        wait(client, busy_job, {"cancelled"})
+
+        service, local, worker = [], [], []
+        for _ in range(args.rounds):
+            local.append(in_process_fit(X_fit, y8))
+            job = wait(client, submit(client, dataset_id, TRAINING), {"succeeded", "failed"},
+                       poll=0.5)  # slow polling: the client must not compete for the CPU
+            service.append(seconds_between(job["created_at"], job["finished_at"]))
+            costs = client.get(f"/jobs/{job['id']}/costs").json()
+            worker.append(sum(epoch["seconds"] for epoch in costs["epochs"]))
+
+    print(f"predict one 28x28 PNG, no job running:   {percentiles(idle)}")
+    print(f"predict one 28x28 PNG, job training:     {percentiles(busy)}"
+          f"{'' if still_running else '   (warning: the job ended during the run)'}")
+    s, f, w = (statistics.median(v) for v in (service, local, worker))
+    print(f"5-epoch LeNet-5 on 8,000 digits: service {s:.2f} s (epochs inside the worker "
+          f"{w:.2f} s), in-process fit {f:.2f} s -> service overhead {100 * (s - f) / f:+.1f}%")
+    print(f"  rounds: service {[round(v, 2) for v in service]}, "
+          f"in-process {[round(v, 2) for v in local]}")
+
+
+if __name__ == "__main__":
+    main()
