@@ -10,7 +10,7 @@ import contextlib
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -42,6 +42,19 @@ class History:
     @classmethod
     def from_dict(cls, d):
         return cls(list(d["iterations"]), list(d["epochs"]), bool(d["stopped_early"]))
+
+
+@dataclass
+class _Position:
+    """Where training continues from: an epoch, the generator state before its shuffle, and how
+    far into it training got, with the running sums of its summary. A checkpoint stores one."""
+
+    epoch: int
+    rng_state: dict
+    next_batch: int = 0
+    cost_sum: float = 0.0
+    correct: int = 0
+    seconds: float = 0.0
 
 
 class Network:
@@ -248,9 +261,9 @@ class Network:
         - ``early_stopping={"patience": p, "min_delta": d, "restore_best": True}`` stops when the
           validation cost (the training cost without validation data) has not improved by more
           than d for p epochs, then restores the best weights.
-        - ``checkpoint_path``: written atomically at each epoch end, before the epoch event.
-          ``resume_from``: a checkpoint to continue from, with the same arguments; the result is
-          bit-identical to an uninterrupted run.
+        - ``checkpoint_path``: written atomically at each epoch end (before the epoch event) and
+          when the callback stops training mid-epoch. ``resume_from``: a checkpoint to continue
+          from, with the same arguments; the result is bit-identical to an uninterrupted run.
         - ``threads``: mini-batch shards computed in parallel (default: the BLAS thread limit,
           e.g. as set by threadpoolctl). Results are deterministic for a given thread count.
         - Raises DivergenceError when the cost becomes NaN or infinite.
@@ -263,12 +276,17 @@ class Network:
             Xv, yv = validation_data
             yv = self._check_labels(yv, len(Xv))
         rng = np.random.default_rng(seed)
-        history = History()
-        start_epoch = 1
         fingerprint = {"n_samples": len(X), "batch_size": batch_size, "seed": seed,
                        "optimizer": opt.hyper | {"name": opt.name}}
+        history, position = History(), _Position(1, rng.bit_generator.state)
         if resume_from is not None:
-            history, start_epoch = self._restore_checkpoint(resume_from, opt, rng, stopping, fingerprint)
+            history, position = self._restore_checkpoint(resume_from, opt, stopping, fingerprint)
+            if history.stopped_early:
+                return history
+        save = None
+        if checkpoint_path is not None:
+            def save(position):
+                self._write_checkpoint(checkpoint_path, position, opt, stopping, history, fingerprint)
 
         threads = _blas_threads() if threads is None else threads
         if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
@@ -281,11 +299,13 @@ class Network:
                 resources.enter_context(threadpool_limits(1, user_api="blas"))
             n = len(X)
             per_epoch = math.ceil(n / batch_size)
-            for epoch in range(start_epoch, epochs + 1):
-                started = time.perf_counter()
+            for epoch in range(position.epoch, epochs + 1):
+                if position.epoch != epoch:
+                    position = _Position(epoch, rng.bit_generator.state)
+                rng.bit_generator.state = position.rng_state
                 order = rng.permutation(n)
-                cost_sum = correct = 0.0
-                for b in range(per_epoch):
+                started = time.perf_counter() - position.seconds
+                for b in range(position.next_batch, per_epoch):
                     idx = order[b * batch_size : (b + 1) * batch_size]
                     cost, batch_correct, grads = self._train_step(X[idx], y[idx], stacks, pool)
                     iteration = (epoch - 1) * per_epoch + b + 1
@@ -295,15 +315,18 @@ class Network:
                             f"(learning_rate={opt.hyper['learning_rate']}); try a lower learning rate"
                         )
                     opt.step(self.params, grads)
-                    cost_sum += cost * len(idx)
-                    correct += batch_correct
+                    position.cost_sum += cost * len(idx)
+                    position.correct += batch_correct
                     history.iterations.append({"epoch": epoch, "iteration": iteration, "cost": cost})
                     event = {"type": "iteration", "epoch": epoch, "iteration": iteration, "cost": cost,
                              "accuracy": batch_correct / len(idx), "iterations_per_epoch": per_epoch}
                     if callback and callback(event):
+                        if save:
+                            position.next_batch, position.seconds = b + 1, time.perf_counter() - started
+                            save(position)
                         return history
-                summary = {"epoch": epoch, "cost": cost_sum / n, "train_accuracy": correct / n,
-                           "val_cost": None, "val_accuracy": None}
+                summary = {"epoch": epoch, "cost": position.cost_sum / n,
+                           "train_accuracy": position.correct / n, "val_cost": None, "val_accuracy": None}
                 if validation_data is not None:
                     summary["val_cost"], summary["val_accuracy"] = self.evaluate(Xv, yv)
                 summary["seconds"] = time.perf_counter() - started
@@ -312,20 +335,20 @@ class Network:
                 if stop:
                     history.stopped_early = True
                     stopping.restore(self.params)
-                if checkpoint_path is not None:
-                    self._write_checkpoint(checkpoint_path, epoch, opt, rng, stopping, history, fingerprint)
+                if save:
+                    save(_Position(epoch + 1, rng.bit_generator.state))
                 if (callback and callback({"type": "epoch", **summary})) or stop:
                     break
         return history
 
-    def _write_checkpoint(self, path, epoch, opt, rng, stopping, history, fingerprint):
+    def _write_checkpoint(self, path, position, opt, stopping, history, fingerprint):
         state = opt.state_dict()
         arrays = {f"param/{k}": v for k, v in self.params.items()}
         arrays |= {f"opt/{k}": v for k, v in state["arrays"].items()}
         meta = {
             "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-            "config": self.config, "dtype": self.dtype.name, "epoch": epoch, "optimizer_step": state["t"],
-            "rng_state": rng.bit_generator.state, "history": history.to_dict(), "fingerprint": fingerprint,
+            "config": self.config, "dtype": self.dtype.name, "position": asdict(position),
+            "optimizer_step": state["t"], "history": history.to_dict(), "fingerprint": fingerprint,
             "early_stopping": None,
         }
         if stopping is not None:
@@ -333,7 +356,7 @@ class Network:
             arrays |= {f"best/{k}": v for k, v in (stopping.best_params or {}).items()}
         save_archive(path, arrays, meta)
 
-    def _restore_checkpoint(self, path, opt, rng, stopping, fingerprint):
+    def _restore_checkpoint(self, path, opt, stopping, fingerprint):
         arrays, meta = load_archive(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
         if meta["config"] != self.config or meta["dtype"] != self.dtype.name:
             raise ModelFileError("the checkpoint belongs to a network with another architecture or dtype")
@@ -345,11 +368,10 @@ class Network:
         self._set_params({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
         opt.load_state_dict({"t": meta["optimizer_step"],
                              "arrays": {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}})
-        rng.bit_generator.state = meta["rng_state"]
         if stopping is not None and meta["early_stopping"] is not None:
             best = {k[5:]: v for k, v in arrays.items() if k.startswith("best/")}
             stopping.load_state(meta["early_stopping"], best or None)
-        return History.from_dict(meta["history"]), meta["epoch"] + 1
+        return History.from_dict(meta["history"]), _Position(**meta["position"])
 
     # ---------------------------------------------------------------------------- persistence
 
