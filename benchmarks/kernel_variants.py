@@ -1,0 +1,126 @@
+"""Why cnn_core's kernels are written the way they are: each choice against its alternative.
+
+    .venv/bin/python benchmarks/kernel_variants.py
+
+On LeNet-5's shapes (batch 64, float32, one BLAS thread), each pair runs interleaved and the
+median of many calls is compared, because this machine's speed drifts:
+
+1. batch-innermost (C, H, W, N) im2col against NCHW im2col for a conv forward pass;
+2. the conv weight gradient as ``(cols @ d2.T).T`` against ``d2 @ cols.T``;
+3. the conv input gradient as one product per kernel offset added in place, against one big
+   product scattered afterwards, and against ``np.add.at``;
+4. max-pool backward as a loop over window offsets on strided views, against an argmax over
+   copied windows.
+"""
+
+import statistics
+import time
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from threadpoolctl import threadpool_limits
+
+from cnn_core import functional as F
+
+N, K = 64, 5
+rng = np.random.default_rng(0)
+
+
+def median_ms(fn, repeats=60):
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e3
+
+
+def compare(title, ours, theirs, rounds=3):
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(median_ms(ours[1]))
+        b.append(median_ms(theirs[1]))
+    a, b = statistics.median(a), statistics.median(b)
+    print(f"{title}\n  {ours[0]:<44} {a:7.3f} ms\n  {theirs[0]:<44} {b:7.3f} ms   ({b / a:.2f}x cnn_core's time)")
+
+
+def conv_nchw(x, w):
+    """im2col with the batch first: the copy moves runs of Wo values, and the product comes out
+    as (F, N, Ho, Wo), which needs a transpose back to (N, F, Ho, Wo)."""
+    f, c, kh, kw = w.shape
+    windows = sliding_window_view(x, (kh, kw), axis=(2, 3))  # (N, C, Ho, Wo, kh, kw)
+    n, _, ho, wo, _, _ = windows.shape
+    cols = np.ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3)).reshape(c * kh * kw, -1)
+    return np.ascontiguousarray((w.reshape(f, -1) @ cols).reshape(f, n, ho, wo).transpose(1, 0, 2, 3))
+
+
+def main():
+    x_first = rng.random((1, 32, 32, N), dtype=np.float32)  # padded 28x28 digits, (C, H, W, N)
+    x_second = rng.random((6, 14, 14, N), dtype=np.float32)
+    w_first = rng.standard_normal((6, 1, K, K), dtype=np.float32)
+    w_second = rng.standard_normal((16, 6, K, K), dtype=np.float32)
+    b_first, b_second = np.zeros(6, np.float32), np.zeros(16, np.float32)
+
+    nchw = np.ascontiguousarray(x_second.transpose(3, 0, 1, 2))
+    compare("1. conv forward, second LeNet conv (6 -> 16 channels)",
+            ("(C, H, W, N) im2col + matmul (cnn_core)", lambda: F.conv_forward(x_second, w_second, b_second, (1, 1), (0,) * 4)),
+            ("(N, C, H, W) im2col + matmul + transpose", lambda: conv_nchw(nchw, w_second)))
+
+    out, cache = F.conv_forward(x_first, w_first, b_first, (1, 1), (0,) * 4)
+    cols, d2 = cache[0], out.reshape(6, -1)
+    compare("2. conv weight gradient, first LeNet conv",
+            ("(cols @ d2.T).T (cnn_core)", lambda: (cols @ d2.T).T),
+            ("d2 @ cols.T", lambda: d2 @ cols.T))
+
+    out, cache = F.conv_forward(x_second, w_second, b_second, (1, 1), (0,) * 4)
+    ho = out.shape[1]
+    d2 = out.reshape(16, -1)
+
+    def scatter_big_product():
+        dcols = (w_second.reshape(16, -1).T @ d2).reshape(6, K, K, ho, ho, N)
+        dx = np.zeros_like(x_second)
+        for i in range(K):
+            for j in range(K):
+                dx[:, i : i + ho, j : j + ho, :] += dcols[:, i, j]
+        return dx
+
+    rows = (np.arange(ho)[:, None] + np.arange(K)[None, :])  # (Ho, kh) input rows of each window
+
+    def add_at():
+        dcols = (w_second.reshape(16, -1).T @ d2).reshape(6, K, K, ho, ho, N)
+        dx = np.zeros_like(x_second)
+        r = rows.T[:, None, :, None]  # (kh, 1, Ho, 1)
+        c = rows.T[None, :, None, :]  # (1, kw, 1, Wo)
+        np.add.at(dx, (slice(None), r, c), dcols)
+        return dx
+
+    np.testing.assert_allclose(scatter_big_product(), F.conv_backward(out, cache)[0], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(add_at(), F.conv_backward(out, cache)[0], rtol=1e-4, atol=1e-3)
+    weight_grads = lambda: F.conv_backward(out, cache, need_dx=False)  # noqa: E731  both pay for dW
+    compare("3a. conv backward (dW, db, dx), second LeNet conv",
+            ("dx: one product per kernel offset (cnn_core)", lambda: F.conv_backward(out, cache)),
+            ("dx: one big product, then scatter", lambda: (weight_grads(), scatter_big_product())))
+    compare("3b. conv backward (dW, db, dx), second LeNet conv",
+            ("dx: one product per kernel offset (cnn_core)", lambda: F.conv_backward(out, cache)),
+            ("dx: one big product, then np.add.at", lambda: (weight_grads(), add_at())), rounds=1)
+
+    relu = np.maximum(rng.standard_normal((6, 28, 28, N), dtype=np.float32), 0)
+    pooled, pool_cache = F.maxpool_forward(relu, (2, 2), (2, 2))
+
+    def argmax_backward():
+        windows = relu.reshape(6, 14, 2, 14, 2, N).transpose(0, 1, 3, 5, 2, 4).reshape(6, 14, 14, N, 4)
+        first = windows.argmax(axis=-1)[..., None]
+        dwin = np.zeros_like(windows)
+        np.put_along_axis(dwin, first, pooled[..., None], axis=-1)
+        return dwin.reshape(6, 14, 14, N, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(relu.shape)
+
+    np.testing.assert_array_equal(argmax_backward(), F.maxpool_backward(pooled, pool_cache))
+    compare("4. max-pool backward, 2x2 on (6, 28, 28, 64)",
+            ("loop over window offsets (cnn_core)", lambda: F.maxpool_backward(pooled, pool_cache)),
+            ("argmax over copied windows", argmax_backward))
+
+
+if __name__ == "__main__":
+    with threadpool_limits(1):
+        main()
