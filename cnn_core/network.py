@@ -186,17 +186,15 @@ class Network:
         if pool is None:
             return self._shard_step(self.layers, X, y, len(y))
         bounds = np.linspace(0, len(y), len(stacks) + 1).astype(int)
-        futures = [
-            pool.submit(self._shard_step, layers, X[a:b], y[a:b], len(y))
-            for layers, a, b in zip(stacks, bounds[:-1], bounds[1:]) if b > a
-        ]
-        results = [f.result() for f in futures]
+        shards = [(layers, slice(a, b)) for layers, a, b in zip(stacks, bounds[:-1], bounds[1:]) if b > a]
+        futures = [pool.submit(self._shard_step, layers, X[s], y[s], len(y)) for layers, s in shards[1:]]
+        layers, s = shards[0]  # this thread takes the first shard instead of waiting idle
+        results = [self._shard_step(layers, X[s], y[s], len(y))] + [f.result() for f in futures]
         grads = results[0][2]
         for _, _, more in results[1:]:
             for name, g in more.items():
                 grads[name] += g
-        sizes = np.diff(bounds)[np.diff(bounds) > 0]
-        cost = sum(r[0] * size for r, size in zip(results, sizes)) / len(y)
+        cost = sum(r[0] * (s.stop - s.start) for r, (_, s) in zip(results, shards)) / len(y)
         return cost, sum(r[1] for r in results), grads
 
     def _loss(self, z, y):
@@ -295,7 +293,7 @@ class Network:
         with contextlib.ExitStack() as resources:
             pool = None
             if threads > 1:
-                pool = resources.enter_context(ThreadPoolExecutor(threads))
+                pool = resources.enter_context(ThreadPoolExecutor(threads - 1))
                 resources.enter_context(threadpool_limits(1, user_api="blas"))
             n = len(X)
             per_epoch = math.ceil(n / batch_size)

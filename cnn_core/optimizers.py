@@ -120,9 +120,13 @@ class Adam(Optimizer):
         m += (1 - b1) * g
         v *= b2
         v += (1 - b2) * (g * g)
-        m_hat = m / (1 - b1**self.t)
-        v_hat = v / (1 - b2**self.t)
-        p -= self.hyper["learning_rate"] * m_hat / (np.sqrt(v_hat) + self.hyper["epsilon"])
+        # The bias corrections folded into scalars, as PyTorch does: one temporary, not six.
+        step = np.sqrt(v)
+        step /= math.sqrt(1 - b2**self.t)
+        step += self.hyper["epsilon"]
+        np.divide(m, step, out=step)
+        step *= self.hyper["learning_rate"] / (1 - b1**self.t)
+        p -= step
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, RMSprop, Adam)}
