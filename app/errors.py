@@ -11,7 +11,12 @@
     ├── QueueFullError         429  the job queue is full (Retry-After)
     └── BusyError              503  too many predictions in flight (Retry-After)
 
-cnn_core's `ConfigError` and `DatasetError` are client mistakes too and map to 422. Request
+cnn_core's errors are client mistakes too: a `DatasetError` is 413 when over a limit
+(`DatasetTooLarge`), 415 for bytes of no accepted format (`UnsupportedFormat`), 400 for a
+truncated or corrupt file (`CorruptFile`) and 422 otherwise (well-formed data that cannot be
+used); a `ConfigError` is 422. So, across the API: 400 means bytes that cannot be decoded (and
+malformed multipart), 422 means a well-formed request whose content is invalid (including any
+body that fails validation, malformed JSON among them, as FastAPI answers it). Request
 validation errors are answered without echoing the input, so a NaN in a body can never turn the
 422 into a 500.
 """
@@ -25,8 +30,11 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cnn_core import ConfigError, DatasetError
+from cnn_core.errors import CorruptFile, DatasetTooLarge, UnsupportedFormat
 
 log = logging.getLogger("app")
 
@@ -86,9 +94,13 @@ async def handle_service_error(request: Request, exc: ServiceError) -> JSONRespo
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+CORE_ERROR_STATUS = {DatasetTooLarge: 413, UnsupportedFormat: 415, CorruptFile: 400}
+
+
 async def handle_core_error(request: Request, exc: ConfigError | DatasetError) -> JSONResponse:
-    """Answer an invalid architecture or dataset from cnn_core with a 422."""
-    return JSONResponse({"detail": str(exc)}, status_code=422)
+    """Answer an invalid architecture or dataset from cnn_core: 422 unless a subclass says more."""
+    status = next((code for kind, code in CORE_ERROR_STATUS.items() if isinstance(exc, kind)), 422)
+    return JSONResponse({"detail": str(exc)}, status_code=status)
 
 
 def _finite(value: object) -> object:
@@ -117,6 +129,35 @@ async def handle_unexpected_error(request: Request, exc: Exception) -> JSONRespo
                         status_code=500)
 
 
+class JsonContentTooLarge:
+    """ASGI middleware: Starlette's body limiter answers a Content-Length over the cap with a
+    plain-text 413 that no handler sees; send it in the API's `{"detail": ...}` shape, like the
+    413 it raises for an over-long chunked body."""
+
+    BODY = b'{"detail":"Content Too Large"}'
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rewrite = False
+
+        async def send_json(message: Message) -> None:
+            nonlocal rewrite
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                headers = MutableHeaders(raw=list(message.get("headers", [])))
+                rewrite = headers.get("content-type", "").startswith("text/plain")
+                if rewrite:
+                    headers["content-type"] = "application/json"
+                    headers["content-length"] = str(len(self.BODY))
+                    message = {**message, "headers": headers.raw}
+            elif message["type"] == "http.response.body" and rewrite:
+                message = {"type": "http.response.body", "body": self.BODY}
+            await send(message)
+
+        await self.app(scope, receive, send_json if scope["type"] == "http" else send)
+
+
 def register_error_handlers(app: FastAPI) -> None:
     """Install every handler above on `app`."""
     app.add_exception_handler(ServiceError, handle_service_error)
@@ -124,3 +165,4 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DatasetError, handle_core_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(Exception, handle_unexpected_error)
+    app.add_middleware(JsonContentTooLarge)

@@ -26,7 +26,7 @@ from app.errors import (
 )
 from app.storage.models import ModelMeta, ModelStore
 from cnn_core import ModelFileError, Network
-from cnn_core.datasets import images_to_array
+from cnn_core.datasets import IMAGE_SIGNATURES, images_to_array
 
 IMAGE_FORMATS = ["PNG", "JPEG"]
 
@@ -38,6 +38,9 @@ def decode_image(name: str, data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except Image.UnidentifiedImageError:
+        if data.startswith(IMAGE_SIGNATURES):
+            raise BadRequestError(f"{name}: could not decode image (truncated or corrupt)"
+                                  ) from None
         raise UnsupportedMediaError(
             f"{name}: unsupported image format; expected PNG or JPEG"
         ) from None

@@ -12,7 +12,8 @@ from app.docs import mount_offline_docs
 from app.errors import register_error_handlers
 from app.inference import Predictor
 from app.routers import architectures, datasets, health, jobs, models
-from app.schemas import error_responses
+from app.schemas import error_responses, errors_as_json
+from app.security import OriginGuard, warn_if_exposed
 from app.settings import Settings
 from app.storage.datasets import FileDatasetStore
 from app.storage.files import sweep_temp_files
@@ -20,7 +21,7 @@ from app.storage.jobs import SqliteJobStore
 from app.storage.layout import DataLayout
 from app.storage.models import FileModelStore
 from app.training.executor import ProcessExecutor
-from app.training.runner import JobRunner
+from app.training.runner import JobRunner, begin_shutdown_on_exit_signals
 
 DESCRIPTION = """
 Train convolutional networks written from scratch in NumPy, follow their cost while they train,
@@ -52,8 +53,9 @@ def build_runner(settings: Settings) -> JobRunner:
     model_store.remove_orphans()
     runner = JobRunner(
         SqliteJobStore(layout.jobs_db), dataset_store, model_store,
-        ProcessExecutor(layout.root), layout, workers=settings.workers,
-        max_queue=settings.max_queue, poll_interval=settings.poll_interval,
+        ProcessExecutor(layout.root, memory_mb=settings.worker_memory_mb), layout,
+        workers=settings.workers, max_queue=settings.max_queue,
+        poll_interval=settings.poll_interval, train_threads=settings.train_threads,
     )
     runner.recover()
     return runner
@@ -63,6 +65,7 @@ def build_runner(settings: Settings) -> JobRunner:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Create the stores, the runner and the predictor; stop the workers on shutdown."""
     settings: Settings = app.state.settings
+    warn_if_exposed(settings)
     runner = build_runner(settings)
     app.state.runner = runner
     app.state.predictor = Predictor(
@@ -70,6 +73,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         concurrency=settings.predict_concurrency, max_image_pixels=settings.max_image_pixels,
     )
     task = asyncio.create_task(runner.run())
+    begin_shutdown_on_exit_signals(runner)
     try:
         yield
     finally:
@@ -89,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     register_error_handlers(app)
+    app.add_middleware(OriginGuard, api_key_set=settings.api_key is not None)
     protected = {"dependencies": [Depends(require_api_key)], "responses": error_responses(401)}
     app.include_router(health.router)
     app.include_router(architectures.router, max_body_size=settings.max_json_bytes, **protected)
@@ -96,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router, max_body_size=settings.max_json_bytes, **protected)
     app.include_router(models.router, max_body_size=settings.max_predict_bytes, **protected)
     mount_offline_docs(app)
+    generate_openapi = app.openapi
+    app.openapi = lambda: errors_as_json(generate_openapi())  # idempotent on the cached spec
     return app
 
 

@@ -322,6 +322,7 @@ class InvalidInput(BaseModel):
 ERROR_DESCRIPTIONS = {
     400: "Input that cannot be decoded",
     401: "Missing or invalid API key",
+    403: "Cross-origin request refused (a web page may not change data here)",
     404: "Not found",
     409: "Conflicts with the resource's state",
     413: "Body or image over the size limit",
@@ -339,3 +340,16 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
                "description": ERROR_DESCRIPTIONS[code]}
         for code in codes
     }
+
+
+def errors_as_json(spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` with every 4xx/5xx response documented as JSON, as it is sent: FastAPI files the
+    error models of a streaming route under that route's media type (text/event-stream)."""
+    for operations in spec["paths"].values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if status[0] in "45" and "text/event-stream" in content:
+                    content.setdefault("application/json", content.pop("text/event-stream"))
+    return spec
+

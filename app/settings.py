@@ -1,8 +1,9 @@
 """Service settings, read from `CNN_*` environment variables."""
 
+import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MB = 1024 * 1024
@@ -17,7 +18,18 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `make run` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `make run` binds.")
     workers: int = Field(1, ge=1, le=64, description="Training jobs that run at once.")
-    api_key: SecretStr | None = Field(None, description="When set, required as a Bearer token.")
+    train_threads: int = Field(
+        default_factory=lambda: min(2, os.cpu_count() or 1), ge=1, le=64,
+        description="Threads each job trains with (default min(2, CPUs)); recorded on the job "
+        "and reused when it resumes, as the weights depend on it.",
+    )
+    worker_memory_mb: int = Field(
+        4096, ge=0, description="Address-space limit of each training worker (MB); a job that "
+        "needs more fails with 'out of memory'. 0: no limit.",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="When set (and not empty), required as a Bearer token."
+    )
 
     max_upload_mb: int = Field(100, ge=1, description="Largest dataset upload (MB).")
     max_predict_mb: int = Field(10, ge=1, description="Largest predict request body (MB).")
@@ -28,6 +40,12 @@ class Settings(BaseSettings):
     predict_concurrency: int = Field(4, ge=1, description="Predictions in flight before 503.")
     model_cache_size: int = Field(8, ge=1, description="Loaded models kept in memory.")
     poll_interval: float = Field(0.25, gt=0, le=5, description="Seconds between job-state polls.")
+
+    @field_validator("api_key", mode="after")
+    @classmethod
+    def _empty_key_is_unset(cls, key: SecretStr | None) -> SecretStr | None:
+        """`CNN_API_KEY=` (empty) means no key, never "the empty string is the key"."""
+        return key if key and key.get_secret_value() else None
 
     @property
     def max_upload_bytes(self) -> int:

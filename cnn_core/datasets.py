@@ -33,7 +33,8 @@ decoding).
 **Limits.** Every size is checked from headers before anything large is allocated, and again
 while reading (a header can lie): see the ``MAX_*`` defaults below, overridable per call.
 Problems raise :class:`~cnn_core.errors.DatasetError` with a message that says what is wrong and
-how to fix it.
+how to fix it; three subclasses tell the kinds apart: ``DatasetTooLarge`` (over a limit),
+``UnsupportedFormat`` (bytes of no accepted format) and ``CorruptFile`` (truncated or corrupt).
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from cnn_core.errors import DatasetError
+from cnn_core.errors import CorruptFile, DatasetError, DatasetTooLarge, UnsupportedFormat
 
 __all__ = [
+    "IMAGE_SIGNATURES",
     "MAX_CLASSES",
     "MAX_DATASET_BYTES",
     "MAX_IMAGE_PIXELS",
@@ -93,6 +95,8 @@ MAX_CLASSES = 10_000
 """Cap on the number of classes."""
 
 IMAGE_FORMATS = ("PNG", "JPEG")
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+"""How PNG and JPEG files start: bytes that do but fail to open are corrupt, not another format."""
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _ARCHIVE_SUFFIXES = (".zip", ".npz", ".gz", ".tgz", ".tar", ".bz2", ".xz", ".7z", ".rar", ".zst")
 _ARCHIVE_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00",
@@ -185,8 +189,8 @@ def _read_limited(source: Source, limit: int, what: str) -> bytes:
     else:
         raise TypeError(f"a dataset source is a path, bytes or a binary file, not {type(source)}")
     if len(data) > limit:
-        raise DatasetError(f"{what} is larger than the {_fmt_bytes(limit)} limit: use a smaller "
-                           f"subset of the data")
+        raise DatasetTooLarge(f"{what} is larger than the {_fmt_bytes(limit)} limit: use a "
+                              f"smaller subset of the data")
     return data
 
 
@@ -215,8 +219,8 @@ def _open_zip(source: Source, what: str) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(source)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"{what} is not a readable zip archive ({exc}): re-create it with "
-                           f"np.savez or a standard zip tool") from None
+        raise CorruptFile(f"{what} is not a readable zip archive ({exc}): re-create it with "
+                          f"np.savez or a standard zip tool") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,17 +243,17 @@ def _check_sample_shape(c: int, h: int, w: int, what: str) -> None:
         raise DatasetError(f"{what} has images of {h}x{w} pixels: height and width must be at "
                            f"least 1")
     if h * w > MAX_IMAGE_PIXELS:
-        raise DatasetError(f"{what} has images of {h}x{w} pixels, over the limit of "
-                           f"{MAX_IMAGE_PIXELS:,} pixels: downscale them")
+        raise DatasetTooLarge(f"{what} has images of {h}x{w} pixels, over the limit of "
+                              f"{MAX_IMAGE_PIXELS:,} pixels: downscale them")
 
 
 def _check_output_size(shape: tuple[int, ...], max_bytes: int, what: str) -> None:
     """Refuse before allocating a float32 array of this shape over max_bytes."""
     nbytes = math.prod(shape) * 4
     if nbytes > max_bytes:
-        raise DatasetError(f"{what} of shape {tuple(shape)} would take {_fmt_bytes(nbytes)} as "
-                           f"float32, over the {_fmt_bytes(max_bytes)} limit: use fewer or "
-                           f"smaller images")
+        raise DatasetTooLarge(f"{what} of shape {tuple(shape)} would take {_fmt_bytes(nbytes)} "
+                              f"as float32, over the {_fmt_bytes(max_bytes)} limit: use fewer or "
+                              f"smaller images")
 
 
 def _check_labels(y: np.ndarray, n_classes: int | None, what: str) -> int:
@@ -304,8 +308,8 @@ def _npy_header(fp, member: str) -> tuple[tuple[int, ...], np.dtype]:
         else:
             raise ValueError(f".npy format version {version} is not supported")
     except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DatasetError(f"npz member {member!r} is not a valid .npy array ({exc}): save the "
-                           f"arrays with np.savez or np.savez_compressed") from None
+        raise CorruptFile(f"npz member {member!r} is not a valid .npy array ({exc}): save the "
+                          f"arrays with np.savez or np.savez_compressed") from None
     if any(d < 0 for d in shape):
         raise DatasetError(f"npz member {member!r} declares the negative shape {shape}")
     return tuple(int(d) for d in shape), dtype
@@ -343,8 +347,8 @@ def _preflight_npz(zf: zipfile.ZipFile, max_bytes: int) -> dict[str, tuple[tuple
     """Check every member's header; return {key: (shape, dtype)} of the arrays to load."""
     infos = zf.infolist()
     if len(infos) > _MAX_NPZ_MEMBERS:
-        raise DatasetError(f"the npz holds {len(infos)} members: expected X, y and optionally "
-                           f"class_names")
+        raise DatasetTooLarge(f"the npz holds {len(infos)} members: expected X, y and "
+                              f"optionally class_names")
     names = [info.filename for info in infos]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -360,8 +364,8 @@ def _preflight_npz(zf: zipfile.ZipFile, max_bytes: int) -> dict[str, tuple[tuple
             with zf.open(info) as fp:
                 shape, dtype = _npy_header(fp, info.filename)
         except (RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
-            raise DatasetError(f"npz member {info.filename!r} cannot be read ({exc}): re-save "
-                               f"it with np.savez") from None
+            raise CorruptFile(f"npz member {info.filename!r} cannot be read ({exc}): re-save "
+                              f"it with np.savez") from None
         _check_member_dtype(key, dtype, info.filename)
         headers[key] = (shape, dtype)
 
@@ -376,9 +380,9 @@ def _preflight_npz(zf: zipfile.ZipFile, max_bytes: int) -> dict[str, tuple[tuple
         nbytes = math.prod(shape) * dtype.itemsize
         total += nbytes
         if nbytes > max_bytes or total > max_bytes:
-            raise DatasetError(f"npz array {key!r} declares shape {shape} of {dtype}, "
-                               f"{_fmt_bytes(nbytes)}, over the {_fmt_bytes(max_bytes)} limit "
-                               f"for a dataset: use a smaller subset")
+            raise DatasetTooLarge(f"npz array {key!r} declares shape {shape} of {dtype}, "
+                                  f"{_fmt_bytes(nbytes)}, over the {_fmt_bytes(max_bytes)} "
+                                  f"limit for a dataset: use a smaller subset")
     return wanted
 
 
@@ -415,8 +419,8 @@ def _read_npz_array(zf: zipfile.ZipFile, key: str) -> np.ndarray:
             return np.lib.format.read_array(fp, allow_pickle=False,
                                             max_header_size=_NPY_MAX_HEADER)
     except (ValueError, EOFError, OSError, RuntimeError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DatasetError(f"npz array {key!r} is truncated or corrupt ({exc}): re-save it with "
-                           f"np.savez") from None
+        raise CorruptFile(f"npz array {key!r} is truncated or corrupt ({exc}): re-save it with "
+                          f"np.savez") from None
 
 
 def _x_from_array(X: np.ndarray, layout: str, source_format: str) -> tuple[np.ndarray, dict]:
@@ -516,11 +520,11 @@ def _gunzip_limited(data: bytes, max_bytes: int, what: str) -> bytes:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
             out = gz.read(max_bytes + 1)
     except (OSError, EOFError, zlib.error) as exc:
-        raise DatasetError(f"{what} is a corrupt or truncated gzip file ({exc}): compress it "
-                           f"again or upload it uncompressed") from None
+        raise CorruptFile(f"{what} is a corrupt or truncated gzip file ({exc}): compress it "
+                          f"again or upload it uncompressed") from None
     if len(out) > max_bytes:
-        raise DatasetError(f"{what} decompresses to more than the {_fmt_bytes(max_bytes)} limit: "
-                           f"use a smaller subset")
+        raise DatasetTooLarge(f"{what} decompresses to more than the {_fmt_bytes(max_bytes)} "
+                              f"limit: use a smaller subset")
     return out
 
 
@@ -530,8 +534,8 @@ def _read_idx(source: Source, max_bytes: int, what: str) -> np.ndarray:
     if data[:2] == _GZIP_MAGIC:
         data = _gunzip_limited(data, max_bytes, what)
     if len(data) < 4 or data[:2] != b"\x00\x00":
-        raise DatasetError(f"{what} is not an IDX file: it must start with the bytes 00 00 08 "
-                           f"and the number of dimensions, as MNIST's files do")
+        raise UnsupportedFormat(f"{what} is not an IDX file: it must start with the bytes "
+                                f"00 00 08 and the number of dimensions, as MNIST's files do")
     dtype_code, ndim = data[2], data[3]
     if dtype_code != 0x08:
         name = _IDX_TYPES.get(dtype_code, "unknown")
@@ -542,21 +546,21 @@ def _read_idx(source: Source, max_bytes: int, what: str) -> np.ndarray:
                            f"N x H x W)")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DatasetError(f"{what} is truncated inside its header: re-download it")
+        raise CorruptFile(f"{what} is truncated inside its header: re-download it")
     dims = struct.unpack(f">{ndim}I", data[4:header])  # Python ints: no overflow
     expected = math.prod(dims)
     decoded = expected * (4 if ndim == 3 else 8)  # as float32 X or int64 y
     if decoded > max_bytes:
-        raise DatasetError(f"{what} declares dimensions {dims}, {_fmt_bytes(decoded)} once "
-                           f"decoded, over the {_fmt_bytes(max_bytes)} limit for a dataset: "
-                           f"use a smaller subset")
+        raise DatasetTooLarge(f"{what} declares dimensions {dims}, {_fmt_bytes(decoded)} once "
+                              f"decoded, over the {_fmt_bytes(max_bytes)} limit for a dataset: "
+                              f"use a smaller subset")
     actual = len(data) - header
     if actual < expected:
-        raise DatasetError(f"{what} is truncated: its header declares {dims} = {expected:,} "
-                           f"bytes of data but it holds {actual:,}; re-download it")
+        raise CorruptFile(f"{what} is truncated: its header declares {dims} = {expected:,} "
+                          f"bytes of data but it holds {actual:,}; re-download it")
     if actual > expected:
-        raise DatasetError(f"{what} has {actual - expected:,} bytes after the {expected:,} its "
-                           f"header {dims} declares: it is corrupt or not an IDX file")
+        raise CorruptFile(f"{what} has {actual - expected:,} bytes after the {expected:,} its "
+                          f"header {dims} declares: it is corrupt or not an IDX file")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -604,17 +608,19 @@ def _open_image(data: bytes, max_pixels: int, what: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DatasetError(f"{what} declares far too many pixels (a decompression bomb): use "
-                           f"images of at most {max_pixels:,} pixels") from None
+        raise DatasetTooLarge(f"{what} declares far too many pixels (a decompression bomb): use "
+                              f"images of at most {max_pixels:,} pixels") from None
     except Image.UnidentifiedImageError:
-        raise DatasetError(f"{what} is not a PNG or JPEG image: convert it to PNG or JPEG"
-                           ) from None
+        if data.startswith(IMAGE_SIGNATURES):
+            raise CorruptFile(f"{what} is a truncated or corrupt PNG or JPEG image") from None
+        raise UnsupportedFormat(f"{what} is not a PNG or JPEG image: convert it to PNG or JPEG"
+                                ) from None
     except _DECODE_ERRORS as exc:
-        raise DatasetError(f"{what} is not a readable PNG or JPEG image ({exc})") from None
+        raise CorruptFile(f"{what} is not a readable PNG or JPEG image ({exc})") from None
     w, h = img.size
     if w * h > max_pixels:
-        raise DatasetError(f"{what} is {w}x{h} = {w * h:,} pixels, over the limit of "
-                           f"{max_pixels:,}: downscale it")
+        raise DatasetTooLarge(f"{what} is {w}x{h} = {w * h:,} pixels, over the limit of "
+                              f"{max_pixels:,}: downscale it")
     return img
 
 
@@ -625,8 +631,8 @@ def open_image(source: Source, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.I
     try:
         img.load()
     except _DECODE_ERRORS as exc:  # truncated or corrupt pixel data
-        raise DatasetError(f"the image could not be decoded ({exc}): it is truncated or "
-                           f"corrupt") from None
+        raise CorruptFile(f"the image could not be decoded ({exc}): it is truncated or "
+                          f"corrupt") from None
     return img
 
 
@@ -694,8 +700,8 @@ def images_to_array(images: Sequence[Image.Image], input_shape: Sequence[int],
         try:
             pixels[i] = _image_pixels(img, c, h, w)
         except _DECODE_ERRORS as exc:  # decoding happens here for images not yet loaded
-            raise DatasetError(f"image {i} could not be decoded ({exc}): it is truncated or "
-                               f"corrupt") from None
+            raise CorruptFile(f"image {i} could not be decoded ({exc}): it is truncated or "
+                              f"corrupt") from None
     return _scale_pixels(pixels.transpose(0, 3, 1, 2), image_scale)
 
 
@@ -738,8 +744,8 @@ def _image_entries(zf: zipfile.ZipFile, max_entries: int) -> list[tuple[str, zip
     """(class name, entry) for every image, sorted; the folder layout checked."""
     infos = zf.infolist()
     if len(infos) > max_entries:
-        raise DatasetError(f"the zip holds {len(infos):,} entries, over the limit of "
-                           f"{max_entries:,}: use fewer images")
+        raise DatasetTooLarge(f"the zip holds {len(infos):,} entries, over the limit of "
+                              f"{max_entries:,}: use fewer images")
     files = []
     for info in infos:
         parts = _entry_parts(info)
@@ -779,13 +785,14 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int,
     """The entry's bytes, counting what is really decompressed rather than trusting headers."""
     ratio_limit = int(max_ratio * max(info.compress_size, 1))
 
-    def too_big(size: int) -> DatasetError:
+    def too_big(size: int) -> DatasetTooLarge:
         if size > ratio_limit:
-            return DatasetError(f"zip entry {info.filename!r} expands more than {max_ratio:g} "
-                                f"times its compressed size ({info.compress_size:,} bytes): "
-                                f"refused as a possible zip bomb")
-        return DatasetError(f"the zip's images decompress to more than "
-                            f"{_fmt_bytes(max_total_bytes)}: use fewer or smaller images")
+            return DatasetTooLarge(f"zip entry {info.filename!r} expands more than "
+                                   f"{max_ratio:g} times its compressed size "
+                                   f"({info.compress_size:,} bytes): refused as a possible zip "
+                                   f"bomb")
+        return DatasetTooLarge(f"the zip's images decompress to more than "
+                               f"{_fmt_bytes(max_total_bytes)}: use fewer or smaller images")
 
     limit = min(budget, ratio_limit)
     if info.file_size > limit:  # the header alone already says no
@@ -795,8 +802,8 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int,
             data = f.read(limit + 1)  # the header may lie: stop one byte past the limit
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError,
             NotImplementedError) as exc:
-        raise DatasetError(f"zip entry {info.filename!r} cannot be read ({exc}): the zip is "
-                           f"corrupt or uses an unsupported compression") from None
+        raise CorruptFile(f"zip entry {info.filename!r} cannot be read ({exc}): the zip is "
+                          f"corrupt or uses an unsupported compression") from None
     if len(data) > limit:
         raise too_big(len(data))
     return data
@@ -840,8 +847,8 @@ def load_image_zip(source: Source, *, max_entries: int = MAX_ZIP_ENTRIES,
         try:
             pixels[i] = _image_pixels(img, channels, height, width)
         except _DECODE_ERRORS as exc:  # truncated or corrupt pixel data
-            raise DatasetError(f"{what} could not be decoded ({exc}): it is truncated or "
-                               f"corrupt") from None
+            raise CorruptFile(f"{what} could not be decoded ({exc}): it is truncated or "
+                              f"corrupt") from None
     prep = _byte_preprocessing("image_zip")
     X = _scale_pixels(pixels.transpose(0, 3, 1, 2), prep["image_scale"])
     return Dataset(X=X, y=y, class_names=class_names, preprocessing=prep)
@@ -889,8 +896,8 @@ def load_dataset(sources: Sequence[Source], *, max_bytes: int = MAX_DATASET_BYTE
                               max_image_pixels=max_image_pixels, max_bytes=max_bytes)
     for head in heads:
         if not (head.startswith(_GZIP_MAGIC) or head[:2] == b"\x00\x00"):
-            raise DatasetError(f"a file starting with the bytes {head[:8].hex(' ')} is not a "
-                               f"dataset: {_unknown_hint(head)}")
+            raise UnsupportedFormat(f"a file starting with the bytes {head[:8].hex(' ')} is not a "
+                                    f"dataset: {_unknown_hint(head)}")
     if len(sources) != 2:
         raise DatasetError("an IDX file needs its partner: upload both the images file and the "
                            "labels file")

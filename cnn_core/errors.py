@@ -3,6 +3,9 @@
     CNNError
     ├── ConfigError       an architecture or training setting that cannot work
     ├── DatasetError      a dataset file that is malformed, hostile or inconsistent
+    │   ├── UnsupportedFormat   bytes that are none of the accepted formats
+    │   ├── CorruptFile         a file of an accepted format whose bytes cannot be decoded
+    │   └── DatasetTooLarge     over a size limit (bytes, decoded size, ratio, entries, pixels)
     ├── ModelFileError    a saved model or checkpoint that cannot be loaded
     └── DivergenceError   training produced a non-finite cost
 """
@@ -18,6 +21,19 @@ class ConfigError(CNNError, ValueError):
 
 class DatasetError(CNNError, ValueError):
     """A dataset that cannot be used; the message says what is wrong and how to fix it."""
+
+
+class UnsupportedFormat(DatasetError):
+    """The bytes are none of the accepted formats (decided from the bytes, never the name)."""
+
+
+class CorruptFile(DatasetError):
+    """A file of an accepted format that is truncated or corrupt, so it cannot be decoded."""
+
+
+class DatasetTooLarge(DatasetError):
+    """Over a size limit: file bytes, decoded array size, decompressed bytes, compression ratio,
+    number of entries or pixels per image."""
 
 
 class ModelFileError(CNNError, ValueError):

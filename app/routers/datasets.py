@@ -26,7 +26,8 @@ def dataset_out(meta: DatasetMeta) -> Dataset:
 
 
 @router.post("", status_code=201, response_model=Dataset,
-             responses=error_responses(400, 413, 422), form_limits={"max_files": 2, "max_fields": 2})
+             responses=error_responses(400, 403, 413, 415, 422),
+             form_limits={"max_files": 2, "max_fields": 2})
 def create_dataset(
     files: Annotated[list[UploadFile], File(
         description="One .npz (X, y, optional class_names), one .zip of class folders of "
@@ -59,7 +60,7 @@ def read_dataset(dataset: DatasetDep) -> Dataset:
     return dataset_out(dataset)
 
 
-@router.delete("/{dataset_id}", status_code=204, responses=error_responses(404, 409))
+@router.delete("/{dataset_id}", status_code=204, responses=error_responses(403, 404, 409))
 def delete_dataset(dataset: DatasetDep, runner: RunnerDep) -> None:
     """Delete an uploaded dataset that no queued or running job uses."""
     if dataset.builtin:

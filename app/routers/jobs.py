@@ -96,7 +96,7 @@ def cost_history(jobs: JobStore, job_id: str, since: int,
 
 
 @router.post("", status_code=202, response_model=Job,
-             responses=error_responses(404, 422, 429))
+             responses=error_responses(400, 403, 404, 413, 422, 429))
 def create_job(body: JobCreate, datasets: DatasetStoreDep, runner: RunnerDep,
                response: Response) -> Job:
     """Submit a training job; it is checked against its dataset, then queued."""
@@ -156,12 +156,13 @@ def read_job_cost_plot(job: JobDep, jobs: JobStoreDep) -> Response:
 async def stream_job_events(
     job: JobDep,
     jobs: JobStoreDep,
+    runner: RunnerDep,
     settings: SettingsDep,
     last_event_id: Annotated[int | None, Header(ge=0)] = None,
 ) -> AsyncIterable[ServerSentEvent]:
     """Server-sent events until the job ends: `costs` (new points), `progress` (the job) and a
     final `end`. Each `costs` event's id is its last iteration, so a reconnecting client
-    continues where it stopped."""
+    continues where it stopped (the stream also ends early when the server shuts down)."""
     since = last_event_id or 0
     shown = None
     while True:
@@ -177,10 +178,12 @@ async def stream_job_events(
         if (record.status, record.iteration, record.latest) != shown:
             shown = (record.status, record.iteration, record.latest)
             yield ServerSentEvent(event="progress", data=state)
+        if runner.stopping:
+            return
         await asyncio.sleep(settings.poll_interval)
 
 
-@router.post("/{job_id}/cancel", response_model=Job, responses=error_responses(404, 409))
+@router.post("/{job_id}/cancel", response_model=Job, responses=error_responses(403, 404, 409))
 def cancel_job(job: JobDep, runner: RunnerDep) -> Job:
     """Cancel a queued or running job; cancelling a cancelled job is a no-op."""
     return job_out(runner.cancel(job.id))

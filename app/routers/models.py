@@ -78,7 +78,7 @@ def download_model(model: ModelDep, models: ModelStoreDep) -> FileResponse:
                         filename=f"model-{model.id}.npz")
 
 
-@router.delete("/{model_id}", status_code=204, responses=error_responses(404))
+@router.delete("/{model_id}", status_code=204, responses=error_responses(403, 404))
 def delete_model(model: ModelDep, models: ModelStoreDep, predictor: PredictorDep) -> None:
     """Delete a model."""
     models.delete(model.id)
@@ -106,7 +106,7 @@ async def _instances(request: Request, model: ModelMeta, limit: int) -> np.ndarr
 
 
 @router.post("/{model_id}/predict", response_model=Predictions,
-             responses=error_responses(400, 404, 409, 413, 415, 422, 503),
+             responses=error_responses(400, 403, 404, 409, 413, 415, 422, 503),
              openapi_extra={"requestBody": PREDICT_BODY})
 async def predict(
     model: ModelDep,

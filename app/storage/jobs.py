@@ -5,8 +5,9 @@ in one SQLite file in WAL mode, so the server reads while worker processes write
 short transaction. A server database could implement the same protocol.
 
 Status transitions: queued -> running -> succeeded | failed | cancelled, and queued ->
-cancelled. A `running` job from a previous server boot goes back to `queued` and resumes from
-its checkpoint. Terminal states never change.
+cancelled. A `running` job goes back to `queued` when its worker stopped to be resumed later
+(the server shutting down) or was left running by a previous server boot; it resumes from its
+checkpoint. Terminal states never change.
 """
 
 import json
@@ -71,6 +72,7 @@ class JobRecord:
     run_start_iteration: int = 0
     error: str | None = None
     model_id: str | None = None
+    threads: int | None = None
     queue_position: int | None = None
     latest: EpochSummary | None = field(default=None)
 
@@ -79,7 +81,8 @@ class JobStore(Protocol):
     """What the service needs from a job store."""
 
     def create(self, job_id: str, name: str | None, dataset_id: str,
-               architecture: dict[str, Any], training: dict[str, Any]) -> JobRecord: ...
+               architecture: dict[str, Any], training: dict[str, Any],
+               threads: int) -> JobRecord: ...
     def get(self, job_id: str) -> JobRecord | None: ...
     def list_page(self, status: JobStatus | None, limit: int,
              offset: int) -> tuple[list[JobRecord], int]: ...
@@ -89,6 +92,7 @@ class JobStore(Protocol):
     def cancel(self, job_id: str) -> JobStatus | None: ...
     def finish(self, job_id: str, status: JobStatus, *, error: str | None = None,
                model_id: str | None = None) -> bool: ...
+    def requeue(self, job_id: str) -> bool: ...
     def requeue_running(self) -> list[str]: ...
     def start_run(self, job_id: str, epoch: int, iteration: int,
                   iterations_per_epoch: int) -> None: ...
@@ -116,7 +120,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_started_at REAL,
     run_start_iteration INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    model_id TEXT
+    model_id TEXT,
+    threads INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 CREATE TABLE IF NOT EXISTS iterations (
@@ -162,6 +167,9 @@ class SqliteJobStore:
         self._conn.row_factory = sqlite3.Row
         with self._lock:
             self._conn.executescript(_SCHEMA)
+            columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+            if "threads" not in columns:  # a data dir from before jobs recorded it
+                self._conn.execute("ALTER TABLE jobs ADD COLUMN threads INTEGER")
 
     def close(self) -> None:
         """Close the connection."""
@@ -207,18 +215,21 @@ class SqliteJobStore:
             finished_at=row["finished_at"], epoch=row["epoch"], iteration=row["iteration"],
             iterations_per_epoch=row["iterations_per_epoch"],
             run_started_at=row["run_started_at"], run_start_iteration=row["run_start_iteration"],
-            error=row["error"], model_id=row["model_id"], queue_position=position,
+            error=row["error"], model_id=row["model_id"], threads=row["threads"],
+            queue_position=position,
             latest=EpochSummary(**latest[0]) if latest else None,
         )
 
     def create(self, job_id: str, name: str | None, dataset_id: str,
-               architecture: dict[str, Any], training: dict[str, Any]) -> JobRecord:
-        """Insert a queued job at the back of the queue."""
+               architecture: dict[str, Any], training: dict[str, Any],
+               threads: int) -> JobRecord:
+        """Insert a queued job at the back of the queue. It trains with `threads` threads
+        whenever it runs: the weights depend on the count, so a resumed run uses the same."""
         self._write((
-            ("INSERT INTO jobs (id, name, dataset_id, architecture, training, status, created_at)"
-             " VALUES (?, ?, ?, ?, ?, 'queued', ?)"),
+            ("INSERT INTO jobs (id, name, dataset_id, architecture, training, status, created_at,"
+             " threads) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)"),
             (job_id, name, dataset_id, json.dumps(architecture), json.dumps(training),
-             time.time()),
+             time.time(), threads),
         ))
         return self.get(job_id)
 
@@ -275,6 +286,12 @@ class SqliteJobStore:
             (status.value, error, model_id, time.time(), job_id),
         )) == 1
 
+    def requeue(self, job_id: str) -> bool:
+        """Put a running job back in the queue (at its old place); False if not running."""
+        return self._write((
+            "UPDATE jobs SET status = 'queued' WHERE id = ? AND status = 'running'", (job_id,),
+        )) == 1
+
     def requeue_running(self) -> list[str]:
         """Put jobs a previous server left running back in the queue (they keep their place)."""
         with self._lock:
@@ -285,12 +302,14 @@ class SqliteJobStore:
 
     def start_run(self, job_id: str, epoch: int, iteration: int,
                   iterations_per_epoch: int) -> None:
-        """A worker's first iteration: drop history from `epoch` on, which it will redo."""
+        """A worker's first iteration (`iteration` of `epoch`; later than 1 when it resumes from
+        a checkpoint): drop the history it will redo, the costs from `iteration` on and the
+        summaries from `epoch` on, which a run killed after its checkpoint had recorded."""
         self._write(
             (("UPDATE jobs SET run_started_at = ?, run_start_iteration = ?,"
               " iterations_per_epoch = ? WHERE id = ?"),
              (time.time(), iteration - 1, iterations_per_epoch, job_id)),
-            ("DELETE FROM iterations WHERE job_id = ? AND epoch >= ?", (job_id, epoch)),
+            ("DELETE FROM iterations WHERE job_id = ? AND iteration >= ?", (job_id, iteration)),
             ("DELETE FROM epochs WHERE job_id = ? AND epoch >= ?", (job_id, epoch)),
         )
 

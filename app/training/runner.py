@@ -4,12 +4,18 @@ workers that end, and repairs the data directory at startup.
 It runs as one asyncio task in the server. It wakes on every submission and cancellation and
 otherwise polls the executor every `poll_interval` seconds, so a worker that dies is noticed
 within that time: its job fails with the reason and the next job starts.
+
+When the server stops, `begin_shutdown` asks the workers to checkpoint (they stop at their next
+iteration) and no further job starts; their jobs go back to the queue and resume on the next
+start. A worker that has not stopped `STOP_GRACE_SECONDS` later is killed; its job resumes
+from its last epoch checkpoint instead.
 """
 
 import asyncio
 import logging
 import signal
 import threading
+import time
 from typing import Any
 
 from app.errors import ConflictError, NotFoundError, QueueFullError
@@ -18,9 +24,11 @@ from app.storage.datasets import DatasetStore
 from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.storage.layout import DataLayout
 from app.storage.models import ModelStore
-from app.training.executor import JobExecutor
+from app.training.executor import EXIT_INTERRUPTED, JobExecutor
 
 log = logging.getLogger("app.runner")
+
+STOP_GRACE_SECONDS = 5.0
 
 
 def death_reason(exitcode: int) -> str:
@@ -37,7 +45,7 @@ class JobRunner:
 
     def __init__(self, jobs: JobStore, datasets: DatasetStore, models: ModelStore,
                  executor: JobExecutor, layout: DataLayout, *, workers: int, max_queue: int,
-                 poll_interval: float) -> None:
+                 poll_interval: float, train_threads: int) -> None:
         self.jobs = jobs
         self.datasets = datasets
         self.models = models
@@ -46,6 +54,8 @@ class JobRunner:
         self._layout = layout
         self._max_queue = max_queue
         self._poll_interval = poll_interval
+        self._train_threads = train_threads
+        self._stop_deadline: float | None = None
         self._lock = threading.Lock()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -61,7 +71,8 @@ class JobRunner:
                 raise QueueFullError(f"Job queue full ({queued} jobs queued); retry later")
             if self.datasets.get(dataset_id) is None:
                 raise NotFoundError(f"Dataset {dataset_id!r} not found")
-            job = self.jobs.create(new_id(), name, dataset_id, architecture, training)
+            job = self.jobs.create(new_id(), name, dataset_id, architecture, training,
+                                   threads=self._train_threads)
         self.wake()
         return job
 
@@ -108,14 +119,18 @@ class JobRunner:
         for job_id, exitcode in self.executor.reap():
             self._settle(job_id, exitcode)
         with self._lock:
-            while len(self.executor.running()) < self.workers:
+            while not self.stopping and len(self.executor.running()) < self.workers:
                 job_id = self.jobs.claim_next()
                 if job_id is None:
                     break
                 self.executor.start(job_id)
 
     def _settle(self, job_id: str, exitcode: int) -> None:
-        """Clean up after a worker: fail its job if it did not finish it, drop leftovers."""
+        """Clean up after a worker: re-queue its job if it stopped at a checkpoint on request,
+        fail it if it did not finish it, drop leftovers."""
+        if exitcode == EXIT_INTERRUPTED and self.jobs.requeue(job_id):
+            log.info("job %s checkpointed and re-queued", job_id)
+            return
         if self.jobs.finish(job_id, JobStatus.failed, error=death_reason(exitcode)):
             log.warning("job %s failed: %s", job_id, death_reason(exitcode))
         job = self.jobs.get(job_id)
@@ -128,9 +143,25 @@ class JobRunner:
             if model.job_id == job.id and model.id != job.model_id:
                 self.models.delete(model.id)
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the server is shutting down (no job starts any more)."""
+        return self._stop_deadline is not None
+
+    def begin_shutdown(self) -> None:
+        """Start no more jobs and ask the workers to checkpoint and stop (idempotent)."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
+            self.executor.interrupt_all()
+
     def shutdown(self) -> None:
-        """Stop every worker; their jobs stay `running` and resume on the next start."""
-        self.executor.shutdown()
+        """Stop every worker, within the grace period: jobs checkpointed at their current
+        iteration go back to the queue, the others stay `running` and resume from their last
+        checkpoint on the next start."""
+        self.begin_shutdown()
+        for job_id, exitcode in self.executor.shutdown(self._stop_deadline):
+            if exitcode == EXIT_INTERRUPTED:
+                self.jobs.requeue(job_id)
 
     # ------------------------------------------------------------------ startup
 
@@ -149,3 +180,26 @@ class JobRunner:
             job = self.jobs.get(checkpoint.stem)
             if job is None or not job.status.is_active:
                 checkpoint.unlink(missing_ok=True)
+
+
+def begin_shutdown_on_exit_signals(runner: JobRunner) -> None:
+    """Chain `runner.begin_shutdown` onto the server's SIGTERM and SIGINT handlers.
+
+    The workers then start checkpointing the moment the server is told to stop, while it still
+    drains its connections: uvicorn runs the lifespan shutdown only after that, up to its
+    graceful-shutdown timeout later. Servers install their handlers in the main thread before
+    the lifespan starts; elsewhere (a TestClient) there is nothing to chain onto.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: object, previous=previous) -> None:
+            loop.call_soon_threadsafe(runner.begin_shutdown)
+            previous(signum, frame)
+
+        signal.signal(signum, handler)

@@ -3,9 +3,13 @@
 `run_job` is a plain function that talks only to the stores in the data directory, so the
 process executor runs it in a child process and a test can call it in-process. It resumes from
 the job's checkpoint when there is one, which makes the result identical to an uninterrupted run.
+When its `interrupt` event is set (the server is shutting down), it checkpoints at the next
+iteration and returns without finishing the job, which resumes there on the next start.
 """
 
 import logging
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,10 @@ log = logging.getLogger("app.worker")
 
 FLUSH_SECONDS = 0.5
 
+# Test-only fault hook, inert unless set: "NAME:MB" makes jobs named NAME allocate MB megabytes
+# before training, standing in for a job that needs more memory than a worker may use.
+FAULT_ALLOCATE = "CNN_FAULT_WORKER_ALLOCATE"
+
 
 def validation_count(n_samples: int, validation_split: float) -> int:
     """How many samples the validation split holds out."""
@@ -49,16 +57,20 @@ def split_indices(n_samples: int, validation_split: float,
 class ProgressRecorder:
     """The `fit` callback: writes iteration costs in small batches and each epoch's summary.
 
-    It also stops training when the job is no longer `running` (cancelled meanwhile).
+    It stops training when the job is no longer `running` (cancelled meanwhile), and after the
+    current iteration once `interrupt` is set (fit then checkpoints that iteration).
     """
 
-    def __init__(self, jobs: JobStore, job_id: str) -> None:
+    def __init__(self, jobs: JobStore, job_id: str,
+                 interrupt: threading.Event | None = None) -> None:
         self._jobs = jobs
         self._job_id = job_id
+        self._interrupt = interrupt
         self._pending: list[IterationCost] = []
         self._last_flush = time.monotonic()
         self._started = False
         self._last_iteration = 0
+        self.interrupted = False
 
     def _flush(self) -> bool:
         """Write pending costs; True when training should stop."""
@@ -77,6 +89,10 @@ class ProgressRecorder:
                 self._started = True
             self._last_iteration = event["iteration"]
             self._pending.append(IterationCost(event["epoch"], event["iteration"], event["cost"]))
+            if self._interrupt is not None and self._interrupt.is_set():
+                self.interrupted = True
+                self._flush()
+                return True
             return time.monotonic() - self._last_flush >= FLUSH_SECONDS and self._flush()
         stop = self._flush()
         self._jobs.record_epoch(self._job_id, _summary(event, self._last_iteration))
@@ -91,9 +107,18 @@ def _summary(epoch: dict[str, Any], last_iteration: int) -> EpochSummary:
     )
 
 
+def fault_allocation(job: JobRecord) -> np.ndarray | None:
+    """The test-only fault hook: the allocation `CNN_FAULT_WORKER_ALLOCATE` asks of `job`."""
+    name, _, megabytes = os.environ.get(FAULT_ALLOCATE, "").rpartition(":")
+    if not name or name != job.name:
+        return None
+    return np.empty(int(megabytes) * 2**20, dtype=np.uint8)
+
+
 def train(job: JobRecord, data: Dataset, callback: ProgressRecorder,
           checkpoint: Path) -> tuple[Network, History]:
     """Fit the job's network on its dataset, resuming from `checkpoint` if it exists."""
+    fault_allocation(job)
     settings = job.training
     seed = settings["seed"]
     train_idx, val_idx = split_indices(data.n_samples, settings["validation_split"], seed)
@@ -104,7 +129,7 @@ def train(job: JobRecord, data: Dataset, callback: ProgressRecorder,
         batch_size=settings["batch_size"], optimizer=settings["optimizer"],
         validation_data=validation, callback=callback, seed=seed,
         early_stopping=settings["early_stopping"], checkpoint_path=checkpoint,
-        resume_from=checkpoint if checkpoint.exists() else None,
+        resume_from=checkpoint if checkpoint.exists() else None, threads=job.threads,
     )
     return net, history
 
@@ -135,44 +160,54 @@ def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) ->
     )
 
 
-def run_job(job_id: str, data_dir: Path) -> None:
-    """Train job `job_id` to its end: succeeded with a model, or failed with a reason."""
+def run_job(job_id: str, data_dir: Path, interrupt: threading.Event | None = None) -> bool:
+    """Train job `job_id` to its end: succeeded with a model, or failed with a reason.
+
+    True when `interrupt` stopped it instead: the job is still `running`, checkpointed at the
+    iteration it reached, and resumes from there when it runs again.
+    """
     layout = DataLayout(data_dir)
     jobs = SqliteJobStore(layout.jobs_db)
     try:
         job = jobs.get(job_id)
         if job is not None and job.status is JobStatus.running:
-            _run(job, layout, jobs)
+            return _run(job, layout, jobs, interrupt)
+        return False
     finally:
         jobs.close()
 
 
-def _run(job: JobRecord, layout: DataLayout, jobs: SqliteJobStore) -> None:
+def _run(job: JobRecord, layout: DataLayout, jobs: SqliteJobStore,
+         interrupt: threading.Event | None) -> bool:
     checkpoint = layout.checkpoint(job.id)
+    recorder = ProgressRecorder(jobs, job.id, interrupt)
     try:
         data = FileDatasetStore(layout.datasets).load(job.dataset_id)
-        net, history = train(job, data, ProgressRecorder(jobs, job.id), checkpoint)
+        net, history = train(job, data, recorder, checkpoint)
     except CNNError as exc:  # divergence, or a dataset or checkpoint that cannot be used
         jobs.finish(job.id, JobStatus.failed, error=str(exc))
         checkpoint.unlink(missing_ok=True)
-        return
+        return False
     except MemoryError:
         jobs.finish(job.id, JobStatus.failed, error="out of memory: use a smaller network, "
                     "batch size or dataset")
         checkpoint.unlink(missing_ok=True)
-        return
+        return False
     except Exception:
         log.exception("job %s: training failed", job.id)
         jobs.finish(job.id, JobStatus.failed,
                     error="internal error in the training worker (see the server log)")
         checkpoint.unlink(missing_ok=True)
-        return
+        return False
     record_history(jobs, job.id, history)
     if jobs.get(job.id).status is not JobStatus.running:
-        return  # cancelled while training: publish nothing
+        return False  # cancelled while training: publish nothing
+    if recorder.interrupted:
+        return True  # checkpointed at the iteration it reached
     models = FileModelStore(layout.models)
     meta = model_meta(job, net, history, data)
     models.save(meta, net)
     if not jobs.finish(job.id, JobStatus.succeeded, model_id=meta.id):
         models.delete(meta.id)  # cancelled while publishing
     checkpoint.unlink(missing_ok=True)
+    return False

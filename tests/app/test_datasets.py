@@ -57,10 +57,10 @@ def test_upload_zip_of_class_folders(client: TestClient) -> None:
     assert body["classes"] == ["3", "7"] and body["class_counts"] == {"3": 4, "7": 4}
 
 
-def test_unusable_uploads_are_422_and_leave_nothing(client: TestClient, settings) -> None:
+def test_unusable_uploads_are_415_and_leave_nothing(client: TestClient, settings) -> None:
     for payload in (b"not a dataset at all", b"\x89PNG\r\n\x1a\n" + b"0" * 20):
         response = client.post("/datasets", files={"files": ("x.npz", payload)})
-        assert response.status_code == 422
+        assert response.status_code == 415
         assert response.json()["detail"]
     assert list((settings.data_dir / "datasets").iterdir()) == []
 

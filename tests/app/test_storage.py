@@ -35,7 +35,7 @@ def jobs(layout: DataLayout) -> SqliteJobStore:
 
 def add_job(jobs: SqliteJobStore) -> str:
     job_id = new_id()
-    jobs.create(job_id, None, "mnist-sample", TINY_ARCHITECTURE, TRAINING)
+    jobs.create(job_id, None, "mnist-sample", TINY_ARCHITECTURE, TRAINING, threads=1)
     return job_id
 
 
@@ -156,7 +156,7 @@ def test_startup_repair_requeues_and_drops_unpublished_models(layout: DataLayout
     jobs._conn.execute(
         "UPDATE jobs SET status = 'running', model_id = NULL WHERE id = ?", (crashed,))
     runner = JobRunner(jobs, None, models, None, layout, workers=1, max_queue=4,
-                       poll_interval=1)
+                       poll_interval=1, train_threads=1)
     runner.recover()
     assert models.get(orphan) is None and models.get(jobs.get(published).model_id)
     assert jobs.get(crashed).status is JobStatus.queued

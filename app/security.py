@@ -1,0 +1,113 @@
+"""Who may drive the service: the request-origin rule and the exposure warning.
+
+A web page can make a browser send "simple" requests (a multipart form POST, exactly what an
+upload is) to any address, loopback included, and with DNS rebinding it can make its own host
+name resolve to this server. So a state-changing request (POST, PUT, PATCH, DELETE) that carries
+an `Origin` header, which browsers always send on those methods, is refused with 403 before its
+body is read, unless one of these holds:
+
+1. Same origin: the Origin's `host[:port]` equals the request's `Host` header, and that host
+   cannot have been rebound: it is an IP address or `localhost`, or an API key is configured
+   (a rebound page cannot know the key). The scheme is not compared, so the service works
+   behind a TLS-terminating proxy.
+2. Loopback alias: both the Origin's host and the `Host` header are loopback names (`localhost`,
+   127.0.0.0/8, `[::1]`) with the same port, e.g. a page on http://localhost:8000 posting to
+   http://127.0.0.1:8000.
+
+Everything else is refused: another host or port, `Origin: null` (sandboxed frames, file:
+pages), anything that is not an http(s) origin. Requests without `Origin` (curl, scripts, the
+Python client) are not browser requests and pass; GET and HEAD are never refused here.
+"""
+
+import ipaddress
+import logging
+from urllib.parse import urlsplit
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.settings import Settings
+
+log = logging.getLogger("app")
+
+STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 with or without brackets) is this machine."""
+    address = _ip(host)
+    return host.lower() == "localhost" if address is None else address.is_loopback
+
+
+def _host_and_port(authority: str, scheme: str) -> tuple[str, int] | None:
+    """(host, port) of `host[:port]`, or None when it does not parse."""
+    try:
+        parts = urlsplit(f"//{authority}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host or parts.username is not None or parts.password is not None:
+        return None
+    return host, port or DEFAULT_PORTS.get(scheme, 80)
+
+
+def origin_refusal(origin: str, host_header: str, scheme: str, api_key_set: bool) -> str | None:
+    """Why a state-changing request with this `Origin` is refused, or None when it is allowed."""
+    refused = (f"Cross-origin request refused: Origin {origin[:100]!r} is not this server's "
+               f"origin. Call the API from a script, or from the service's own /docs page")
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return refused
+    if parts.scheme not in DEFAULT_PORTS or parts.path or parts.query or parts.fragment:
+        return refused
+    source = _host_and_port(parts.netloc, parts.scheme)
+    target = _host_and_port(host_header, scheme)
+    if source is None or target is None:
+        return refused
+    if parts.netloc.lower() == host_header.lower():
+        if api_key_set or _ip(target[0]) is not None or target[0] == "localhost":
+            return None
+        return (f"Request refused: a page on {target[0]!r} may only change data here when "
+                f"CNN_API_KEY is set (it could be a DNS-rebinding attack); open the service by "
+                f"IP address or localhost, or configure an API key")
+    if is_loopback(source[0]) and is_loopback(target[0]) and source[1] == target[1]:
+        return None
+    return refused
+
+
+class OriginGuard:
+    """ASGI middleware applying `origin_refusal` to every state-changing request."""
+
+    def __init__(self, app: ASGIApp, *, api_key_set: bool) -> None:
+        self.app = app
+        self.api_key_set = api_key_set
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in STATE_CHANGING_METHODS:
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            if origin is not None:
+                reason = origin_refusal(origin, headers.get("host", ""), scope["scheme"],
+                                        self.api_key_set)
+                if reason is not None:
+                    await JSONResponse({"detail": reason}, status_code=403)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def warn_if_exposed(settings: Settings) -> None:
+    """Log a warning when the service is told to listen beyond loopback without an API key."""
+    if settings.api_key is None and not is_loopback(settings.host):
+        log.warning("CNN_HOST is %s, not a loopback address, and CNN_API_KEY is not set: anyone "
+                    "who can reach this port can upload data and run training jobs. Set "
+                    "CNN_API_KEY or bind 127.0.0.1.", settings.host)
