@@ -97,7 +97,7 @@ def main():
 
     np.testing.assert_allclose(scatter_big_product(), F.conv_backward(out, cache)[0], rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(add_at(), F.conv_backward(out, cache)[0], rtol=1e-4, atol=1e-3)
-    weight_grads = lambda: F.conv_backward(out, cache, need_dx=False)  # noqa: E731  both pay for dW
+    weight_grads = lambda: F.conv_backward(out, cache, need_dx=False)
     compare("3a. conv backward (dW, db, dx), second LeNet conv",
             ("dx: one product per kernel offset (cnn_core)", lambda: F.conv_backward(out, cache)),
             ("dx: one big product, then scatter", lambda: (weight_grads(), scatter_big_product())))

@@ -73,9 +73,9 @@ def bench_training(X, y, threads, rounds):
             torch_epoch(model, opt, X[:512], y[:512], 0)  # warm-up
         net.fit(X[:512], y[:512], epochs=1, batch_size=BATCH)  # warm-up
         for r in range(rounds):
-            ours.append(len(X) / timed(lambda: net.fit(X, y, epochs=1, batch_size=BATCH, seed=r)))
+            ours.append(len(X) / timed(lambda r=r: net.fit(X, y, epochs=1, batch_size=BATCH, seed=r)))
             if torch is not None:
-                theirs.append(len(X) / timed(lambda: torch_epoch(model, opt, X, y, r)))
+                theirs.append(len(X) / timed(lambda r=r: torch_epoch(model, opt, X, y, r)))
     return statistics.median(ours), (statistics.median(theirs) if theirs else None)
 
 
