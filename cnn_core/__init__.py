@@ -11,6 +11,14 @@ from .presets import PRESETS, build_preset
 
 __version__ = "0.1.0"
 __all__ = [
-    "CNNError", "ConfigError", "DatasetError", "DivergenceError", "ModelFileError",
-    "History", "Network", "PRESETS", "build_preset", "__version__",
+    "PRESETS",
+    "CNNError",
+    "ConfigError",
+    "DatasetError",
+    "DivergenceError",
+    "History",
+    "ModelFileError",
+    "Network",
+    "__version__",
+    "build_preset",
 ]

@@ -15,6 +15,7 @@ Update rules, for a parameter p with gradient g at step t (t counts from 1):
 """
 
 import math
+from typing import ClassVar
 
 import numpy as np
 
@@ -24,9 +25,9 @@ from .errors import ConfigError
 class Optimizer:
     """Bookkeeping shared by all optimizers: hyperparameters, step count and state slots."""
 
-    name = ""
-    defaults: dict = {}
-    slots: tuple = ()
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict] = {}
+    slots: ClassVar[tuple] = ()
 
     def __init__(self, **hyper):
         unknown = set(hyper) - set(self.defaults)
@@ -76,7 +77,7 @@ def _check_hyper(optimizer, key, value):
 
 class SGD(Optimizer):
     name = "sgd"
-    defaults = {"learning_rate": 0.01}
+    defaults: ClassVar[dict] = {"learning_rate": 0.01}
 
     def update(self, name, p, g):
         p -= self.hyper["learning_rate"] * g
@@ -84,7 +85,7 @@ class SGD(Optimizer):
 
 class Momentum(Optimizer):
     name = "momentum"
-    defaults = {"learning_rate": 0.01, "beta": 0.9}
+    defaults: ClassVar[dict] = {"learning_rate": 0.01, "beta": 0.9}
     slots = ("v",)
 
     def update(self, name, p, g):
@@ -97,7 +98,7 @@ class Momentum(Optimizer):
 
 class RMSprop(Optimizer):
     name = "rmsprop"
-    defaults = {"learning_rate": 0.001, "beta": 0.999, "epsilon": 1e-8}
+    defaults: ClassVar[dict] = {"learning_rate": 0.001, "beta": 0.999, "epsilon": 1e-8}
     slots = ("s",)
 
     def update(self, name, p, g):
@@ -110,7 +111,7 @@ class RMSprop(Optimizer):
 
 class Adam(Optimizer):
     name = "adam"
-    defaults = {"learning_rate": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
+    defaults: ClassVar[dict] = {"learning_rate": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
     slots = ("m", "v")
 
     def update(self, name, p, g):

@@ -32,8 +32,8 @@ def without_seconds(history):
 @pytest.mark.parametrize("stop_iteration", [1, 4, 6, 7, 11])  # 6 batches per epoch: ends and middles
 def test_stopping_mid_epoch_and_resuming_is_bit_identical(tmp_path, stop_iteration, threads):
     X, y = data()
-    settings = dict(epochs=2, batch_size=16, seed=3, validation_data=(X[:20], y[:20]),
-                    early_stopping={"patience": 5}, threads=threads)
+    settings = {"epochs": 2, "batch_size": 16, "seed": 3, "validation_data": (X[:20], y[:20]),
+                "early_stopping": {"patience": 5}, "threads": threads}
     straight = Network.from_config(CONFIG, seed=1)
     expected = straight.fit(X, y, **settings)
 
