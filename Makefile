@@ -24,13 +24,18 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(VENV)/bin/uvicorn app.main:app --host $(CNN_HOST) --port $(CNN_PORT) --timeout-graceful-shutdown 8
 
-test: install-test
-	$(VENV)/bin/hadolint Dockerfile
+test: install-test lint
 	$(PY) -m pytest
+
+lint: install-test
+	$(VENV)/bin/ruff check cnn_core app tests benchmarks scripts
+	$(VENV)/bin/hadolint Dockerfile
 
 bench: install-test
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/kernel_variants.py
 	$(PY) benchmarks/service_latency.py
+	$(PY) benchmarks/reliability_figures.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
