@@ -52,12 +52,9 @@ def start(data_dir: Path) -> tuple[subprocess.Popen, str]:
 def workers(server_pid: int) -> list[psutil.Process]:
     """Live training workers: the children of the server's fork server."""
     found = []
-    for child in psutil.Process(server_pid).children(recursive=True):
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE and "forkserver" in " ".join(child.parent().cmdline()):
-                found.append(child)
-        except (psutil.NoSuchProcess, AttributeError):
-            continue
+    for forkserver in psutil.Process(server_pid).children():
+        if "forkserver" in " ".join(forkserver.cmdline()):
+            found += [p for p in forkserver.children() if p.status() != psutil.STATUS_ZOMBIE]
     return found
 
 

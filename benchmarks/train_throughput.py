@@ -4,9 +4,10 @@
 
 Trains LeNet-5 (28x28x1, 10 classes, batch 64, Adam, float32) on the shipped mnist-sample digits
 in cnn_core and, when installed, in PyTorch with the same thread count and the same initial
-weights. The two run interleaved, one epoch each per round, because this machine's speed drifts
-from one minute to the next; the ratio of the medians is the figure that matters. Then it times
-predicting one image (median over many calls) and a batch of 256.
+weights. The two run interleaved, ``--epochs`` epochs each per round (cnn_core's time includes
+starting its helper processes), because this machine's speed drifts from one minute to the
+next; the ratio of the medians is the figure that matters. Then it times predicting one image
+(median over many calls) and a batch of 256.
 """
 
 import argparse
@@ -62,7 +63,7 @@ def timed(fn):
     return time.perf_counter() - start
 
 
-def bench_training(X, y, threads, rounds):
+def bench_training(X, y, threads, rounds, epochs):
     net = Network.from_config(build_preset("lenet5", (1, 28, 28), 10), seed=0)
     ours, theirs = [], []
     with threadpool_limits(threads):
@@ -72,10 +73,12 @@ def bench_training(X, y, threads, rounds):
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
             torch_epoch(model, opt, X[:512], y[:512], 0)  # warm-up
         net.fit(X[:512], y[:512], epochs=1, batch_size=BATCH)  # warm-up
+        images = epochs * len(X)
         for r in range(rounds):
-            ours.append(len(X) / timed(lambda r=r: net.fit(X, y, epochs=1, batch_size=BATCH, seed=r)))
+            ours.append(images / timed(lambda r=r: net.fit(X, y, epochs=epochs, batch_size=BATCH, seed=r)))
             if torch is not None:
-                theirs.append(len(X) / timed(lambda r=r: torch_epoch(model, opt, X, y, r)))
+                theirs.append(images / timed(lambda r=r: [torch_epoch(model, opt, X, y, r * epochs + e)
+                                                          for e in range(epochs)]))
     return statistics.median(ours), (statistics.median(theirs) if theirs else None)
 
 
@@ -100,13 +103,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per round and framework")
     args = parser.parse_args()
     data = load_mnist_sample()
     X, y = np.ascontiguousarray(data.X, dtype=np.float32), data.y.astype(np.int64)
     print(f"LeNet-5, {len(X)} mnist-sample digits, batch {BATCH}, Adam, float32; torch: "
           f"{torch.__version__ if torch else 'not installed'}")
     for threads in args.threads:
-        ours, theirs = bench_training(X, y, threads, args.rounds)
+        ours, theirs = bench_training(X, y, threads, args.rounds, args.epochs)
         line = f"train  {threads} thread(s): cnn_core {ours:8.0f} img/s"
         if theirs:
             line += f"   torch {theirs:8.0f} img/s   ratio {ours / theirs:.2f}x"

@@ -8,9 +8,7 @@ from the logits.
 
 import contextlib
 import math
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -19,7 +17,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from . import config as config_lib
 from . import functional as F
 from . import layers as layers_lib
-from . import optimizers
+from . import optimizers, parallel
 from .errors import ConfigError, DatasetError, DivergenceError, ModelFileError
 from .files import load_archive, save_archive
 
@@ -175,27 +173,26 @@ class Network:
             dz *= dz.dtype.type(len(y) / batch_n)
         return cost, self._correct(z, y), self._backward(dz, layers)
 
-    def _train_step(self, X, y, stacks, pool):
-        """Mean cost, correct count and gradients of one mini-batch.
+    def _train_step(self, X, y, idx, shards, pool):
+        """Mean cost, correct count and gradients of the mini-batch ``X[idx]``, ``y[idx]``.
 
-        With a thread pool the batch is cut into one contiguous shard per layer stack; NumPy
-        releases the GIL in its kernels, so the shards run in parallel on separate cores, which
-        a single stack cannot do since most of its time goes to single-threaded element-wise
-        work. The shard gradients are summed in a fixed order: results depend on the number of
-        threads, never on timing.
+        With ``shards`` > 1 the batch is cut into that many contiguous shards whose gradients
+        are summed in a fixed order, computed in parallel by a :class:`~cnn_core.parallel.ShardPool`
+        when there is one and one after another otherwise: the numbers depend on the shard
+        count, never on timing or on how the shards were run.
         """
-        if pool is None:
-            return self._shard_step(self.layers, X, y, len(y))
-        bounds = np.linspace(0, len(y), len(stacks) + 1).astype(int)
-        shards = [(layers, slice(a, b)) for layers, a, b in zip(stacks, bounds[:-1], bounds[1:]) if b > a]
-        futures = [pool.submit(self._shard_step, layers, X[s], y[s], len(y)) for layers, s in shards[1:]]
-        layers, s = shards[0]  # this thread takes the first shard instead of waiting idle
-        results = [self._shard_step(layers, X[s], y[s], len(y))] + [f.result() for f in futures]
+        if shards == 1:
+            return self._shard_step(self.layers, X[idx], y[idx], len(idx))
+        parts = [part for part in np.array_split(idx, shards) if len(part)]
+        if pool is not None:
+            results = pool.step(parts, len(idx))
+        else:
+            results = [self._shard_step(self.layers, X[part], y[part], len(idx)) for part in parts]
         grads = results[0][2]
         for _, _, more in results[1:]:
             for name, g in more.items():
                 grads[name] += g
-        cost = sum(r[0] * (s.stop - s.start) for r, (_, s) in zip(results, shards)) / len(y)
+        cost = sum(r[0] * len(part) for r, part in zip(results, parts)) / len(idx)
         return cost, sum(r[1] for r in results), grads
 
     def _loss(self, z, y):
@@ -263,8 +260,10 @@ class Network:
         - ``checkpoint_path``: written atomically at each epoch end (before the epoch event) and
           when the callback stops training mid-epoch. ``resume_from``: a checkpoint to continue
           from, with the same arguments; the result is bit-identical to an uninterrupted run.
-        - ``threads``: mini-batch shards computed in parallel (default: the BLAS thread limit,
-          e.g. as set by threadpoolctl). Results are deterministic for a given thread count.
+        - ``threads``: CPU threads to train with (default: the BLAS thread limit, as set e.g. by
+          threadpoolctl): each mini-batch is cut into that many shards, computed in parallel by
+          this process and ``threads - 1`` forked helpers. Results are deterministic for a given
+          thread count.
         - Raises DivergenceError when the cost becomes NaN or infinite.
         """
         _check_training_args(epochs, batch_size)
@@ -290,13 +289,12 @@ class Network:
         threads = _blas_threads() if threads is None else threads
         if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
             raise ConfigError(f"threads must be an integer in 1..64, got {threads!r}")
-        stacks = [self.layers] + [self._build_layers(self.layers) for _ in range(threads - 1)]
         with contextlib.ExitStack() as resources:
             pool = None
             if threads > 1:
-                pool = resources.enter_context(ThreadPoolExecutor(threads - 1))
                 resources.enter_context(threadpool_limits(1, user_api="blas"))
-                resources.enter_context(_short_switch_interval())
+                if parallel.can_fork():
+                    pool = resources.enter_context(parallel.ShardPool(self, X, y, threads - 1))
             n = len(X)
             per_epoch = math.ceil(n / batch_size)
             for epoch in range(position.epoch, epochs + 1):
@@ -307,7 +305,7 @@ class Network:
                 started = time.perf_counter() - position.seconds
                 for b in range(position.next_batch, per_epoch):
                     idx = order[b * batch_size : (b + 1) * batch_size]
-                    cost, batch_correct, grads = self._train_step(X[idx], y[idx], stacks, pool)
+                    cost, batch_correct, grads = self._train_step(X, y, idx, threads, pool)
                     iteration = (epoch - 1) * per_epoch + b + 1
                     if not math.isfinite(cost):
                         raise DivergenceError(
@@ -405,22 +403,6 @@ class Network:
         net._set_params(arrays)
         net.metadata = meta.get("metadata", {})
         return net
-
-
-@contextlib.contextmanager
-def _short_switch_interval(seconds=0.0005):
-    """Shorten the interpreter's GIL switch interval while shard threads train.
-
-    Between its NumPy kernels a shard thread holds the GIL for many small steps; with the
-    default 5 ms interval the other shard often waits that long to get it back. Measured on
-    LeNet-5 with 2 threads: about 15% more images per second. The old value is restored.
-    """
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, seconds))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
 
 
 def _blas_threads():

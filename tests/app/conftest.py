@@ -111,14 +111,14 @@ def submit(client: TestClient | httpx.Client, dataset_id: str = "mnist-sample",
 
 def worker_pids(parent: int | None = None) -> list[int]:
     """Pids of the live training workers under `parent` (default: this process): the children
-    of the fork server, zombies excluded."""
+    of the fork server (not their own shard helpers), zombies excluded."""
     pids = []
-    for process in psutil.Process(parent).children(recursive=True):
+    for forkserver in psutil.Process(parent).children():
         try:
-            if (process.status() != psutil.STATUS_ZOMBIE
-                    and "forkserver" in " ".join(process.parent().cmdline())):
-                pids.append(process.pid)
-        except (psutil.NoSuchProcess, AttributeError):
+            if "forkserver" not in " ".join(forkserver.cmdline()):
+                continue
+            pids += [p.pid for p in forkserver.children() if p.status() != psutil.STATUS_ZOMBIE]
+        except psutil.NoSuchProcess:
             continue
     return pids
 
