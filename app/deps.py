@@ -4,13 +4,11 @@ The `existing_*` dependencies turn an id that fails the allowlist, or that no st
 a 404 before the route runs (and before anything touches the file system).
 """
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.errors import NotFoundError, UnauthorizedError
+from app.errors import NotFoundError
 from app.ids import is_valid_id
 from app.inference import Predictor
 from app.settings import Settings
@@ -88,18 +86,3 @@ JobDep = Annotated[JobRecord, Depends(existing_job)]
 DatasetDep = Annotated[DatasetMeta, Depends(existing_dataset)]
 ModelDep = Annotated[ModelMeta, Depends(existing_model)]
 
-
-bearer = HTTPBearer(auto_error=False, description="The value of CNN_API_KEY.")
-
-
-def require_api_key(
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """When CNN_API_KEY is set, require it as `Authorization: Bearer <key>` (constant time)."""
-    if settings.api_key is None:
-        return
-    expected = settings.api_key.get_secret_value().encode()
-    given = credentials.credentials.encode() if credentials else b""
-    if not hmac.compare_digest(given, expected):
-        raise UnauthorizedError("Missing or invalid API key")

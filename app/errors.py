@@ -3,6 +3,7 @@
     ServiceError               any failure with a message meant for the client
     ├── BadRequestError        400  input that cannot be decoded (a corrupt image)
     ├── UnauthorizedError      401  missing or wrong API key
+    ├── ForbiddenError         403  a cross-origin request that would change data
     ├── NotFoundError          404  unknown id
     ├── ConflictError          409  the resource is in a state that forbids the action
     ├── PayloadTooLargeError   413  input over a configured limit
@@ -59,6 +60,10 @@ class UnauthorizedError(ServiceError):
     headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
 
 
+class ForbiddenError(ServiceError):
+    status_code = 403
+
+
 class NotFoundError(ServiceError):
     status_code = 404
 
@@ -89,9 +94,15 @@ class BusyError(ServiceError):
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
 
 
+def error_response(exc: ServiceError) -> JSONResponse:
+    """The answer to a service error: its status, headers and `{"detail": message}`. Also sent
+    directly by the middlewares that refuse a request before it reaches a route."""
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
 async def handle_service_error(request: Request, exc: ServiceError) -> JSONResponse:
     """Answer a deliberate service error with its status and message."""
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return error_response(exc)
 
 
 CORE_ERROR_STATUS = {DatasetTooLarge: 413, UnsupportedFormat: 415, CorruptFile: 400}

@@ -7,8 +7,8 @@ so a crafted id (`..`, `%2e`, NUL, a long string) is a 404 that never touches th
 import re
 import uuid
 
-ID_PATTERN = re.compile(r"[0-9a-f]{32}|mnist-sample")
 BUILTIN_DATASET_ID = "mnist-sample"
+ID_PATTERN = re.compile(rf"[0-9a-f]{{32}}|{re.escape(BUILTIN_DATASET_ID)}")
 
 
 def new_id() -> str:

@@ -33,33 +33,34 @@ IMAGE_FORMATS = ["PNG", "JPEG"]
 
 def decode_image(name: str, data: bytes, max_pixels: int) -> Image.Image:
     """Frame 0 of a PNG or JPEG, fully decoded; 415, 413 or 400 when it cannot be."""
+    corrupt = BadRequestError(f"{name}: could not decode the image (truncated or corrupt); "
+                              f"send a complete PNG or JPEG file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except Image.UnidentifiedImageError:
         if data.startswith(IMAGE_SIGNATURES):
-            raise BadRequestError(f"{name}: could not decode image (truncated or corrupt)"
-                                  ) from None
+            raise corrupt from None
         raise UnsupportedMediaError(
-            f"{name}: unsupported image format; expected PNG or JPEG"
+            f"{name}: unsupported image format; convert it to PNG or JPEG"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise PayloadTooLargeError(
-            f"{name}: image too large (over {max_pixels:,} pixels)"
+            f"{name}: image too large (over {max_pixels:,} pixels); downscale it"
         ) from None
     except Exception:  # noqa: BLE001 - a decoder fed hostile bytes fails in many ways
-        raise BadRequestError(f"{name}: could not decode image") from None
+        raise corrupt from None
     width, height = image.size
     if width * height > max_pixels:
         raise PayloadTooLargeError(
-            f"{name}: image too large: {width}x{height} exceeds {max_pixels:,} pixels"
+            f"{name}: image too large: {width}x{height} exceeds {max_pixels:,} pixels; downscale it"
         )
     try:
         image.seek(0)
         image.load()
     except Exception:  # noqa: BLE001 - a decoder fed hostile bytes fails in many ways
-        raise BadRequestError(f"{name}: could not decode image (truncated or corrupt)") from None
+        raise corrupt from None
     return image
 
 
@@ -110,14 +111,21 @@ class Predictor:
         with self._cache_lock:
             self._cache.pop(model_id, None)
 
+    def refuse_if_busy(self) -> None:
+        """503 when every slot is taken. Called before the request body is read, so a request
+        that would be refused anyway costs no parsing; the slot itself is taken only once the
+        body is in (`_slot`), so a slow upload never holds one."""
+        if self._in_flight >= self._concurrency:
+            raise BusyError("Server busy: too many predictions in flight; retry after "
+                            "Retry-After seconds")
+
     @contextmanager
     def _slot(self) -> Iterator[None]:
         """Hold one of the concurrency slots, or refuse with 503 when none is free.
 
         Entered on the event loop only, so the counter needs no lock.
         """
-        if self._in_flight >= self._concurrency:
-            raise BusyError("Server busy: too many predictions in flight, retry later")
+        self.refuse_if_busy()
         self._in_flight += 1
         try:
             yield

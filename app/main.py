@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI
 
 from app import __version__
-from app.deps import require_api_key
-from app.docs import mount_offline_docs
+from app.docs import DOCS_URL, FAVICON_URL, REDOC_URL, mount_offline_docs
 from app.errors import register_error_handlers
 from app.inference import Predictor
 from app.routers import architectures, datasets, health, jobs, models
 from app.schemas import error_responses, errors_as_json
-from app.security import OriginGuard, warn_if_exposed
+from app.security import ApiKeyGuard, OriginGuard, bearer, warn_if_exposed
 from app.settings import Settings
 from app.storage.datasets import FileDatasetStore
 from app.storage.files import sweep_temp_files
@@ -77,11 +76,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        runner.shutdown()
-        runner.jobs.close()
+        runner.stop_loop()
+        await task
+        await asyncio.to_thread(runner.shutdown)  # waits up to the workers' grace period
+        await asyncio.to_thread(runner.jobs.close)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -93,8 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     register_error_handlers(app)
-    app.add_middleware(OriginGuard, api_key_set=settings.api_key is not None)
-    protected = {"dependencies": [Depends(require_api_key)], "responses": error_responses(401)}
+    open_paths = (health.HEALTH_URL, app.openapi_url, DOCS_URL, REDOC_URL, FAVICON_URL)
+    app.add_middleware(ApiKeyGuard, api_key=settings.api_key, open_paths=open_paths)
+    app.add_middleware(OriginGuard, api_key_set=settings.api_key is not None)  # runs first
+    protected = {"dependencies": [Depends(bearer)], "responses": error_responses(401)}
     app.include_router(health.router)
     app.include_router(architectures.router, max_body_size=settings.max_json_bytes, **protected)
     app.include_router(datasets.router, max_body_size=settings.max_upload_bytes, **protected)

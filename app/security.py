@@ -1,10 +1,18 @@
-"""Who may drive the service: the request-origin rule and the exposure warning.
+"""Who may drive the service: the API key, the request-origin rule and the exposure warning.
 
-A web page can make a browser send "simple" requests (a multipart form POST, exactly what an
-upload is) to any address, loopback included, and with DNS rebinding it can make its own host
-name resolve to this server. So a state-changing request (POST, PUT, PATCH, DELETE) that carries
-an `Origin` header, which browsers always send on those methods, is refused with 403 before its
-body is read, unless one of these holds:
+Both rules are ASGI middlewares, so a refused request is answered before its body is read: an
+unauthenticated or cross-origin client cannot make the server parse an upload up to its cap.
+
+API key: when `CNN_API_KEY` is set, every request outside the open paths (health and the docs)
+needs `Authorization: Bearer <key>`, compared in constant time, or gets 401 with
+`WWW-Authenticate: Bearer`. The routers still declare the `bearer` scheme as a dependency, which
+checks nothing but puts the scheme in the OpenAPI document, so /docs offers "Authorize".
+
+Origin: a web page can make a browser send "simple" requests (a multipart form POST, exactly
+what an upload is) to any address, loopback included, and with DNS rebinding it can make its own
+host name resolve to this server. So a state-changing request (POST, PUT, PATCH, DELETE) that
+carries an `Origin` header, which browsers always send on those methods, is refused with 403
+before its body is read, unless one of these holds:
 
 1. Same origin: the Origin's `host[:port]` equals the request's `Host` header, and that host
    cannot have been rebound: it is an IP address or `localhost`, or an API key is configured
@@ -19,14 +27,19 @@ pages), anything that is not an http(s) origin. Requests without `Origin` (curl,
 Python client) are not browser requests and pass; GET and HEAD are never refused here.
 """
 
+import hmac
 import ipaddress
 import logging
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import SecretStr
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.errors import ForbiddenError, UnauthorizedError, error_response
 from app.settings import Settings
 
 log = logging.getLogger("app")
@@ -100,8 +113,42 @@ class OriginGuard:
                 reason = origin_refusal(origin, headers.get("host", ""), scope["scheme"],
                                         self.api_key_set)
                 if reason is not None:
-                    await JSONResponse({"detail": reason}, status_code=403)(scope, receive, send)
+                    await error_response(ForbiddenError(reason))(scope, receive, send)
                     return
+        await self.app(scope, receive, send)
+
+
+# Declared on the protected routers for the OpenAPI document only; `ApiKeyGuard` does the check.
+bearer = HTTPBearer(auto_error=False, description="The value of CNN_API_KEY.")
+
+
+def _is_under(path: str, prefixes: Iterable[str]) -> bool:
+    return any(path == prefix or path.startswith(f"{prefix}/") for prefix in prefixes)
+
+
+class ApiKeyGuard:
+    """ASGI middleware: when a key is set, refuse with 401 any request outside `open_paths`
+    (each open with everything below it) that lacks `Authorization: Bearer <key>`."""
+
+    def __init__(self, app: ASGIApp, *, api_key: SecretStr | None,
+                 open_paths: Iterable[str]) -> None:
+        self.app = app
+        self.expected = api_key.get_secret_value().encode() if api_key else None
+        self.open_paths = tuple(open_paths)
+
+    def authorized(self, headers: Headers) -> bool:
+        """Whether `headers` carry the key as a Bearer token (constant-time comparison)."""
+        scheme, token = get_authorization_scheme_param(headers.get("authorization"))
+        given = token.encode() if scheme.lower() == "bearer" else b""
+        return hmac.compare_digest(given, self.expected)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.expected is not None and scope["type"] == "http":
+            path = scope["path"].removeprefix(scope.get("root_path", ""))
+            if not _is_under(path, self.open_paths) and not self.authorized(Headers(scope=scope)):
+                refusal = UnauthorizedError("Missing or invalid API key")
+                await error_response(refusal)(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 

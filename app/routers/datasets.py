@@ -33,7 +33,7 @@ def create_dataset(
         description="One .npz (X, y, optional class_names), one .zip of class folders of "
                     "PNG/JPEG images, or two MNIST IDX files (images and labels, gzipped or not)."
     )],
-    runner: RunnerDep,
+    datasets: DatasetStoreDep,
     settings: SettingsDep,
     response: Response,
     name: Annotated[str | None, Form(max_length=200)] = None,
@@ -42,7 +42,7 @@ def create_dataset(
     dataset = load_dataset([f.file for f in files], max_bytes=settings.max_upload_bytes)
     dataset_id = new_id()
     label = name or (files[0].filename or "")[:200] or dataset_id
-    meta = runner.datasets.create(dataset_id, label, dataset)
+    meta = datasets.create(dataset_id, label, dataset)
     response.headers["Location"] = f"/datasets/{dataset_id}"
     return dataset_out(meta)
 

@@ -9,9 +9,11 @@ from app.storage.jobs import JobStatus
 
 router = APIRouter(tags=["health"])
 
+HEALTH_URL = "/health"  # open even when an API key is required
 
-@router.get("/health", response_model=Health)
-async def read_health(runner: RunnerDep) -> Health:
+
+@router.get(HEALTH_URL, response_model=Health)
+def read_health(runner: RunnerDep) -> Health:
     """Liveness and version, with how many jobs run and wait."""
     return Health(
         status="ok", version=__version__,

@@ -25,24 +25,21 @@ from app.schemas import (
     Progress,
     error_responses,
 )
-from app.storage.jobs import EpochSummary, JobRecord, JobStatus, JobStore
 from app.storage.jobs import IterationCost as StoredCost
+from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.training.admission import admit
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 def _time(timestamp: float | None) -> datetime | None:
+    """A stored Unix time as an aware UTC datetime."""
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
-def _epoch_out(summary: EpochSummary) -> EpochMetrics:
-    return EpochMetrics(epoch=summary.epoch, cost=summary.cost,
-                        train_accuracy=summary.train_accuracy, val_cost=summary.val_cost,
-                        val_accuracy=summary.val_accuracy, seconds=summary.seconds)
-
-
 def _progress(job: JobRecord) -> Progress:
+    """Where `job` is. The ETA extrapolates the pace of the current run only: iterations a
+    resumed job did before its restart took no time in it."""
     epochs = job.training["epochs"]
     per_epoch = job.iterations_per_epoch
     total = per_epoch * epochs if per_epoch else None
@@ -65,7 +62,8 @@ def job_out(job: JobRecord) -> Job:
         architecture=job.architecture, training=job.training,
         created_at=_time(job.created_at), started_at=_time(job.started_at),
         finished_at=_time(job.finished_at), queue_position=job.queue_position,
-        progress=_progress(job), metrics=_epoch_out(job.latest) if job.latest else None,
+        progress=_progress(job),
+        metrics=EpochMetrics.model_validate(job.latest, from_attributes=True) if job.latest else None,
         error=job.error, model_id=job.model_id,
     )
 
@@ -79,19 +77,19 @@ def thin(points: list[StoredCost], max_points: int) -> list[StoredCost]:
     return kept
 
 
-def cost_history(jobs: JobStore, job_id: str, since: int,
+def cost_history(jobs: JobStore, job: JobRecord, since: int,
                  max_points: int | None = None) -> CostHistory:
-    """The job's status and its costs after iteration `since`."""
-    status = jobs.get(job_id).status  # read first: a finished job's history is complete
-    iterations, epochs = jobs.costs(job_id, since)
+    """`job`'s status and its costs after iteration `since`. The record must have been read
+    before the costs are: then a finished status comes with the complete history."""
+    iterations, epochs = jobs.costs(job.id, since)
     last = iterations[-1].iteration if iterations else since
     if max_points:
         iterations = thin(iterations, max_points)
     return CostHistory(
-        status=status,
-        iterations=[IterationCost(epoch=i.epoch, iteration=i.iteration, cost=i.cost)
-                    for i in iterations],
-        epochs=[_epoch_out(e) for e in epochs], last_iteration=last,
+        status=job.status,
+        iterations=[IterationCost.model_validate(i, from_attributes=True) for i in iterations],
+        epochs=[EpochMetrics.model_validate(e, from_attributes=True) for e in epochs],
+        last_iteration=last,
     )
 
 
@@ -137,7 +135,7 @@ def read_job_costs(
                                             description="Thin the iterations to this many.")] = None,
 ) -> CostHistory:
     """The cost of every iteration and the summary of every epoch."""
-    return cost_history(jobs, job.id, since, max_points)
+    return cost_history(jobs, job, since, max_points)
 
 
 @router.get("/{job_id}/costs.png", response_class=Response,
@@ -166,13 +164,13 @@ async def stream_job_events(
     since = last_event_id or 0
     shown = None
     while True:
-        history = await run_in_threadpool(cost_history, jobs, job.id, since)
         record = await run_in_threadpool(jobs.get, job.id)
+        history = await run_in_threadpool(cost_history, jobs, record, since)
         if history.iterations or history.epochs:
             since = history.last_iteration
             yield ServerSentEvent(event="costs", id=str(since), data=history)
         state = job_out(record)
-        if not history.status.is_active:
+        if not record.status.is_active:
             yield ServerSentEvent(event="end", data=state)
             return
         if (record.status, record.iteration, record.latest) != shown:

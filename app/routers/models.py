@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.deps import ModelDep, ModelStoreDep, PredictorDep, SettingsDep
@@ -85,17 +86,19 @@ def delete_model(model: ModelDep, models: ModelStoreDep, predictor: PredictorDep
     predictor.evict(model.id)
 
 
-async def _instances(request: Request, model: ModelMeta, limit: int) -> np.ndarray:
+def parse_instances(body: bytes, model: ModelMeta, limit: int) -> np.ndarray:
+    """The (N, C, H, W) float32 array of a JSON `{"instances": [...]}` body, or a 422 (CPU work
+    on up to a whole body's worth of numbers: called in the threadpool)."""
     try:
-        body = PredictInstances.model_validate_json(await request.body())
+        instances = PredictInstances.model_validate_json(body).instances
     except ValidationError as exc:
         raise RequestValidationError(
             [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
         ) from None
-    if len(body.instances) > limit:
-        raise InvalidRequestError(f"{len(body.instances)} instances; at most {limit} per request")
+    if len(instances) > limit:
+        raise InvalidRequestError(f"{len(instances)} instances; at most {limit} per request")
     try:
-        X = np.asarray(body.instances, dtype=np.float32)
+        X = np.asarray(instances, dtype=np.float32)
     except ValueError:
         raise InvalidRequestError("instances must all have the same shape") from None
     if X.shape[1:] != tuple(model.input_shape):
@@ -116,6 +119,7 @@ async def predict(
     top_k: Annotated[int, Query(ge=1, le=1000, description="Clamped to the class count.")] = 3,
 ) -> Predictions:
     """Predict images (multipart parts named `files`) or JSON `{"instances": [...]}`."""
+    predictor.refuse_if_busy()
     content_type = request.headers.get("content-type", "")
     limit = settings.max_images_per_request
     if content_type.startswith("multipart/form-data"):
@@ -127,7 +131,7 @@ async def predict(
             images = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
         results = await predictor.predict_images(model, images, top_k)
     elif content_type.startswith("application/json"):
-        X = await _instances(request, model, limit)
+        X = await run_in_threadpool(parse_instances, await request.body(), model, limit)
         results = await predictor.predict_array(model, X, top_k)
     else:
         raise UnsupportedMediaError("send multipart/form-data with image files named 'files', "

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,7 +74,7 @@ class JobRecord:
     model_id: str | None = None
     threads: int | None = None
     queue_position: int | None = None
-    latest: EpochSummary | None = field(default=None)
+    latest: EpochSummary | None = None
 
 
 class JobStore(Protocol):
@@ -85,7 +85,7 @@ class JobStore(Protocol):
                threads: int) -> JobRecord: ...
     def get(self, job_id: str) -> JobRecord | None: ...
     def list_page(self, status: JobStatus | None, limit: int,
-             offset: int) -> tuple[list[JobRecord], int]: ...
+                  offset: int) -> tuple[list[JobRecord], int]: ...
     def count(self, status: JobStatus) -> int: ...
     def is_dataset_in_use(self, dataset_id: str) -> bool: ...
     def claim_next(self) -> str | None: ...
@@ -239,7 +239,7 @@ class SqliteJobStore:
         return self._record(rows[0]) if rows else None
 
     def list_page(self, status: JobStatus | None, limit: int,
-             offset: int) -> tuple[list[JobRecord], int]:
+                  offset: int) -> tuple[list[JobRecord], int]:
         """A page of jobs, newest first, and the total count matching `status`."""
         where, params = ("WHERE status = ?", (status.value,)) if status else ("", ())
         total = self._read(f"SELECT COUNT(*) FROM jobs {where}", params)[0][0]

@@ -1,9 +1,10 @@
 """The job runner: admits jobs to a bounded FIFO queue, starts them on free workers, settles
 workers that end, and repairs the data directory at startup.
 
-It runs as one asyncio task in the server. It wakes on every submission and cancellation and
-otherwise polls the executor every `poll_interval` seconds, so a worker that dies is noticed
-within that time: its job fails with the reason and the next job starts.
+It runs as one asyncio task in the server whose every round (`_tick`: SQLite, the file system,
+starting processes) runs in a thread, never on the event loop. It wakes on every submission and
+cancellation and otherwise polls the executor every `poll_interval` seconds, so a worker that
+dies is noticed within that time: its job fails with the reason and the next job starts.
 
 When the server stops, `begin_shutdown` asks the workers to checkpoint (they stop at their next
 iteration) and no further job starts; their jobs go back to the queue and resume on the next
@@ -12,6 +13,7 @@ from its last epoch checkpoint instead.
 """
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -59,6 +61,7 @@ class JobRunner:
         self._lock = threading.Lock()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_closing = False
 
     # ------------------------------------------------------------------ called from routes
 
@@ -102,18 +105,22 @@ class JobRunner:
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
-        """Start and settle jobs until cancelled."""
+        """Start and settle jobs until `stop_loop`; each round runs in a thread."""
         self._loop = asyncio.get_running_loop()
-        while True:
+        while not self._loop_closing:
             try:
-                self._tick()
+                await asyncio.to_thread(self._tick)
             except Exception:
                 log.exception("job runner tick failed; retrying")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
+
+    def stop_loop(self) -> None:
+        """Make `run` return after the round in progress (not cancelled mid-round, so no
+        thread is left using the stores once `run` has returned)."""
+        self._loop_closing = True
+        self.wake()
 
     def _tick(self) -> None:
         for job_id, exitcode in self.executor.reap():
@@ -131,8 +138,9 @@ class JobRunner:
         if exitcode == EXIT_INTERRUPTED and self.jobs.requeue(job_id):
             log.info("job %s checkpointed and re-queued", job_id)
             return
-        if self.jobs.finish(job_id, JobStatus.failed, error=death_reason(exitcode)):
-            log.warning("job %s failed: %s", job_id, death_reason(exitcode))
+        reason = death_reason(exitcode)
+        if self.jobs.finish(job_id, JobStatus.failed, error=reason):
+            log.warning("job %s failed: %s", job_id, reason)
         job = self.jobs.get(job_id)
         if not job.status.is_active:
             self._discard_unpublished(job)
@@ -150,9 +158,10 @@ class JobRunner:
 
     def begin_shutdown(self) -> None:
         """Start no more jobs and ask the workers to checkpoint and stop (idempotent)."""
-        if self._stop_deadline is None:
-            self._stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
-            self.executor.interrupt_all()
+        with self._lock:  # a round starting a job either precedes this or sees `stopping`
+            if self._stop_deadline is None:
+                self._stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
+                self.executor.interrupt_all()
 
     def shutdown(self) -> None:
         """Stop every worker, within the grace period: jobs checkpointed at their current
@@ -199,7 +208,9 @@ def begin_shutdown_on_exit_signals(runner: JobRunner) -> None:
             continue
 
         def handler(signum: int, frame: object, previous=previous) -> None:
-            loop.call_soon_threadsafe(runner.begin_shutdown)
+            # In a thread: begin_shutdown waits for a round of the runner that may be starting
+            # a job, which the event loop must not do.
+            loop.call_soon_threadsafe(loop.run_in_executor, None, runner.begin_shutdown)
             previous(signum, frame)
 
         signal.signal(signum, handler)

@@ -16,6 +16,7 @@ from app.inference import Predictor
 from cnn_core import Network
 from cnn_core.datasets import images_to_array
 from tests.app.conftest import TINY_ARCHITECTURE, holdout, png_bytes
+from tests.app.hostile import raw_request
 
 X, Y = holdout()
 DIGITS = [(index, png_bytes(X[index])) for index in range(400, 420)]
@@ -160,6 +161,17 @@ def test_predictions_beyond_the_concurrency_limit_get_503_at_once() -> None:
         assert len(await first) == 1
 
     asyncio.run(two_at_once())
+
+
+def test_a_busy_predictor_refuses_before_reading_the_body(
+        client: TestClient, model: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    predictor = client.app.state.predictor
+    monkeypatch.setattr(predictor, "_in_flight", predictor._concurrency)
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"d.png\"\r\n\r\n"
+            + DIGITS[0][1] + b"\r\n--b--\r\n")
+    status, _, reads = raw_request(client.app, "POST", f"/models/{model['id']}/predict",
+                                   {"Content-Type": "multipart/form-data; boundary=b"}, body)
+    assert (status, reads) == (503, 0)
 
 
 def test_unknown_model_is_404_everywhere(client: TestClient) -> None:

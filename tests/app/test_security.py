@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-import app.deps
+import app.security
 from app.deps import get_dataset_store
 from app.main import create_app
 from app.security import origin_refusal
@@ -91,6 +91,14 @@ def test_unauthenticated_upload_and_job_submission_change_nothing(keyed: TestCli
                       headers=AUTH).status_code == 201
 
 
+def test_unauthenticated_upload_is_refused_before_its_body_is_read(keyed: TestClient) -> None:
+    headers, body = browser_upload(digits_npz(60))
+    del headers["Origin"]  # not a browser: only the key stands in the way
+    status, content, reads = raw_request(keyed.app, "POST", "/datasets", headers, body)
+    assert (status, reads) == (401, 0)
+    assert content == b'{"detail":"Missing or invalid API key"}'
+
+
 def test_api_key_is_compared_in_constant_time(keyed: TestClient,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
@@ -100,7 +108,7 @@ def test_api_key_is_compared_in_constant_time(keyed: TestClient,
         calls.append((given, expected))
         return compare(given, expected)
 
-    monkeypatch.setattr(app.deps.hmac, "compare_digest", spy)
+    monkeypatch.setattr(app.security.hmac, "compare_digest", spy)
     assert keyed.get("/models", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert keyed.get("/models", headers=AUTH).status_code == 200
     assert calls == [(b"nope", KEY.encode()), (KEY.encode(), KEY.encode())]
@@ -368,7 +376,7 @@ def test_unexpected_error_is_a_bare_500_with_a_request_id_that_is_logged(
         assert response.status_code == 500
         body = response.json()
         assert set(body) == {"detail", "request_id"}
-        assert body["detail"] == "Internal server error"
+        assert body["detail"] == "Internal server error" and len(body["request_id"]) == 32
         assert_clean(response.text)
         assert "disk on fire" not in response.text and "RuntimeError" not in response.text
         logged = [r for r in caplog.records if body["request_id"] in r.getMessage()]

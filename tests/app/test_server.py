@@ -5,14 +5,10 @@ mid-training: the restarted service lists everything as before, predicts bit-ide
 the interrupted job resumes to the same weights as a run that was never interrupted.
 """
 
-import contextlib
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -22,7 +18,6 @@ import pytest
 
 from cnn_core import Network
 from tests.app.conftest import (
-    REPO,
     holdout,
     png_bytes,
     submit,
@@ -30,43 +25,15 @@ from tests.app.conftest import (
     wait_for_job,
     worker_pids,
 )
+from tests.app.live import LiveServer, live_server
 
 LONG_LENET = {"epochs": 6, "batch_size": 16, "validation_split": 0.1, "seed": 3,
               "optimizer": {"name": "adam", "learning_rate": 0.001}}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(data_dir: Path, log: Path) -> Iterator[tuple[subprocess.Popen, httpx.Client]]:
-    """uvicorn app.main:app on `data_dir`; the process group is SIGKILLed on the way out."""
-    port = free_port()
-    env = {**os.environ, "CNN_DATA_DIR": str(data_dir), "CNN_POLL_INTERVAL": "0.05"}
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-             "--port", str(port), "--timeout-graceful-shutdown", "8"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get("/health").status_code == 200:
-                        break
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.05)
-            yield process, client
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+def serve(data_dir: Path, log: Path) -> AbstractContextManager[tuple[LiveServer, httpx.Client]]:
+    """A live server on `data_dir` with fast polling, and a client of it."""
+    return live_server(data_dir, log, CNN_POLL_INTERVAL="0.05")
 
 
 def model_params(client: httpx.Client, model_id: str, tmp_path: Path) -> dict[str, np.ndarray]:
@@ -112,10 +79,10 @@ def test_kill_9_mid_training_then_restart_resumes_to_the_same_weights(tmp_path: 
         queued = submit(client, "mnist-sample", "tiny", epochs=1)
         state = wait_for_iteration(client, job["id"], 113 + 10)  # epoch 1 is checkpointed
         assert state["status"] == "running" and state["progress"]["iteration"] < 6 * 113
-        group = [server.pid, *worker_pids(server.pid)]
+        group = [server.process.pid, *worker_pids(server.process.pid)]
         assert len(group) == 2
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=10)
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=10)
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
                    for pid in group)
 
@@ -146,11 +113,11 @@ def test_workers_die_with_the_server(tmp_path: Path) -> None:
         job = submit(client, "mnist-sample", "lenet5", epochs=200)
         wait_for_job(client, job["id"], until={"running"})
         deadline = time.monotonic() + 10
-        while not (workers := worker_pids(server.pid)):
+        while not (workers := worker_pids(server.process.pid)):
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        os.kill(server.pid, signal.SIGKILL)  # the server alone, not its group
-        server.wait(timeout=10)
+        os.kill(server.process.pid, signal.SIGKILL)  # the server alone, not its group
+        server.process.wait(timeout=10)
         deadline = time.monotonic() + 3
         while any(_alive(pid) for pid in workers):
             if time.monotonic() > deadline:
