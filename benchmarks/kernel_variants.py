@@ -6,7 +6,8 @@ On LeNet-5's shapes (batch 64, float32, one BLAS thread), each pair runs interle
 median of many calls is compared, because this machine's speed drifts:
 
 1. batch-innermost (C, H, W, N) im2col against NCHW im2col for a conv forward pass;
-2. the conv weight gradient as ``(cols @ d2.T).T`` against ``d2 @ cols.T``;
+2. the conv weight gradient as ``(cols @ d2.T).T`` against ``d2 @ cols.T``, and im2col built a
+   block of output rows at a time against one whole matrix;
 3. the conv input gradient as one product per kernel offset added in place, against one big
    product scattered afterwards, and against ``np.add.at``;
 4. max-pool backward as a loop over window offsets on strided views, against an argmax over
@@ -45,6 +46,13 @@ def compare(title, ours, theirs, rounds=3):
     print(f"{title}\n  {ours[0]:<44} {a:7.3f} ms\n  {theirs[0]:<44} {b:7.3f} ms   ({b / a:.2f}x cnn_core's time)")
 
 
+def im2col(x, k):
+    """The whole (C*k*k, Ho*Wo*N) column matrix of (C, H, W, N) maps."""
+    c = x.shape[0]
+    windows = sliding_window_view(x, (k, k), axis=(1, 2))
+    return np.ascontiguousarray(windows.transpose(0, 4, 5, 1, 2, 3)).reshape(c * k * k, -1)
+
+
 def conv_nchw(x, w):
     """im2col with the batch first: the copy moves runs of Wo values, and the product comes out
     as (F, N, Ho, Wo), which needs a transpose back to (N, F, Ho, Wo)."""
@@ -68,10 +76,22 @@ def main():
             ("(N, C, H, W) im2col + matmul + transpose", lambda: conv_nchw(nchw, w_second)))
 
     out, cache = F.conv_forward(x_first, w_first, b_first, (1, 1), (0,) * 4)
-    cols, d2 = cache[0], out.reshape(6, -1)
-    compare("2. conv weight gradient, first LeNet conv",
+    d2 = out.reshape(6, -1)
+    cols = im2col(x_first, K)
+    compare("2a. conv weight gradient, first LeNet conv",
             ("(cols @ d2.T).T (cnn_core)", lambda: (cols @ d2.T).T),
             ("d2 @ cols.T", lambda: d2 @ cols.T))
+
+    def whole_matrix():
+        full = im2col(x_first, K)
+        forward = w_first.reshape(6, -1) @ full
+        return forward, (full @ d2.T).T
+
+    compare("2b. conv forward + weight gradient, first LeNet conv",
+            ("im2col a block of rows at a time (cnn_core)",
+             lambda: F.conv_backward(out, F.conv_forward(x_first, w_first, b_first, (1, 1), (0,) * 4)[1],
+                                     need_dx=False)),
+            ("im2col as one (C*kh*kw, Ho*Wo*N) matrix", whole_matrix))
 
     out, cache = F.conv_forward(x_second, w_second, b_second, (1, 1), (0,) * 4)
     ho = out.shape[1]

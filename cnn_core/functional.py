@@ -150,9 +150,9 @@ def conv_backward(dout, cache, need_dx=True):
     db = d2.sum(axis=1)
     if not need_dx:
         return None, dw, db
-    # One small product per kernel offset, added into place at once: measured ~1.5x faster
-    # than one big product into a (C*kh*kw, Ho*Wo*N) matrix scattered afterwards, which
-    # streams several megabytes through memory twice.
+    # One small product per kernel offset, added into place while it is in cache, rather than
+    # one big (C*kh*kw, Ho*Wo*N) product scattered afterwards: about even with warm caches
+    # (benchmarks/kernel_variants.py), ~1.5x faster measured inside a training step.
     w_offsets = np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # (kh, kw, C, F)
     part = _array(ws, "dx_part", (c, d2.shape[1]), dout.dtype)
     dxp = _array(ws, "dpadded", xp.shape, dout.dtype)
