@@ -4,13 +4,14 @@
 
 Trains LeNet-5 (28x28x1, 10 classes, batch 64, Adam, float32) on the shipped mnist-sample digits
 in cnn_core and, when installed, in PyTorch with the same thread count and the same initial
-weights. The two run interleaved, ``--epochs`` epochs each per round (cnn_core's time includes
-starting its helper processes), because this machine's speed drifts from one minute to the
-next; the ratio of the medians is the figure that matters. Then it times predicting one image
-(median over many calls) and a batch of 256.
+weights, each in a process of its own. The two run interleaved, ``--epochs`` epochs each per
+round (cnn_core's time includes starting its helper processes), because this machine's speed
+drifts from one minute to the next; the ratio of the medians is the figure that matters. Then
+each times predicting one image (median over many calls) and a batch of 256.
 """
 
 import argparse
+import multiprocessing
 import statistics
 import time
 
@@ -63,40 +64,61 @@ def timed(fn):
     return time.perf_counter() - start
 
 
-def bench_training(X, y, threads, rounds, epochs):
-    net = Network.from_config(build_preset("lenet5", (1, 28, 28), 10), seed=0)
-    ours, theirs = [], []
-    with threadpool_limits(threads):
-        if torch is not None:
-            torch.set_num_threads(threads)
-            model = torch_lenet(net)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-            torch_epoch(model, opt, X[:512], y[:512], 0)  # warm-up
-        net.fit(X[:512], y[:512], epochs=1, batch_size=BATCH)  # warm-up
-        images = epochs * len(X)
-        for r in range(rounds):
-            ours.append(images / timed(lambda r=r: net.fit(X, y, epochs=epochs, batch_size=BATCH, seed=r)))
-            if torch is not None:
-                theirs.append(images / timed(lambda r=r: [torch_epoch(model, opt, X, y, r * epochs + e)
-                                                          for e in range(epochs)]))
-    return statistics.median(ours), (statistics.median(theirs) if theirs else None)
-
-
-def bench_predict(X, threads, repeats=300):
+def serve(framework, threads, epochs, conn):
+    """One framework's side of the benchmark, in a process of its own so that neither
+    framework's allocator or thread pools affect the other's; answers requests from main()."""
+    data = load_mnist_sample()
+    X, y = np.ascontiguousarray(data.X, dtype=np.float32), data.y.astype(np.int64)
     net = Network.from_config(build_preset("lenet5", (1, 28, 28), 10), seed=0)
     one, batch = X[:1], X[:256]
     with threadpool_limits(threads):
-        ours_one = statistics.median(timed(lambda: net.predict_proba(one)) for _ in range(repeats))
-        ours_batch = statistics.median(timed(lambda: net.predict_proba(batch)) for _ in range(20))
-        theirs_one = theirs_batch = None
-        if torch is not None:
+        if framework == "torch":
             torch.set_num_threads(threads)
-            model = torch_lenet(net).eval()
-            t_one, t_batch = torch.from_numpy(one), torch.from_numpy(batch)
-            with torch.inference_mode():
-                theirs_one = statistics.median(timed(lambda: model(t_one).softmax(1)) for _ in range(repeats))
-                theirs_batch = statistics.median(timed(lambda: model(t_batch).softmax(1)) for _ in range(20))
-    return ours_one, theirs_one, ours_batch, theirs_batch
+            model = torch_lenet(net)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+            def train(r, X=X, y=y, epochs=epochs):
+                for e in range(epochs):
+                    torch_epoch(model, opt, X, y, r * epochs + e)
+
+            def predict(images):
+                with torch.inference_mode():
+                    return model(torch.from_numpy(images)).softmax(1)
+        else:
+            def train(r, X=X, y=y, epochs=epochs):
+                net.fit(X, y, epochs=epochs, batch_size=BATCH, seed=r)
+
+            predict = net.predict_proba
+        train(0, X[:512], y[:512], 1)  # warm-up
+        while (request := conn.recv()) is not None:
+            if request == "predict":
+                conn.send((statistics.median(timed(lambda: predict(one)) for _ in range(300)),
+                           statistics.median(timed(lambda: predict(batch)) for _ in range(20))))
+            else:
+                conn.send(epochs * len(X) / timed(lambda r=request: train(r)))
+
+
+def bench(threads, rounds, epochs):
+    """Median training images/s and predict times of each framework, rounds interleaved."""
+    context = multiprocessing.get_context("spawn")
+    sides = {}
+    for framework in ("cnn_core", "torch") if torch is not None else ("cnn_core",):
+        mine, theirs = context.Pipe()
+        process = context.Process(target=serve, args=(framework, threads, epochs, theirs))
+        process.start()
+        sides[framework] = (process, mine)
+    speeds = {framework: [] for framework in sides}
+    for r in range(rounds):
+        for framework, (_, conn) in sides.items():
+            conn.send(r)
+            speeds[framework].append(conn.recv())
+    results = {}
+    for framework, (process, conn) in sides.items():
+        conn.send("predict")
+        results[framework] = (statistics.median(speeds[framework]), *conn.recv())
+        conn.send(None)
+        process.join()
+    return results
 
 
 def main():
@@ -105,25 +127,22 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per round and framework")
     args = parser.parse_args()
-    data = load_mnist_sample()
-    X, y = np.ascontiguousarray(data.X, dtype=np.float32), data.y.astype(np.int64)
-    print(f"LeNet-5, {len(X)} mnist-sample digits, batch {BATCH}, Adam, float32; torch: "
+    print(f"LeNet-5, 2000 mnist-sample digits, batch {BATCH}, Adam, float32; torch: "
           f"{torch.__version__ if torch else 'not installed'}")
     for threads in args.threads:
-        ours, theirs = bench_training(X, y, threads, args.rounds, args.epochs)
-        line = f"train  {threads} thread(s): cnn_core {ours:8.0f} img/s"
-        if theirs:
-            line += f"   torch {theirs:8.0f} img/s   ratio {ours / theirs:.2f}x"
-        print(line)
-    for threads in args.threads:
-        o1, t1, ob, tb = bench_predict(X, threads)
-        line = f"predict {threads} thread(s): 1 image cnn_core {o1 * 1e3:.3f} ms"
-        if t1:
-            line += f" torch {t1 * 1e3:.3f} ms ({t1 / o1:.2f}x)"
-        line += f"; 256 images cnn_core {256 / ob:.0f} img/s"
-        if tb:
-            line += f" torch {256 / tb:.0f} img/s ({tb / ob:.2f}x)"
-        print(line)
+        results = bench(threads, args.rounds, args.epochs)
+        speed, one, batch = results["cnn_core"]
+        train = f"train   {threads} thread(s): cnn_core {speed:6.0f} img/s"
+        pred = (f"predict {threads} thread(s): 1 image cnn_core {one * 1e3:.3f} ms; "
+                f"256 images cnn_core {256 / batch:.0f} img/s")
+        if "torch" in results:
+            t_speed, t_one, t_batch = results["torch"]
+            train += f"   torch {t_speed:6.0f} img/s   ratio {speed / t_speed:.2f}x"
+            pred = (f"predict {threads} thread(s): 1 image cnn_core {one * 1e3:.3f} ms, torch "
+                    f"{t_one * 1e3:.3f} ms ({t_one / one:.2f}x); 256 images cnn_core "
+                    f"{256 / batch:.0f} img/s, torch {256 / t_batch:.0f} img/s ({t_batch / batch:.2f}x)")
+        print(train)
+        print(pred)
 
 
 if __name__ == "__main__":
