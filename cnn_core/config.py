@@ -230,7 +230,8 @@ def _plan_conv(index, layer, shape, activation):
     params = filters * c * kernel[0] * kernel[1] + filters
     spec = {
         "type": "conv", "filters": filters, "kernel_size": _compact(kernel), "stride": _compact(stride),
-        "padding": padding, "activation": activation,
+        "padding": list(padding) if isinstance(padding, (list, tuple)) else padding,
+        "activation": activation,
     }
     plan = LayerPlan(
         index, "conv", shape, out, activation, filters, kernel, stride, pads, params,

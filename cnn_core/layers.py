@@ -13,6 +13,21 @@ import numpy as np
 from . import functional as F
 
 
+class Parameters(dict):
+    """A network's parameters by name. The layers compute with these very arrays, so
+    assigning ``params[name] = array`` copies the values in (shape checked, cast to the
+    network's dtype) rather than replacing an array the layers would never see."""
+
+    def __setitem__(self, name, value):
+        if name not in self:
+            return super().__setitem__(name, value)
+        current = self[name]
+        value = np.asarray(value)
+        if value.shape != current.shape:
+            raise ValueError(f"parameter {name} has shape {current.shape}, got an array of shape {value.shape}")
+        np.copyto(current, value, casting="same_kind")
+
+
 class Layer:
     params: dict
     grads: dict
@@ -34,7 +49,8 @@ class Conv(Layer):
         ws = self.workspace if train else None
         z, conv_cache = F.conv_forward(x, self.params["W"], self.params["b"], self.plan.stride, self.plan.padding, ws)
         a, act_cache = F.activation_forward(self.plan.activation, z)
-        self.cache = (conv_cache, act_cache) if train else None
+        if train:  # a prediction meanwhile (another thread) must not wipe a training cache
+            self.cache = (conv_cache, act_cache)
         return a
 
     def backward(self, da):
@@ -55,7 +71,8 @@ class Pool(Layer):
 
     def forward(self, x, train):
         out, cache = self._forward(x, self.plan.kernel, self.plan.stride)
-        self.cache = cache if train else None
+        if train:
+            self.cache = cache
         return out
 
     def backward(self, dout):
@@ -68,7 +85,8 @@ class Flatten(Layer):
     """(C, H, W, N) -> (C*H*W, N): a free reshape in the batch-innermost layout."""
 
     def forward(self, x, train):
-        self.cache = x.shape
+        if train:
+            self.cache = x.shape
         return x.reshape(-1, x.shape[-1])
 
     def backward(self, dout):
@@ -86,7 +104,8 @@ class Dense(Layer):
         z, dense_cache = F.dense_forward(x, self.params["W"], self.params["b"])
         activation = "linear" if self.is_output else self.plan.activation
         a, act_cache = F.activation_forward(activation, z)
-        self.cache = (dense_cache, act_cache, activation) if train else None
+        if train:
+            self.cache = (dense_cache, act_cache, activation)
         return a
 
     def backward(self, da):

@@ -8,6 +8,7 @@ from the logits.
 
 import contextlib
 import math
+import operator
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -68,7 +69,7 @@ class Network:
         self._first_param_layer = next((i for i, p in enumerate(self.plans) if p.param_count), 0)
         self.layers = self._build_layers()
         rng = np.random.default_rng(seed)
-        self.params = {}
+        self.params = layers_lib.Parameters()
         for i, (plan, layer) in enumerate(zip(self.plans, self.layers)):
             layer.params = layers_lib.initial_weights(plan, rng, self.dtype)
             for key, array in layer.params.items():
@@ -132,12 +133,21 @@ class Network:
 
     def _to_internal(self, X):
         """(N, C, H, W) -> contiguous (C, H, W, N) in the network's dtype."""
+        X = self._check_shape(X)
+        return np.ascontiguousarray(X.transpose(1, 2, 3, 0), dtype=self.dtype)
+
+    def _check_shape(self, X):
         X = np.asarray(X)
         if X.ndim != 4 or X.shape[1:] != self.input_shape:
             raise DatasetError(
                 f"input has shape {X.shape}; this network expects (N, {', '.join(map(str, self.input_shape))})"
             )
-        return np.ascontiguousarray(X.transpose(1, 2, 3, 0), dtype=self.dtype)
+        return X
+
+    def _check_data(self, X, y):
+        """Images and labels checked before training starts, not at the first batch."""
+        X = self._check_shape(X)
+        return X, self._check_labels(y, len(X))
 
     def _check_labels(self, y, n):
         if n == 0:  # a mean over no samples: a ZeroDivisionError or a NaN loss otherwise
@@ -267,15 +277,19 @@ class Network:
         - Raises DivergenceError when the cost becomes NaN or infinite.
         """
         _check_training_args(epochs, batch_size)
+        threads = _blas_threads() if threads is None else threads
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
+            raise ConfigError(f"threads must be an integer in 1..64, got {threads!r}")
+        seed = operator.index(seed)  # a plain int: it goes into JSON checkpoints
         opt = optimizers.get(optimizer)
         stopping = _EarlyStopping.from_spec(early_stopping)
-        y = self._check_labels(y, len(X))
+        X, y = self._check_data(X, y)
         if validation_data is not None:
-            Xv, yv = validation_data
-            yv = self._check_labels(yv, len(Xv))
+            Xv, yv = self._check_data(*validation_data)
         rng = np.random.default_rng(seed)
+        # Everything the numbers depend on: the shard count changes how gradients are rounded.
         fingerprint = {"n_samples": len(X), "batch_size": batch_size, "seed": seed,
-                       "optimizer": opt.hyper | {"name": opt.name}}
+                       "optimizer": opt.hyper | {"name": opt.name}, "threads": threads}
         history, position = History(), _Position(1, rng.bit_generator.state)
         if resume_from is not None:
             history, position = self._restore_checkpoint(resume_from, opt, stopping, fingerprint)
@@ -286,9 +300,6 @@ class Network:
             def save(position):
                 self._write_checkpoint(checkpoint_path, position, opt, stopping, history, fingerprint)
 
-        threads = _blas_threads() if threads is None else threads
-        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
-            raise ConfigError(f"threads must be an integer in 1..64, got {threads!r}")
         with contextlib.ExitStack() as resources:
             pool = None
             if threads > 1:
@@ -361,7 +372,7 @@ class Network:
         if meta["fingerprint"] != fingerprint:
             raise ModelFileError(
                 f"the checkpoint was made with other training settings ({meta['fingerprint']}); "
-                "resume with the same data, batch size, seed and optimizer"
+                "resume with the same data, batch size, seed, optimizer and threads"
             )
         self._set_params({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
         opt.load_state_dict({"t": meta["optimizer_step"],

@@ -26,6 +26,8 @@ from multiprocessing import Pipe
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .layers import Parameters
+
 
 def can_fork():
     return hasattr(os, "fork")
@@ -79,18 +81,18 @@ class ShardPool:
         return self
 
     def __exit__(self, *exc):
+        for name, array in self.own.items():  # first: helpers only ever write gradients
+            np.copyto(array, self.shared[name])
+        self._point_params(self.own)
+        self.shared = self.grads = self._memory = None  # unmapped once no view is left
         for pipe in self.pipes:
             pipe.close()  # the helper sees the pipe break and exits
         for pid in self.pids:
             _wait_or_kill(pid, timeout=5)
-        for name, array in self.own.items():
-            np.copyto(array, self.shared[name])
-        self._point_params(self.own)
-        self.shared = self.grads = self._memory = None  # unmapped once no view is left
 
     def _point_params(self, arrays):
         """Make the network's parameter dict and its layers use ``arrays``."""
-        self.net.params = dict(arrays)
+        self.net.params = Parameters(arrays)
         for i, layer in enumerate(self.net.layers):
             for key in layer.params:
                 layer.params[key] = arrays[f"{i}.{key}"]
@@ -140,9 +142,12 @@ class ShardPool:
 def _wait_or_kill(pid, timeout):
     """Reap a helper, killing it if it has not exited within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.waitpid(pid, os.WNOHANG) != (0, 0):
-            return
-        time.sleep(0.005)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    try:
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                return
+            time.sleep(0.005)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped already, e.g. with SIGCHLD ignored
+        pass
