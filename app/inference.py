@@ -6,62 +6,18 @@ queued. Loaded models are kept in a small LRU cache (models are immutable, so a 
 never goes stale; a deleted model is evicted).
 """
 
-import io
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from app.errors import (
-    BadRequestError,
-    BusyError,
-    ConflictError,
-    PayloadTooLargeError,
-    UnsupportedMediaError,
-)
+from app.errors import BusyError, ConflictError
 from app.storage.models import ModelMeta, ModelStore
 from cnn_core import ModelFileError, Network
-from cnn_core.datasets import IMAGE_SIGNATURES, images_to_array
-
-IMAGE_FORMATS = ["PNG", "JPEG"]
-
-
-def decode_image(name: str, data: bytes, max_pixels: int) -> Image.Image:
-    """Frame 0 of a PNG or JPEG, fully decoded; 415, 413 or 400 when it cannot be."""
-    corrupt = BadRequestError(f"{name}: could not decode the image (truncated or corrupt); "
-                              f"send a complete PNG or JPEG file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-    except Image.UnidentifiedImageError:
-        if data.startswith(IMAGE_SIGNATURES):
-            raise corrupt from None
-        raise UnsupportedMediaError(
-            f"{name}: unsupported image format; convert it to PNG or JPEG"
-        ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise PayloadTooLargeError(
-            f"{name}: image too large (over {max_pixels:,} pixels); downscale it"
-        ) from None
-    except Exception:  # noqa: BLE001 - a decoder fed hostile bytes fails in many ways
-        raise corrupt from None
-    width, height = image.size
-    if width * height > max_pixels:
-        raise PayloadTooLargeError(
-            f"{name}: image too large: {width}x{height} exceeds {max_pixels:,} pixels; downscale it"
-        )
-    try:
-        image.seek(0)
-        image.load()
-    except Exception:  # noqa: BLE001 - a decoder fed hostile bytes fails in many ways
-        raise corrupt from None
-    return image
+from cnn_core.datasets import images_to_array, open_image
 
 
 def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> list[dict]:
@@ -134,7 +90,10 @@ class Predictor:
 
     def _predict_images(self, model: ModelMeta, files: list[tuple[str, bytes]],
                         top_k: int) -> list[dict]:
-        images = [decode_image(name, data, self._max_pixels) for name, data in files]
+        # A file that cannot be used raises a DatasetError naming it, which app.errors answers
+        # with 413 (over the pixel cap), 415 (not PNG or JPEG) or 400 (truncated or corrupt).
+        images = [open_image(data, max_pixels=self._max_pixels, name=name)
+                  for name, data in files]
         X = images_to_array(images, model.input_shape, model.preprocessing)
         return rank(self._network(model.id).predict_proba(X), model.classes, top_k)
 

@@ -39,6 +39,7 @@ how to fix it; three subclasses tell the kinds apart: ``DatasetTooLarge`` (over 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import math
@@ -624,14 +625,18 @@ def _open_image(data: bytes, max_pixels: int, what: str) -> Image.Image:
     return img
 
 
-def open_image(source: Source, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode one untrusted PNG or JPEG, refusing other formats and over max_pixels pixels."""
-    data = _read_limited(source, MAX_DATASET_BYTES, "the image")
-    img = _open_image(data, max_pixels, "the image")
+def open_image(source: Source, *, max_pixels: int = MAX_IMAGE_PIXELS,
+               name: str | None = None) -> Image.Image:
+    """Decode one untrusted PNG or JPEG (frame 0 of an animated one), refusing other formats
+    and over max_pixels pixels. A given name (such as the uploaded file's) starts every error
+    message, as in "digit.png: the image is not a PNG or JPEG image: ..."."""
+    what = "the image" if name is None else f"{name}: the image"
+    data = _read_limited(source, MAX_DATASET_BYTES, what)
+    img = _open_image(data, max_pixels, what)
     try:
         img.load()
     except _DECODE_ERRORS as exc:  # truncated or corrupt pixel data
-        raise CorruptFile(f"the image could not be decoded ({exc}): it is truncated or "
+        raise CorruptFile(f"{what} could not be decoded ({exc}): it is truncated or "
                           f"corrupt") from None
     return img
 
@@ -920,7 +925,22 @@ def _unknown_hint(head: bytes) -> str:
             "IDX images and labels files (gzipped or not)")
 
 
-def load_mnist_sample() -> Dataset:
-    """The shipped sample: 2,000 real MNIST digits (200 per class), 1x28x28, classes "0".."9"."""
+@functools.cache
+def _mnist_sample() -> Dataset:
+    """The shipped sample, read and parsed once per process, its arrays made read-only."""
     data = (resources.files("cnn_core") / "data" / "mnist_sample.npz").read_bytes()
-    return load_npz(data)
+    dataset = load_npz(data)
+    dataset.X.flags.writeable = False
+    dataset.y.flags.writeable = False
+    return dataset
+
+
+def load_mnist_sample() -> Dataset:
+    """The shipped sample: 2,000 real MNIST digits (200 per class), 1x28x28, classes "0".."9".
+
+    Its X and y are shared by every call and read-only (copy them to change them); the class
+    names and preprocessing are each caller's own.
+    """
+    sample = _mnist_sample()
+    return Dataset(X=sample.X, y=sample.y, class_names=list(sample.class_names),
+                   preprocessing=dict(sample.preprocessing))

@@ -1,9 +1,12 @@
 """The dataset store: uploaded datasets as `datasets/<id>.npz` (X, y) plus `<id>.json` metadata.
 
 The JSON is written last, so a dataset exists exactly when its metadata file does. The built-in
-`mnist-sample` ships with cnn_core; it is always listed and cannot be deleted.
+`mnist-sample` ships with cnn_core; it is always listed and cannot be deleted. Datasets never
+change once stored, so their metadata is cached in memory, as models' is (every job submission
+looks it up); deleting a dataset evicts it.
 """
 
+import threading
 import time
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -55,6 +58,8 @@ class FileDatasetStore:
 
     def __init__(self, directory: Path) -> None:
         self._dir = directory
+        self._cache: dict[str, DatasetMeta] = {}
+        self._cache_lock = threading.Lock()
 
     @cached_property
     def _builtin(self) -> DatasetMeta:
@@ -77,8 +82,13 @@ class FileDatasetStore:
         """The dataset's metadata, or None."""
         if dataset_id == BUILTIN_DATASET_ID:
             return self._builtin
-        path = self._meta_path(dataset_id)
-        return DatasetMeta(**read_json(path)) if path.exists() else None
+        with self._cache_lock:
+            if dataset_id not in self._cache:
+                path = self._meta_path(dataset_id)
+                if not path.exists():
+                    return None
+                self._cache[dataset_id] = DatasetMeta(**read_json(path))
+            return self._cache[dataset_id]
 
     def create(self, dataset_id: str, name: str, dataset: Dataset) -> DatasetMeta:
         """Store `dataset` under `dataset_id`: arrays first, then the metadata that publishes it."""
@@ -99,7 +109,9 @@ class FileDatasetStore:
 
     def delete(self, dataset_id: str) -> None:
         """Remove the dataset: metadata first (unpublish), then the arrays."""
-        self._meta_path(dataset_id).unlink(missing_ok=True)
+        with self._cache_lock:
+            self._meta_path(dataset_id).unlink(missing_ok=True)
+            self._cache.pop(dataset_id, None)
         self._data_path(dataset_id).unlink(missing_ok=True)
 
     def remove_orphans(self) -> None:

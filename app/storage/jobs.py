@@ -144,7 +144,22 @@ CREATE TABLE IF NOT EXISTS epochs (
 ) WITHOUT ROWID;
 """
 
-_EPOCH_COLUMNS = "epoch, cost, train_accuracy, val_cost, val_accuracy, seconds, last_iteration"
+_EPOCH_FIELDS = ("epoch", "cost", "train_accuracy", "val_cost", "val_accuracy", "seconds",
+                 "last_iteration")
+_EPOCH_COLUMNS = ", ".join(_EPOCH_FIELDS)
+
+# Job rows with what a record shows besides them, in one query: the queue position of a queued
+# job and the summary of its latest epoch (as latest_<field>, NULL when it has none).
+_SELECT_RECORDS = f"""
+SELECT jobs.*,
+    CASE WHEN jobs.status = 'queued' THEN
+        (SELECT COUNT(*) FROM jobs AS ahead WHERE ahead.status = 'queued' AND ahead.seq <= jobs.seq)
+    END AS queue_position,
+    {", ".join(f"latest.{f} AS latest_{f}" for f in _EPOCH_FIELDS)}
+FROM jobs
+LEFT JOIN epochs AS latest ON latest.job_id = jobs.id
+    AND latest.epoch = (SELECT MAX(epoch) FROM epochs WHERE epochs.job_id = jobs.id)
+"""
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -197,27 +212,22 @@ class SqliteJobStore:
             changed = [conn.execute(sql, params).rowcount for sql, params in statements]
         return changed[0]
 
-    def _record(self, row: sqlite3.Row) -> JobRecord:
-        status = JobStatus(row["status"])
-        latest = self._read(
-            f"SELECT {_EPOCH_COLUMNS} FROM epochs WHERE job_id = ? ORDER BY epoch DESC LIMIT 1",
-            (row["id"],),
-        )
-        position = None
-        if status is JobStatus.queued:
-            position = self._read(
-                "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND seq <= ?", (row["seq"],)
-            )[0][0]
+    @staticmethod
+    def _record(row: sqlite3.Row) -> JobRecord:
+        """The record of a row selected by `_SELECT_RECORDS`."""
+        latest = None
+        if row["latest_epoch"] is not None:
+            latest = EpochSummary(**{f: row[f"latest_{f}"] for f in _EPOCH_FIELDS})
         return JobRecord(
             id=row["id"], name=row["name"], dataset_id=row["dataset_id"],
             architecture=json.loads(row["architecture"]), training=json.loads(row["training"]),
-            status=status, created_at=row["created_at"], started_at=row["started_at"],
+            status=JobStatus(row["status"]), created_at=row["created_at"],
+            started_at=row["started_at"],
             finished_at=row["finished_at"], epoch=row["epoch"], iteration=row["iteration"],
             iterations_per_epoch=row["iterations_per_epoch"],
             run_started_at=row["run_started_at"], run_start_iteration=row["run_start_iteration"],
             error=row["error"], model_id=row["model_id"], threads=row["threads"],
-            queue_position=position,
-            latest=EpochSummary(**latest[0]) if latest else None,
+            queue_position=row["queue_position"], latest=latest,
         )
 
     def create(self, job_id: str, name: str | None, dataset_id: str,
@@ -235,15 +245,15 @@ class SqliteJobStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job, or None."""
-        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        rows = self._read(f"{_SELECT_RECORDS} WHERE jobs.id = ?", (job_id,))
         return self._record(rows[0]) if rows else None
 
     def list_page(self, status: JobStatus | None, limit: int,
                   offset: int) -> tuple[list[JobRecord], int]:
         """A page of jobs, newest first, and the total count matching `status`."""
-        where, params = ("WHERE status = ?", (status.value,)) if status else ("", ())
+        where, params = ("WHERE jobs.status = ?", (status.value,)) if status else ("", ())
         total = self._read(f"SELECT COUNT(*) FROM jobs {where}", params)[0][0]
-        rows = self._read(f"SELECT * FROM jobs {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+        rows = self._read(f"{_SELECT_RECORDS} {where} ORDER BY jobs.seq DESC LIMIT ? OFFSET ?",
                           (*params, limit, offset))
         return [self._record(row) for row in rows], total
 

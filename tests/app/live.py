@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 
+from cnn_core import Network
 from tests.app.conftest import REPO
 
 
@@ -70,3 +72,10 @@ def live_server(data_dir: Path, log: Path, **env: str) -> Iterator[tuple[LiveSer
             yield server, client
     finally:
         server.kill_group()
+
+
+def model_params(client: httpx.Client, model_id: str, tmp_path: Path) -> dict[str, np.ndarray]:
+    """The parameters of a model as the server's download serves it."""
+    path = tmp_path / f"{model_id}.npz"
+    path.write_bytes(client.get(f"/models/{model_id}/download").content)
+    return Network.load(path).params

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from app.settings import Settings
-from app.storage.jobs import EpochSummary, IterationCost, JobRecord, JobStatus, SqliteJobStore
+from app.storage.jobs import JobRecord, JobStatus, SqliteJobStore
 from app.storage.layout import DataLayout
 from app.training import worker
 from cnn_core import Network
@@ -30,19 +30,13 @@ from tests.app.conftest import (
     wait_for_job,
     worker_pids,
 )
-from tests.app.live import LiveServer, live_server
+from tests.app.live import LiveServer, live_server, model_params
 
 # LeNet-5 on mnist-sample: 1,800 training digits in 113 iterations per epoch.
 LENET = {"epochs": 12, "batch_size": 16, "validation_split": 0.1, "seed": 5,
          "optimizer": {"name": "adam", "learning_rate": 0.001}}
 PER_EPOCH = 113
 STOP_DEADLINE_S = 9.0  # docker stop sends SIGKILL 10 s after SIGTERM
-
-
-def model_params(client: httpx.Client, model_id: str, tmp_path: Path) -> dict[str, np.ndarray]:
-    path = tmp_path / f"{model_id}.npz"
-    path.write_bytes(client.get(f"/models/{model_id}/download").content)
-    return Network.load(path).params
 
 
 # --------------------------------------------------------------------------- memory limit
@@ -63,10 +57,19 @@ def worker_job_named(name: str) -> JobRecord:
                      status=JobStatus.running, created_at=0.0)
 
 
-def test_worker_memory_limit_defaults_to_a_size_that_trains_lenet() -> None:
+def default_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings with no `CNN_*` variable set, whatever the environment running the tests."""
+    for name in list(os.environ):
+        if name.upper().startswith("CNN_"):
+            monkeypatch.delenv(name)
+    return Settings(_env_file=None)
+
+
+def test_worker_memory_limit_defaults_to_a_size_that_trains_lenet(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # Every other worker test trains under this default; NumPy and OpenBLAS reserve far more
     # address space than they touch, so the limit must leave room for that.
-    assert Settings().worker_memory_mb == 4096
+    assert default_settings(monkeypatch).worker_memory_mb == 4096
 
 
 def test_job_over_the_worker_memory_limit_fails_out_of_memory_and_the_server_carries_on(
@@ -192,24 +195,11 @@ def test_sigterm_checkpoints_mid_epoch_exits_within_9s_and_the_job_resumes_to_th
         server.kill_group()
 
 
-def test_a_resumed_run_drops_recorded_costs_from_its_first_iteration_on(tmp_path: Path) -> None:
-    jobs = SqliteJobStore(tmp_path / "jobs.sqlite3")
-    jobs.create("j", None, "mnist-sample", {}, {}, threads=1)
-    jobs.record_iterations("j", [IterationCost(1 + (i - 1) // 3, i, 1.0 / i) for i in range(1, 8)])
-    jobs.record_epoch("j", EpochSummary(1, 0.5, 0.9, None, None, 1.0, last_iteration=3))
-    jobs.record_epoch("j", EpochSummary(2, 0.4, 0.9, None, None, 1.0, last_iteration=6))
-    # a checkpoint at iteration 4 (mid-epoch 2): the run resumes at iteration 5
-    jobs.start_run("j", epoch=2, iteration=5, iterations_per_epoch=3)
-    iterations, epochs = jobs.costs("j", 0)
-    assert [i.iteration for i in iterations] == [1, 2, 3, 4] and [e.epoch for e in epochs] == [1]
-    jobs.close()
-
-
 # --------------------------------------------------------------------------- thread count
 
 
-def test_train_threads_default_to_at_most_two() -> None:
-    assert Settings().train_threads == min(2, os.cpu_count() or 1)
+def test_train_threads_default_to_at_most_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_settings(monkeypatch).train_threads == min(2, os.cpu_count() or 1)
 
 
 def test_a_job_trains_and_resumes_with_the_thread_count_it_was_submitted_with(

@@ -16,7 +16,6 @@ import numpy as np
 import psutil
 import pytest
 
-from cnn_core import Network
 from tests.app.conftest import (
     holdout,
     png_bytes,
@@ -25,7 +24,7 @@ from tests.app.conftest import (
     wait_for_job,
     worker_pids,
 )
-from tests.app.live import LiveServer, live_server
+from tests.app.live import LiveServer, live_server, model_params
 
 LONG_LENET = {"epochs": 6, "batch_size": 16, "validation_split": 0.1, "seed": 3,
               "optimizer": {"name": "adam", "learning_rate": 0.001}}
@@ -34,12 +33,6 @@ LONG_LENET = {"epochs": 6, "batch_size": 16, "validation_split": 0.1, "seed": 3,
 def serve(data_dir: Path, log: Path) -> AbstractContextManager[tuple[LiveServer, httpx.Client]]:
     """A live server on `data_dir` with fast polling, and a client of it."""
     return live_server(data_dir, log, CNN_POLL_INTERVAL="0.05")
-
-
-def model_params(client: httpx.Client, model_id: str, tmp_path: Path) -> dict[str, np.ndarray]:
-    path = tmp_path / f"{model_id}.npz"
-    path.write_bytes(client.get(f"/models/{model_id}/download").content)
-    return Network.load(path).params
 
 
 def predict_digits(client: httpx.Client, model_id: str, count: int) -> list[dict]:

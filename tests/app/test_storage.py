@@ -66,16 +66,49 @@ def test_running_jobs_go_back_to_the_queue_at_startup(jobs: SqliteJobStore) -> N
     assert jobs.claim_next() == first and jobs.get(second).queue_position == 1
 
 
-def test_a_new_run_drops_the_history_it_will_redo(jobs: SqliteJobStore) -> None:
+@pytest.mark.parametrize(("per_epoch", "recorded", "summaries", "epoch", "iteration", "kept"), [
+    # from the checkpoint at the end of epoch 1, after a run that recorded part of epoch 2
+    (2, 4, [1], 2, 3, [1, 2]),
+    # from a checkpoint at iteration 4 (mid-epoch 2), after a run that got past epoch 2's end
+    (3, 7, [1, 2], 2, 5, [1, 2, 3, 4]),
+], ids=["at an epoch start", "mid-epoch"])
+def test_a_new_run_drops_the_history_it_will_redo(
+        jobs: SqliteJobStore, per_epoch: int, recorded: int, summaries: list[int], epoch: int,
+        iteration: int, kept: list[int]) -> None:
     job_id = add_job(jobs)
-    jobs.record_iterations(job_id, [IterationCost(e, i, 1.0 / i) for e, i in
-                                    [(1, 1), (1, 2), (2, 3), (2, 4)]])
-    jobs.record_epoch(job_id, EpochSummary(1, 0.5, 0.9, None, None, 1.0, last_iteration=2))
-    jobs.start_run(job_id, epoch=2, iteration=3, iterations_per_epoch=2)
+    jobs.record_iterations(job_id, [IterationCost(1 + (i - 1) // per_epoch, i, 1.0 / i)
+                                    for i in range(1, recorded + 1)])
+    for e in summaries:
+        jobs.record_epoch(job_id, EpochSummary(e, 0.5, 0.9, None, None, 1.0,
+                                               last_iteration=e * per_epoch))
+    jobs.start_run(job_id, epoch=epoch, iteration=iteration, iterations_per_epoch=per_epoch)
     iterations, epochs = jobs.costs(job_id, 0)
-    assert [i.iteration for i in iterations] == [1, 2] and [e.epoch for e in epochs] == [1]
+    assert [i.iteration for i in iterations] == kept and [e.epoch for e in epochs] == [1]
     record = jobs.get(job_id)
-    assert record.run_start_iteration == 2 and record.iterations_per_epoch == 2
+    assert record.run_start_iteration == iteration - 1
+    assert record.iterations_per_epoch == per_epoch
+    assert record.latest.epoch == 1
+
+
+def test_a_page_of_jobs_is_read_in_a_fixed_number_of_queries(jobs: SqliteJobStore) -> None:
+    ids = [add_job(jobs) for _ in range(5)]
+    jobs.claim_next()
+    jobs.record_epoch(ids[0], EpochSummary(1, 0.5, 0.9, 0.6, 0.8, 1.0, last_iteration=57))
+    jobs.record_epoch(ids[0], EpochSummary(2, 0.25, 0.95, 0.3, 0.9, 1.0, last_iteration=114))
+    jobs.record_epoch(ids[3], EpochSummary(1, 0.75, 0.5, None, None, 2.0, last_iteration=57))
+    statements = []
+    jobs._conn.set_trace_callback(statements.append)
+    page, total = jobs.list_page(None, 10, 0)
+    jobs._conn.set_trace_callback(None)
+    assert len(statements) == 2  # the count and the page, however many jobs it holds
+    assert total == 5 and [r.id for r in page] == ids[::-1]
+    assert page == [jobs.get(i) for i in ids[::-1]]
+    assert [r.queue_position for r in page] == [4, 3, 2, 1, None]
+    assert page[-1].latest == EpochSummary(2, 0.25, 0.95, 0.3, 0.9, 1.0, last_iteration=114)
+    assert page[1].latest.epoch == 1 and page[0].latest is None
+    queued, total = jobs.list_page(JobStatus.queued, 2, 1)
+    assert total == 4 and [r.id for r in queued] == [ids[3], ids[2]]
+    assert [r.queue_position for r in queued] == [3, 2]
 
 
 def test_non_finite_costs_are_stored_as_null(jobs: SqliteJobStore) -> None:

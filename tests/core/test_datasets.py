@@ -703,6 +703,20 @@ def test_mnist_sample_loads():
     assert ds.X[:, 0, 0, :].max() == 0.0  # MNIST: white digits on a black border
 
 
+def test_mnist_sample_is_parsed_once_and_cannot_be_corrupted():
+    first, second = load_mnist_sample(), load_mnist_sample()
+    assert second.X is first.X and second.y is first.y  # shared, not re-read
+    for array in (first.X, first.y):
+        assert not array.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 0
+    first.class_names.append("x")
+    first.preprocessing["image_scale"] = 1.0
+    third = load_mnist_sample()
+    assert third.class_names == [str(d) for d in range(10)]
+    assert third.preprocessing["image_scale"] == 1 / 255
+
+
 def test_mnist_holdout_is_disjoint_and_stratified(holdout):
     X, y = holdout
     assert X.shape == (500, 28, 28) and X.dtype == np.uint8
@@ -810,6 +824,17 @@ def test_open_image_refuses_other_formats_and_garbage():
     Image.new("RGB", (4, 4)).save(buf, format="GIF")
     assert_refused("not a PNG or JPEG", open_image, buf.getvalue())
     assert_refused("not a PNG or JPEG", open_image, b"\x89PNG garbage")
+
+
+def test_open_image_starts_its_messages_with_a_given_name(rng):
+    png = image_bytes(rng.integers(0, 256, (64, 64), dtype=np.uint8))
+    for data, kwargs in [(b"GIF89a", {}), (png[:60], {}), (png[:-200], {}),
+                         (png, {"max_pixels": 100}), (png_declaring(20_000, 10_000), {})]:
+        error = assert_refused("^digit.png: the image ", open_image, data, name="digit.png",
+                               **kwargs)
+        unnamed = assert_refused("^the image ", open_image, data, **kwargs)
+        assert type(error) is type(unnamed)
+        assert str(error) == f"digit.png: {unnamed}"
 
 
 # ---------------------------------------------------------------------------------------------
