@@ -160,6 +160,18 @@ def normalize(config):
     return {"input_shape": list(config["input_shape"]), "layers": normalized}, plans
 
 
+def training_bytes(plans, batch_size, n_samples, itemsize=4):
+    """A rough upper estimate of a training run's memory: the data set, the parameters with
+    their gradients and optimizer moments, and what a mini-batch keeps for backward (twice,
+    for the gradients flowing back and the scratch arrays). Lets a caller refuse a job that
+    cannot fit before it starts, where the per-sample cap cannot see the batch size."""
+    first = plans[0].input_shape
+    data = n_samples * math.prod(first)
+    params = 4 * sum(p.param_count for p in plans)
+    batch = 2 * batch_size * (math.prod(first) + sum(_floats_kept(p) for p in plans))
+    return (data + params + batch) * itemsize
+
+
 def _floats_kept(plan):
     """Values per sample a layer keeps for backward (output, plus im2col columns for conv)."""
     kept = math.prod(plan.output_shape)

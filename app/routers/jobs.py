@@ -96,12 +96,12 @@ def cost_history(jobs: JobStore, job: JobRecord, since: int,
 @router.post("", status_code=202, response_model=Job,
              responses=error_responses(400, 403, 404, 413, 422, 429))
 def create_job(body: JobCreate, datasets: DatasetStoreDep, runner: RunnerDep,
-               response: Response) -> Job:
+               settings: SettingsDep, response: Response) -> Job:
     """Submit a training job; it is checked against its dataset, then queued."""
     dataset = datasets.get(body.dataset_id) if is_valid_id(body.dataset_id) else None
     if dataset is None:
         raise NotFoundError(f"Dataset {body.dataset_id!r} not found")
-    architecture, training = admit(body, dataset)
+    architecture, training = admit(body, dataset, settings.worker_memory_mb)
     job = runner.submit(name=body.name, dataset_id=dataset.id, architecture=architecture,
                         training=training)
     response.headers["Location"] = f"/jobs/{job.id}"

@@ -8,7 +8,10 @@ from app.schemas import Architecture, JobCreate
 from app.storage.datasets import DatasetMeta
 from app.training.worker import validation_count
 from cnn_core import build_preset
-from cnn_core.config import normalize
+from cnn_core.config import normalize, training_bytes
+
+MB = 2**20
+WORKER_BASELINE_MB = 400  # address space of a worker before training: Python, NumPy, OpenBLAS
 
 
 def summarize(config: dict[str, Any]) -> dict[str, Any]:
@@ -30,8 +33,12 @@ def summarize(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def admit(request: JobCreate, dataset: DatasetMeta) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The job's normalized architecture config and training settings, or a 422."""
+def admit(request: JobCreate, dataset: DatasetMeta,
+          memory_mb: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The job's normalized architecture config and training settings, or a 422.
+
+    `memory_mb` is the workers' memory limit (0: none): a job whose estimated need is over it
+    is refused now rather than failing with "out of memory" once it runs."""
     n_classes = len(dataset.classes)
     if isinstance(request.architecture, Architecture):
         config = request.architecture.to_config()
@@ -55,4 +62,13 @@ def admit(request: JobCreate, dataset: DatasetMeta) -> tuple[dict[str, Any], dic
             f"validation_split {training['validation_split']} leaves no training samples out "
             f"of {dataset.n_samples}"
         )
+    if memory_mb:
+        _, plans = normalize(summary["architecture"])
+        need = WORKER_BASELINE_MB + training_bytes(plans, training["batch_size"], dataset.n_samples) / MB
+        if need > memory_mb:
+            raise InvalidRequestError(
+                f"this job would need about {need:,.0f} MB, over the workers' limit of "
+                f"{memory_mb:,} MB (CNN_WORKER_MEMORY_MB): use a smaller batch size, fewer "
+                f"filters or a smaller dataset"
+            )
     return summary["architecture"], training

@@ -229,3 +229,18 @@ def test_unknown_or_malformed_job_ids_are_404(client: TestClient) -> None:
         for path in ("", "/costs", "/costs.png", "/events"):
             assert client.get(f"/jobs/{job_id}{path}").status_code == 404
         assert client.post(f"/jobs/{job_id}/cancel").status_code == 404
+
+
+def test_a_job_too_big_for_the_worker_memory_limit_is_refused_at_submission(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path, worker_memory_mb=512, poll_interval=0.05)
+    wide = {"input_shape": [1, 28, 28], "layers": [
+        {"type": "conv", "filters": 64, "kernel_size": 5, "padding": "same", "activation": "relu"},
+        {"type": "dense", "units": 10, "activation": "softmax"}]}
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/jobs", json={"dataset_id": "mnist-sample", "architecture": wide,
+                                              "training": {"batch_size": 256}})
+        assert response.status_code == 422, response.text
+        assert "CNN_WORKER_MEMORY_MB" in response.json()["detail"]
+        assert client.get("/jobs").json()["count"] == 0
+        small = client.post("/jobs", json={"dataset_id": "mnist-sample", "architecture": "lenet5"})
+        assert small.status_code == 202, small.text  # LeNet-5 fits in the same 512 MB
