@@ -31,8 +31,9 @@ class Workspace:
 
     Training allocates the same multi-megabyte temporaries (im2col columns, padded maps) at
     every step; fresh allocations that large are mapped and unmapped each time and cost a page
-    fault per 4 KiB on first touch. A layer keeps one workspace per thread, and only in
-    training: prediction allocates, so concurrent predictions never share memory.
+    fault per 4 KiB on first touch. Each layer object owns one workspace, used only in
+    training (each shard process builds its own layers); prediction allocates, so concurrent
+    predictions never share memory. A workspace lives as long as its network.
     """
 
     def __init__(self):
