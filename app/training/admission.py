@@ -17,7 +17,10 @@ WORKER_BASELINE_MB = 400  # address space of a worker before training: Python, N
 def summarize(config: dict[str, Any]) -> dict[str, Any]:
     """The normalized config's per-layer shapes, parameters and multiply-adds, without
     allocating any weights; raises ConfigError naming the layer that breaks."""
-    normalized, plans = normalize(config)
+    return _summary(*normalize(config))
+
+
+def _summary(normalized: dict[str, Any], plans: list) -> dict[str, Any]:
     output = plans[-1]
     return {
         "architecture": normalized,
@@ -44,7 +47,8 @@ def admit(request: JobCreate, dataset: DatasetMeta,
         config = request.architecture.to_config()
     else:
         config = build_preset(request.architecture.value, dataset.input_shape, n_classes)
-    summary = summarize(config)
+    normalized, plans = normalize(config)
+    summary = _summary(normalized, plans)
     if summary["input_shape"] != dataset.input_shape:
         raise InvalidRequestError(
             f"architecture input_shape {summary['input_shape']} does not match dataset "
@@ -63,7 +67,6 @@ def admit(request: JobCreate, dataset: DatasetMeta,
             f"of {dataset.n_samples}"
         )
     if memory_mb:
-        _, plans = normalize(summary["architecture"])
         need = WORKER_BASELINE_MB + training_bytes(plans, training["batch_size"], dataset.n_samples) / MB
         if need > memory_mb:
             raise InvalidRequestError(
