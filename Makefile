@@ -29,6 +29,7 @@ test: install-test lint
 
 lint: install-test
 	$(VENV)/bin/ruff check cnn_core app tests benchmarks scripts
+	$(VENV)/bin/ruff format --check cnn_core app tests benchmarks scripts
 	$(VENV)/bin/hadolint Dockerfile
 
 bench: install-test

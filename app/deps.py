@@ -85,4 +85,3 @@ def existing_model(model_id: str, models: ModelStoreDep) -> ModelMeta:
 JobDep = Annotated[JobRecord, Depends(existing_job)]
 DatasetDep = Annotated[DatasetMeta, Depends(existing_dataset)]
 ModelDep = Annotated[ModelMeta, Depends(existing_model)]
-

@@ -124,8 +124,11 @@ def _finite(value: object) -> object:
 async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """A 422 listing location, message and type of each problem, never the offending input."""
     errors = [
-        {"loc": [_finite(part) for part in err.get("loc", ())], "msg": err.get("msg", ""),
-         "type": err.get("type", "")}
+        {
+            "loc": [_finite(part) for part in err.get("loc", ())],
+            "msg": err.get("msg", ""),
+            "type": err.get("type", ""),
+        }
         for err in exc.errors()
     ]
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
@@ -134,10 +137,12 @@ async def handle_validation_error(request: Request, exc: RequestValidationError)
 async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     """A 500 with a request id that also appears, with the traceback, in the log."""
     request_id = uuid.uuid4().hex
-    log.exception("unhandled error (request_id=%s) on %s %s", request_id, request.method,
-                  request.url.path)
-    return JSONResponse({"detail": "Internal server error", "request_id": request_id},
-                        status_code=500)
+    log.exception(
+        "unhandled error (request_id=%s) on %s %s", request_id, request.method, request.url.path
+    )
+    return JSONResponse(
+        {"detail": "Internal server error", "request_id": request_id}, status_code=500
+    )
 
 
 class JsonContentTooLarge:

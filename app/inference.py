@@ -28,8 +28,9 @@ def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> list[
     results = []
     for row in probabilities.astype(np.float64):
         order = np.argsort(-row, kind="stable")[:k]
-        scores = [{"label": int(i), "class_name": classes[i], "probability": float(row[i])}
-                  for i in order]
+        scores = [
+            {"label": int(i), "class_name": classes[i], "probability": float(row[i])} for i in order
+        ]
         results.append({**scores[0], "top_k": scores})
     return results
 
@@ -37,8 +38,9 @@ def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> list[
 class Predictor:
     """Runs predictions with bounded concurrency over an LRU cache of loaded models."""
 
-    def __init__(self, models: ModelStore, *, cache_size: int, concurrency: int,
-                 max_image_pixels: int) -> None:
+    def __init__(
+        self, models: ModelStore, *, cache_size: int, concurrency: int, max_image_pixels: int
+    ) -> None:
         self._models = models
         self._cache: OrderedDict[str, Network] = OrderedDict()
         self._cache_size = cache_size
@@ -72,8 +74,9 @@ class Predictor:
         that would be refused anyway costs no parsing; the slot itself is taken only once the
         body is in (`_slot`), so a slow upload never holds one."""
         if self._in_flight >= self._concurrency:
-            raise BusyError("Server busy: too many predictions in flight; retry after "
-                            "Retry-After seconds")
+            raise BusyError(
+                "Server busy: too many predictions in flight; retry after Retry-After seconds"
+            )
 
     @contextmanager
     def _slot(self) -> Iterator[None]:
@@ -88,20 +91,21 @@ class Predictor:
         finally:
             self._in_flight -= 1
 
-    def _predict_images(self, model: ModelMeta, files: list[tuple[str, bytes]],
-                        top_k: int) -> list[dict]:
+    def _predict_images(
+        self, model: ModelMeta, files: list[tuple[str, bytes]], top_k: int
+    ) -> list[dict]:
         # A file that cannot be used raises a DatasetError naming it, which app.errors answers
         # with 413 (over the pixel cap), 415 (not PNG or JPEG) or 400 (truncated or corrupt).
-        images = [open_image(data, max_pixels=self._max_pixels, name=name)
-                  for name, data in files]
+        images = [open_image(data, max_pixels=self._max_pixels, name=name) for name, data in files]
         X = images_to_array(images, model.input_shape, model.preprocessing)
         return rank(self._network(model.id).predict_proba(X), model.classes, top_k)
 
     def _predict_array(self, model: ModelMeta, X: np.ndarray, top_k: int) -> list[dict]:
         return rank(self._network(model.id).predict_proba(X), model.classes, top_k)
 
-    async def predict_images(self, model: ModelMeta, files: list[tuple[str, bytes]],
-                             top_k: int) -> list[dict]:
+    async def predict_images(
+        self, model: ModelMeta, files: list[tuple[str, bytes]], top_k: int
+    ) -> list[dict]:
         """Predict (file name, bytes) pairs of PNG/JPEG images."""
         with self._slot():
             return await run_in_threadpool(self._predict_images, model, files, top_k)

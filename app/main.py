@@ -51,10 +51,15 @@ def build_runner(settings: Settings) -> JobRunner:
     model_store = FileModelStore(layout.models)
     model_store.remove_orphans()
     runner = JobRunner(
-        SqliteJobStore(layout.jobs_db), dataset_store, model_store,
-        ProcessExecutor(layout.root, memory_mb=settings.worker_memory_mb), layout,
-        workers=settings.workers, max_queue=settings.max_queue,
-        poll_interval=settings.poll_interval, train_threads=settings.train_threads,
+        SqliteJobStore(layout.jobs_db),
+        dataset_store,
+        model_store,
+        ProcessExecutor(layout.root, memory_mb=settings.worker_memory_mb),
+        layout,
+        workers=settings.workers,
+        max_queue=settings.max_queue,
+        poll_interval=settings.poll_interval,
+        train_threads=settings.train_threads,
     )
     runner.recover()
     return runner
@@ -68,8 +73,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runner = build_runner(settings)
     app.state.runner = runner
     app.state.predictor = Predictor(
-        runner.models, cache_size=settings.model_cache_size,
-        concurrency=settings.predict_concurrency, max_image_pixels=settings.max_image_pixels,
+        runner.models,
+        cache_size=settings.model_cache_size,
+        concurrency=settings.predict_concurrency,
+        max_image_pixels=settings.max_image_pixels,
     )
     task = asyncio.create_task(runner.run())
     begin_shutdown_on_exit_signals(runner)
@@ -86,8 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The service, configured by `settings` (by default from the environment)."""
     settings = settings or Settings()
     app = FastAPI(
-        title="cnn-service", version=__version__, description=DESCRIPTION, openapi_tags=TAGS,
-        lifespan=lifespan, docs_url=None, redoc_url=None,
+        title="cnn-service",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     register_error_handlers(app)

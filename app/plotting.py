@@ -9,18 +9,22 @@ from matplotlib.figure import Figure
 from app.storage.jobs import EpochSummary, IterationCost
 
 
-def cost_curve_png(iterations: Sequence[IterationCost], epochs: Sequence[EpochSummary],
-                   learning_rate: float, title: str) -> bytes:
+def cost_curve_png(
+    iterations: Sequence[IterationCost],
+    epochs: Sequence[EpochSummary],
+    learning_rate: float,
+    title: str,
+) -> bytes:
     """Per-iteration cost, with each epoch's validation cost as markers at its last iteration."""
     figure = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     points = [(i.iteration, i.cost) for i in iterations if i.cost is not None]
     if points:
-        axes.plot(*zip(*points), linewidth=1, label="training cost (per iteration)")
+        axes.plot(*zip(*points, strict=True), linewidth=1, label="training cost (per iteration)")
     validation = [(e.last_iteration, e.val_cost) for e in epochs if e.val_cost is not None]
     if validation:
-        axes.plot(*zip(*validation), "o--", label="validation cost (per epoch)")
+        axes.plot(*zip(*validation, strict=True), "o--", label="validation cost (per epoch)")
     if points or validation:
         axes.legend()
     axes.set_ylabel("Cost")

@@ -12,8 +12,14 @@ from cnn_core import PRESETS
 LENET5_CONFIG = {
     "input_shape": [1, 28, 28],
     "layers": [
-        {"type": "conv", "filters": 6, "kernel_size": 5, "stride": 1, "padding": 2,
-         "activation": "relu"},
+        {
+            "type": "conv",
+            "filters": 6,
+            "kernel_size": 5,
+            "stride": 1,
+            "padding": 2,
+            "activation": "relu",
+        },
         {"type": "maxpool", "pool_size": 2, "stride": 2},
         {"type": "conv", "filters": 16, "kernel_size": 5, "activation": "relu"},
         {"type": "maxpool", "pool_size": 2},
@@ -151,14 +157,24 @@ class TrainingSettings(Body):
 
 
 class JobCreate(Body):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "dataset_id": "mnist-sample",
-        "architecture": "lenet5",
-        "training": {"epochs": 3, "batch_size": 32,
-                     "optimizer": {"name": "adam", "learning_rate": 0.001},
-                     "validation_split": 0.1, "seed": 0},
-        "name": "LeNet-5 on the MNIST sample",
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset_id": "mnist-sample",
+                    "architecture": "lenet5",
+                    "training": {
+                        "epochs": 3,
+                        "batch_size": 32,
+                        "optimizer": {"name": "adam", "learning_rate": 0.001},
+                        "validation_split": 0.1,
+                        "seed": 0,
+                    },
+                    "name": "LeNet-5 on the MNIST sample",
+                }
+            ]
+        }
+    )
 
     dataset_id: str = Field(description="A dataset id from GET /datasets.")
     architecture: Architecture | PresetName = Field(
@@ -336,8 +352,10 @@ ERROR_DESCRIPTIONS = {
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the error statuses a route can return."""
     return {
-        code: {"model": InvalidInput if code == 422 else Error,
-               "description": ERROR_DESCRIPTIONS[code]}
+        code: {
+            "model": InvalidInput if code == 422 else Error,
+            "description": ERROR_DESCRIPTIONS[code],
+        }
         for code in codes
     }
 
@@ -352,4 +370,3 @@ def errors_as_json(spec: dict[str, Any]) -> dict[str, Any]:
                 if status[0] in "45" and "text/event-stream" in content:
                     content.setdefault("application/json", content.pop("text/event-stream"))
     return spec
-

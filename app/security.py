@@ -75,8 +75,10 @@ def _host_and_port(authority: str, scheme: str) -> tuple[str, int] | None:
 
 def origin_refusal(origin: str, host_header: str, scheme: str, api_key_set: bool) -> str | None:
     """Why a state-changing request with this `Origin` is refused, or None when it is allowed."""
-    refused = (f"Cross-origin request refused: Origin {origin[:100]!r} is not this server's "
-               f"origin. Call the API from a script, or from the service's own /docs page")
+    refused = (
+        f"Cross-origin request refused: Origin {origin[:100]!r} is not this server's "
+        f"origin. Call the API from a script, or from the service's own /docs page"
+    )
     try:
         parts = urlsplit(origin)
     except ValueError:  # e.g. an unclosed IPv6 bracket
@@ -90,9 +92,11 @@ def origin_refusal(origin: str, host_header: str, scheme: str, api_key_set: bool
     if parts.netloc.lower() == host_header.lower():
         if api_key_set or _ip(target[0]) is not None or target[0] == "localhost":
             return None
-        return (f"Request refused: a page on {target[0]!r} may only change data here when "
-                f"CNN_API_KEY is set (it could be a DNS-rebinding attack); open the service by "
-                f"IP address or localhost, or configure an API key")
+        return (
+            f"Request refused: a page on {target[0]!r} may only change data here when "
+            f"CNN_API_KEY is set (it could be a DNS-rebinding attack); open the service by "
+            f"IP address or localhost, or configure an API key"
+        )
     if is_loopback(source[0]) and is_loopback(target[0]) and source[1] == target[1]:
         return None
     return refused
@@ -110,8 +114,9 @@ class OriginGuard:
             headers = Headers(scope=scope)
             origin = headers.get("origin")
             if origin is not None:
-                reason = origin_refusal(origin, headers.get("host", ""), scope["scheme"],
-                                        self.api_key_set)
+                reason = origin_refusal(
+                    origin, headers.get("host", ""), scope["scheme"], self.api_key_set
+                )
                 if reason is not None:
                     await error_response(ForbiddenError(reason))(scope, receive, send)
                     return
@@ -130,8 +135,9 @@ class ApiKeyGuard:
     """ASGI middleware: when a key is set, refuse with 401 any request outside `open_paths`
     (each open with everything below it) that lacks `Authorization: Bearer <key>`."""
 
-    def __init__(self, app: ASGIApp, *, api_key: SecretStr | None,
-                 open_paths: Iterable[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, api_key: SecretStr | None, open_paths: Iterable[str]
+    ) -> None:
         self.app = app
         self.expected = api_key.get_secret_value().encode() if api_key else None
         self.open_paths = tuple(open_paths)
@@ -155,6 +161,9 @@ class ApiKeyGuard:
 def warn_if_exposed(settings: Settings) -> None:
     """Log a warning when the service is told to listen beyond loopback without an API key."""
     if settings.api_key is None and not is_loopback(settings.host):
-        log.warning("CNN_HOST is %s, not a loopback address, and CNN_API_KEY is not set: anyone "
-                    "who can reach this port can upload data and run training jobs. Set "
-                    "CNN_API_KEY or bind 127.0.0.1.", settings.host)
+        log.warning(
+            "CNN_HOST is %s, not a loopback address, and CNN_API_KEY is not set: anyone "
+            "who can reach this port can upload data and run training jobs. Set "
+            "CNN_API_KEY or bind 127.0.0.1.",
+            settings.host,
+        )

@@ -19,12 +19,16 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port `make run` binds.")
     workers: int = Field(1, ge=1, le=64, description="Training jobs that run at once.")
     train_threads: int = Field(
-        default_factory=lambda: min(2, os.cpu_count() or 1), ge=1, le=64,
+        default_factory=lambda: min(2, os.cpu_count() or 1),
+        ge=1,
+        le=64,
         description="Threads each job trains with (default min(2, CPUs)); recorded on the job "
         "and reused when it resumes, as the weights depend on it.",
     )
     worker_memory_mb: int = Field(
-        4096, ge=0, description="Address-space limit of each training worker (MB); a job that "
+        4096,
+        ge=0,
+        description="Address-space limit of each training worker (MB); a job that "
         "needs more fails with 'out of memory'. 0: no limit.",
     )
     api_key: SecretStr | None = Field(

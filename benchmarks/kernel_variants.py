@@ -43,7 +43,10 @@ def compare(title, ours, theirs, rounds=3):
         a.append(median_ms(ours[1]))
         b.append(median_ms(theirs[1]))
     a, b = statistics.median(a), statistics.median(b)
-    print(f"{title}\n  {ours[0]:<44} {a:7.3f} ms\n  {theirs[0]:<44} {b:7.3f} ms   ({b / a:.2f}x cnn_core's time)")
+    print(
+        f"{title}\n  {ours[0]:<44} {a:7.3f} ms\n"
+        f"  {theirs[0]:<44} {b:7.3f} ms   ({b / a:.2f}x cnn_core's time)"
+    )
 
 
 def im2col(x, k):
@@ -60,7 +63,9 @@ def conv_nchw(x, w):
     windows = sliding_window_view(x, (kh, kw), axis=(2, 3))  # (N, C, Ho, Wo, kh, kw)
     n, _, ho, wo, _, _ = windows.shape
     cols = np.ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3)).reshape(c * kh * kw, -1)
-    return np.ascontiguousarray((w.reshape(f, -1) @ cols).reshape(f, n, ho, wo).transpose(1, 0, 2, 3))
+    return np.ascontiguousarray(
+        (w.reshape(f, -1) @ cols).reshape(f, n, ho, wo).transpose(1, 0, 2, 3)
+    )
 
 
 def main():
@@ -71,27 +76,39 @@ def main():
     b_first, b_second = np.zeros(6, np.float32), np.zeros(16, np.float32)
 
     nchw = np.ascontiguousarray(x_second.transpose(3, 0, 1, 2))
-    compare("1. conv forward, second LeNet conv (6 -> 16 channels)",
-            ("(C, H, W, N) im2col + matmul (cnn_core)", lambda: F.conv_forward(x_second, w_second, b_second, (1, 1), (0,) * 4)),
-            ("(N, C, H, W) im2col + matmul + transpose", lambda: conv_nchw(nchw, w_second)))
+    compare(
+        "1. conv forward, second LeNet conv (6 -> 16 channels)",
+        (
+            "(C, H, W, N) im2col + matmul (cnn_core)",
+            lambda: F.conv_forward(x_second, w_second, b_second, (1, 1), (0,) * 4),
+        ),
+        ("(N, C, H, W) im2col + matmul + transpose", lambda: conv_nchw(nchw, w_second)),
+    )
 
     out, cache = F.conv_forward(x_first, w_first, b_first, (1, 1), (0,) * 4)
     d2 = out.reshape(6, -1)
     cols = im2col(x_first, K)
-    compare("2a. conv weight gradient, first LeNet conv",
-            ("(cols @ d2.T).T (cnn_core)", lambda: (cols @ d2.T).T),
-            ("d2 @ cols.T", lambda: d2 @ cols.T))
+    compare(
+        "2a. conv weight gradient, first LeNet conv",
+        ("(cols @ d2.T).T (cnn_core)", lambda: (cols @ d2.T).T),
+        ("d2 @ cols.T", lambda: d2 @ cols.T),
+    )
 
     def whole_matrix():
         full = im2col(x_first, K)
         forward = w_first.reshape(6, -1) @ full
         return forward, (full @ d2.T).T
 
-    compare("2b. conv forward + weight gradient, first LeNet conv",
-            ("im2col a block of rows at a time (cnn_core)",
-             lambda: F.conv_backward(out, F.conv_forward(x_first, w_first, b_first, (1, 1), (0,) * 4)[1],
-                                     need_dx=False)),
-            ("im2col as one (C*kh*kw, Ho*Wo*N) matrix", whole_matrix))
+    compare(
+        "2b. conv forward + weight gradient, first LeNet conv",
+        (
+            "im2col a block of rows at a time (cnn_core)",
+            lambda: F.conv_backward(
+                out, F.conv_forward(x_first, w_first, b_first, (1, 1), (0,) * 4)[1], need_dx=False
+            ),
+        ),
+        ("im2col as one (C*kh*kw, Ho*Wo*N) matrix", whole_matrix),
+    )
 
     out, cache = F.conv_forward(x_second, w_second, b_second, (1, 1), (0,) * 4)
     ho = out.shape[1]
@@ -105,7 +122,7 @@ def main():
                 dx[:, i : i + ho, j : j + ho, :] += dcols[:, i, j]
         return dx
 
-    rows = (np.arange(ho)[:, None] + np.arange(K)[None, :])  # (Ho, kh) input rows of each window
+    rows = np.arange(ho)[:, None] + np.arange(K)[None, :]  # (Ho, kh) input rows of each window
 
     def add_at():
         dcols = (w_second.reshape(16, -1).T @ d2).reshape(6, K, K, ho, ho, N)
@@ -115,30 +132,44 @@ def main():
         np.add.at(dx, (slice(None), r, c), dcols)
         return dx
 
-    np.testing.assert_allclose(scatter_big_product(), F.conv_backward(out, cache)[0], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        scatter_big_product(), F.conv_backward(out, cache)[0], rtol=1e-4, atol=1e-3
+    )
     np.testing.assert_allclose(add_at(), F.conv_backward(out, cache)[0], rtol=1e-4, atol=1e-3)
-    weight_grads = lambda: F.conv_backward(out, cache, need_dx=False)
-    compare("3a. conv backward (dW, db, dx), second LeNet conv",
-            ("dx: one product per kernel offset (cnn_core)", lambda: F.conv_backward(out, cache)),
-            ("dx: one big product, then scatter", lambda: (weight_grads(), scatter_big_product())))
-    compare("3b. conv backward (dW, db, dx), second LeNet conv",
-            ("dx: one product per kernel offset (cnn_core)", lambda: F.conv_backward(out, cache)),
-            ("dx: one big product, then np.add.at", lambda: (weight_grads(), add_at())), rounds=1)
+
+    def weight_grads():
+        return F.conv_backward(out, cache, need_dx=False)
+
+    compare(
+        "3a. conv backward (dW, db, dx), second LeNet conv",
+        ("dx: one product per kernel offset (cnn_core)", lambda: F.conv_backward(out, cache)),
+        ("dx: one big product, then scatter", lambda: (weight_grads(), scatter_big_product())),
+    )
+    compare(
+        "3b. conv backward (dW, db, dx), second LeNet conv",
+        ("dx: one product per kernel offset (cnn_core)", lambda: F.conv_backward(out, cache)),
+        ("dx: one big product, then np.add.at", lambda: (weight_grads(), add_at())),
+        rounds=1,
+    )
 
     relu = np.maximum(rng.standard_normal((6, 28, 28, N), dtype=np.float32), 0)
     pooled, pool_cache = F.maxpool_forward(relu, (2, 2), (2, 2))
 
     def argmax_backward():
-        windows = relu.reshape(6, 14, 2, 14, 2, N).transpose(0, 1, 3, 5, 2, 4).reshape(6, 14, 14, N, 4)
+        windows = (
+            relu.reshape(6, 14, 2, 14, 2, N).transpose(0, 1, 3, 5, 2, 4).reshape(6, 14, 14, N, 4)
+        )
         first = windows.argmax(axis=-1)[..., None]
         dwin = np.zeros_like(windows)
         np.put_along_axis(dwin, first, pooled[..., None], axis=-1)
         return dwin.reshape(6, 14, 14, N, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(relu.shape)
 
     np.testing.assert_array_equal(argmax_backward(), F.maxpool_backward(pooled, pool_cache))
-    compare("4. max-pool backward, 2x2 on (6, 28, 28, 64)",
-            ("loop over window offsets (cnn_core)", lambda: F.maxpool_backward(pooled, pool_cache)),
-            ("argmax over copied windows", argmax_backward))
+    compare(
+        "4. max-pool backward, 2x2 on (6, 28, 28, 64)",
+        ("loop over window offsets (cnn_core)", lambda: F.maxpool_backward(pooled, pool_cache)),
+        ("argmax over copied windows", argmax_backward),
+    )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,23 @@ from cnn_core.datasets import load_mnist_sample
 def start(data_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-         "--timeout-graceful-shutdown", "8", "--log-level", "warning"],
-        cwd=REPO, env={**os.environ, "CNN_DATA_DIR": str(data_dir)}, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--timeout-graceful-shutdown",
+            "8",
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env={**os.environ, "CNN_DATA_DIR": str(data_dir)},
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -59,8 +73,14 @@ def workers(server_pid: int) -> list[psutil.Process]:
 
 
 def job(client: httpx.Client, epochs: int) -> str:
-    response = client.post("/jobs", json={"dataset_id": "mnist-sample", "architecture": "lenet5",
-                                          "training": {"epochs": epochs, "batch_size": 64}})
+    response = client.post(
+        "/jobs",
+        json={
+            "dataset_id": "mnist-sample",
+            "architecture": "lenet5",
+            "training": {"epochs": epochs, "batch_size": 64},
+        },
+    )
     response.raise_for_status()
     return response.json()["id"]
 
@@ -153,7 +173,9 @@ def main() -> None:
             server.wait(timeout=30)
             exit_seconds = time.perf_counter() - signalled
             time.sleep(0.5)
-            leftover = [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+            leftover = [
+                p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            ]
         finally:
             if server.poll() is None:
                 os.killpg(server.pid, signal.SIGKILL)
@@ -167,12 +189,18 @@ def main() -> None:
             restarted.wait()
 
     print(f"/health while a job trains and 4 clients predict: {stats(health)}")
-    print(f"overload, 12 clients x 64 images, limit 4 in flight: {len(refused)} refused with 503 "
-          f"({stats(refused) if refused else 'none'}), {served} served")
-    print(f"worker killed with kill -9: job failed after {detected * 1000:.0f} ms "
-          f"({failed['error']!r}); next job: {next_job}")
-    print(f"SIGTERM with a job training: server exited after {exit_seconds:.2f} s, "
-          f"{len(leftover)} process(es) left; after restart the job is {after_restart}")
+    print(
+        f"overload, 12 clients x 64 images, limit 4 in flight: {len(refused)} refused with 503 "
+        f"({stats(refused) if refused else 'none'}), {served} served"
+    )
+    print(
+        f"worker killed with kill -9: job failed after {detected * 1000:.0f} ms "
+        f"({failed['error']!r}); next job: {next_job}"
+    )
+    print(
+        f"SIGTERM with a job training: server exited after {exit_seconds:.2f} s, "
+        f"{len(leftover)} process(es) left; after restart the job is {after_restart}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,13 @@ from cnn_core import Network, build_preset
 from cnn_core.datasets import load_mnist_sample
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINING = {"epochs": 5, "batch_size": 64, "validation_split": 0.0, "seed": 0,
-            "optimizer": {"name": "adam", "learning_rate": 0.001}}
+TRAINING = {
+    "epochs": 5,
+    "batch_size": 64,
+    "validation_split": 0.0,
+    "seed": 0,
+    "optimizer": {"name": "adam", "learning_rate": 0.001},
+}
 
 
 def free_port() -> int:
@@ -56,9 +61,21 @@ def server(data_dir: Path) -> Iterator[httpx.Client]:
     """A uvicorn process on `data_dir`, killed (with its workers) on the way out."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=REPO, env={**os.environ, "CNN_DATA_DIR": str(data_dir)}, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env={**os.environ, "CNN_DATA_DIR": str(data_dir)},
+        start_new_session=True,
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
@@ -94,8 +111,9 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 
 def submit(client: httpx.Client, dataset_id: str, training: dict) -> str:
-    response = client.post("/jobs", json={"dataset_id": dataset_id, "architecture": "lenet5",
-                                          "training": training})
+    response = client.post(
+        "/jobs", json={"dataset_id": dataset_id, "architecture": "lenet5", "training": training}
+    )
     response.raise_for_status()
     return response.json()["id"]
 
@@ -114,9 +132,14 @@ def multipart(png: bytes) -> tuple[bytes, str]:
     """The body and content type of a form with one part `files` holding `png`, encoded once
     so the figures measure the server rather than the client's multipart encoder."""
     boundary = "cnnservicebenchmark"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
-            f"filename=\"digit.png\"\r\nContent-Type: image/png\r\n\r\n").encode()
-    return body + png + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+        f'filename="digit.png"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
+    return (
+        body + png + f"\r\n--{boundary}--\r\n".encode(),
+        f"multipart/form-data; boundary={boundary}",
+    )
 
 
 def latencies(client: httpx.Client, model_id: str, png: bytes, n: int) -> list[float]:
@@ -143,8 +166,15 @@ def in_process_fit(X: np.ndarray, y: np.ndarray, threads: int) -> tuple[float, f
     """Seconds of cnn_core's own fit, with the data already in memory, and of its epochs."""
     net = Network.from_config(build_preset("lenet5", (1, 28, 28), 10), seed=0)
     started = time.perf_counter()
-    history = net.fit(X, y, epochs=TRAINING["epochs"], batch_size=TRAINING["batch_size"],
-                      optimizer=TRAINING["optimizer"], seed=TRAINING["seed"], threads=threads)
+    history = net.fit(
+        X,
+        y,
+        epochs=TRAINING["epochs"],
+        batch_size=TRAINING["batch_size"],
+        optimizer=TRAINING["optimizer"],
+        seed=TRAINING["seed"],
+        threads=threads,
+    )
     return time.perf_counter() - started, sum(epoch["seconds"] for epoch in history.epochs)
 
 
@@ -155,13 +185,16 @@ def main() -> None:
     args = parser.parse_args()
 
     X8, y8 = eight_thousand_digits()
-    X_fit = (X8[:, None].astype(np.float32) * np.float32(1 / 255))
+    X_fit = X8[:, None].astype(np.float32) * np.float32(1 / 255)
     png = png_bytes(X8[7])
     with tempfile.TemporaryDirectory() as tmp, server(Path(tmp)) as client:
         dataset = client.post("/datasets", files={"files": ("digits.npz", npz_bytes(X8, y8))})
         dataset_id = dataset.json()["id"]
-        quick = wait(client, submit(client, "mnist-sample", {**TRAINING, "epochs": 1}),
-                     {"succeeded", "failed"})
+        quick = wait(
+            client,
+            submit(client, "mnist-sample", {**TRAINING, "epochs": 1}),
+            {"succeeded", "failed"},
+        )
         model_id = quick["model_id"]
 
         idle = latencies(client, model_id, png, args.requests)
@@ -179,25 +212,36 @@ def main() -> None:
             total, epochs = in_process_fit(X_fit, y8, threads)
             local.append(total)
             local_epochs.append(epochs)
-            job = wait(client, submit(client, dataset_id, TRAINING), {"succeeded", "failed"},
-                       poll=0.5)  # slow polling: the client must not compete for the CPU
+            job = wait(
+                client, submit(client, dataset_id, TRAINING), {"succeeded", "failed"}, poll=0.5
+            )  # slow polling: the client must not compete for the CPU
             service.append(seconds_between(job["created_at"], job["finished_at"]))
             costs = client.get(f"/jobs/{job['id']}/costs").json()
             worker.append(sum(epoch["seconds"] for epoch in costs["epochs"]))
 
     print(f"predict one 28x28 PNG, no job running:   {percentiles(idle)}")
-    print(f"predict one 28x28 PNG, job training:     {percentiles(busy)}"
-          f"{'' if still_running else '   (warning: the job ended during the run)'}")
+    print(
+        f"predict one 28x28 PNG, job training:     {percentiles(busy)}"
+        f"{'' if still_running else '   (warning: the job ended during the run)'}"
+    )
     s, f, w, fe = (statistics.median(v) for v in (service, local, worker, local_epochs))
-    print(f"5-epoch LeNet-5 on 8,000 digits, {threads} training thread(s): service {s:.2f} s, "
-          f"in-process fit {f:.2f} s -> service overhead {100 * (s - f) / f:+.1f}%")
-    print(f"  epochs alone: inside the worker {w:.2f} s, in-process {fe:.2f} s "
-          f"({100 * (w - fe) / fe:+.1f}%)")
+    print(
+        f"5-epoch LeNet-5 on 8,000 digits, {threads} training thread(s): service {s:.2f} s, "
+        f"in-process fit {f:.2f} s -> service overhead {100 * (s - f) / f:+.1f}%"
+    )
+    print(
+        f"  epochs alone: inside the worker {w:.2f} s, in-process {fe:.2f} s "
+        f"({100 * (w - fe) / fe:+.1f}%)"
+    )
     s, f = min(service), min(local)
-    print(f"  fastest rounds: service {s:.2f} s, in-process fit {f:.2f} s -> "
-          f"{100 * (s - f) / f:+.1f}%")
-    print(f"  rounds: service {[round(v, 2) for v in service]}, "
-          f"in-process {[round(v, 2) for v in local]}")
+    print(
+        f"  fastest rounds: service {s:.2f} s, in-process fit {f:.2f} s -> "
+        f"{100 * (s - f) / f:+.1f}%"
+    )
+    print(
+        f"  rounds: service {[round(v, 2) for v in service]}, "
+        f"in-process {[round(v, 2) for v in local]}"
+    )
 
 
 if __name__ == "__main__":

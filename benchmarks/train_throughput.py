@@ -32,15 +32,23 @@ BATCH = 64
 def torch_lenet(net):
     """A PyTorch LeNet-5 holding the same initial weights as ``net``."""
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 6, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(6, 16, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
-        torch.nn.Linear(400, 120), torch.nn.ReLU(), torch.nn.Linear(120, 84), torch.nn.ReLU(),
+        torch.nn.Conv2d(1, 6, 5, padding=2),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(6, 16, 5),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(400, 120),
+        torch.nn.ReLU(),
+        torch.nn.Linear(120, 84),
+        torch.nn.ReLU(),
         torch.nn.Linear(84, 10),
     )
     layers = [m for m in model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     indices = sorted({int(k.split(".")[0]) for k in net.params})
     with torch.no_grad():
-        for layer, i in zip(layers, indices):
+        for layer, i in zip(layers, indices, strict=False):
             layer.weight.copy_(torch.from_numpy(net.params[f"{i}.W"]))
             layer.bias.copy_(torch.from_numpy(net.params[f"{i}.b"]))
     return model
@@ -85,6 +93,7 @@ def serve(framework, threads, epochs, conn):
                 with torch.inference_mode():
                     return model(torch.from_numpy(images)).softmax(1)
         else:
+
             def train(r, X=X, y=y, epochs=epochs):
                 net.fit(X, y, epochs=epochs, batch_size=BATCH, seed=r)
 
@@ -92,8 +101,12 @@ def serve(framework, threads, epochs, conn):
         train(0, X[:512], y[:512], 1)  # warm-up
         while (request := conn.recv()) is not None:
             if request == "predict":
-                conn.send((statistics.median(timed(lambda: predict(one)) for _ in range(300)),
-                           statistics.median(timed(lambda: predict(batch)) for _ in range(20))))
+                conn.send(
+                    (
+                        statistics.median(timed(lambda: predict(one)) for _ in range(300)),
+                        statistics.median(timed(lambda: predict(batch)) for _ in range(20)),
+                    )
+                )
             else:
                 conn.send(epochs * len(X) / timed(lambda r=request: train(r)))
 
@@ -127,20 +140,26 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per round and framework")
     args = parser.parse_args()
-    print(f"LeNet-5, 2000 mnist-sample digits, batch {BATCH}, Adam, float32; torch: "
-          f"{torch.__version__ if torch else 'not installed'}")
+    print(
+        f"LeNet-5, 2000 mnist-sample digits, batch {BATCH}, Adam, float32; torch: "
+        f"{torch.__version__ if torch else 'not installed'}"
+    )
     for threads in args.threads:
         results = bench(threads, args.rounds, args.epochs)
         speed, one, batch = results["cnn_core"]
         train = f"train   {threads} thread(s): cnn_core {speed:6.0f} img/s"
-        pred = (f"predict {threads} thread(s): 1 image cnn_core {one * 1e3:.3f} ms; "
-                f"256 images cnn_core {256 / batch:.0f} img/s")
+        pred = (
+            f"predict {threads} thread(s): 1 image cnn_core {one * 1e3:.3f} ms; "
+            f"256 images cnn_core {256 / batch:.0f} img/s"
+        )
         if "torch" in results:
             t_speed, t_one, t_batch = results["torch"]
             train += f"   torch {t_speed:6.0f} img/s   ratio {speed / t_speed:.2f}x"
-            pred = (f"predict {threads} thread(s): 1 image cnn_core {one * 1e3:.3f} ms, torch "
-                    f"{t_one * 1e3:.3f} ms ({t_one / one:.2f}x); 256 images cnn_core "
-                    f"{256 / batch:.0f} img/s, torch {256 / t_batch:.0f} img/s ({t_batch / batch:.2f}x)")
+            pred = (
+                f"predict {threads} thread(s): 1 image cnn_core {one * 1e3:.3f} ms, torch "
+                f"{t_one * 1e3:.3f} ms ({t_one / one:.2f}x); 256 images cnn_core "
+                f"{256 / batch:.0f} img/s, torch {256 / t_batch:.0f} img/s ({t_batch / batch:.2f}x)"
+            )
         print(train)
         print(pred)
 

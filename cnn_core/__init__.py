@@ -1,8 +1,8 @@
 """cnn_core: convolutional neural networks in vectorized NumPy.
 
-    from cnn_core import Network
-    net = Network.from_config(config, seed=0)
-    history = net.fit(X, y, epochs=5, batch_size=64, optimizer={"name": "adam", "learning_rate": 1e-3})
+from cnn_core import Network
+net = Network.from_config(config, seed=0)
+history = net.fit(X, y, epochs=5, batch_size=64, optimizer={"name": "adam", "learning_rate": 1e-3})
 """
 
 from .errors import CNNError, ConfigError, DatasetError, DivergenceError, ModelFileError

@@ -2,7 +2,8 @@
 
 A config is ``{"input_shape": [C, H, W], "layers": [layer, ...]}`` where a layer is one of
 
-    {"type": "conv", "filters": F, "kernel_size": k, "stride": 1, "padding": 0, "activation": "relu"}
+    {"type": "conv", "filters": F, "kernel_size": k, "stride": 1, "padding": 0,
+     "activation": "relu"}
     {"type": "maxpool" | "avgpool", "pool_size": p, "stride": p}
     {"type": "flatten"}
     {"type": "dense" | "fc", "units": U, "activation": "relu"}
@@ -85,7 +86,7 @@ def _resolve_padding(padding, size, kernel, stride, index):
         return 0, 0, 0, 0
     if padding == "same":
         pads = []
-        for n, k, s in zip(size, kernel, stride):
+        for n, k, s in zip(size, kernel, stride, strict=True):
             total = max((math.ceil(n / s) - 1) * s + k - n, 0)
             pads += [total // 2, total - total // 2]
         return tuple(pads)
@@ -96,7 +97,8 @@ def _resolve_padding(padding, size, kernel, stride, index):
     for p in (ph, pw):
         if isinstance(p, bool) or not isinstance(p, int) or p < 0:
             raise _error(
-                index, "conv",
+                index,
+                "conv",
                 f"padding must be a non-negative int, a pair, 'same' or 'valid', got {padding!r}",
             )
     return ph, ph, pw, pw
@@ -128,7 +130,9 @@ def normalize(config):
         config = from_seed_lists(config)
     unknown = set(config) - {"input_shape", "layers"}
     if unknown:
-        raise ConfigError(f"unknown config field(s) {sorted(unknown)}: expected input_shape, layers")
+        raise ConfigError(
+            f"unknown config field(s) {sorted(unknown)}: expected input_shape, layers"
+        )
     if "input_shape" not in config:
         raise ConfigError("config needs input_shape: [channels, height, width]")
     shape = _check_input_shape(config["input_shape"])
@@ -152,7 +156,8 @@ def normalize(config):
             raise _error(index, plan.type, f"the network would exceed {MAX_PARAMS:,} parameters")
         if activations > MAX_ACTIVATIONS_PER_SAMPLE:
             raise _error(
-                index, plan.type,
+                index,
+                plan.type,
                 f"the network would keep more than {MAX_ACTIVATIONS_PER_SAMPLE:,} values per "
                 "sample for training; use fewer filters or a smaller input",
             )
@@ -176,7 +181,9 @@ def _floats_kept(plan):
     """Values per sample a layer keeps for backward (output, plus im2col columns for conv)."""
     kept = math.prod(plan.output_shape)
     if plan.type == "conv":
-        kept += plan.input_shape[0] * plan.kernel[0] * plan.kernel[1] * math.prod(plan.output_shape[1:])
+        kept += (
+            plan.input_shape[0] * plan.kernel[0] * plan.kernel[1] * math.prod(plan.output_shape[1:])
+        )
     return kept
 
 
@@ -193,8 +200,10 @@ def _plan_layer(index, layer, shape, is_last):
     unknown = set(layer) - FIELDS[kind] - {"type"}
     if unknown:
         raise _error(
-            index, kind,
-            f"unknown field(s) {sorted(unknown)} (allowed: {', '.join(sorted(FIELDS[kind])) or 'none'})",
+            index,
+            kind,
+            f"unknown field(s) {sorted(unknown)} "
+            f"(allowed: {', '.join(sorted(FIELDS[kind])) or 'none'})",
         )
     activation = None
     if kind in ("conv", "dense"):
@@ -204,7 +213,9 @@ def _plan_layer(index, layer, shape, is_last):
         activation = layer.get("activation", default)
         if activation not in ACTIVATIONS:
             raise _error(
-                index, kind, f"unknown activation {activation!r} (expected one of {', '.join(ACTIVATIONS)})"
+                index,
+                kind,
+                f"unknown activation {activation!r} (expected one of {', '.join(ACTIVATIONS)})",
             )
         if activation == "softmax" and not is_last:
             raise _error(index, kind, "softmax is only allowed on the last layer")
@@ -233,7 +244,8 @@ def _plan_conv(index, layer, shape, activation):
     ph, pw = h + pads[0] + pads[1], w + pads[2] + pads[3]
     if kernel[0] > ph or kernel[1] > pw:
         raise _error(
-            index, "conv",
+            index,
+            "conv",
             f"kernel {_size(kernel)} does not fit input {h}x{w}"
             + (f" (padded to {ph}x{pw})" if (ph, pw) != (h, w) else "")
             + "; use a smaller kernel, padding, or fewer pooling layers before it",
@@ -241,12 +253,24 @@ def _plan_conv(index, layer, shape, activation):
     out = (filters, (ph - kernel[0]) // stride[0] + 1, (pw - kernel[1]) // stride[1] + 1)
     params = filters * c * kernel[0] * kernel[1] + filters
     spec = {
-        "type": "conv", "filters": filters, "kernel_size": _compact(kernel), "stride": _compact(stride),
+        "type": "conv",
+        "filters": filters,
+        "kernel_size": _compact(kernel),
+        "stride": _compact(stride),
         "padding": list(padding) if isinstance(padding, (list, tuple)) else padding,
         "activation": activation,
     }
     plan = LayerPlan(
-        index, "conv", shape, out, activation, filters, kernel, stride, pads, params,
+        index,
+        "conv",
+        shape,
+        out,
+        activation,
+        filters,
+        kernel,
+        stride,
+        pads,
+        params,
         macs=(params - filters) * out[1] * out[2],
     )
     return spec, plan
@@ -262,7 +286,8 @@ def _plan_pool(index, kind, layer, shape):
     c, h, w = shape
     if pool[0] > h or pool[1] > w:
         raise _error(
-            index, kind,
+            index,
+            kind,
             f"pool {_size(pool)} does not fit input {h}x{w}: the output would shrink to zero",
         )
     out = (c, (h - pool[0]) // stride[0] + 1, (w - pool[1]) // stride[1] + 1)
@@ -277,28 +302,43 @@ def _plan_dense(index, layer, shape, activation):
     features = math.prod(shape)
     params = units * features + units
     spec = {"type": "dense", "units": units, "activation": activation}
-    plan = LayerPlan(index, "dense", shape, (units,), activation, units, param_count=params,
-                     macs=units * features)
+    plan = LayerPlan(
+        index,
+        "dense",
+        shape,
+        (units,),
+        activation,
+        units,
+        param_count=params,
+        macs=units * features,
+    )
     return spec, plan
 
 
 def _check_output(plan):
     if plan.type != "dense":
         raise _error(
-            plan.index, plan.type,
+            plan.index,
+            plan.type,
             "the last layer must be dense: softmax over the classes, or one sigmoid unit",
         )
     if plan.activation == "softmax" and plan.units < 2:
-        raise _error(plan.index, "dense", "softmax needs at least 2 units; use one sigmoid unit for two classes")
+        raise _error(
+            plan.index,
+            "dense",
+            "softmax needs at least 2 units; use one sigmoid unit for two classes",
+        )
     if plan.activation == "sigmoid" and plan.units != 1:
         raise _error(
-            plan.index, "dense",
+            plan.index,
+            "dense",
             f"a sigmoid output must have 1 unit (binary classification), got {plan.units}; "
             "use softmax for several classes",
         )
     if plan.activation not in ("softmax", "sigmoid"):
         raise _error(
-            plan.index, "dense",
+            plan.index,
+            "dense",
             f"the last layer's activation must be softmax or sigmoid, got {plan.activation!r}",
         )
 
@@ -329,7 +369,9 @@ def from_seed_lists(config):
         raise ConfigError(f"a seed-style config needs the lists {', '.join(missing)}")
     lists = [config[k] for k in keys]
     if not all(isinstance(v, list) for v in lists) or len({len(v) for v in lists}) != 1:
-        raise ConfigError(f"the seed-style lists {', '.join(keys)} must all be lists of the same length")
+        raise ConfigError(
+            f"the seed-style lists {', '.join(keys)} must all be lists of the same length"
+        )
     arch, acts, sizes, kernels, pads, strides = lists
     if len(arch) < 2 or arch[0] != "init":
         raise ConfigError("a seed-style architecture starts with 'init' and has at least one layer")
@@ -340,17 +382,25 @@ def from_seed_lists(config):
         raise ConfigError(f"nb_kernel[0] is {kernels[0]} but input_shape has {shape[0]} channels")
 
     layers = []
-    for l in range(1, len(arch)):
-        kind = TYPE_ALIASES.get(arch[l], arch[l]) if isinstance(arch[l], str) else arch[l]
+    for k in range(1, len(arch)):
+        kind = TYPE_ALIASES.get(arch[k], arch[k]) if isinstance(arch[k], str) else arch[k]
         if kind == "conv":
-            layers.append({"type": "conv", "filters": kernels[l], "kernel_size": sizes[l],
-                           "stride": strides[l] or 1, "padding": pads[l], "activation": acts[l]})
+            layers.append(
+                {
+                    "type": "conv",
+                    "filters": kernels[k],
+                    "kernel_size": sizes[k],
+                    "stride": strides[k] or 1,
+                    "padding": pads[k],
+                    "activation": acts[k],
+                }
+            )
         elif kind in ("maxpool", "avgpool"):
-            if pads[l]:
-                raise ConfigError(f"layer {l - 1} ({kind}): padding is not supported for pooling")
-            layers.append({"type": kind, "pool_size": sizes[l], "stride": strides[l] or sizes[l]})
+            if pads[k]:
+                raise ConfigError(f"layer {k - 1} ({kind}): padding is not supported for pooling")
+            layers.append({"type": kind, "pool_size": sizes[k], "stride": strides[k] or sizes[k]})
         elif kind == "dense":
-            layers.append({"type": "dense", "units": kernels[l], "activation": acts[l]})
+            layers.append({"type": "dense", "units": kernels[k], "activation": acts[k]})
         else:
-            raise ConfigError(f"layer {l - 1}: unknown seed architecture entry {arch[l]!r}")
+            raise ConfigError(f"layer {k - 1}: unknown seed architecture entry {arch[k]!r}")
     return {"input_shape": list(shape), "layers": layers}

@@ -100,19 +100,43 @@ IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 """How PNG and JPEG files start: bytes that do but fail to open are corrupt, not another format."""
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _ARCHIVE_SUFFIXES = (".zip", ".npz", ".gz", ".tgz", ".tar", ".bz2", ".xz", ".7z", ".rar", ".zst")
-_ARCHIVE_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00",
-                   b"7z\xbc\xaf\x27\x1c", b"Rar!", b"\x28\xb5\x2f\xfd")
+_ARCHIVE_MAGICS = (
+    b"PK\x03\x04",
+    b"PK\x05\x06",
+    b"\x1f\x8b",
+    b"BZh",
+    b"\xfd7zXZ\x00",
+    b"7z\xbc\xaf\x27\x1c",
+    b"Rar!",
+    b"\x28\xb5\x2f\xfd",
+)
 _JUNK_NAMES = ("__MACOSX", "Thumbs.db", "desktop.ini")
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _GZIP_MAGIC = b"\x1f\x8b"
 _NPY_MAGIC = b"\x93NUMPY"
-_IDX_TYPES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32",
-              0x0D: "float32", 0x0E: "float64"}
+_IDX_TYPES = {
+    0x08: "unsigned byte",
+    0x09: "signed byte",
+    0x0B: "int16",
+    0x0C: "int32",
+    0x0D: "float32",
+    0x0E: "float64",
+}
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # What Pillow's decoders raise on hostile or broken files (PNG chunk errors are SyntaxError).
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
-                  struct.error, zlib.error, Image.DecompressionBombError)
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
 _NPY_MAX_HEADER = 10_000
 _MAX_NPZ_MEMBERS = 64
 _MAX_NAME_CHARS = 200
@@ -135,14 +159,18 @@ class Dataset:
 
     def __post_init__(self):
         if self.X.ndim != 4 or self.X.dtype != np.float32:
-            raise DatasetError(f"Dataset.X must be float32 (N, C, H, W), got {self.X.dtype} "
-                               f"{self.X.shape}")
+            raise DatasetError(
+                f"Dataset.X must be float32 (N, C, H, W), got {self.X.dtype} {self.X.shape}"
+            )
         if self.y.shape != (self.X.shape[0],) or self.y.dtype != np.int64:
-            raise DatasetError(f"Dataset.y must be int64 of shape ({self.X.shape[0]},), got "
-                               f"{self.y.dtype} {self.y.shape}")
+            raise DatasetError(
+                f"Dataset.y must be int64 of shape ({self.X.shape[0]},), got "
+                f"{self.y.dtype} {self.y.shape}"
+            )
         if len(self.y) and not 0 <= self.y.min() <= self.y.max() < len(self.class_names):
-            raise DatasetError(f"Dataset.y must lie in 0..{len(self.class_names) - 1}, one label "
-                               f"per class name")
+            raise DatasetError(
+                f"Dataset.y must lie in 0..{len(self.class_names) - 1}, one label per class name"
+            )
 
     @property
     def n_samples(self) -> int:
@@ -163,8 +191,10 @@ class Dataset:
         return np.bincount(self.y, minlength=self.n_classes).tolist()
 
     def __repr__(self) -> str:
-        return (f"Dataset(n_samples={self.n_samples}, input_shape={self.input_shape}, "
-                f"n_classes={self.n_classes})")
+        return (
+            f"Dataset(n_samples={self.n_samples}, input_shape={self.input_shape}, "
+            f"n_classes={self.n_classes})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,8 +220,9 @@ def _read_limited(source: Source, limit: int, what: str) -> bytes:
     else:
         raise TypeError(f"a dataset source is a path, bytes or a binary file, not {type(source)}")
     if len(data) > limit:
-        raise DatasetTooLarge(f"{what} is larger than the {_fmt_bytes(limit)} limit: use a "
-                              f"smaller subset of the data")
+        raise DatasetTooLarge(
+            f"{what} is larger than the {_fmt_bytes(limit)} limit: use a smaller subset of the data"
+        )
     return data
 
 
@@ -207,21 +238,25 @@ def _peek(source: Source, n: int) -> bytes:
         head = source.read(n)
         source.seek(pos)
         return head
-    raise TypeError(f"a dataset source is a path, bytes or a seekable binary file, "
-                    f"not {type(source)}")
+    raise TypeError(
+        f"a dataset source is a path, bytes or a seekable binary file, not {type(source)}"
+    )
 
 
 def _open_zip(source: Source, what: str) -> zipfile.ZipFile:
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
     elif not isinstance(source, (str, os.PathLike)) and not hasattr(source, "seek"):
-        raise TypeError(f"a dataset source is a path, bytes or a seekable binary file, "
-                        f"not {type(source)}")
+        raise TypeError(
+            f"a dataset source is a path, bytes or a seekable binary file, not {type(source)}"
+        )
     try:
         return zipfile.ZipFile(source)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise CorruptFile(f"{what} is not a readable zip archive ({exc}): re-create it with "
-                          f"np.savez or a standard zip tool") from None
+        raise CorruptFile(
+            f"{what} is not a readable zip archive ({exc}): re-create it with "
+            f"np.savez or a standard zip tool"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,20 +276,25 @@ def _check_sample_shape(c: int, h: int, w: int, what: str) -> None:
     if c not in (1, 3):
         raise DatasetError(f"{what} has {c} channels: expected 1 (grayscale) or 3 (RGB)")
     if h < 1 or w < 1:
-        raise DatasetError(f"{what} has images of {h}x{w} pixels: height and width must be at "
-                           f"least 1")
+        raise DatasetError(
+            f"{what} has images of {h}x{w} pixels: height and width must be at least 1"
+        )
     if h * w > MAX_IMAGE_PIXELS:
-        raise DatasetTooLarge(f"{what} has images of {h}x{w} pixels, over the limit of "
-                              f"{MAX_IMAGE_PIXELS:,} pixels: downscale them")
+        raise DatasetTooLarge(
+            f"{what} has images of {h}x{w} pixels, over the limit of "
+            f"{MAX_IMAGE_PIXELS:,} pixels: downscale them"
+        )
 
 
 def _check_output_size(shape: tuple[int, ...], max_bytes: int, what: str) -> None:
     """Refuse before allocating a float32 array of this shape over max_bytes."""
     nbytes = math.prod(shape) * 4
     if nbytes > max_bytes:
-        raise DatasetTooLarge(f"{what} of shape {tuple(shape)} would take {_fmt_bytes(nbytes)} "
-                              f"as float32, over the {_fmt_bytes(max_bytes)} limit: use fewer or "
-                              f"smaller images")
+        raise DatasetTooLarge(
+            f"{what} of shape {tuple(shape)} would take {_fmt_bytes(nbytes)} "
+            f"as float32, over the {_fmt_bytes(max_bytes)} limit: use fewer or "
+            f"smaller images"
+        )
 
 
 def _check_labels(y: np.ndarray, n_classes: int | None, what: str) -> int:
@@ -265,15 +305,21 @@ def _check_labels(y: np.ndarray, n_classes: int | None, what: str) -> int:
     if n_classes is None:
         n_classes = hi + 1
         if n_classes > MAX_CLASSES:
-            raise DatasetError(f"{what} holds the label {hi}, implying {n_classes:,} classes, "
-                               f"over the limit of {MAX_CLASSES:,}: labels must be 0..K-1")
+            raise DatasetError(
+                f"{what} holds the label {hi}, implying {n_classes:,} classes, "
+                f"over the limit of {MAX_CLASSES:,}: labels must be 0..K-1"
+            )
     elif hi >= n_classes:
-        raise DatasetError(f"{what} holds the label {hi} but there are only {n_classes} class "
-                           f"names: labels must be 0..{n_classes - 1}")
+        raise DatasetError(
+            f"{what} holds the label {hi} but there are only {n_classes} class "
+            f"names: labels must be 0..{n_classes - 1}"
+        )
     present = np.count_nonzero(np.bincount(y, minlength=n_classes))
     if present < 2:
-        raise DatasetError(f"{what} holds a single class (label {lo}): a classifier needs "
-                           f"samples of at least two classes")
+        raise DatasetError(
+            f"{what} holds a single class (label {lo}): a classifier needs "
+            f"samples of at least two classes"
+        )
     return n_classes
 
 
@@ -282,16 +328,21 @@ def _check_class_names(names: list[str], what: str) -> None:
         raise DatasetError(f"{what} has {len(names)} class names: expected 2 to {MAX_CLASSES:,}")
     for name in names:
         if not name.strip() or len(name) > _MAX_NAME_CHARS or not name.isprintable():
-            raise DatasetError(f"class name {name[:40]!r} must be 1 to {_MAX_NAME_CHARS} "
-                               f"printable characters")
+            raise DatasetError(
+                f"class name {name[:40]!r} must be 1 to {_MAX_NAME_CHARS} printable characters"
+            )
     dupes = sorted(n for n, count in Counter(names).items() if count > 1)
     if dupes:
         raise DatasetError(f"class names must be unique, these repeat: {dupes[:5]}")
 
 
 def _byte_preprocessing(source_format: str) -> dict:
-    return {"scale": _BYTE_SCALE, "image_scale": _BYTE_SCALE, "source_dtype": "uint8",
-            "source_format": source_format}
+    return {
+        "scale": _BYTE_SCALE,
+        "image_scale": _BYTE_SCALE,
+        "source_dtype": "uint8",
+        "source_format": source_format,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,8 +360,10 @@ def _npy_header(fp, member: str) -> tuple[tuple[int, ...], np.dtype]:
         else:
             raise ValueError(f".npy format version {version} is not supported")
     except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
-        raise CorruptFile(f"npz member {member!r} is not a valid .npy array ({exc}): save the "
-                          f"arrays with np.savez or np.savez_compressed") from None
+        raise CorruptFile(
+            f"npz member {member!r} is not a valid .npy array ({exc}): save the "
+            f"arrays with np.savez or np.savez_compressed"
+        ) from None
     if any(d < 0 for d in shape):
         raise DatasetError(f"npz member {member!r} declares the negative shape {shape}")
     return tuple(int(d) for d in shape), dtype
@@ -318,72 +371,92 @@ def _npy_header(fp, member: str) -> tuple[tuple[int, ...], np.dtype]:
 
 def _check_member_dtype(key: str, dtype: np.dtype, member: str) -> None:
     if dtype.hasobject:
-        raise DatasetError(f"npz array {key!r} holds Python objects, which would need pickle to "
-                           f"load and are refused: save numeric arrays (and class_names as "
-                           f"np.array([...], dtype=str))")
+        raise DatasetError(
+            f"npz array {key!r} holds Python objects, which would need pickle to "
+            f"load and are refused: save numeric arrays (and class_names as "
+            f"np.array([...], dtype=str))"
+        )
     if dtype.names is not None or dtype.subdtype is not None:
-        raise DatasetError(f"npz array {key!r} has the structured dtype {dtype}: save a plain "
-                           f"numeric array")
+        raise DatasetError(
+            f"npz array {key!r} has the structured dtype {dtype}: save a plain numeric array"
+        )
     if key == "class_names":
         if dtype.kind != "U":
-            raise DatasetError(f"class_names has dtype {dtype}: save it as "
-                               f"np.array(['cat', 'dog', ...], dtype=str)")
+            raise DatasetError(
+                f"class_names has dtype {dtype}: save it as "
+                f"np.array(['cat', 'dog', ...], dtype=str)"
+            )
         if dtype.itemsize // 4 > _MAX_NAME_CHARS:
-            raise DatasetError(f"class_names has names of up to {dtype.itemsize // 4} "
-                               f"characters: keep each under {_MAX_NAME_CHARS}")
+            raise DatasetError(
+                f"class_names has names of up to {dtype.itemsize // 4} "
+                f"characters: keep each under {_MAX_NAME_CHARS}"
+            )
     elif key == "X":
         if dtype.kind not in "uif" or dtype.itemsize > 8:
-            raise DatasetError(f"X has dtype {dtype}: expected uint8 pixels (0..255) or floats "
-                               f"(0..1 or 0..255)")
+            raise DatasetError(
+                f"X has dtype {dtype}: expected uint8 pixels (0..255) or floats (0..1 or 0..255)"
+            )
     elif key == "y":
         if dtype.kind not in "biuf" or dtype.itemsize > 8:
             raise DatasetError(f"y has dtype {dtype}: expected integer class labels 0..K-1")
     elif dtype.kind not in "biufc":
-        raise DatasetError(f"npz array {key!r} has dtype {dtype}: only numeric arrays, plus "
-                           f"string class_names, are accepted")
+        raise DatasetError(
+            f"npz array {key!r} has dtype {dtype}: only numeric arrays, plus "
+            f"string class_names, are accepted"
+        )
 
 
-def _preflight_npz(zf: zipfile.ZipFile, max_bytes: int) -> dict[str, tuple[tuple[int, ...],
-                                                                          np.dtype]]:
+def _preflight_npz(
+    zf: zipfile.ZipFile, max_bytes: int
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Check every member's header; return {key: (shape, dtype)} of the arrays to load."""
     infos = zf.infolist()
     if len(infos) > _MAX_NPZ_MEMBERS:
-        raise DatasetTooLarge(f"the npz holds {len(infos)} members: expected X, y and "
-                              f"optionally class_names")
+        raise DatasetTooLarge(
+            f"the npz holds {len(infos)} members: expected X, y and optionally class_names"
+        )
     names = [info.filename for info in infos]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise DatasetError(f"the npz holds several members named {repeated}: re-save it with "
-                           f"np.savez")
+        raise DatasetError(
+            f"the npz holds several members named {repeated}: re-save it with np.savez"
+        )
     headers = {}
     for info in infos:
         if not info.filename.endswith(".npy"):
-            raise DatasetError(f"npz member {info.filename!r} is not a .npy array: save the "
-                               f"arrays with np.savez or np.savez_compressed")
+            raise DatasetError(
+                f"npz member {info.filename!r} is not a .npy array: save the "
+                f"arrays with np.savez or np.savez_compressed"
+            )
         key = info.filename[:-4]
         try:
             with zf.open(info) as fp:
                 shape, dtype = _npy_header(fp, info.filename)
         except (RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
-            raise CorruptFile(f"npz member {info.filename!r} cannot be read ({exc}): re-save "
-                              f"it with np.savez") from None
+            raise CorruptFile(
+                f"npz member {info.filename!r} cannot be read ({exc}): re-save it with np.savez"
+            ) from None
         _check_member_dtype(key, dtype, info.filename)
         headers[key] = (shape, dtype)
 
     missing = [k for k in ("X", "y") if k not in headers]
     if missing:
-        raise DatasetError(f"the npz lacks {' and '.join(missing)}: it holds "
-                           f"{sorted(headers)}; save it as np.savez(path, X=images, y=labels) "
-                           f"with optional class_names=np.array([...])")
+        raise DatasetError(
+            f"the npz lacks {' and '.join(missing)}: it holds "
+            f"{sorted(headers)}; save it as np.savez(path, X=images, y=labels) "
+            f"with optional class_names=np.array([...])"
+        )
     wanted = {k: v for k, v in headers.items() if k in ("X", "y", "class_names")}
     total = 0
     for key, (shape, dtype) in wanted.items():
         nbytes = math.prod(shape) * dtype.itemsize
         total += nbytes
         if nbytes > max_bytes or total > max_bytes:
-            raise DatasetTooLarge(f"npz array {key!r} declares shape {shape} of {dtype}, "
-                                  f"{_fmt_bytes(nbytes)}, over the {_fmt_bytes(max_bytes)} "
-                                  f"limit for a dataset: use a smaller subset")
+            raise DatasetTooLarge(
+                f"npz array {key!r} declares shape {shape} of {dtype}, "
+                f"{_fmt_bytes(nbytes)}, over the {_fmt_bytes(max_bytes)} "
+                f"limit for a dataset: use a smaller subset"
+            )
     return wanted
 
 
@@ -398,11 +471,15 @@ def _x_layout(shape: tuple[int, ...]) -> str:
         if shape[1] in (1, 3):
             return "NCHW"
         hint = "; drop the alpha channel (X[..., :3])" if 4 in (shape[1], shape[3]) else ""
-        raise DatasetError(f"X has shape {shape}: its channel axis (second or last) is neither 1 "
-                           f"nor 3: {expected}{hint}")
+        raise DatasetError(
+            f"X has shape {shape}: its channel axis (second or last) is neither 1 "
+            f"nor 3: {expected}{hint}"
+        )
     if len(shape) == 2:
-        raise DatasetError(f"X has shape {shape}, one flat vector per sample: {expected}; "
-                           f"reshape it, e.g. X.reshape(-1, 28, 28) for MNIST")
+        raise DatasetError(
+            f"X has shape {shape}, one flat vector per sample: {expected}; "
+            f"reshape it, e.g. X.reshape(-1, 28, 28) for MNIST"
+        )
     raise DatasetError(f"X has {len(shape)} dimensions: {expected}")
 
 
@@ -417,11 +494,11 @@ def _nchw_shape(shape: tuple[int, ...], layout: str) -> tuple[int, int, int, int
 def _read_npz_array(zf: zipfile.ZipFile, key: str) -> np.ndarray:
     try:
         with zf.open(f"{key}.npy") as fp:
-            return np.lib.format.read_array(fp, allow_pickle=False,
-                                            max_header_size=_NPY_MAX_HEADER)
+            return np.lib.format.read_array(fp, allow_pickle=False, max_header_size=_NPY_MAX_HEADER)
     except (ValueError, EOFError, OSError, RuntimeError, zipfile.BadZipFile, zlib.error) as exc:
-        raise CorruptFile(f"npz array {key!r} is truncated or corrupt ({exc}): re-save it with "
-                          f"np.savez") from None
+        raise CorruptFile(
+            f"npz array {key!r} is truncated or corrupt ({exc}): re-save it with np.savez"
+        ) from None
 
 
 def _x_from_array(X: np.ndarray, layout: str, source_format: str) -> tuple[np.ndarray, dict]:
@@ -434,8 +511,10 @@ def _x_from_array(X: np.ndarray, layout: str, source_format: str) -> tuple[np.nd
     if X.dtype.kind in "ui":
         lo, hi = int(X.min()), int(X.max())
         if lo < 0 or hi > 255:
-            raise DatasetError(f"X is an integer array with values from {lo} to {hi}: integer "
-                               f"pixels must be 0..255 (save floats for other ranges)")
+            raise DatasetError(
+                f"X is an integer array with values from {lo} to {hi}: integer "
+                f"pixels must be 0..255 (save floats for other ranges)"
+            )
         pixels = X if X.dtype == np.uint8 else X.astype(np.uint8)
         prep = _byte_preprocessing(source_format)
         prep["source_dtype"] = source_dtype
@@ -444,15 +523,23 @@ def _x_from_array(X: np.ndarray, layout: str, source_format: str) -> tuple[np.nd
     lo, hi = float(X.min()), float(X.max())  # NaN and inf propagate into min/max
     if not (math.isfinite(lo) and math.isfinite(hi)):
         bad = ~np.isfinite(X.reshape(len(X), -1)).all(axis=1)
-        raise DatasetError(f"X contains NaN or infinite values in {int(bad.sum())} samples "
-                           f"(first: sample {int(bad.argmax())}): remove or repair them")
+        raise DatasetError(
+            f"X contains NaN or infinite values in {int(bad.sum())} samples "
+            f"(first: sample {int(bad.argmax())}): remove or repair them"
+        )
     if lo < 0 or hi > 255:
-        raise DatasetError(f"X holds values from {lo:g} to {hi:g}: expected pixel values in "
-                           f"0..1 or 0..255, so that images posted for prediction can be scaled "
-                           f"the same way; save unnormalised pixels")
+        raise DatasetError(
+            f"X holds values from {lo:g} to {hi:g}: expected pixel values in "
+            f"0..1 or 0..255, so that images posted for prediction can be scaled "
+            f"the same way; save unnormalised pixels"
+        )
     image_scale = _BYTE_SCALE if hi <= 1.0 else 1.0
-    prep = {"scale": 1.0, "image_scale": image_scale, "source_dtype": source_dtype,
-            "source_format": source_format}
+    prep = {
+        "scale": 1.0,
+        "image_scale": image_scale,
+        "source_dtype": source_dtype,
+        "source_format": source_format,
+    }
     return np.ascontiguousarray(X, dtype=np.float32), prep
 
 
@@ -462,16 +549,21 @@ def _labels_from_array(y: np.ndarray, n: int) -> np.ndarray:
         y = y[:, 0]
     if y.ndim != 1:
         hint = "; for one-hot labels save y.argmax(axis=1)" if y.ndim == 2 else ""
-        raise DatasetError(f"y has shape {y.shape}: expected ({n},), one integer label per "
-                           f"sample{hint}")
+        raise DatasetError(
+            f"y has shape {y.shape}: expected ({n},), one integer label per sample{hint}"
+        )
     if y.dtype.kind == "f":
         whole = np.isfinite(y) & (y == np.round(y))
         if not whole.all():
-            raise DatasetError(f"y holds the non-integer label {y[~whole][0].item()!r} at index "
-                               f"{int(np.argmin(whole))}: labels must be integers 0..K-1")
+            raise DatasetError(
+                f"y holds the non-integer label {y[~whole][0].item()!r} at index "
+                f"{int(np.argmin(whole))}: labels must be integers 0..K-1"
+            )
     if y.dtype.kind in "uf" and np.abs(y).max() > 2**62:  # would wrap when cast to int64
-        raise DatasetError(f"y holds the label {np.abs(y).max().item()!r}, too large to be a "
-                           f"class index: labels must be integers 0..K-1")
+        raise DatasetError(
+            f"y holds the label {np.abs(y).max().item()!r}, too large to be a "
+            f"class index: labels must be integers 0..K-1"
+        )
     return y.astype(np.int64)
 
 
@@ -493,14 +585,18 @@ def load_npz(source: Source, *, max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
         _check_output_size((n, c, h, w), max_bytes, "X")
         y_shape, _ = headers["y"]
         if not y_shape or y_shape[0] != n:
-            raise DatasetError(f"X holds {n} samples but y has shape {y_shape}: expected ({n},), "
-                               f"one label per sample")
+            raise DatasetError(
+                f"X holds {n} samples but y has shape {y_shape}: expected ({n},), "
+                f"one label per sample"
+            )
         names = None
         if "class_names" in headers:
             names_shape, _ = headers["class_names"]
             if len(names_shape) != 1 or names_shape[0] > MAX_CLASSES:
-                raise DatasetError(f"class_names has shape {names_shape}: expected (K,) with K "
-                                   f"up to {MAX_CLASSES:,}")
+                raise DatasetError(
+                    f"class_names has shape {names_shape}: expected (K,) with K "
+                    f"up to {MAX_CLASSES:,}"
+                )
             names = [str(s) for s in _read_npz_array(zf, "class_names")]
             _check_class_names(names, "class_names")
         y = _labels_from_array(_read_npz_array(zf, "y"), n)
@@ -521,11 +617,15 @@ def _gunzip_limited(data: bytes, max_bytes: int, what: str) -> bytes:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
             out = gz.read(max_bytes + 1)
     except (OSError, EOFError, zlib.error) as exc:
-        raise CorruptFile(f"{what} is a corrupt or truncated gzip file ({exc}): compress it "
-                          f"again or upload it uncompressed") from None
+        raise CorruptFile(
+            f"{what} is a corrupt or truncated gzip file ({exc}): compress it "
+            f"again or upload it uncompressed"
+        ) from None
     if len(out) > max_bytes:
-        raise DatasetTooLarge(f"{what} decompresses to more than the {_fmt_bytes(max_bytes)} "
-                              f"limit: use a smaller subset")
+        raise DatasetTooLarge(
+            f"{what} decompresses to more than the {_fmt_bytes(max_bytes)} "
+            f"limit: use a smaller subset"
+        )
     return out
 
 
@@ -535,16 +635,21 @@ def _read_idx(source: Source, max_bytes: int, what: str) -> np.ndarray:
     if data[:2] == _GZIP_MAGIC:
         data = _gunzip_limited(data, max_bytes, what)
     if len(data) < 4 or data[:2] != b"\x00\x00":
-        raise UnsupportedFormat(f"{what} is not an IDX file: it must start with the bytes "
-                                f"00 00 08 and the number of dimensions, as MNIST's files do")
+        raise UnsupportedFormat(
+            f"{what} is not an IDX file: it must start with the bytes "
+            f"00 00 08 and the number of dimensions, as MNIST's files do"
+        )
     dtype_code, ndim = data[2], data[3]
     if dtype_code != 0x08:
         name = _IDX_TYPES.get(dtype_code, "unknown")
-        raise DatasetError(f"{what} holds IDX type 0x{dtype_code:02X} ({name}): only unsigned "
-                           f"bytes (0x08) are supported, as in MNIST")
+        raise DatasetError(
+            f"{what} holds IDX type 0x{dtype_code:02X} ({name}): only unsigned "
+            f"bytes (0x08) are supported, as in MNIST"
+        )
     if ndim not in (1, 3):
-        raise DatasetError(f"{what} has {ndim} dimensions: expected 1 (labels) or 3 (images "
-                           f"N x H x W)")
+        raise DatasetError(
+            f"{what} has {ndim} dimensions: expected 1 (labels) or 3 (images N x H x W)"
+        )
     header = 4 + 4 * ndim
     if len(data) < header:
         raise CorruptFile(f"{what} is truncated inside its header: re-download it")
@@ -552,16 +657,22 @@ def _read_idx(source: Source, max_bytes: int, what: str) -> np.ndarray:
     expected = math.prod(dims)
     decoded = expected * (4 if ndim == 3 else 8)  # as float32 X or int64 y
     if decoded > max_bytes:
-        raise DatasetTooLarge(f"{what} declares dimensions {dims}, {_fmt_bytes(decoded)} once "
-                              f"decoded, over the {_fmt_bytes(max_bytes)} limit for a dataset: "
-                              f"use a smaller subset")
+        raise DatasetTooLarge(
+            f"{what} declares dimensions {dims}, {_fmt_bytes(decoded)} once "
+            f"decoded, over the {_fmt_bytes(max_bytes)} limit for a dataset: "
+            f"use a smaller subset"
+        )
     actual = len(data) - header
     if actual < expected:
-        raise CorruptFile(f"{what} is truncated: its header declares {dims} = {expected:,} "
-                          f"bytes of data but it holds {actual:,}; re-download it")
+        raise CorruptFile(
+            f"{what} is truncated: its header declares {dims} = {expected:,} "
+            f"bytes of data but it holds {actual:,}; re-download it"
+        )
     if actual > expected:
-        raise CorruptFile(f"{what} has {actual - expected:,} bytes after the {expected:,} its "
-                          f"header {dims} declares: it is corrupt or not an IDX file")
+        raise CorruptFile(
+            f"{what} has {actual - expected:,} bytes after the {expected:,} its "
+            f"header {dims} declares: it is corrupt or not an IDX file"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -571,30 +682,42 @@ def _idx_dataset(images: np.ndarray, labels: np.ndarray) -> Dataset:
         raise DatasetError("the IDX images file holds no images")
     _check_sample_shape(1, h, w, "the IDX images file")
     if len(labels) != n:
-        raise DatasetError(f"the IDX images file holds {n} images but the labels file holds "
-                           f"{len(labels)} labels: upload matching files (e.g. both train or "
-                           f"both test)")
+        raise DatasetError(
+            f"the IDX images file holds {n} images but the labels file holds "
+            f"{len(labels)} labels: upload matching files (e.g. both train or "
+            f"both test)"
+        )
     y = labels.astype(np.int64)
     n_classes = _check_labels(y, None, "the IDX labels file")
     X = _scale_pixels(images[:, None], _BYTE_SCALE)
-    return Dataset(X=X, y=y, class_names=[str(i) for i in range(n_classes)],
-                   preprocessing=_byte_preprocessing("idx"))
+    return Dataset(
+        X=X,
+        y=y,
+        class_names=[str(i) for i in range(n_classes)],
+        preprocessing=_byte_preprocessing("idx"),
+    )
 
 
-def load_idx(images_source: Source, labels_source: Source, *,
-             max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
+def load_idx(
+    images_source: Source, labels_source: Source, *, max_bytes: int = MAX_DATASET_BYTES
+) -> Dataset:
     """Read an MNIST-style IDX pair (each gzipped or not): uint8 images (N,H,W), labels (N,)."""
     images = _read_idx(images_source, max_bytes, "the IDX images file")
     labels = _read_idx(labels_source, max_bytes, "the IDX labels file")
     if images.ndim == 1 and labels.ndim == 3:
-        raise DatasetError("the IDX files are swapped: pass the images file first, then the "
-                           "labels file")
+        raise DatasetError(
+            "the IDX files are swapped: pass the images file first, then the labels file"
+        )
     if images.ndim != 3:
-        raise DatasetError("the IDX images file has 1 dimension: it is a labels file; pass an "
-                           "images file (3 dimensions) first")
+        raise DatasetError(
+            "the IDX images file has 1 dimension: it is a labels file; pass an "
+            "images file (3 dimensions) first"
+        )
     if labels.ndim != 1:
-        raise DatasetError("the IDX labels file has 3 dimensions: it is an images file; pass a "
-                           "labels file (1 dimension) second")
+        raise DatasetError(
+            "the IDX labels file has 3 dimensions: it is an images file; pass a "
+            "labels file (1 dimension) second"
+        )
     return _idx_dataset(images, labels)
 
 
@@ -609,24 +732,29 @@ def _open_image(data: bytes, max_pixels: int, what: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DatasetTooLarge(f"{what} declares far too many pixels (a decompression bomb): use "
-                              f"images of at most {max_pixels:,} pixels") from None
+        raise DatasetTooLarge(
+            f"{what} declares far too many pixels (a decompression bomb): use "
+            f"images of at most {max_pixels:,} pixels"
+        ) from None
     except Image.UnidentifiedImageError:
         if data.startswith(IMAGE_SIGNATURES):
             raise CorruptFile(f"{what} is a truncated or corrupt PNG or JPEG image") from None
-        raise UnsupportedFormat(f"{what} is not a PNG or JPEG image: convert it to PNG or JPEG"
-                                ) from None
+        raise UnsupportedFormat(
+            f"{what} is not a PNG or JPEG image: convert it to PNG or JPEG"
+        ) from None
     except _DECODE_ERRORS as exc:
         raise CorruptFile(f"{what} is not a readable PNG or JPEG image ({exc})") from None
     w, h = img.size
     if w * h > max_pixels:
-        raise DatasetTooLarge(f"{what} is {w}x{h} = {w * h:,} pixels, over the limit of "
-                              f"{max_pixels:,}: downscale it")
+        raise DatasetTooLarge(
+            f"{what} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}: downscale it"
+        )
     return img
 
 
-def open_image(source: Source, *, max_pixels: int = MAX_IMAGE_PIXELS,
-               name: str | None = None) -> Image.Image:
+def open_image(
+    source: Source, *, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None
+) -> Image.Image:
     """Decode one untrusted PNG or JPEG (frame 0 of an animated one), refusing other formats
     and over max_pixels pixels. A given name (such as the uploaded file's) starts every error
     message, as in "digit.png: the image is not a PNG or JPEG image: ..."."""
@@ -636,8 +764,9 @@ def open_image(source: Source, *, max_pixels: int = MAX_IMAGE_PIXELS,
     try:
         img.load()
     except _DECODE_ERRORS as exc:  # truncated or corrupt pixel data
-        raise CorruptFile(f"{what} could not be decoded ({exc}): it is truncated or "
-                          f"corrupt") from None
+        raise CorruptFile(
+            f"{what} could not be decoded ({exc}): it is truncated or corrupt"
+        ) from None
     return img
 
 
@@ -679,15 +808,15 @@ def _image_pixels(img: Image.Image, channels: int, height: int, width: int) -> n
 
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(input_shape) != 3 or not all(int(d) >= 1 for d in input_shape):
-        raise DatasetError(f"input_shape {tuple(input_shape)} must be (C, H, W) of positive "
-                           f"sizes")
+        raise DatasetError(f"input_shape {tuple(input_shape)} must be (C, H, W) of positive sizes")
     c, h, w = (int(d) for d in input_shape)
     _check_sample_shape(c, h, w, f"input_shape {(c, h, w)}")
     return c, h, w
 
 
-def images_to_array(images: Sequence[Image.Image], input_shape: Sequence[int],
-                    preprocessing: dict) -> np.ndarray:
+def images_to_array(
+    images: Sequence[Image.Image], input_shape: Sequence[int], preprocessing: dict
+) -> np.ndarray:
     """Convert images to a model's input: float32 (N, C, H, W).
 
     Each image is converted to C channels (1: "L", 3: "RGB"; transparency is composited on
@@ -705,8 +834,9 @@ def images_to_array(images: Sequence[Image.Image], input_shape: Sequence[int],
         try:
             pixels[i] = _image_pixels(img, c, h, w)
         except _DECODE_ERRORS as exc:  # decoding happens here for images not yet loaded
-            raise CorruptFile(f"image {i} could not be decoded ({exc}): it is truncated or "
-                              f"corrupt") from None
+            raise CorruptFile(
+                f"image {i} could not be decoded ({exc}): it is truncated or corrupt"
+            ) from None
     return _scale_pixels(pixels.transpose(0, 3, 1, 2), image_scale)
 
 
@@ -719,17 +849,22 @@ def _entry_parts(info: zipfile.ZipInfo) -> list[str]:
     name = info.filename
     raw = getattr(info, "orig_filename", name)
     if "\\" in raw:
-        raise DatasetError(f"zip entry {raw!r} uses backslashes: re-create the zip with a tool "
-                           f"that writes forward slashes")
+        raise DatasetError(
+            f"zip entry {raw!r} uses backslashes: re-create the zip with a tool "
+            f"that writes forward slashes"
+        )
     if "\x00" in raw:
         raise DatasetError(f"zip entry {raw!r} contains a NUL byte")
     if name.startswith("/") or re.match(r"[A-Za-z]:(/|$)", name):
-        raise DatasetError(f"zip entry {name!r} has an absolute path: entries must be relative "
-                           f"(class/image.png)")
+        raise DatasetError(
+            f"zip entry {name!r} has an absolute path: entries must be relative (class/image.png)"
+        )
     parts = name.rstrip("/").split("/")
     if ".." in parts:
-        raise DatasetError(f"zip entry {name!r} points outside the archive ('..'): re-create "
-                           f"the zip from the dataset folder")
+        raise DatasetError(
+            f"zip entry {name!r} points outside the archive ('..'): re-create "
+            f"the zip from the dataset folder"
+        )
     kind = stat.S_IFMT(info.external_attr >> 16)
     if kind == stat.S_IFLNK:
         raise DatasetError(f"zip entry {name!r} is a symbolic link: store the image itself")
@@ -749,8 +884,10 @@ def _image_entries(zf: zipfile.ZipFile, max_entries: int) -> list[tuple[str, zip
     """(class name, entry) for every image, sorted; the folder layout checked."""
     infos = zf.infolist()
     if len(infos) > max_entries:
-        raise DatasetTooLarge(f"the zip holds {len(infos):,} entries, over the limit of "
-                              f"{max_entries:,}: use fewer images")
+        raise DatasetTooLarge(
+            f"the zip holds {len(infos):,} entries, over the limit of "
+            f"{max_entries:,}: use fewer images"
+        )
     files = []
     for info in infos:
         parts = _entry_parts(info)
@@ -758,46 +895,61 @@ def _image_entries(zf: zipfile.ZipFile, max_entries: int) -> list[tuple[str, zip
             continue
         lower = parts[-1].lower()
         if lower.endswith(_ARCHIVE_SUFFIXES):
-            raise DatasetError(f"zip entry {info.filename!r} is an archive: nested archives are "
-                               f"not expanded; put the images themselves in the zip")
+            raise DatasetError(
+                f"zip entry {info.filename!r} is an archive: nested archives are "
+                f"not expanded; put the images themselves in the zip"
+            )
         if not lower.endswith(_IMAGE_SUFFIXES):
-            raise DatasetError(f"zip entry {info.filename!r} is not a PNG or JPEG image: the zip "
-                               f"must hold only class folders of .png/.jpg images; remove it")
+            raise DatasetError(
+                f"zip entry {info.filename!r} is not a PNG or JPEG image: the zip "
+                f"must hold only class folders of .png/.jpg images; remove it"
+            )
         files.append((parts, info))
     if not files:
-        raise DatasetError("the zip holds no images: expected one folder per class of PNG or "
-                           "JPEG images")
+        raise DatasetError(
+            "the zip holds no images: expected one folder per class of PNG or JPEG images"
+        )
     tops = {parts[0] for parts, _ in files}
     if len(tops) == 1 and all(len(parts) >= 3 for parts, _ in files):
         files = [(parts[1:], info) for parts, info in files]  # one top folder around the classes
     for parts, info in files:
         if len(parts) != 2:
             where = "not inside a class folder" if len(parts) < 2 else "nested too deep"
-            raise DatasetError(f"zip entry {info.filename!r} is {where}: lay the zip out as "
-                               f"class_name/image.png, one folder per class")
-    entries = sorted(((parts[0], info) for parts, info in files),
-                     key=lambda e: (e[0], e[1].filename))
+            raise DatasetError(
+                f"zip entry {info.filename!r} is {where}: lay the zip out as "
+                f"class_name/image.png, one folder per class"
+            )
+    entries = sorted(
+        ((parts[0], info) for parts, info in files), key=lambda e: (e[0], e[1].filename)
+    )
     classes = sorted({cls for cls, _ in entries})
     if len(classes) < 2:
-        raise DatasetError(f"the zip holds a single class folder {classes[0]!r}: a classifier "
-                           f"needs at least two, one folder per class")
+        raise DatasetError(
+            f"the zip holds a single class folder {classes[0]!r}: a classifier "
+            f"needs at least two, one folder per class"
+        )
     _check_class_names(classes, "the zip")
     return entries
 
 
-def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int,
-                max_ratio: float, max_total_bytes: int) -> bytes:
+def _read_entry(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int, max_ratio: float, max_total_bytes: int
+) -> bytes:
     """The entry's bytes, counting what is really decompressed rather than trusting headers."""
     ratio_limit = int(max_ratio * max(info.compress_size, 1))
 
     def too_big(size: int) -> DatasetTooLarge:
         if size > ratio_limit:
-            return DatasetTooLarge(f"zip entry {info.filename!r} expands more than "
-                                   f"{max_ratio:g} times its compressed size "
-                                   f"({info.compress_size:,} bytes): refused as a possible zip "
-                                   f"bomb")
-        return DatasetTooLarge(f"the zip's images decompress to more than "
-                               f"{_fmt_bytes(max_total_bytes)}: use fewer or smaller images")
+            return DatasetTooLarge(
+                f"zip entry {info.filename!r} expands more than "
+                f"{max_ratio:g} times its compressed size "
+                f"({info.compress_size:,} bytes): refused as a possible zip "
+                f"bomb"
+            )
+        return DatasetTooLarge(
+            f"the zip's images decompress to more than "
+            f"{_fmt_bytes(max_total_bytes)}: use fewer or smaller images"
+        )
 
     limit = min(budget, ratio_limit)
     if info.file_size > limit:  # the header alone already says no
@@ -805,19 +957,32 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int,
     try:
         with zf.open(info) as f:
             data = f.read(limit + 1)  # the header may lie: stop one byte past the limit
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError,
-            NotImplementedError) as exc:
-        raise CorruptFile(f"zip entry {info.filename!r} cannot be read ({exc}): the zip is "
-                          f"corrupt or uses an unsupported compression") from None
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        zlib.error,
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
+        raise CorruptFile(
+            f"zip entry {info.filename!r} cannot be read ({exc}): the zip is "
+            f"corrupt or uses an unsupported compression"
+        ) from None
     if len(data) > limit:
         raise too_big(len(data))
     return data
 
 
-def load_image_zip(source: Source, *, max_entries: int = MAX_ZIP_ENTRIES,
-                   max_total_bytes: int = MAX_ZIP_BYTES, max_ratio: float = MAX_RATIO,
-                   max_image_pixels: int = MAX_IMAGE_PIXELS,
-                   max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
+def load_image_zip(
+    source: Source,
+    *,
+    max_entries: int = MAX_ZIP_ENTRIES,
+    max_total_bytes: int = MAX_ZIP_BYTES,
+    max_ratio: float = MAX_RATIO,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    max_bytes: int = MAX_DATASET_BYTES,
+) -> Dataset:
     """Read a zip of class folders of PNG/JPEG images; class names are the sorted folder names.
 
     All images take one shape: 1 channel if every image is grayscale, else 3; the most common
@@ -831,8 +996,10 @@ def load_image_zip(source: Source, *, max_entries: int = MAX_ZIP_ENTRIES,
             data = _read_entry(zf, info, max_total_bytes - used, max_ratio, max_total_bytes)
             used += len(data)
             if data.startswith(_ARCHIVE_MAGICS):
-                raise DatasetError(f"zip entry {info.filename!r} is an archive, not an image: "
-                                   f"nested archives are not expanded")
+                raise DatasetError(
+                    f"zip entry {info.filename!r} is an archive, not an image: "
+                    f"nested archives are not expanded"
+                )
             img = _open_image(data, max_image_pixels, f"zip entry {info.filename!r}")
             sizes.append(img.size)
             gray = gray and _is_grayscale(img)
@@ -852,8 +1019,9 @@ def load_image_zip(source: Source, *, max_entries: int = MAX_ZIP_ENTRIES,
         try:
             pixels[i] = _image_pixels(img, channels, height, width)
         except _DECODE_ERRORS as exc:  # truncated or corrupt pixel data
-            raise CorruptFile(f"{what} could not be decoded ({exc}): it is truncated or "
-                              f"corrupt") from None
+            raise CorruptFile(
+                f"{what} could not be decoded ({exc}): it is truncated or corrupt"
+            ) from None
     prep = _byte_preprocessing("image_zip")
     X = _scale_pixels(pixels.transpose(0, 3, 1, 2), prep["image_scale"])
     return Dataset(X=X, y=y, class_names=class_names, preprocessing=prep)
@@ -868,15 +1036,21 @@ def _is_npz(source: Source) -> bool:
     with _open_zip(source, "the zip file") as zf:
         names = zf.namelist()
     if not names:
-        raise DatasetError("the zip file is empty: upload an npz of X and y, or a zip of class "
-                           "folders of images")
+        raise DatasetError(
+            "the zip file is empty: upload an npz of X and y, or a zip of class folders of images"
+        )
     return "X.npy" in names or "y.npy" in names or all(n.endswith(".npy") for n in names)
 
 
-def load_dataset(sources: Sequence[Source], *, max_bytes: int = MAX_DATASET_BYTES,
-                 max_entries: int = MAX_ZIP_ENTRIES, max_total_bytes: int = MAX_ZIP_BYTES,
-                 max_ratio: float = MAX_RATIO,
-                 max_image_pixels: int = MAX_IMAGE_PIXELS) -> Dataset:
+def load_dataset(
+    sources: Sequence[Source],
+    *,
+    max_bytes: int = MAX_DATASET_BYTES,
+    max_entries: int = MAX_ZIP_ENTRIES,
+    max_total_bytes: int = MAX_ZIP_BYTES,
+    max_ratio: float = MAX_RATIO,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+) -> Dataset:
     """Read one dataset from one file (npz or image zip) or two (IDX images and labels).
 
     The format is decided from the bytes, never from file names: a zip holding X.npy/y.npy is an
@@ -887,8 +1061,10 @@ def load_dataset(sources: Sequence[Source], *, max_bytes: int = MAX_DATASET_BYTE
         sources = [sources]
     sources = list(sources)
     if not 1 <= len(sources) <= 2:
-        raise DatasetError(f"got {len(sources)} files: upload one .npz, one .zip of class "
-                           f"folders, or two IDX files (images and labels)")
+        raise DatasetError(
+            f"got {len(sources)} files: upload one .npz, one .zip of class "
+            f"folders, or two IDX files (images and labels)"
+        )
     heads = [_peek(s, 8) for s in sources]
     zips = [h.startswith(_ZIP_MAGICS) for h in heads]
     if any(zips):
@@ -896,22 +1072,31 @@ def load_dataset(sources: Sequence[Source], *, max_bytes: int = MAX_DATASET_BYTE
             raise DatasetError("an .npz or image .zip is a whole dataset: upload it alone")
         if _is_npz(sources[0]):
             return load_npz(sources[0], max_bytes=max_bytes)
-        return load_image_zip(sources[0], max_entries=max_entries,
-                              max_total_bytes=max_total_bytes, max_ratio=max_ratio,
-                              max_image_pixels=max_image_pixels, max_bytes=max_bytes)
+        return load_image_zip(
+            sources[0],
+            max_entries=max_entries,
+            max_total_bytes=max_total_bytes,
+            max_ratio=max_ratio,
+            max_image_pixels=max_image_pixels,
+            max_bytes=max_bytes,
+        )
     for head in heads:
         if not (head.startswith(_GZIP_MAGIC) or head[:2] == b"\x00\x00"):
-            raise UnsupportedFormat(f"a file starting with the bytes {head[:8].hex(' ')} is not a "
-                                    f"dataset: {_unknown_hint(head)}")
+            raise UnsupportedFormat(
+                f"a file starting with the bytes {head[:8].hex(' ')} is not a "
+                f"dataset: {_unknown_hint(head)}"
+            )
     if len(sources) != 2:
-        raise DatasetError("an IDX file needs its partner: upload both the images file and the "
-                           "labels file")
+        raise DatasetError(
+            "an IDX file needs its partner: upload both the images file and the labels file"
+        )
     arrays = [_read_idx(s, max_bytes, f"IDX file {i + 1}") for i, s in enumerate(sources)]
     ndims = sorted(a.ndim for a in arrays)
     if ndims != [1, 3]:
         kind = "labels" if ndims[0] == 1 else "images"
-        raise DatasetError(f"both IDX files hold {kind}: upload one images file and one labels "
-                           f"file")
+        raise DatasetError(
+            f"both IDX files hold {kind}: upload one images file and one labels file"
+        )
     images, labels = sorted(arrays, key=lambda a: -a.ndim)
     return _idx_dataset(images, labels)
 
@@ -921,8 +1106,10 @@ def _unknown_hint(head: bytes) -> str:
         return "a single .npy holds one array; save X and y together with np.savez"
     if head.startswith((b"\x89PNG", b"\xff\xd8\xff")):
         return "a single image is not a dataset; zip one folder per class of images"
-    return ("expected an .npz of X and y, a .zip of class folders of PNG/JPEG images, or MNIST "
-            "IDX images and labels files (gzipped or not)")
+    return (
+        "expected an .npz of X and y, a .zip of class folders of PNG/JPEG images, or MNIST "
+        "IDX images and labels files (gzipped or not)"
+    )
 
 
 @functools.cache
@@ -942,5 +1129,9 @@ def load_mnist_sample() -> Dataset:
     names and preprocessing are each caller's own.
     """
     sample = _mnist_sample()
-    return Dataset(X=sample.X, y=sample.y, class_names=list(sample.class_names),
-                   preprocessing=dict(sample.preprocessing))
+    return Dataset(
+        X=sample.X,
+        y=sample.y,
+        class_names=list(sample.class_names),
+        preprocessing=dict(sample.preprocessing),
+    )

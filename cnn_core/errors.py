@@ -1,13 +1,13 @@
 """Every error cnn_core raises on purpose.
 
-    CNNError
-    ├── ConfigError       an architecture or training setting that cannot work
-    ├── DatasetError      a dataset file that is malformed, hostile or inconsistent
-    │   ├── UnsupportedFormat   bytes that are none of the accepted formats
-    │   ├── CorruptFile         a file of an accepted format whose bytes cannot be decoded
-    │   └── DatasetTooLarge     over a size limit (bytes, decoded size, ratio, entries, pixels)
-    ├── ModelFileError    a saved model or checkpoint that cannot be loaded
-    └── DivergenceError   training produced a non-finite cost
+CNNError
+├── ConfigError       an architecture or training setting that cannot work
+├── DatasetError      a dataset file that is malformed, hostile or inconsistent
+│   ├── UnsupportedFormat   bytes that are none of the accepted formats
+│   ├── CorruptFile         a file of an accepted format whose bytes cannot be decoded
+│   └── DatasetTooLarge     over a size limit (bytes, decoded size, ratio, entries, pixels)
+├── ModelFileError    a saved model or checkpoint that cannot be loaded
+└── DivergenceError   training produced a non-finite cost
 """
 
 

@@ -65,7 +65,9 @@ def load_archive(path, fmt, version):
                 if not isinstance(meta, dict):
                     raise ModelFileError(f"{Path(path).name} is not a {fmt} file (bad metadata)")
                 if meta.get("format") != fmt:
-                    raise ModelFileError(f"{Path(path).name} is a {meta.get('format')!r} file, not {fmt}")
+                    raise ModelFileError(
+                        f"{Path(path).name} is a {meta.get('format')!r} file, not {fmt}"
+                    )
                 if meta.get("format_version") != version:
                     raise ModelFileError(
                         f"{Path(path).name} has format version {meta.get('format_version')}; "

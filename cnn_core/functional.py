@@ -79,7 +79,12 @@ def _offset_slices(kh, kw, out_h, out_w, stride):
     sh, sw = stride
     for i in range(kh):
         for j in range(kw):
-            yield i, j, slice(i, i + sh * (out_h - 1) + 1, sh), slice(j, j + sw * (out_w - 1) + 1, sw)
+            yield (
+                i,
+                j,
+                slice(i, i + sh * (out_h - 1) + 1, sh),
+                slice(j, j + sw * (out_w - 1) + 1, sw),
+            )
 
 
 # ----------------------------------------------------------------------------------- convolution
@@ -275,7 +280,9 @@ def activation_forward(name, z):
 
 
 def activation_backward(name, da, a):
-    """Gradient through an activation, written in terms of its output ``a``; may overwrite ``da``."""
+    """Gradient through an activation, written in terms of its output ``a``.
+
+    May overwrite ``da``."""
     if name == "relu":
         return np.multiply(da, a > 0, out=da)
     if name == "sigmoid":

@@ -24,7 +24,9 @@ class Parameters(dict):
         current = self[name]
         value = np.asarray(value)
         if value.shape != current.shape:
-            raise ValueError(f"parameter {name} has shape {current.shape}, got an array of shape {value.shape}")
+            raise ValueError(
+                f"parameter {name} has shape {current.shape}, got an array of shape {value.shape}"
+            )
         np.copyto(current, value, casting="same_kind")
 
 
@@ -47,7 +49,9 @@ class Layer:
 class Conv(Layer):
     def forward(self, x, train):
         ws = self.workspace if train else None
-        z, conv_cache = F.conv_forward(x, self.params["W"], self.params["b"], self.plan.stride, self.plan.padding, ws)
+        z, conv_cache = F.conv_forward(
+            x, self.params["W"], self.params["b"], self.plan.stride, self.plan.padding, ws
+        )
         a, act_cache = F.activation_forward(self.plan.activation, z)
         if train:  # a prediction meanwhile (another thread) must not wipe a training cache
             self.cache = (conv_cache, act_cache)
@@ -144,9 +148,6 @@ def initial_weights(plan, rng, dtype):
         shape, fan_out = (plan.units, fan_in), plan.units
     else:
         return {}
-    if plan.activation == "relu":
-        std = np.sqrt(2.0 / fan_in)
-    else:
-        std = np.sqrt(2.0 / (fan_in + fan_out))
+    std = np.sqrt(2.0 / fan_in) if plan.activation == "relu" else np.sqrt(2.0 / (fan_in + fan_out))
     w = (rng.standard_normal(shape) * std).astype(dtype)
     return {"W": w, "b": np.zeros(shape[0], dtype=dtype)}

@@ -33,11 +33,17 @@ class History:
     """Cost history: one entry per iteration and one summary per epoch."""
 
     iterations: list = field(default_factory=list)  # {"epoch", "iteration", "cost"}
-    epochs: list = field(default_factory=list)  # {"epoch", "cost", "train_accuracy", "val_cost", "val_accuracy", "seconds"}
+    epochs: list = field(
+        default_factory=list
+    )  # {"epoch", "cost", "train_accuracy", "val_cost", "val_accuracy", "seconds"}
     stopped_early: bool = False
 
     def to_dict(self):
-        return {"iterations": self.iterations, "epochs": self.epochs, "stopped_early": self.stopped_early}
+        return {
+            "iterations": self.iterations,
+            "epochs": self.epochs,
+            "stopped_early": self.stopped_early,
+        }
 
     @classmethod
     def from_dict(cls, d):
@@ -70,7 +76,7 @@ class Network:
         self.layers = self._build_layers()
         rng = np.random.default_rng(seed)
         self.params = layers_lib.Parameters()
-        for i, (plan, layer) in enumerate(zip(self.plans, self.layers)):
+        for i, (plan, layer) in enumerate(zip(self.plans, self.layers, strict=True)):
             layer.params = layers_lib.initial_weights(plan, rng, self.dtype)
             for key, array in layer.params.items():
                 self.params[f"{i}.{key}"] = array
@@ -81,7 +87,7 @@ class Network:
         last = len(self.plans) - 1
         layers = [layers_lib.build(plan, is_output=i == last) for i, plan in enumerate(self.plans)]
         layers[self._first_param_layer].need_dx = False
-        for mine, theirs in zip(layers, share_params_with or ()):
+        for mine, theirs in zip(layers, share_params_with or (), strict=False):
             mine.params = theirs.params
         return layers
 
@@ -116,16 +122,24 @@ class Network:
     def summary(self):
         """Per layer: index, type, output shape, parameter count and multiply-adds per sample."""
         return [
-            {"index": p.index, "type": p.type, "output_shape": list(p.output_shape),
-             "param_count": p.param_count, "macs": p.macs}
+            {
+                "index": p.index,
+                "type": p.type,
+                "output_shape": list(p.output_shape),
+                "param_count": p.param_count,
+                "macs": p.macs,
+            }
             for p in self.plans
         ]
 
     def __repr__(self):
         rows = [f"Network(input_shape={list(self.input_shape)}, dtype={self.dtype.name})"]
-        for s, spec in zip(self.summary(), self.config["layers"]):
+        for s, spec in zip(self.summary(), self.config["layers"], strict=True):
             args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "type")
-            rows.append(f"  {s['index']:>2} {spec['type']}({args}) -> {s['output_shape']}  params={s['param_count']:,}")
+            rows.append(
+                f"  {s['index']:>2} {spec['type']}({args}) -> {s['output_shape']}  "
+                f"params={s['param_count']:,}"
+            )
         rows.append(f"  total params={self.param_count:,}  macs={self.macs:,}")
         return "\n".join(rows)
 
@@ -140,7 +154,8 @@ class Network:
         X = np.asarray(X)
         if X.ndim != 4 or X.shape[1:] != self.input_shape:
             raise DatasetError(
-                f"input has shape {X.shape}; this network expects (N, {', '.join(map(str, self.input_shape))})"
+                f"input has shape {X.shape}; this network expects "
+                f"(N, {', '.join(map(str, self.input_shape))})"
             )
         return X
 
@@ -154,9 +169,13 @@ class Network:
             raise DatasetError("no samples: training and evaluation need at least one image")
         y = np.asarray(y)
         if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-            raise DatasetError(f"labels must be {n} integers, got an array of shape {y.shape} and dtype {y.dtype}")
+            raise DatasetError(
+                f"labels must be {n} integers, got an array of shape {y.shape} and dtype {y.dtype}"
+            )
         if n and (y.min() < 0 or y.max() >= self.n_classes):
-            raise DatasetError(f"labels must lie in 0..{self.n_classes - 1}, got {y.min()}..{y.max()}")
+            raise DatasetError(
+                f"labels must lie in 0..{self.n_classes - 1}, got {y.min()}..{y.max()}"
+            )
         return y.astype(np.intp)
 
     def _forward(self, x, train, layers=None):
@@ -202,7 +221,7 @@ class Network:
         for _, _, more in results[1:]:
             for name, g in more.items():
                 grads[name] += g
-        cost = sum(r[0] * len(part) for r, part in zip(results, parts)) / len(idx)
+        cost = sum(r[0] * len(part) for r, part in zip(results, parts, strict=True)) / len(idx)
         return cost, sum(r[1] for r in results), grads
 
     def _loss(self, z, y):
@@ -254,9 +273,21 @@ class Network:
 
     # -------------------------------------------------------------------------------- training
 
-    def fit(self, X, y, epochs=5, batch_size=64, optimizer="adam", validation_data=None,
-            callback=None, seed=0, early_stopping=None, checkpoint_path=None, resume_from=None,
-            threads=None):
+    def fit(
+        self,
+        X,
+        y,
+        epochs=5,
+        batch_size=64,
+        optimizer="adam",
+        validation_data=None,
+        callback=None,
+        seed=0,
+        early_stopping=None,
+        checkpoint_path=None,
+        resume_from=None,
+        threads=None,
+    ):
         """Train with mini-batch gradient descent; returns a :class:`History`.
 
         - Each epoch shuffles with a generator seeded by ``seed``; the epoch's cost and train
@@ -288,8 +319,13 @@ class Network:
             Xv, yv = self._check_data(*validation_data)
         rng = np.random.default_rng(seed)
         # Everything the numbers depend on: the shard count changes how gradients are rounded.
-        fingerprint = {"n_samples": len(X), "batch_size": batch_size, "seed": seed,
-                       "optimizer": opt.hyper | {"name": opt.name}, "threads": threads}
+        fingerprint = {
+            "n_samples": len(X),
+            "batch_size": batch_size,
+            "seed": seed,
+            "optimizer": opt.hyper | {"name": opt.name},
+            "threads": threads,
+        }
         history, position = History(), _Position(1, rng.bit_generator.state)
         if resume_from is not None:
             history, position = self._restore_checkpoint(resume_from, opt, stopping, fingerprint)
@@ -297,8 +333,11 @@ class Network:
                 return history
         save = None
         if checkpoint_path is not None:
+
             def save(position):
-                self._write_checkpoint(checkpoint_path, position, opt, stopping, history, fingerprint)
+                self._write_checkpoint(
+                    checkpoint_path, position, opt, stopping, history, fingerprint
+                )
 
         with contextlib.ExitStack() as resources:
             pool = None
@@ -321,21 +360,38 @@ class Network:
                     if not math.isfinite(cost):
                         raise DivergenceError(
                             f"cost became {cost} at epoch {epoch}, iteration {iteration} "
-                            f"(learning_rate={opt.hyper['learning_rate']}); try a lower learning rate"
+                            f"(learning_rate={opt.hyper['learning_rate']}); "
+                            "try a lower learning rate"
                         )
                     opt.step(self.params, grads)
                     position.cost_sum += cost * len(idx)
                     position.correct += batch_correct
-                    history.iterations.append({"epoch": epoch, "iteration": iteration, "cost": cost})
-                    event = {"type": "iteration", "epoch": epoch, "iteration": iteration, "cost": cost,
-                             "accuracy": batch_correct / len(idx), "iterations_per_epoch": per_epoch}
+                    history.iterations.append(
+                        {"epoch": epoch, "iteration": iteration, "cost": cost}
+                    )
+                    event = {
+                        "type": "iteration",
+                        "epoch": epoch,
+                        "iteration": iteration,
+                        "cost": cost,
+                        "accuracy": batch_correct / len(idx),
+                        "iterations_per_epoch": per_epoch,
+                    }
                     if callback and callback(event):
                         if save:
-                            position.next_batch, position.seconds = b + 1, time.perf_counter() - started
+                            position.next_batch, position.seconds = (
+                                b + 1,
+                                time.perf_counter() - started,
+                            )
                             save(position)
                         return history
-                summary = {"epoch": epoch, "cost": position.cost_sum / n,
-                           "train_accuracy": position.correct / n, "val_cost": None, "val_accuracy": None}
+                summary = {
+                    "epoch": epoch,
+                    "cost": position.cost_sum / n,
+                    "train_accuracy": position.correct / n,
+                    "val_cost": None,
+                    "val_accuracy": None,
+                }
                 if validation_data is not None:
                     summary["val_cost"], summary["val_accuracy"] = self.evaluate(Xv, yv)
                 summary["seconds"] = time.perf_counter() - started
@@ -355,9 +411,14 @@ class Network:
         arrays = {f"param/{k}": v for k, v in self.params.items()}
         arrays |= {f"opt/{k}": v for k, v in state["arrays"].items()}
         meta = {
-            "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-            "config": self.config, "dtype": self.dtype.name, "position": asdict(position),
-            "optimizer_step": state["t"], "history": history.to_dict(), "fingerprint": fingerprint,
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "config": self.config,
+            "dtype": self.dtype.name,
+            "position": asdict(position),
+            "optimizer_step": state["t"],
+            "history": history.to_dict(),
+            "fingerprint": fingerprint,
             "early_stopping": None,
         }
         if stopping is not None:
@@ -368,15 +429,21 @@ class Network:
     def _restore_checkpoint(self, path, opt, stopping, fingerprint):
         arrays, meta = load_archive(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
         if meta["config"] != self.config or meta["dtype"] != self.dtype.name:
-            raise ModelFileError("the checkpoint belongs to a network with another architecture or dtype")
+            raise ModelFileError(
+                "the checkpoint belongs to a network with another architecture or dtype"
+            )
         if meta["fingerprint"] != fingerprint:
             raise ModelFileError(
                 f"the checkpoint was made with other training settings ({meta['fingerprint']}); "
                 "resume with the same data, batch size, seed, optimizer and threads"
             )
         self._set_params({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
-        opt.load_state_dict({"t": meta["optimizer_step"],
-                             "arrays": {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}})
+        opt.load_state_dict(
+            {
+                "t": meta["optimizer_step"],
+                "arrays": {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")},
+            }
+        )
         if stopping is not None and meta["early_stopping"] is not None:
             best = {k[5:]: v for k, v in arrays.items() if k.startswith("best/")}
             stopping.load_state(meta["early_stopping"], best or None)
@@ -388,19 +455,30 @@ class Network:
         """Copy arrays into the parameters, checking names and shapes."""
         missing, extra = set(self.params) - set(arrays), set(arrays) - set(self.params)
         if missing or extra:
-            raise ModelFileError(f"parameter names differ: missing {sorted(missing)}, unexpected {sorted(extra)}")
+            raise ModelFileError(
+                f"parameter names differ: missing {sorted(missing)}, unexpected {sorted(extra)}"
+            )
         for name, p in self.params.items():
             if arrays[name].shape != p.shape:
-                raise ModelFileError(f"parameter {name} has shape {arrays[name].shape}, expected {p.shape}")
+                raise ModelFileError(
+                    f"parameter {name} has shape {arrays[name].shape}, expected {p.shape}"
+                )
             if arrays[name].dtype.kind != "f" or not np.isfinite(arrays[name]).all():
-                raise ModelFileError(f"parameter {name} must hold finite floats ({arrays[name].dtype})")
+                raise ModelFileError(
+                    f"parameter {name} must hold finite floats ({arrays[name].dtype})"
+                )
         for name, p in self.params.items():  # all checked first: never half-loaded
             np.copyto(p, arrays[name])
 
     def save(self, path):
         """Write weights, config and ``metadata`` to one npz file, atomically."""
-        meta = {"format": MODEL_FORMAT, "format_version": MODEL_VERSION, "config": self.config,
-                "dtype": self.dtype.name, "metadata": self.metadata}
+        meta = {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_VERSION,
+            "config": self.config,
+            "dtype": self.dtype.name,
+            "metadata": self.metadata,
+        }
         save_archive(path, self.params, meta)
 
     @classmethod
@@ -433,10 +511,18 @@ class _EarlyStopping:
 
     def __init__(self, patience, min_delta=0.0, restore_best=True):
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ConfigError(f"early_stopping.patience must be a positive integer, got {patience!r}")
+            raise ConfigError(
+                f"early_stopping.patience must be a positive integer, got {patience!r}"
+            )
         if not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta) or min_delta < 0:
-            raise ConfigError(f"early_stopping.min_delta must be a finite number >= 0, got {min_delta!r}")
-        self.patience, self.min_delta, self.restore_best = patience, float(min_delta), bool(restore_best)
+            raise ConfigError(
+                f"early_stopping.min_delta must be a finite number >= 0, got {min_delta!r}"
+            )
+        self.patience, self.min_delta, self.restore_best = (
+            patience,
+            float(min_delta),
+            bool(restore_best),
+        )
         self.best, self.wait, self.best_params = math.inf, 0, None
 
     @classmethod
@@ -444,7 +530,9 @@ class _EarlyStopping:
         if spec is None:
             return None
         if not isinstance(spec, dict):
-            raise ConfigError(f"early_stopping must be an object like {{'patience': 3}}, got {spec!r}")
+            raise ConfigError(
+                f"early_stopping must be an object like {{'patience': 3}}, got {spec!r}"
+            )
         unknown = set(spec) - {"patience", "min_delta", "restore_best"}
         if unknown:
             raise ConfigError(f"early_stopping: unknown field(s) {sorted(unknown)}")

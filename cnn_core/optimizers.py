@@ -54,7 +54,12 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self):
-        return {"name": self.name, "hyper": dict(self.hyper), "t": self.t, "arrays": dict(self.state)}
+        return {
+            "name": self.name,
+            "hyper": dict(self.hyper),
+            "t": self.t,
+            "arrays": dict(self.state),
+        }
 
     def load_state_dict(self, state):
         self.t = int(state["t"])
@@ -111,7 +116,12 @@ class RMSprop(Optimizer):
 
 class Adam(Optimizer):
     name = "adam"
-    defaults: ClassVar[dict] = {"learning_rate": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
+    defaults: ClassVar[dict] = {
+        "learning_rate": 0.001,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "epsilon": 1e-8,
+    }
     slots = ("m", "v")
 
     def update(self, name, p, g):

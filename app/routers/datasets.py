@@ -18,21 +18,33 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 def dataset_out(meta: DatasetMeta) -> Dataset:
     """The API view of a stored dataset."""
     return Dataset(
-        id=meta.id, name=meta.name, n_samples=meta.n_samples, input_shape=meta.input_shape,
-        classes=meta.classes, class_counts=dict(zip(meta.classes, meta.class_counts)),
-        preprocessing=meta.preprocessing, builtin=meta.builtin,
+        id=meta.id,
+        name=meta.name,
+        n_samples=meta.n_samples,
+        input_shape=meta.input_shape,
+        classes=meta.classes,
+        class_counts=dict(zip(meta.classes, meta.class_counts, strict=True)),
+        preprocessing=meta.preprocessing,
+        builtin=meta.builtin,
         created_at=datetime.fromtimestamp(meta.created_at, UTC),
     )
 
 
-@router.post("", status_code=201, response_model=Dataset,
-             responses=error_responses(400, 403, 413, 415, 422),
-             form_limits={"max_files": 2, "max_fields": 2})
+@router.post(
+    "",
+    status_code=201,
+    response_model=Dataset,
+    responses=error_responses(400, 403, 413, 415, 422),
+    form_limits={"max_files": 2, "max_fields": 2},
+)
 def create_dataset(
-    files: Annotated[list[UploadFile], File(
-        description="One .npz (X, y, optional class_names), one .zip of class folders of "
-                    "PNG/JPEG images, or two MNIST IDX files (images and labels, gzipped or not)."
-    )],
+    files: Annotated[
+        list[UploadFile],
+        File(
+            description="One .npz (X, y, optional class_names), one .zip of class folders of "
+            "PNG/JPEG images, or two MNIST IDX files (images and labels, gzipped or not)."
+        ),
+    ],
     datasets: DatasetStoreDep,
     settings: SettingsDep,
     response: Response,

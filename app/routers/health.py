@@ -16,7 +16,11 @@ HEALTH_URL = "/health"  # open even when an API key is required
 def read_health(runner: RunnerDep) -> Health:
     """Liveness and version, with how many jobs run and wait."""
     return Health(
-        status="ok", version=__version__,
-        jobs=WorkerStatus(workers=runner.workers, running=len(runner.executor.running()),
-                          queued=runner.jobs.count(JobStatus.queued)),
+        status="ok",
+        version=__version__,
+        jobs=WorkerStatus(
+            workers=runner.workers,
+            running=len(runner.executor.running()),
+            queued=runner.jobs.count(JobStatus.queued),
+        ),
     )

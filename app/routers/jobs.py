@@ -49,8 +49,12 @@ def _progress(job: JobRecord) -> Progress:
     if job.status is JobStatus.running and total and job.run_started_at and done_this_run > 0:
         eta = (time.time() - job.run_started_at) / done_this_run * max(total - job.iteration, 0)
     return Progress(
-        epoch=job.epoch, epochs=epochs, iteration=job.iteration, iterations_per_epoch=per_epoch,
-        total_iterations=total, fraction=1.0 if job.status is JobStatus.succeeded else fraction,
+        epoch=job.epoch,
+        epochs=epochs,
+        iteration=job.iteration,
+        iterations_per_epoch=per_epoch,
+        total_iterations=total,
+        fraction=1.0 if job.status is JobStatus.succeeded else fraction,
         eta_seconds=eta,
     )
 
@@ -58,13 +62,22 @@ def _progress(job: JobRecord) -> Progress:
 def job_out(job: JobRecord) -> Job:
     """The API view of a job record."""
     return Job(
-        id=job.id, name=job.name, status=job.status, dataset_id=job.dataset_id,
-        architecture=job.architecture, training=job.training,
-        created_at=_time(job.created_at), started_at=_time(job.started_at),
-        finished_at=_time(job.finished_at), queue_position=job.queue_position,
+        id=job.id,
+        name=job.name,
+        status=job.status,
+        dataset_id=job.dataset_id,
+        architecture=job.architecture,
+        training=job.training,
+        created_at=_time(job.created_at),
+        started_at=_time(job.started_at),
+        finished_at=_time(job.finished_at),
+        queue_position=job.queue_position,
         progress=_progress(job),
-        metrics=EpochMetrics.model_validate(job.latest, from_attributes=True) if job.latest else None,
-        error=job.error, model_id=job.model_id,
+        metrics=EpochMetrics.model_validate(job.latest, from_attributes=True)
+        if job.latest
+        else None,
+        error=job.error,
+        model_id=job.model_id,
     )
 
 
@@ -77,8 +90,9 @@ def thin(points: list[StoredCost], max_points: int) -> list[StoredCost]:
     return kept
 
 
-def cost_history(jobs: JobStore, job: JobRecord, since: int,
-                 max_points: int | None = None) -> CostHistory:
+def cost_history(
+    jobs: JobStore, job: JobRecord, since: int, max_points: int | None = None
+) -> CostHistory:
     """`job`'s status and its costs after iteration `since`. The record must have been read
     before the costs are: then a finished status comes with the complete history."""
     iterations, epochs = jobs.costs(job.id, since)
@@ -93,17 +107,24 @@ def cost_history(jobs: JobStore, job: JobRecord, since: int,
     )
 
 
-@router.post("", status_code=202, response_model=Job,
-             responses=error_responses(400, 403, 404, 413, 422, 429))
-def create_job(body: JobCreate, datasets: DatasetStoreDep, runner: RunnerDep,
-               settings: SettingsDep, response: Response) -> Job:
+@router.post(
+    "", status_code=202, response_model=Job, responses=error_responses(400, 403, 404, 413, 422, 429)
+)
+def create_job(
+    body: JobCreate,
+    datasets: DatasetStoreDep,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    response: Response,
+) -> Job:
     """Submit a training job; it is checked against its dataset, then queued."""
     dataset = datasets.get(body.dataset_id) if is_valid_id(body.dataset_id) else None
     if dataset is None:
         raise NotFoundError(f"Dataset {body.dataset_id!r} not found")
     architecture, training = admit(body, dataset, settings.worker_memory_mb)
-    job = runner.submit(name=body.name, dataset_id=dataset.id, architecture=architecture,
-                        training=training)
+    job = runner.submit(
+        name=body.name, dataset_id=dataset.id, architecture=architecture, training=training
+    )
     response.headers["Location"] = f"/jobs/{job.id}"
     return job_out(job)
 
@@ -131,16 +152,22 @@ def read_job_costs(
     job: JobDep,
     jobs: JobStoreDep,
     since: Annotated[int, Query(ge=0, description="Only iterations after this one.")] = 0,
-    max_points: Annotated[int | None, Query(ge=2, le=100_000,
-                                            description="Thin the iterations to this many.")] = None,
+    max_points: Annotated[
+        int | None, Query(ge=2, le=100_000, description="Thin the iterations to this many.")
+    ] = None,
 ) -> CostHistory:
     """The cost of every iteration and the summary of every epoch."""
     return cost_history(jobs, job, since, max_points)
 
 
-@router.get("/{job_id}/costs.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}, "description": "The cost curve"},
-                       **error_responses(404)})
+@router.get(
+    "/{job_id}/costs.png",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The cost curve"},
+        **error_responses(404),
+    },
+)
 def read_job_cost_plot(job: JobDep, jobs: JobStoreDep) -> Response:
     """The cost curve as a PNG image."""
     iterations, epochs = jobs.costs(job.id, 0)
@@ -149,8 +176,7 @@ def read_job_cost_plot(job: JobDep, jobs: JobStoreDep) -> Response:
     return Response(png, media_type="image/png")
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse,
-            responses=error_responses(404))
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=error_responses(404))
 async def stream_job_events(
     job: JobDep,
     jobs: JobStoreDep,

@@ -29,13 +29,21 @@ router = APIRouter(prefix="/models", tags=["models"])
 PREDICT_BODY = {
     "required": True,
     "content": {
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["files"],
-            "properties": {"files": {
-                "type": "array", "items": {"type": "string", "format": "binary"},
-                "description": "PNG or JPEG images, converted to the model's channels and size.",
-            }},
-        }},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": (
+                            "PNG or JPEG images, converted to the model's channels and size."
+                        ),
+                    }
+                },
+            }
+        },
         "application/json": {"schema": PredictInstances.model_json_schema()},
     },
 }
@@ -44,11 +52,19 @@ PREDICT_BODY = {
 def model_out(meta: ModelMeta) -> Model:
     """The API view of a stored model."""
     return Model(
-        id=meta.id, job_id=meta.job_id, name=meta.name, dataset_id=meta.dataset_id,
-        created_at=datetime.fromtimestamp(meta.created_at, UTC), architecture=meta.architecture,
-        input_shape=meta.input_shape, classes=meta.classes, param_count=meta.param_count,
-        macs=meta.macs, layers=[LayerSummary(**layer) for layer in meta.layers],
-        metrics=ModelMetrics(**meta.metrics), preprocessing=meta.preprocessing,
+        id=meta.id,
+        job_id=meta.job_id,
+        name=meta.name,
+        dataset_id=meta.dataset_id,
+        created_at=datetime.fromtimestamp(meta.created_at, UTC),
+        architecture=meta.architecture,
+        input_shape=meta.input_shape,
+        classes=meta.classes,
+        param_count=meta.param_count,
+        macs=meta.macs,
+        layers=[LayerSummary(**layer) for layer in meta.layers],
+        metrics=ModelMetrics(**meta.metrics),
+        preprocessing=meta.preprocessing,
         training=meta.training,
     )
 
@@ -66,17 +82,25 @@ def read_model(model: ModelDep) -> Model:
     return model_out(model)
 
 
-@router.get("/{model_id}/download", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}},
-                             "description": "The model's .npz file (load with Network.load)"},
-                       **error_responses(404)})
+@router.get(
+    "/{model_id}/download",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "The model's .npz file (load with Network.load)",
+        },
+        **error_responses(404),
+    },
+)
 def download_model(model: ModelDep, models: ModelStoreDep) -> FileResponse:
     """The model file: weights and metadata in one .npz, loadable with `Network.load`."""
     path = models.file_path(model.id)
     if not path.exists():
         raise NotFoundError("Model not found")
-    return FileResponse(path, media_type="application/octet-stream",
-                        filename=f"model-{model.id}.npz")
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=f"model-{model.id}.npz"
+    )
 
 
 @router.delete("/{model_id}", status_code=204, responses=error_responses(403, 404))
@@ -108,9 +132,12 @@ def parse_instances(body: bytes, model: ModelMeta, limit: int) -> np.ndarray:
     return X
 
 
-@router.post("/{model_id}/predict", response_model=Predictions,
-             responses=error_responses(400, 403, 404, 409, 413, 415, 422, 503),
-             openapi_extra={"requestBody": PREDICT_BODY})
+@router.post(
+    "/{model_id}/predict",
+    response_model=Predictions,
+    responses=error_responses(400, 403, 404, 409, 413, 415, 422, 503),
+    openapi_extra={"requestBody": PREDICT_BODY},
+)
 async def predict(
     model: ModelDep,
     request: Request,
@@ -126,14 +153,17 @@ async def predict(
         async with request.form(max_files=limit, max_fields=1) as form:
             files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
             if not files:
-                raise InvalidRequestError("send one or more images as multipart parts "
-                                          "named 'files'")
+                raise InvalidRequestError(
+                    "send one or more images as multipart parts named 'files'"
+                )
             images = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
         results = await predictor.predict_images(model, images, top_k)
     elif content_type.startswith("application/json"):
         X = await run_in_threadpool(parse_instances, await request.body(), model, limit)
         results = await predictor.predict_array(model, X, top_k)
     else:
-        raise UnsupportedMediaError("send multipart/form-data with image files named 'files', "
-                                    "or application/json with 'instances'")
+        raise UnsupportedMediaError(
+            "send multipart/form-data with image files named 'files', "
+            "or application/json with 'instances'"
+        )
     return Predictions(model_id=model.id, predictions=results)

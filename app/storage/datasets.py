@@ -36,10 +36,15 @@ class DatasetMeta:
 def describe(dataset_id: str, name: str, dataset: Dataset, *, builtin: bool = False) -> DatasetMeta:
     """The metadata of `dataset` as stored and served."""
     return DatasetMeta(
-        id=dataset_id, name=name, n_samples=int(dataset.n_samples),
-        input_shape=[int(d) for d in dataset.input_shape], classes=list(dataset.class_names),
+        id=dataset_id,
+        name=name,
+        n_samples=int(dataset.n_samples),
+        input_shape=[int(d) for d in dataset.input_shape],
+        classes=list(dataset.class_names),
         class_counts=[int(c) for c in dataset.class_counts()],
-        preprocessing=dict(dataset.preprocessing), created_at=time.time(), builtin=builtin,
+        preprocessing=dict(dataset.preprocessing),
+        created_at=time.time(),
+        builtin=builtin,
     )
 
 
@@ -63,8 +68,9 @@ class FileDatasetStore:
 
     @cached_property
     def _builtin(self) -> DatasetMeta:
-        meta = describe(BUILTIN_DATASET_ID, "MNIST sample (built in)", load_mnist_sample(),
-                        builtin=True)
+        meta = describe(
+            BUILTIN_DATASET_ID, "MNIST sample (built in)", load_mnist_sample(), builtin=True
+        )
         return DatasetMeta(**{**asdict(meta), "created_at": 0.0})
 
     def _meta_path(self, dataset_id: str) -> Path:
@@ -93,8 +99,9 @@ class FileDatasetStore:
     def create(self, dataset_id: str, name: str, dataset: Dataset) -> DatasetMeta:
         """Store `dataset` under `dataset_id`: arrays first, then the metadata that publishes it."""
         meta = describe(dataset_id, name, dataset)
-        atomic_save(self._data_path(dataset_id),
-                    lambda tmp: np.savez(tmp, X=dataset.X, y=dataset.y))
+        atomic_save(
+            self._data_path(dataset_id), lambda tmp: np.savez(tmp, X=dataset.X, y=dataset.y)
+        )
         atomic_write_json(self._meta_path(dataset_id), asdict(meta))
         return meta
 
@@ -104,8 +111,12 @@ class FileDatasetStore:
             return load_mnist_sample()
         meta = self.get(dataset_id)
         with np.load(self._data_path(dataset_id), allow_pickle=False) as arrays:
-            return Dataset(X=arrays["X"], y=arrays["y"], class_names=meta.classes,
-                           preprocessing=meta.preprocessing)
+            return Dataset(
+                X=arrays["X"],
+                y=arrays["y"],
+                class_names=meta.classes,
+                preprocessing=meta.preprocessing,
+            )
 
     def delete(self, dataset_id: str) -> None:
         """Remove the dataset: metadata first (unpublish), then the arrays."""

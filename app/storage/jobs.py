@@ -80,26 +80,39 @@ class JobRecord:
 class JobStore(Protocol):
     """What the service needs from a job store."""
 
-    def create(self, job_id: str, name: str | None, dataset_id: str,
-               architecture: dict[str, Any], training: dict[str, Any],
-               threads: int) -> JobRecord: ...
+    def create(
+        self,
+        job_id: str,
+        name: str | None,
+        dataset_id: str,
+        architecture: dict[str, Any],
+        training: dict[str, Any],
+        threads: int,
+    ) -> JobRecord: ...
     def get(self, job_id: str) -> JobRecord | None: ...
-    def list_page(self, status: JobStatus | None, limit: int,
-                  offset: int) -> tuple[list[JobRecord], int]: ...
+    def list_page(
+        self, status: JobStatus | None, limit: int, offset: int
+    ) -> tuple[list[JobRecord], int]: ...
     def count(self, status: JobStatus) -> int: ...
     def is_dataset_in_use(self, dataset_id: str) -> bool: ...
     def claim_next(self) -> str | None: ...
     def cancel(self, job_id: str) -> JobStatus | None: ...
-    def finish(self, job_id: str, status: JobStatus, *, error: str | None = None,
-               model_id: str | None = None) -> bool: ...
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        error: str | None = None,
+        model_id: str | None = None,
+    ) -> bool: ...
     def requeue(self, job_id: str) -> bool: ...
     def requeue_running(self) -> list[str]: ...
-    def start_run(self, job_id: str, epoch: int, iteration: int,
-                  iterations_per_epoch: int) -> None: ...
+    def start_run(
+        self, job_id: str, epoch: int, iteration: int, iterations_per_epoch: int
+    ) -> None: ...
     def record_iterations(self, job_id: str, rows: list[IterationCost]) -> None: ...
     def record_epoch(self, job_id: str, summary: EpochSummary) -> None: ...
-    def costs(self, job_id: str,
-              since: int) -> tuple[list[IterationCost], list[EpochSummary]]: ...
+    def costs(self, job_id: str, since: int) -> tuple[list[IterationCost], list[EpochSummary]]: ...
 
 
 _SCHEMA = """
@@ -144,8 +157,15 @@ CREATE TABLE IF NOT EXISTS epochs (
 ) WITHOUT ROWID;
 """
 
-_EPOCH_FIELDS = ("epoch", "cost", "train_accuracy", "val_cost", "val_accuracy", "seconds",
-                 "last_iteration")
+_EPOCH_FIELDS = (
+    "epoch",
+    "cost",
+    "train_accuracy",
+    "val_cost",
+    "val_accuracy",
+    "seconds",
+    "last_iteration",
+)
 _EPOCH_COLUMNS = ", ".join(_EPOCH_FIELDS)
 
 # Job rows with what a record shows besides them, in one query: the queue position of a queued
@@ -174,8 +194,9 @@ class SqliteJobStore:
     """`JobStore` on one SQLite file (WAL); safe to share between threads of one process."""
 
     def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False,
-                                     isolation_level=None)
+        self._conn = sqlite3.connect(
+            path, timeout=30, check_same_thread=False, isolation_level=None
+        )
         self._lock = threading.Lock()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -219,28 +240,55 @@ class SqliteJobStore:
         if row["latest_epoch"] is not None:
             latest = EpochSummary(**{f: row[f"latest_{f}"] for f in _EPOCH_FIELDS})
         return JobRecord(
-            id=row["id"], name=row["name"], dataset_id=row["dataset_id"],
-            architecture=json.loads(row["architecture"]), training=json.loads(row["training"]),
-            status=JobStatus(row["status"]), created_at=row["created_at"],
+            id=row["id"],
+            name=row["name"],
+            dataset_id=row["dataset_id"],
+            architecture=json.loads(row["architecture"]),
+            training=json.loads(row["training"]),
+            status=JobStatus(row["status"]),
+            created_at=row["created_at"],
             started_at=row["started_at"],
-            finished_at=row["finished_at"], epoch=row["epoch"], iteration=row["iteration"],
+            finished_at=row["finished_at"],
+            epoch=row["epoch"],
+            iteration=row["iteration"],
             iterations_per_epoch=row["iterations_per_epoch"],
-            run_started_at=row["run_started_at"], run_start_iteration=row["run_start_iteration"],
-            error=row["error"], model_id=row["model_id"], threads=row["threads"],
-            queue_position=row["queue_position"], latest=latest,
+            run_started_at=row["run_started_at"],
+            run_start_iteration=row["run_start_iteration"],
+            error=row["error"],
+            model_id=row["model_id"],
+            threads=row["threads"],
+            queue_position=row["queue_position"],
+            latest=latest,
         )
 
-    def create(self, job_id: str, name: str | None, dataset_id: str,
-               architecture: dict[str, Any], training: dict[str, Any],
-               threads: int) -> JobRecord:
+    def create(
+        self,
+        job_id: str,
+        name: str | None,
+        dataset_id: str,
+        architecture: dict[str, Any],
+        training: dict[str, Any],
+        threads: int,
+    ) -> JobRecord:
         """Insert a queued job at the back of the queue. It trains with `threads` threads
         whenever it runs: the weights depend on the count, so a resumed run uses the same."""
-        self._write((
-            ("INSERT INTO jobs (id, name, dataset_id, architecture, training, status, created_at,"
-             " threads) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)"),
-            (job_id, name, dataset_id, json.dumps(architecture), json.dumps(training),
-             time.time(), threads),
-        ))
+        self._write(
+            (
+                (
+                    "INSERT INTO jobs (id, name, dataset_id, architecture, training, status,"
+                    " created_at, threads) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)"
+                ),
+                (
+                    job_id,
+                    name,
+                    dataset_id,
+                    json.dumps(architecture),
+                    json.dumps(training),
+                    time.time(),
+                    threads,
+                ),
+            )
+        )
         return self.get(job_id)
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -248,13 +296,16 @@ class SqliteJobStore:
         rows = self._read(f"{_SELECT_RECORDS} WHERE jobs.id = ?", (job_id,))
         return self._record(rows[0]) if rows else None
 
-    def list_page(self, status: JobStatus | None, limit: int,
-                  offset: int) -> tuple[list[JobRecord], int]:
+    def list_page(
+        self, status: JobStatus | None, limit: int, offset: int
+    ) -> tuple[list[JobRecord], int]:
         """A page of jobs, newest first, and the total count matching `status`."""
         where, params = ("WHERE jobs.status = ?", (status.value,)) if status else ("", ())
         total = self._read(f"SELECT COUNT(*) FROM jobs {where}", params)[0][0]
-        rows = self._read(f"{_SELECT_RECORDS} {where} ORDER BY jobs.seq DESC LIMIT ? OFFSET ?",
-                          (*params, limit, offset))
+        rows = self._read(
+            f"{_SELECT_RECORDS} {where} ORDER BY jobs.seq DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
         return [self._record(row) for row in rows], total
 
     def count(self, status: JobStatus) -> int:
@@ -263,10 +314,13 @@ class SqliteJobStore:
 
     def is_dataset_in_use(self, dataset_id: str) -> bool:
         """Whether a queued or running job trains on `dataset_id`."""
-        return bool(self._read(
-            "SELECT 1 FROM jobs WHERE dataset_id = ? AND status IN ('queued', 'running') LIMIT 1",
-            (dataset_id,),
-        ))
+        return bool(
+            self._read(
+                "SELECT 1 FROM jobs WHERE dataset_id = ? AND status IN ('queued', 'running')"
+                " LIMIT 1",
+                (dataset_id,),
+            )
+        )
 
     def claim_next(self) -> str | None:
         """Move the oldest queued job to running and return its id."""
@@ -283,24 +337,45 @@ class SqliteJobStore:
         with self._transaction() as conn:
             row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row and JobStatus(row["status"]).is_active:
-                conn.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?",
-                             (time.time(), job_id))
+                conn.execute(
+                    "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?",
+                    (time.time(), job_id),
+                )
         return JobStatus(row["status"]) if row else None
 
-    def finish(self, job_id: str, status: JobStatus, *, error: str | None = None,
-               model_id: str | None = None) -> bool:
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        error: str | None = None,
+        model_id: str | None = None,
+    ) -> bool:
         """Move a running job to a terminal `status`; False if it was no longer running."""
-        return self._write((
-            ("UPDATE jobs SET status = ?, error = ?, model_id = ?, finished_at = ?"
-             " WHERE id = ? AND status = 'running'"),
-            (status.value, error, model_id, time.time(), job_id),
-        )) == 1
+        return (
+            self._write(
+                (
+                    (
+                        "UPDATE jobs SET status = ?, error = ?, model_id = ?, finished_at = ?"
+                        " WHERE id = ? AND status = 'running'"
+                    ),
+                    (status.value, error, model_id, time.time(), job_id),
+                )
+            )
+            == 1
+        )
 
     def requeue(self, job_id: str) -> bool:
         """Put a running job back in the queue (at its old place); False if not running."""
-        return self._write((
-            "UPDATE jobs SET status = 'queued' WHERE id = ? AND status = 'running'", (job_id,),
-        )) == 1
+        return (
+            self._write(
+                (
+                    "UPDATE jobs SET status = 'queued' WHERE id = ? AND status = 'running'",
+                    (job_id,),
+                )
+            )
+            == 1
+        )
 
     def requeue_running(self) -> list[str]:
         """Put jobs a previous server left running back in the queue (they keep their place)."""
@@ -310,15 +385,18 @@ class SqliteJobStore:
             ).fetchall()
         return [row["id"] for row in rows]
 
-    def start_run(self, job_id: str, epoch: int, iteration: int,
-                  iterations_per_epoch: int) -> None:
+    def start_run(self, job_id: str, epoch: int, iteration: int, iterations_per_epoch: int) -> None:
         """A worker's first iteration (`iteration` of `epoch`; later than 1 when it resumes from
         a checkpoint): drop the history it will redo, the costs from `iteration` on and the
         summaries from `epoch` on, which a run killed after its checkpoint had recorded."""
         self._write(
-            (("UPDATE jobs SET run_started_at = ?, run_start_iteration = ?,"
-              " iterations_per_epoch = ? WHERE id = ?"),
-             (time.time(), iteration - 1, iterations_per_epoch, job_id)),
+            (
+                (
+                    "UPDATE jobs SET run_started_at = ?, run_start_iteration = ?,"
+                    " iterations_per_epoch = ? WHERE id = ?"
+                ),
+                (time.time(), iteration - 1, iterations_per_epoch, job_id),
+            ),
             ("DELETE FROM iterations WHERE job_id = ? AND iteration >= ?", (job_id, iteration)),
             ("DELETE FROM epochs WHERE job_id = ? AND epoch >= ?", (job_id, epoch)),
         )
@@ -332,29 +410,42 @@ class SqliteJobStore:
                 " VALUES (?, ?, ?, ?)",
                 [(job_id, r.iteration, r.epoch, finite_or_none(r.cost)) for r in rows],
             )
-            conn.execute("UPDATE jobs SET epoch = ?, iteration = ? WHERE id = ?",
-                         (last.epoch, last.iteration, job_id))
+            conn.execute(
+                "UPDATE jobs SET epoch = ?, iteration = ? WHERE id = ?",
+                (last.epoch, last.iteration, job_id),
+            )
 
     def record_epoch(self, job_id: str, summary: EpochSummary) -> None:
         """Store one epoch's summary (replacing an earlier one for the same epoch)."""
-        self._write((
-            (f"INSERT OR REPLACE INTO epochs (job_id, {_EPOCH_COLUMNS})"
-             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-            (job_id, summary.epoch, finite_or_none(summary.cost),
-             finite_or_none(summary.train_accuracy), finite_or_none(summary.val_cost),
-             finite_or_none(summary.val_accuracy), finite_or_none(summary.seconds),
-             summary.last_iteration),
-        ))
+        self._write(
+            (
+                (
+                    f"INSERT OR REPLACE INTO epochs (job_id, {_EPOCH_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    job_id,
+                    summary.epoch,
+                    finite_or_none(summary.cost),
+                    finite_or_none(summary.train_accuracy),
+                    finite_or_none(summary.val_cost),
+                    finite_or_none(summary.val_accuracy),
+                    finite_or_none(summary.seconds),
+                    summary.last_iteration,
+                ),
+            )
+        )
 
-    def costs(self, job_id: str,
-              since: int) -> tuple[list[IterationCost], list[EpochSummary]]:
+    def costs(self, job_id: str, since: int) -> tuple[list[IterationCost], list[EpochSummary]]:
         """Iterations after `since` and the epochs that ended after it, in order."""
         iterations = self._read(
             "SELECT epoch, iteration, cost FROM iterations WHERE job_id = ? AND iteration > ?"
-            " ORDER BY iteration", (job_id, since),
+            " ORDER BY iteration",
+            (job_id, since),
         )
         epochs = self._read(
             f"SELECT {_EPOCH_COLUMNS} FROM epochs WHERE job_id = ? AND last_iteration > ?"
-            " ORDER BY epoch", (job_id, since),
+            " ORDER BY epoch",
+            (job_id, since),
         )
         return [IterationCost(**row) for row in iterations], [EpochSummary(**row) for row in epochs]

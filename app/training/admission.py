@@ -27,8 +27,13 @@ def _summary(normalized: dict[str, Any], plans: list) -> dict[str, Any]:
         "input_shape": list(normalized["input_shape"]),
         "n_classes": 2 if output.activation == "sigmoid" else output.units,
         "layers": [
-            {"index": p.index, "type": p.type, "output_shape": list(p.output_shape),
-             "param_count": p.param_count, "macs": p.macs}
+            {
+                "index": p.index,
+                "type": p.type,
+                "output_shape": list(p.output_shape),
+                "param_count": p.param_count,
+                "macs": p.macs,
+            }
             for p in plans
         ],
         "param_count": sum(p.param_count for p in plans),
@@ -36,8 +41,9 @@ def _summary(normalized: dict[str, Any], plans: list) -> dict[str, Any]:
     }
 
 
-def admit(request: JobCreate, dataset: DatasetMeta,
-          memory_mb: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+def admit(
+    request: JobCreate, dataset: DatasetMeta, memory_mb: int = 0
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The job's normalized architecture config and training settings, or a 422.
 
     `memory_mb` is the workers' memory limit (0: none): a job whose estimated need is over it
@@ -67,7 +73,10 @@ def admit(request: JobCreate, dataset: DatasetMeta,
             f"of {dataset.n_samples}"
         )
     if memory_mb:
-        need = WORKER_BASELINE_MB + training_bytes(plans, training["batch_size"], dataset.n_samples) / MB
+        need = (
+            WORKER_BASELINE_MB
+            + training_bytes(plans, training["batch_size"], dataset.n_samples) / MB
+        )
         if need > memory_mb:
             raise InvalidRequestError(
                 f"this job would need about {need:,.0f} MB, over the workers' limit of "

@@ -49,6 +49,7 @@ class JobExecutor(Protocol):
 
 def _exit_with_server(server_alive: Connection) -> None:
     """Exit this process as soon as the server's end of `server_alive` closes."""
+
     def watch() -> None:
         wait([server_alive])
         os._exit(1)
@@ -96,7 +97,8 @@ class ProcessExecutor:
         process = self._context.Process(
             target=_process_main,
             args=(job_id, str(self._data_dir), self._server_alive, self._memory_mb),
-            name=f"cnn-job-{job_id}", daemon=True,
+            name=f"cnn-job-{job_id}",
+            daemon=True,
         )
         process.start()
         with self._lock:

@@ -45,9 +45,19 @@ def death_reason(exitcode: int) -> str:
 class JobRunner:
     """Owns the queue discipline: at most `workers` jobs run, at most `max_queue` wait."""
 
-    def __init__(self, jobs: JobStore, datasets: DatasetStore, models: ModelStore,
-                 executor: JobExecutor, layout: DataLayout, *, workers: int, max_queue: int,
-                 poll_interval: float, train_threads: int) -> None:
+    def __init__(
+        self,
+        jobs: JobStore,
+        datasets: DatasetStore,
+        models: ModelStore,
+        executor: JobExecutor,
+        layout: DataLayout,
+        *,
+        workers: int,
+        max_queue: int,
+        poll_interval: float,
+        train_threads: int,
+    ) -> None:
         self.jobs = jobs
         self.datasets = datasets
         self.models = models
@@ -65,8 +75,14 @@ class JobRunner:
 
     # ------------------------------------------------------------------ called from routes
 
-    def submit(self, *, name: str | None, dataset_id: str, architecture: dict[str, Any],
-               training: dict[str, Any]) -> JobRecord:
+    def submit(
+        self,
+        *,
+        name: str | None,
+        dataset_id: str,
+        architecture: dict[str, Any],
+        training: dict[str, Any],
+    ) -> JobRecord:
         """Queue an admitted job; 429 when the queue is full."""
         with self._lock:
             queued = self.jobs.count(JobStatus.queued)
@@ -74,8 +90,9 @@ class JobRunner:
                 raise QueueFullError(f"Job queue full ({queued} jobs queued); retry later")
             if self.datasets.get(dataset_id) is None:
                 raise NotFoundError(f"Dataset {dataset_id!r} not found")
-            job = self.jobs.create(new_id(), name, dataset_id, architecture, training,
-                                   threads=self._train_threads)
+            job = self.jobs.create(
+                new_id(), name, dataset_id, architecture, training, threads=self._train_threads
+            )
         self.wake()
         return job
 
@@ -179,8 +196,9 @@ class JobRunner:
         models and checkpoints of finished jobs."""
         requeued = self.jobs.requeue_running()
         if requeued:
-            log.info("re-queued %d interrupted job(s); they resume from their checkpoints",
-                     len(requeued))
+            log.info(
+                "re-queued %d interrupted job(s); they resume from their checkpoints", len(requeued)
+            )
         for model in self.models.list_all():
             job = self.jobs.get(model.job_id)
             if job is None or job.model_id != model.id:

@@ -46,8 +46,9 @@ def validation_count(n_samples: int, validation_split: float) -> int:
     return round(n_samples * validation_split)
 
 
-def split_indices(n_samples: int, validation_split: float,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    n_samples: int, validation_split: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) sample indices: a seeded shuffle, the first part held out."""
     order = np.random.default_rng(seed).permutation(n_samples)
     n_val = validation_count(n_samples, validation_split)
@@ -61,8 +62,9 @@ class ProgressRecorder:
     current iteration once `interrupt` is set (fit then checkpoints that iteration).
     """
 
-    def __init__(self, jobs: JobStore, job_id: str,
-                 interrupt: threading.Event | None = None) -> None:
+    def __init__(
+        self, jobs: JobStore, job_id: str, interrupt: threading.Event | None = None
+    ) -> None:
         self._jobs = jobs
         self._job_id = job_id
         self._interrupt = interrupt
@@ -84,8 +86,9 @@ class ProgressRecorder:
     def __call__(self, event: dict[str, Any]) -> bool:
         if event["type"] == "iteration":
             if not self._started:
-                self._jobs.start_run(self._job_id, event["epoch"], event["iteration"],
-                                     event["iterations_per_epoch"])
+                self._jobs.start_run(
+                    self._job_id, event["epoch"], event["iteration"], event["iterations_per_epoch"]
+                )
                 self._started = True
             self._last_iteration = event["iteration"]
             self._pending.append(IterationCost(event["epoch"], event["iteration"], event["cost"]))
@@ -101,9 +104,13 @@ class ProgressRecorder:
 
 def _summary(epoch: dict[str, Any], last_iteration: int) -> EpochSummary:
     return EpochSummary(
-        epoch=epoch["epoch"], cost=epoch["cost"], train_accuracy=epoch["train_accuracy"],
-        val_cost=epoch["val_cost"], val_accuracy=epoch["val_accuracy"],
-        seconds=epoch["seconds"], last_iteration=last_iteration,
+        epoch=epoch["epoch"],
+        cost=epoch["cost"],
+        train_accuracy=epoch["train_accuracy"],
+        val_cost=epoch["val_cost"],
+        val_accuracy=epoch["val_accuracy"],
+        seconds=epoch["seconds"],
+        last_iteration=last_iteration,
     )
 
 
@@ -115,8 +122,9 @@ def fault_allocation(job: JobRecord) -> np.ndarray | None:
     return np.empty(int(megabytes) * 2**20, dtype=np.uint8)
 
 
-def train(job: JobRecord, data: Dataset, callback: ProgressRecorder,
-          checkpoint: Path) -> tuple[Network, History]:
+def train(
+    job: JobRecord, data: Dataset, callback: ProgressRecorder, checkpoint: Path
+) -> tuple[Network, History]:
     """Fit the job's network on its dataset, resuming from `checkpoint` if it exists."""
     fault_allocation(job)
     settings = job.training
@@ -125,11 +133,18 @@ def train(job: JobRecord, data: Dataset, callback: ProgressRecorder,
     validation = (data.X[val_idx], data.y[val_idx]) if len(val_idx) else None
     net = Network.from_config(job.architecture, seed=seed)
     history = net.fit(
-        data.X[train_idx], data.y[train_idx], epochs=settings["epochs"],
-        batch_size=settings["batch_size"], optimizer=settings["optimizer"],
-        validation_data=validation, callback=callback, seed=seed,
-        early_stopping=settings["early_stopping"], checkpoint_path=checkpoint,
-        resume_from=checkpoint if checkpoint.exists() else None, threads=job.threads,
+        data.X[train_idx],
+        data.y[train_idx],
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        optimizer=settings["optimizer"],
+        validation_data=validation,
+        callback=callback,
+        seed=seed,
+        early_stopping=settings["early_stopping"],
+        checkpoint_path=checkpoint,
+        resume_from=checkpoint if checkpoint.exists() else None,
+        threads=job.threads,
     )
     return net, history
 
@@ -148,14 +163,26 @@ def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) ->
     """What the model store keeps about the model a job trained."""
     last = history.epochs[-1]
     return ModelMeta(
-        id=new_id(), job_id=job.id, name=job.name, dataset_id=job.dataset_id,
-        created_at=time.time(), architecture=net.config, input_shape=list(net.input_shape),
-        classes=list(data.class_names), param_count=net.param_count, macs=net.macs,
-        layers=net.summary(), preprocessing=dict(data.preprocessing), training=job.training,
+        id=new_id(),
+        job_id=job.id,
+        name=job.name,
+        dataset_id=job.dataset_id,
+        created_at=time.time(),
+        architecture=net.config,
+        input_shape=list(net.input_shape),
+        classes=list(data.class_names),
+        param_count=net.param_count,
+        macs=net.macs,
+        layers=net.summary(),
+        preprocessing=dict(data.preprocessing),
+        training=job.training,
         metrics={
-            "epochs_trained": len(history.epochs), "stopped_early": history.stopped_early,
-            **{key: finite_or_none(last[key])
-               for key in ("cost", "train_accuracy", "val_cost", "val_accuracy")},
+            "epochs_trained": len(history.epochs),
+            "stopped_early": history.stopped_early,
+            **{
+                key: finite_or_none(last[key])
+                for key in ("cost", "train_accuracy", "val_cost", "val_accuracy")
+            },
         },
     )
 
@@ -177,8 +204,9 @@ def run_job(job_id: str, data_dir: Path, interrupt: threading.Event | None = Non
         jobs.close()
 
 
-def _run(job: JobRecord, layout: DataLayout, jobs: SqliteJobStore,
-         interrupt: threading.Event | None) -> bool:
+def _run(
+    job: JobRecord, layout: DataLayout, jobs: SqliteJobStore, interrupt: threading.Event | None
+) -> bool:
     checkpoint = layout.checkpoint(job.id)
     recorder = ProgressRecorder(jobs, job.id, interrupt)
     try:
@@ -189,14 +217,20 @@ def _run(job: JobRecord, layout: DataLayout, jobs: SqliteJobStore,
         checkpoint.unlink(missing_ok=True)
         return False
     except MemoryError:
-        jobs.finish(job.id, JobStatus.failed, error="out of memory: use a smaller network, "
-                    "batch size or dataset")
+        jobs.finish(
+            job.id,
+            JobStatus.failed,
+            error="out of memory: use a smaller network, batch size or dataset",
+        )
         checkpoint.unlink(missing_ok=True)
         return False
     except Exception:
         log.exception("job %s: training failed", job.id)
-        jobs.finish(job.id, JobStatus.failed,
-                    error="internal error in the training worker (see the server log)")
+        jobs.finish(
+            job.id,
+            JobStatus.failed,
+            error="internal error in the training worker (see the server log)",
+        )
         checkpoint.unlink(missing_ok=True)
         return False
     record_history(jobs, job.id, history)

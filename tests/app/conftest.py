@@ -28,8 +28,13 @@ TINY_ARCHITECTURE = {
         {"type": "dense", "units": 10, "activation": "softmax"},
     ],
 }
-TINY_TRAINING = {"epochs": 2, "batch_size": 32, "validation_split": 0.1, "seed": 0,
-                 "optimizer": {"name": "adam", "learning_rate": 0.01}}
+TINY_TRAINING = {
+    "epochs": 2,
+    "batch_size": 32,
+    "validation_split": 0.1,
+    "seed": 0,
+    "optimizer": {"name": "adam", "learning_rate": 0.01},
+}
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -73,8 +78,9 @@ def image_zip_bytes(per_class: int = 4) -> bytes:
     return buffer.getvalue()
 
 
-def wait_for_job(client: TestClient | httpx.Client, job_id: str, timeout: float = 60,
-                 until: set[str] = TERMINAL) -> dict:
+def wait_for_job(
+    client: TestClient | httpx.Client, job_id: str, timeout: float = 60, until: set[str] = TERMINAL
+) -> dict:
     """Poll a job until its status is in `until`; the job."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -85,8 +91,9 @@ def wait_for_job(client: TestClient | httpx.Client, job_id: str, timeout: float 
     raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
 
 
-def wait_for_iteration(client: TestClient | httpx.Client, job_id: str, iteration: int,
-                       timeout: float = 60) -> dict:
+def wait_for_iteration(
+    client: TestClient | httpx.Client, job_id: str, iteration: int, timeout: float = 60
+) -> dict:
     """Poll a running job until it has recorded `iteration`; the job."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -97,13 +104,20 @@ def wait_for_iteration(client: TestClient | httpx.Client, job_id: str, iteration
     raise AssertionError(f"job {job_id} did not reach iteration {iteration} in {timeout} s")
 
 
-def submit(client: TestClient | httpx.Client, dataset_id: str = "mnist-sample",
-           architecture: dict | str = "lenet5", **training: object) -> dict:
+def submit(
+    client: TestClient | httpx.Client,
+    dataset_id: str = "mnist-sample",
+    architecture: dict | str = "lenet5",
+    **training: object,
+) -> dict:
     """POST a job (tiny defaults); the 202 body."""
     if architecture == "tiny":
         architecture = TINY_ARCHITECTURE
-    body = {"dataset_id": dataset_id, "architecture": architecture,
-            "training": {**TINY_TRAINING, **training}}
+    body = {
+        "dataset_id": dataset_id,
+        "architecture": architecture,
+        "training": {**TINY_TRAINING, **training},
+    }
     response = client.post("/jobs", json=body)
     assert response.status_code == 202, response.text
     return response.json()

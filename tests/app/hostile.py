@@ -10,8 +10,10 @@ from fastapi import FastAPI
 
 # What must never appear in a response body: tracebacks, source locations, server paths,
 # library internals.
-LEAK = re.compile(r"Traceback|File \"|site-packages|/work/|/home/|/usr/|/tmp/|\.py\b|<class |"
-                  r"<function |object at 0x|numpy\.|PIL\.|starlette\.|fastapi\.|pydantic_core")
+LEAK = re.compile(
+    r"Traceback|File \"|site-packages|/work/|/home/|/usr/|/tmp/|\.py\b|<class |"
+    r"<function |object at 0x|numpy\.|PIL\.|starlette\.|fastapi\.|pydantic_core"
+)
 
 
 def assert_clean(text: str) -> None:
@@ -21,8 +23,13 @@ def assert_clean(text: str) -> None:
         json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
 
 
-def raw_request(app: FastAPI, method: str, raw_path: str,
-                headers: dict[str, str] | None = None, body: bytes = b"") -> tuple[int, bytes, int]:
+def raw_request(
+    app: FastAPI,
+    method: str,
+    raw_path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+) -> tuple[int, bytes, int]:
     """Send one request straight to the ASGI app, as a server would pass it: the path is not
     normalised (`..` stays), only percent-decoded once. Returns (status, body, how many times
     the app asked for the request body)."""
@@ -47,19 +54,29 @@ def raw_request(app: FastAPI, method: str, raw_path: str,
     header_list = [(b"host", b"127.0.0.1:8000")] + [
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
     ]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": method, "scheme": "http", "path": unquote(path),
-             "raw_path": path.encode("latin-1"), "query_string": query.encode(),
-             "root_path": "", "headers": header_list, "client": ("127.0.0.1", 50000),
-             "server": ("127.0.0.1", 8000)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": unquote(path),
+        "raw_path": path.encode("latin-1"),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": header_list,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
     asyncio.run(app(scope, receive, send))
     return sent["status"], sent["body"], reads
 
 
 def tree(root: Path) -> dict[str, bytes]:
     """Every file under `root` with its content: a snapshot to compare before and after."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def open_fds_under(directory: Path) -> list[str]:

@@ -37,8 +37,9 @@ def api_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> schemathesis.
         return runner
 
     monkeypatch.setattr(app.main, "build_runner", queue_only)
-    service = create_app(Settings(data_dir=tmp_path / "data", api_key=KEY, max_queue=4,
-                                  poll_interval=0.05))
+    service = create_app(
+        Settings(data_dir=tmp_path / "data", api_key=KEY, max_queue=4, poll_interval=0.05)
+    )
     config = SchemathesisConfig.from_dict({"auth": {"openapi": {"HTTPBearer": {"bearer": KEY}}}})
     return schemathesis.openapi.from_asgi("/openapi.json", service, config=config)
 
@@ -48,13 +49,19 @@ def test_api_conforms_to_its_openapi_schema(api_schema: schemathesis.BaseSchema)
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 17
     for operation in operations:
-        strategy = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
-                             operation.as_strategy(GenerationMode.NEGATIVE))
+        strategy = st.one_of(
+            operation.as_strategy(GenerationMode.POSITIVE),
+            operation.as_strategy(GenerationMode.NEGATIVE),
+        )
 
         @given(case=strategy)
         @seed(20260601)
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def conforms(case: schemathesis.Case) -> None:
             case.call_and_validate(excluded_checks=[positive_data_acceptance])
 

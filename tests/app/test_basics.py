@@ -7,8 +7,11 @@ from app.schemas import LENET5_CONFIG
 
 def test_health_reports_version_and_workers(client: TestClient) -> None:
     body = client.get("/health").json()
-    assert body == {"status": "ok", "version": "0.1.0",
-                    "jobs": {"workers": 1, "running": 0, "queued": 0}}
+    assert body == {
+        "status": "ok",
+        "version": "0.1.0",
+        "jobs": {"workers": 1, "running": 0, "queued": 0},
+    }
 
 
 def test_validate_lenet5_gives_the_classic_parameter_count(client: TestClient) -> None:
@@ -18,33 +21,48 @@ def test_validate_lenet5_gives_the_classic_parameter_count(client: TestClient) -
     assert body["param_count"] == 61_706
     assert body["n_classes"] == 10
     assert [layer["output_shape"] for layer in body["layers"]] == [
-        [6, 28, 28], [6, 14, 14], [16, 10, 10], [16, 5, 5], [120], [84], [10]]
+        [6, 28, 28],
+        [6, 14, 14],
+        [16, 10, 10],
+        [16, 5, 5],
+        [120],
+        [84],
+        [10],
+    ]
     assert body["macs"] == sum(layer["macs"] for layer in body["layers"])
 
 
 def test_validate_names_the_layer_that_breaks(client: TestClient) -> None:
-    config = {"input_shape": [1, 8, 8], "layers": [
-        {"type": "conv", "filters": 2, "kernel_size": 5},
-        {"type": "maxpool", "pool_size": 2},
-        {"type": "conv", "filters": 2, "kernel_size": 5},
-        {"type": "dense", "units": 10}]}
+    config = {
+        "input_shape": [1, 8, 8],
+        "layers": [
+            {"type": "conv", "filters": 2, "kernel_size": 5},
+            {"type": "maxpool", "pool_size": 2},
+            {"type": "conv", "filters": 2, "kernel_size": 5},
+            {"type": "dense", "units": 10},
+        ],
+    }
     response = client.post("/architectures/validate", json={"architecture": config})
     assert response.status_code == 422
     assert response.json()["detail"].startswith("layer 2 (conv)")
 
 
 def test_validate_refuses_unknown_layer_types_and_fields(client: TestClient) -> None:
-    for layer in ({"type": "__import__('os').system"},
-                  {"type": "conv", "filters": 2, "kernel_size": 3, "activation": "os.system"},
-                  {"type": "dense", "units": 10, "bias": False}):
+    for layer in (
+        {"type": "__import__('os').system"},
+        {"type": "conv", "filters": 2, "kernel_size": 3, "activation": "os.system"},
+        {"type": "dense", "units": 10, "bias": False},
+    ):
         config = {"input_shape": [1, 8, 8], "layers": [layer]}
         response = client.post("/architectures/validate", json={"architecture": config})
         assert response.status_code == 422, layer
 
 
 def test_nan_in_a_body_is_a_422_that_does_not_echo_it(client: TestClient) -> None:
-    body = ('{"dataset_id": "mnist-sample", "architecture": "lenet5",'
-            ' "training": {"optimizer": {"name": "adam", "learning_rate": NaN}}}')
+    body = (
+        '{"dataset_id": "mnist-sample", "architecture": "lenet5",'
+        ' "training": {"optimizer": {"name": "adam", "learning_rate": NaN}}}'
+    )
     response = client.post("/jobs", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "NaN" not in response.text and "nan" not in response.text

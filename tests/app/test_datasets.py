@@ -12,7 +12,8 @@ from tests.app.conftest import digits_npz, holdout, image_zip_bytes, submit
 def idx_bytes(array: np.ndarray) -> bytes:
     """An MNIST IDX file of a uint8 array."""
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape)
+        f">{array.ndim}I", *array.shape
+    )
     return header + array.astype(np.uint8).tobytes()
 
 
@@ -26,8 +27,9 @@ def test_builtin_sample_is_listed_and_described(client: TestClient) -> None:
 
 
 def test_upload_npz_is_stored_listed_and_described(client: TestClient, settings) -> None:
-    response = client.post("/datasets", files={"files": ("../../x.png", digits_npz(120))},
-                           data={"name": "digits"})
+    response = client.post(
+        "/datasets", files={"files": ("../../x.png", digits_npz(120))}, data={"name": "digits"}
+    )
     assert response.status_code == 201
     body = response.json()
     assert response.headers["location"] == f"/datasets/{body['id']}"
@@ -35,15 +37,19 @@ def test_upload_npz_is_stored_listed_and_described(client: TestClient, settings)
     assert sum(body["class_counts"].values()) == 120
     assert client.get(f"/datasets/{body['id']}").json() == body
     assert [d["id"] for d in client.get("/datasets").json()["datasets"]] == [
-        "mnist-sample", body["id"]]
+        "mnist-sample",
+        body["id"],
+    ]
     stored = sorted(p.name for p in (settings.data_dir / "datasets").iterdir())
     assert stored == [f"{body['id']}.json", f"{body['id']}.npz"]
 
 
 def test_upload_idx_pair_gzipped_or_not(client: TestClient) -> None:
     X, y = holdout()
-    files = [("files", ("labels.idx1", idx_bytes(y[:50]))),
-             ("files", ("images.idx3.gz", gzip.compress(idx_bytes(X[:50]))))]
+    files = [
+        ("files", ("labels.idx1", idx_bytes(y[:50]))),
+        ("files", ("images.idx3.gz", gzip.compress(idx_bytes(X[:50])))),
+    ]
     body = client.post("/datasets", files=files).json()
     assert body["n_samples"] == 50 and body["input_shape"] == [1, 28, 28]
 

@@ -33,8 +33,13 @@ from tests.app.conftest import (
 from tests.app.live import LiveServer, live_server, model_params
 
 # LeNet-5 on mnist-sample: 1,800 training digits in 113 iterations per epoch.
-LENET = {"epochs": 12, "batch_size": 16, "validation_split": 0.1, "seed": 5,
-         "optimizer": {"name": "adam", "learning_rate": 0.001}}
+LENET = {
+    "epochs": 12,
+    "batch_size": 16,
+    "validation_split": 0.1,
+    "seed": 5,
+    "optimizer": {"name": "adam", "learning_rate": 0.001},
+}
 PER_EPOCH = 113
 STOP_DEADLINE_S = 9.0  # docker stop sends SIGKILL 10 s after SIGTERM
 
@@ -53,8 +58,15 @@ def test_fault_allocation_hook_is_inert_unless_set(monkeypatch: pytest.MonkeyPat
 
 
 def worker_job_named(name: str) -> JobRecord:
-    return JobRecord(id="x", name=name, dataset_id="mnist-sample", architecture={}, training={},
-                     status=JobStatus.running, created_at=0.0)
+    return JobRecord(
+        id="x",
+        name=name,
+        dataset_id="mnist-sample",
+        architecture={},
+        training={},
+        status=JobStatus.running,
+        created_at=0.0,
+    )
 
 
 def default_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -66,18 +78,21 @@ def default_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def test_worker_memory_limit_defaults_to_a_size_that_trains_lenet(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Every other worker test trains under this default; NumPy and OpenBLAS reserve far more
     # address space than they touch, so the limit must leave room for that.
     assert default_settings(monkeypatch).worker_memory_mb == 4096
 
 
 def test_job_over_the_worker_memory_limit_fails_out_of_memory_and_the_server_carries_on(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     env = {"CNN_WORKER_MEMORY_MB": "1024", "CNN_FAULT_WORKER_ALLOCATE": "greedy:2048"}
     with live_server(tmp_path / "data", tmp_path / "server.log", **env) as (_, client):
-        greedy = client.post("/jobs", json={"dataset_id": "mnist-sample", "architecture": "lenet5",
-                                            "name": "greedy"}).json()
+        greedy = client.post(
+            "/jobs", json={"dataset_id": "mnist-sample", "architecture": "lenet5", "name": "greedy"}
+        ).json()
         following = submit(client, "mnist-sample", "tiny", epochs=1)
         failed = wait_for_job(client, greedy["id"])
         assert failed["status"] == "failed" and failed["model_id"] is None
@@ -91,7 +106,8 @@ def test_job_over_the_worker_memory_limit_fails_out_of_memory_and_the_server_car
 
 
 def test_worker_killed_with_kill_9_fails_its_job_within_seconds_and_the_next_job_runs(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     data_dir = tmp_path / "data"
     with live_server(data_dir, tmp_path / "server.log") as (server, client):
         doomed = submit(client, "mnist-sample", "lenet5", **{**LENET, "epochs": 200})
@@ -130,7 +146,8 @@ def follow_events(server: LiveServer, job_id: str, ended: threading.Event) -> No
 
 
 def test_sigterm_checkpoints_mid_epoch_exits_within_9s_and_the_job_resumes_to_the_same_weights(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     data_dir, log = tmp_path / "data", tmp_path / "server.log"
     server = LiveServer(data_dir, log)
     try:
@@ -140,8 +157,9 @@ def test_sigterm_checkpoints_mid_epoch_exits_within_9s_and_the_job_resumes_to_th
             queued = submit(client, "mnist-sample", "tiny", epochs=1)
             wait_for_iteration(client, job["id"], PER_EPOCH + 40)
         stream_ended = threading.Event()
-        threading.Thread(target=follow_events, args=(server, job["id"], stream_ended),
-                         daemon=True).start()
+        threading.Thread(
+            target=follow_events, args=(server, job["id"], stream_ended), daemon=True
+        ).start()
         time.sleep(0.2)
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)  # the server alone, as `docker stop` does
@@ -166,8 +184,9 @@ def test_sigterm_checkpoints_mid_epoch_exits_within_9s_and_the_job_resumes_to_th
         assert stopped.status is JobStatus.queued and stopped.error is None
         assert stopped.iteration % PER_EPOCH != 0, "the stop landed on an epoch end"
         assert [i.iteration for i in recorded] == list(range(1, stopped.iteration + 1))
-        _, meta = load_archive(DataLayout(data_dir).checkpoint(job["id"]), CHECKPOINT_FORMAT,
-                               CHECKPOINT_VERSION)
+        _, meta = load_archive(
+            DataLayout(data_dir).checkpoint(job["id"]), CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+        )
         assert len(meta["history"]["iterations"]) == stopped.iteration, "not the stop iteration"
 
         server.start()
@@ -179,17 +198,20 @@ def test_sigterm_checkpoints_mid_epoch_exits_within_9s_and_the_job_resumes_to_th
             epochs = LENET["epochs"]
             assert [e["epoch"] for e in costs["epochs"]] == list(range(1, epochs + 1))
             assert [i["iteration"] for i in costs["iterations"]] == list(
-                range(1, epochs * PER_EPOCH + 1))
+                range(1, epochs * PER_EPOCH + 1)
+            )
 
-            again = wait_for_job(client, submit(client, "mnist-sample", "lenet5", **LENET)["id"],
-                                 timeout=60)
+            again = wait_for_job(
+                client, submit(client, "mnist-sample", "lenet5", **LENET)["id"], timeout=60
+            )
             expected = model_params(client, again["model_id"], tmp_path)
             got = model_params(client, resumed["model_id"], tmp_path)
             for name in expected:
                 np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
             straight = client.get(f"/jobs/{again['id']}/costs").json()
             assert [i["cost"] for i in straight["iterations"]] == [
-                i["cost"] for i in costs["iterations"]]
+                i["cost"] for i in costs["iterations"]
+            ]
             assert [e["cost"] for e in straight["epochs"]] == [e["cost"] for e in costs["epochs"]]
     finally:
         server.kill_group()
@@ -203,12 +225,19 @@ def test_train_threads_default_to_at_most_two(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_a_job_trains_and_resumes_with_the_thread_count_it_was_submitted_with(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     layout = DataLayout(tmp_path)
     layout.create()
     jobs = SqliteJobStore(layout.jobs_db)
-    training = {"epochs": 2, "batch_size": 32, "validation_split": 0.1, "seed": 0,
-                "optimizer": {"name": "adam", "learning_rate": 0.01}, "early_stopping": None}
+    training = {
+        "epochs": 2,
+        "batch_size": 32,
+        "validation_split": 0.1,
+        "seed": 0,
+        "optimizer": {"name": "adam", "learning_rate": 0.01},
+        "early_stopping": None,
+    }
     jobs.create("j", None, "mnist-sample", TINY_ARCHITECTURE, training, threads=2)
     jobs.claim_next()
     assert jobs.get("j").threads == 2

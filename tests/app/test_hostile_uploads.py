@@ -41,8 +41,13 @@ def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def small(tmp_path: Path, temp_dir: Path) -> Iterator[TestClient]:
     """An app with 1 MB dataset and predict caps and a 1 KB JSON cap."""
-    settings = Settings(data_dir=tmp_path / "data", max_upload_mb=1, max_predict_mb=1,
-                        max_json_kb=1, poll_interval=0.05)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        max_upload_mb=1,
+        max_predict_mb=1,
+        max_json_kb=1,
+        poll_interval=0.05,
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -54,15 +59,17 @@ def no_temp_files(temp_dir: Path) -> bool:
     return left == [] and open_fds_under(temp_dir) == []
 
 
-def assert_untouched(client: TestClient, root: Path, temp_dir: Path,
-                     before: dict[str, bytes] | None = None) -> None:
+def assert_untouched(
+    client: TestClient, root: Path, temp_dir: Path, before: dict[str, bytes] | None = None
+) -> None:
     """Nothing new stored, no temp file left, nothing written outside the data dir."""
     data = root / "data"
     stored = tree(data / "datasets")
     assert stored == (before or {}), sorted(stored)
     assert no_temp_files(temp_dir)
-    outside = [p for p in root.rglob("*")
-               if not p.is_relative_to(data) and not p.is_relative_to(temp_dir)]
+    outside = [
+        p for p in root.rglob("*") if not p.is_relative_to(data) and not p.is_relative_to(temp_dir)
+    ]
     assert outside == [], outside
     assert client.get("/health").status_code == 200
     assert client.get("/datasets/mnist-sample").status_code == 200
@@ -70,9 +77,13 @@ def assert_untouched(client: TestClient, root: Path, temp_dir: Path,
 
 def multipart(parts: list[tuple[str, bytes]], boundary: str = "b0undary") -> tuple[dict, bytes]:
     """A multipart body of file parts named "files", built by hand."""
-    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
-                    f"filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-                    .encode() + data + b"\r\n" for name, data in parts)
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+        f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+        + data
+        + b"\r\n"
+        for name, data in parts
+    )
     body += f"--{boundary}--\r\n".encode()
     return {"Content-Type": f"multipart/form-data; boundary={boundary}"}, body
 
@@ -80,7 +91,7 @@ def multipart(parts: list[tuple[str, bytes]], boundary: str = "b0undary") -> tup
 def chunks(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
     """The body streamed in chunks, so it is sent chunked, without Content-Length."""
     for start in range(0, len(body), size):
-        yield body[start:start + size]
+        yield body[start : start + size]
 
 
 def upload(client: TestClient, data: bytes, name: str = "d.npz", **kwargs):
@@ -95,7 +106,8 @@ def upload(client: TestClient, data: bytes, name: str = "d.npz", **kwargs):
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_dataset_upload_over_the_cap_is_413_and_leaves_nothing(
-        small: TestClient, tmp_path: Path, temp_dir: Path, chunked: bool) -> None:
+    small: TestClient, tmp_path: Path, temp_dir: Path, chunked: bool
+) -> None:
     headers, body = multipart([("big.npz", b"\0" * (3 << 20))])
     content = chunks(body) if chunked else body
     response = small.post("/datasets", content=content, headers=headers)
@@ -105,12 +117,14 @@ def test_dataset_upload_over_the_cap_is_413_and_leaves_nothing(
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_predict_body_over_the_cap_is_413(trained: tuple[TestClient, dict], temp_dir: Path,
-                                          chunked: bool) -> None:
+def test_predict_body_over_the_cap_is_413(
+    trained: tuple[TestClient, dict], temp_dir: Path, chunked: bool
+) -> None:
     client, model = trained
     headers, body = multipart([("x.png", DIGIT + b"\0" * (11 << 20))])
-    response = client.post(f"/models/{model['id']}/predict",
-                           content=chunks(body) if chunked else body, headers=headers)
+    response = client.post(
+        f"/models/{model['id']}/predict", content=chunks(body) if chunked else body, headers=headers
+    )
     assert response.status_code == 413
     assert response.json() == {"detail": "Content Too Large"}
     assert no_temp_files(temp_dir)
@@ -118,20 +132,28 @@ def test_predict_body_over_the_cap_is_413(trained: tuple[TestClient, dict], temp
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_json_body_over_the_cap_is_413_and_creates_no_job(small: TestClient, tmp_path: Path,
-                                                          temp_dir: Path, chunked: bool) -> None:
-    body = b'{"dataset_id": "mnist-sample", "architecture": "lenet5", "name": "' + (
-        b"x" * 4000) + b'"}'
+def test_json_body_over_the_cap_is_413_and_creates_no_job(
+    small: TestClient, tmp_path: Path, temp_dir: Path, chunked: bool
+) -> None:
+    body = (
+        b'{"dataset_id": "mnist-sample", "architecture": "lenet5", "name": "'
+        + (b"x" * 4000)
+        + b'"}'
+    )
     for path in ("/jobs", "/architectures/validate"):
-        response = small.post(path, content=chunks(body, 512) if chunked else body,
-                              headers={"Content-Type": "application/json"})
+        response = small.post(
+            path,
+            content=chunks(body, 512) if chunked else body,
+            headers={"Content-Type": "application/json"},
+        )
         assert response.status_code == 413
     assert small.get("/jobs").json()["count"] == 0
     assert_untouched(small, tmp_path, temp_dir)
 
 
-def test_upload_of_many_parts_is_refused_cheaply(client: TestClient, tmp_path: Path,
-                                                 temp_dir: Path) -> None:
+def test_upload_of_many_parts_is_refused_cheaply(
+    client: TestClient, tmp_path: Path, temp_dir: Path
+) -> None:
     headers, body = multipart([(f"{i}.npz", b"x") for i in range(50)])
     response = client.post("/datasets", content=body, headers=headers)
     assert response.status_code == 400
@@ -143,30 +165,36 @@ def test_upload_of_many_parts_is_refused_cheaply(client: TestClient, tmp_path: P
 
 
 def test_format_is_decided_from_bytes_and_stored_names_are_generated(
-        client: TestClient, tmp_path: Path, temp_dir: Path) -> None:
+    client: TestClient, tmp_path: Path, temp_dir: Path
+) -> None:
     for name in ("../../escape.png", "/etc/cron.d/x", "..\\..\\win.npz", "a\x00b.zip", "."):
-        response = client.post("/datasets",
-                               files={"files": (name, digits_npz(40), "image/png")})
+        response = client.post("/datasets", files={"files": (name, digits_npz(40), "image/png")})
         assert response.status_code == 201, (name, response.text)
         dataset_id = response.json()["id"]
-        assert sorted(p.name for p in (tmp_path / "data" / "datasets").glob(f"{dataset_id}*")) \
-            == [f"{dataset_id}.json", f"{dataset_id}.npz"]
+        assert sorted(p.name for p in (tmp_path / "data" / "datasets").glob(f"{dataset_id}*")) == [
+            f"{dataset_id}.json",
+            f"{dataset_id}.npz",
+        ]
     stored = list((tmp_path / "data" / "datasets").iterdir())
     assert len(stored) == 10
     assert [p for p in tmp_path.rglob("*") if p.name in ("escape.png", "x", "win.npz")] == []
 
 
-@pytest.mark.parametrize(("name", "payload"), [
-    ("d.npz", png_bytes(np.zeros((8, 8), np.uint8))),
-    ("d.zip", b"GIF89a" + b"\0" * 50),
-    ("d.npz", b"not a dataset at all"),
-    ("d.npz", b""),
-    ("d.npz", np.lib.format.magic(1, 0) + b"single .npy"),
-    ("d.npz", b"\x7fELF\x02\x01\x01" + b"\0" * 64),
-    ("d.npz", b"%PDF-1.7\n"),
-])
-def test_bytes_of_no_accepted_format_are_415(client: TestClient, tmp_path: Path,
-                                             temp_dir: Path, name: str, payload: bytes) -> None:
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        ("d.npz", png_bytes(np.zeros((8, 8), np.uint8))),
+        ("d.zip", b"GIF89a" + b"\0" * 50),
+        ("d.npz", b"not a dataset at all"),
+        ("d.npz", b""),
+        ("d.npz", np.lib.format.magic(1, 0) + b"single .npy"),
+        ("d.npz", b"\x7fELF\x02\x01\x01" + b"\0" * 64),
+        ("d.npz", b"%PDF-1.7\n"),
+    ],
+)
+def test_bytes_of_no_accepted_format_are_415(
+    client: TestClient, tmp_path: Path, temp_dir: Path, name: str, payload: bytes
+) -> None:
     response = upload(client, payload, name)
     assert response.status_code == 415, response.text
     assert_untouched(client, tmp_path, temp_dir)
@@ -202,11 +230,13 @@ def npz_of(members: dict[str, bytes]) -> bytes:
 
 
 def test_npz_with_pickled_object_array_is_refused_without_running_it(
-        client: TestClient, tmp_path: Path, temp_dir: Path) -> None:
+    client: TestClient, tmp_path: Path, temp_dir: Path
+) -> None:
     marker = tmp_path / "pwned"
     X, y = holdout()
-    payload = npz_bytes(X[:20], y[:20], class_names=np.array([OpensAFile(marker)] * 10,
-                                                             dtype=object))
+    payload = npz_bytes(
+        X[:20], y[:20], class_names=np.array([OpensAFile(marker)] * 10, dtype=object)
+    )
     response = upload(client, payload)
     assert response.status_code == 422 and "pickle" in response.json()["detail"]
     X_objects = npz_bytes(np.array([OpensAFile(marker)], dtype=object), y[:1])
@@ -216,11 +246,16 @@ def test_npz_with_pickled_object_array_is_refused_without_running_it(
 
 
 def test_npz_declaring_a_huge_shape_is_413_before_allocating(
-        client: TestClient, tmp_path: Path, temp_dir: Path) -> None:
-    members = {"X.npy": npy_member({"descr": "<f4", "fortran_order": False,
-                                    "shape": (100_000, 100_000)}, b"\0" * 10),
-               "y.npy": npy_member({"descr": "<i8", "fortran_order": False,
-                                    "shape": (100_000,)}, b"\0" * 10)}
+    client: TestClient, tmp_path: Path, temp_dir: Path
+) -> None:
+    members = {
+        "X.npy": npy_member(
+            {"descr": "<f4", "fortran_order": False, "shape": (100_000, 100_000)}, b"\0" * 10
+        ),
+        "y.npy": npy_member(
+            {"descr": "<i8", "fortran_order": False, "shape": (100_000,)}, b"\0" * 10
+        ),
+    }
     tracemalloc.start()
     started = time.perf_counter()
     response = upload(client, npz_of(members))
@@ -232,34 +267,70 @@ def test_npz_declaring_a_huge_shape_is_413_before_allocating(
     assert_untouched(client, tmp_path, temp_dir)
 
 
-@pytest.mark.parametrize(("case", "members", "status"), [
-    ("structured dtype", {"X.npy": npy_member({"descr": [("a", "<f4")], "fortran_order": False,
-                                               "shape": (2, 4, 4)}, b"\0" * 32)}, 422),
-    ("negative shape", {"X.npy": npy_member({"descr": "<f4", "fortran_order": False,
-                                             "shape": (-1, 4, 4)}, b"")}, 422),
-    ("truncated data", {"X.npy": npy_member({"descr": "|u1", "fortran_order": False,
-                                             "shape": (4, 8, 8)}, b"\0" * 10),
-                        "y.npy": npy_member({"descr": "<i8", "fortran_order": False,
-                                             "shape": (4,)}, struct.pack("<4q", 0, 1, 0, 1))},
-     400),
-    ("garbage header", {"X.npy": b"\x93NUMPY\x01\x00\xff\xff{'descr': eval('1')}",
-                        "y.npy": b"junk"}, 400),
-    ("not npy members", {"X.npy": b"hello", "y.npy": b"world"}, 400),
-    ("member that is no .npy", {"evil.sh": b"rm -rf /", "X.npy": np.lib.format.magic(1, 0)},
-     422),
-    ("many members", {f"m{i}.npy": b"" for i in range(100)}, 413),
-])
-def test_malformed_npz_members_are_refused(client: TestClient, tmp_path: Path, temp_dir: Path,
-                                           case: str, members: dict, status: int) -> None:
+@pytest.mark.parametrize(
+    ("case", "members", "status"),
+    [
+        (
+            "structured dtype",
+            {
+                "X.npy": npy_member(
+                    {"descr": [("a", "<f4")], "fortran_order": False, "shape": (2, 4, 4)},
+                    b"\0" * 32,
+                )
+            },
+            422,
+        ),
+        (
+            "negative shape",
+            {
+                "X.npy": npy_member(
+                    {"descr": "<f4", "fortran_order": False, "shape": (-1, 4, 4)}, b""
+                )
+            },
+            422,
+        ),
+        (
+            "truncated data",
+            {
+                "X.npy": npy_member(
+                    {"descr": "|u1", "fortran_order": False, "shape": (4, 8, 8)}, b"\0" * 10
+                ),
+                "y.npy": npy_member(
+                    {"descr": "<i8", "fortran_order": False, "shape": (4,)},
+                    struct.pack("<4q", 0, 1, 0, 1),
+                ),
+            },
+            400,
+        ),
+        (
+            "garbage header",
+            {"X.npy": b"\x93NUMPY\x01\x00\xff\xff{'descr': eval('1')}", "y.npy": b"junk"},
+            400,
+        ),
+        ("not npy members", {"X.npy": b"hello", "y.npy": b"world"}, 400),
+        (
+            "member that is no .npy",
+            {"evil.sh": b"rm -rf /", "X.npy": np.lib.format.magic(1, 0)},
+            422,
+        ),
+        ("many members", {f"m{i}.npy": b"" for i in range(100)}, 413),
+    ],
+)
+def test_malformed_npz_members_are_refused(
+    client: TestClient, tmp_path: Path, temp_dir: Path, case: str, members: dict, status: int
+) -> None:
     response = upload(client, npz_of(members))
     assert response.status_code == status, (case, response.text)
     assert_untouched(client, tmp_path, temp_dir)
 
 
-@pytest.mark.parametrize("case", ["nan pixels", "label out of range", "mismatched n",
-                                  "one class", "4 channels", "flat X"])
-def test_npz_with_unusable_arrays_is_422(client: TestClient, tmp_path: Path, temp_dir: Path,
-                                         case: str) -> None:
+@pytest.mark.parametrize(
+    "case",
+    ["nan pixels", "label out of range", "mismatched n", "one class", "4 channels", "flat X"],
+)
+def test_npz_with_unusable_arrays_is_422(
+    client: TestClient, tmp_path: Path, temp_dir: Path, case: str
+) -> None:
     X, y = holdout()
     X, y = X[:20].astype(np.float32), y[:20].copy()
     extra = {}
@@ -300,38 +371,43 @@ LABELS = idx(0x08, (4,), bytes([0, 1, 0, 1]))
 IMAGES = idx(0x08, (4, 2, 2), b"\1" * 16)
 
 
-@pytest.mark.parametrize(("case", "images", "status"), [
-    ("3 bytes", b"\0\0\x08", 415),
-    ("float type", idx(0x0D, (4, 2, 2), b"\0" * 64), 422),
-    ("unknown type", idx(0x42, (4, 2, 2), b"\0" * 16), 422),
-    ("ndim 0", bytes([0, 0, 8, 0]), 422),
-    ("ndim 255", bytes([0, 0, 8, 255]) + b"\0" * 16, 422),
-    ("zero dim", idx(0x08, (0, 2, 2), b""), 422),
-    ("overflowing dims", idx(0x08, (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF), b"\0" * 16), 413),
-    ("truncated header", bytes([0, 0, 8, 3]) + b"\0\0\0\4", 400),
-    ("truncated data", idx(0x08, (4, 2, 2), b"\1" * 15), 400),
-    ("trailing garbage", idx(0x08, (4, 2, 2), b"\1" * 17), 400),
-    ("count mismatch", idx(0x08, (5, 2, 2), b"\1" * 20), 422),
-    ("two label files", LABELS, 422),
-    ("gzip of garbage", gzip.compress(b"hello world"), 415),
-    ("corrupt gzip", gzip.compress(IMAGES)[:-12] + b"\xff" * 4, 400),
-])
-def test_malformed_idx_files_are_refused(client: TestClient, tmp_path: Path, temp_dir: Path,
-                                         case: str, images: bytes, status: int) -> None:
-    response = client.post("/datasets", files=[("files", ("images", images)),
-                                               ("files", ("labels", LABELS))])
+@pytest.mark.parametrize(
+    ("case", "images", "status"),
+    [
+        ("3 bytes", b"\0\0\x08", 415),
+        ("float type", idx(0x0D, (4, 2, 2), b"\0" * 64), 422),
+        ("unknown type", idx(0x42, (4, 2, 2), b"\0" * 16), 422),
+        ("ndim 0", bytes([0, 0, 8, 0]), 422),
+        ("ndim 255", bytes([0, 0, 8, 255]) + b"\0" * 16, 422),
+        ("zero dim", idx(0x08, (0, 2, 2), b""), 422),
+        ("overflowing dims", idx(0x08, (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF), b"\0" * 16), 413),
+        ("truncated header", bytes([0, 0, 8, 3]) + b"\0\0\0\4", 400),
+        ("truncated data", idx(0x08, (4, 2, 2), b"\1" * 15), 400),
+        ("trailing garbage", idx(0x08, (4, 2, 2), b"\1" * 17), 400),
+        ("count mismatch", idx(0x08, (5, 2, 2), b"\1" * 20), 422),
+        ("two label files", LABELS, 422),
+        ("gzip of garbage", gzip.compress(b"hello world"), 415),
+        ("corrupt gzip", gzip.compress(IMAGES)[:-12] + b"\xff" * 4, 400),
+    ],
+)
+def test_malformed_idx_files_are_refused(
+    client: TestClient, tmp_path: Path, temp_dir: Path, case: str, images: bytes, status: int
+) -> None:
+    response = client.post(
+        "/datasets", files=[("files", ("images", images)), ("files", ("labels", LABELS))]
+    )
     assert_clean(response.text)
     assert response.status_code == status, (case, response.text)
     assert_untouched(client, tmp_path, temp_dir)
 
 
-def test_idx_gzip_bomb_is_413_after_reading_only_the_cap(small: TestClient, tmp_path: Path,
-                                                         temp_dir: Path) -> None:
+def test_idx_gzip_bomb_is_413_after_reading_only_the_cap(
+    small: TestClient, tmp_path: Path, temp_dir: Path
+) -> None:
     bomb = gzip.compress(idx(0x08, (50_000, 28, 28), bytes(50_000 * 784)), 9)
     assert len(bomb) < 100_000
     started = time.perf_counter()
-    response = small.post("/datasets", files=[("files", ("i.gz", bomb)),
-                                              ("files", ("l", LABELS))])
+    response = small.post("/datasets", files=[("files", ("i.gz", bomb)), ("files", ("l", LABELS))])
     assert response.status_code == 413 and time.perf_counter() - started < 1
     assert_untouched(small, tmp_path, temp_dir)
 
@@ -340,8 +416,9 @@ def test_idx_gzip_bomb_is_413_after_reading_only_the_cap(small: TestClient, tmp_
 # Zip of class folders
 
 
-def zip_of(entries: list[tuple[str | zipfile.ZipInfo, bytes]],
-           compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+def zip_of(
+    entries: list[tuple[str | zipfile.ZipInfo, bytes]], compression: int = zipfile.ZIP_DEFLATED
+) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression) as archive:
         for name, data in entries:
@@ -359,25 +436,28 @@ def symlink(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
     return info, target.encode()
 
 
-@pytest.mark.parametrize(("case", "entries", "status"), [
-    ("dot-dot", [*GOOD, ("../../evil/0.png", DIGIT)], 422),
-    ("nested dot-dot", [*GOOD, ("a/../../evil.png", DIGIT)], 422),
-    ("absolute", [*GOOD, ("/abs/0.png", DIGIT)], 422),
-    ("drive letter", [*GOOD, ("C:/win/0.png", DIGIT)], 422),
-    ("backslashes", [*GOOD, ("a\\..\\..\\b.png", DIGIT)], 422),
-    ("symlink", [*GOOD, symlink("a/1.png", "/etc/passwd")], 422),
-    ("nested archive", [*GOOD, ("a/inner.zip", zip_of(GOOD))], 422),
-    ("archive named png", [*GOOD, ("a/1.png", zip_of(GOOD))], 422),
-    ("bmp inside", [*GOOD, ("a/1.png", b"BM" + b"\0" * 60)], 415),
-    ("corrupt png", [*GOOD, ("a/1.png", DIGIT[:40])], 400),
-    ("not an image name", [*GOOD, ("a/run.sh", b"#!/bin/sh")], 422),
-    ("one class", [("a/0.png", DIGIT), ("a/1.png", DIGIT)], 422),
-    ("ratio bomb", [*GOOD, ("a/1.png", b"\0" * (10 << 20))], 413),
-    ("pixel bomb", [*GOOD, ("a/1.png", png_bytes(np.zeros((4200, 4200), np.uint8)))], 413),
-])
+@pytest.mark.parametrize(
+    ("case", "entries", "status"),
+    [
+        ("dot-dot", [*GOOD, ("../../evil/0.png", DIGIT)], 422),
+        ("nested dot-dot", [*GOOD, ("a/../../evil.png", DIGIT)], 422),
+        ("absolute", [*GOOD, ("/abs/0.png", DIGIT)], 422),
+        ("drive letter", [*GOOD, ("C:/win/0.png", DIGIT)], 422),
+        ("backslashes", [*GOOD, ("a\\..\\..\\b.png", DIGIT)], 422),
+        ("symlink", [*GOOD, symlink("a/1.png", "/etc/passwd")], 422),
+        ("nested archive", [*GOOD, ("a/inner.zip", zip_of(GOOD))], 422),
+        ("archive named png", [*GOOD, ("a/1.png", zip_of(GOOD))], 422),
+        ("bmp inside", [*GOOD, ("a/1.png", b"BM" + b"\0" * 60)], 415),
+        ("corrupt png", [*GOOD, ("a/1.png", DIGIT[:40])], 400),
+        ("not an image name", [*GOOD, ("a/run.sh", b"#!/bin/sh")], 422),
+        ("one class", [("a/0.png", DIGIT), ("a/1.png", DIGIT)], 422),
+        ("ratio bomb", [*GOOD, ("a/1.png", b"\0" * (10 << 20))], 413),
+        ("pixel bomb", [*GOOD, ("a/1.png", png_bytes(np.zeros((4200, 4200), np.uint8)))], 413),
+    ],
+)
 def test_hostile_image_zips_are_refused_and_write_nothing(
-        client: TestClient, tmp_path: Path, temp_dir: Path, case: str, entries: list,
-        status: int) -> None:
+    client: TestClient, tmp_path: Path, temp_dir: Path, case: str, entries: list, status: int
+) -> None:
     response = upload(client, zip_of(entries), "d.zip")
     assert response.status_code == status, (case, response.text)
     assert_untouched(client, tmp_path, temp_dir)
@@ -385,10 +465,11 @@ def test_hostile_image_zips_are_refused_and_write_nothing(
 
 
 def test_zip_entry_whose_header_understates_its_size_is_not_inflated_past_it(
-        client: TestClient, tmp_path: Path, temp_dir: Path) -> None:
+    client: TestClient, tmp_path: Path, temp_dir: Path
+) -> None:
     archive = bytearray(zip_of([*GOOD, ("a/1.png", b"\0" * (10 << 20))]))
     central = archive.rfind(b"PK\x01\x02")  # the last entry's central directory record
-    archive[central + 24:central + 28] = struct.pack("<I", 100)  # "uncompressed: 100 bytes"
+    archive[central + 24 : central + 28] = struct.pack("<I", 100)  # "uncompressed: 100 bytes"
     assert zipfile.ZipFile(io.BytesIO(archive)).infolist()[-1].file_size == 100
     started = time.perf_counter()
     response = upload(client, bytes(archive), "d.zip")
@@ -397,16 +478,18 @@ def test_zip_entry_whose_header_understates_its_size_is_not_inflated_past_it(
     assert_untouched(client, tmp_path, temp_dir)
 
 
-def test_zip_with_too_many_entries_is_413(client: TestClient, tmp_path: Path,
-                                          temp_dir: Path) -> None:
+def test_zip_with_too_many_entries_is_413(
+    client: TestClient, tmp_path: Path, temp_dir: Path
+) -> None:
     entries = [(f"a/{i}.png", b"") for i in range(100_001)]
     response = upload(client, zip_of(entries, zipfile.ZIP_STORED), "d.zip")
     assert response.status_code == 413, response.text
     assert_untouched(client, tmp_path, temp_dir)
 
 
-def test_refusals_leave_stored_datasets_unchanged_and_served(client: TestClient, tmp_path: Path,
-                                                             temp_dir: Path) -> None:
+def test_refusals_leave_stored_datasets_unchanged_and_served(
+    client: TestClient, tmp_path: Path, temp_dir: Path
+) -> None:
     kept = upload(client, image_zip_bytes(3), "d.zip").json()
     before = tree(tmp_path / "data" / "datasets")
     for payload in (zip_of([*GOOD, ("../../x.png", DIGIT)]), b"junk", digits_npz(40)[:100]):
@@ -421,12 +504,19 @@ def test_refusals_leave_stored_datasets_unchanged_and_served(client: TestClient,
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height and carries almost no data (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 def image_bytes(fmt: str, **kwargs) -> bytes:
@@ -447,20 +537,25 @@ def assert_model_still_serves(client: TestClient, model: dict) -> None:
     assert client.get("/health").status_code == 200
 
 
-@pytest.mark.parametrize(("fmt", "kwargs"), [("GIF", {}), ("BMP", {}), ("TIFF", {}),
-                                             ("WEBP", {}), ("ICO", {}), ("PPM", {})])
-def test_images_other_than_png_and_jpeg_are_415(trained: tuple[TestClient, dict], fmt: str,
-                                                kwargs: dict) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "kwargs"),
+    [("GIF", {}), ("BMP", {}), ("TIFF", {}), ("WEBP", {}), ("ICO", {}), ("PPM", {})],
+)
+def test_images_other_than_png_and_jpeg_are_415(
+    trained: tuple[TestClient, dict], fmt: str, kwargs: dict
+) -> None:
     client, model = trained
     response = predict(client, model, image_bytes(fmt, **kwargs), "digit.png")
     assert response.status_code == 415, response.text
     assert_model_still_serves(client, model)
 
 
-@pytest.mark.parametrize(("width", "height"), [(20_000, 10_000), (12_000, 10_000),
-                                               (5_000, 5_000), (1, 20_000_000)])
-def test_decompression_bomb_is_413_well_under_a_second(trained: tuple[TestClient, dict],
-                                                       width: int, height: int) -> None:
+@pytest.mark.parametrize(
+    ("width", "height"), [(20_000, 10_000), (12_000, 10_000), (5_000, 5_000), (1, 20_000_000)]
+)
+def test_decompression_bomb_is_413_well_under_a_second(
+    trained: tuple[TestClient, dict], width: int, height: int
+) -> None:
     client, model = trained
     started = time.perf_counter()
     response = predict(client, model, png_header_only(width, height))
@@ -469,16 +564,26 @@ def test_decompression_bomb_is_413_well_under_a_second(trained: tuple[TestClient
     assert_model_still_serves(client, model)
 
 
-@pytest.mark.parametrize("case", ["truncated png", "truncated jpeg", "corrupt png crc",
-                                  "jpeg header only", "png signature only"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "truncated png",
+        "truncated jpeg",
+        "corrupt png crc",
+        "jpeg header only",
+        "png signature only",
+    ],
+)
 def test_truncated_or_corrupt_images_are_400(trained: tuple[TestClient, dict], case: str) -> None:
     client, model = trained
     jpeg = image_bytes("JPEG")
-    data = {"truncated png": DIGIT[: len(DIGIT) // 2],
-            "truncated jpeg": jpeg[: len(jpeg) // 2],
-            "corrupt png crc": DIGIT[:30] + bytes([DIGIT[30] ^ 0xFF]) + DIGIT[31:],
-            "jpeg header only": jpeg[:20],
-            "png signature only": b"\x89PNG\r\n\x1a\n"}[case]
+    data = {
+        "truncated png": DIGIT[: len(DIGIT) // 2],
+        "truncated jpeg": jpeg[: len(jpeg) // 2],
+        "corrupt png crc": DIGIT[:30] + bytes([DIGIT[30] ^ 0xFF]) + DIGIT[31:],
+        "jpeg header only": jpeg[:20],
+        "png signature only": b"\x89PNG\r\n\x1a\n",
+    }[case]
     response = predict(client, model, data)
     assert response.status_code == 400, (case, response.text)
     assert_model_still_serves(client, model)
@@ -500,8 +605,11 @@ def test_animated_png_is_predicted_from_its_first_frame(trained: tuple[TestClien
 
 
 def test_image_named_and_typed_as_png_but_holding_jpeg_bytes_is_decoded_as_jpeg(
-        trained: tuple[TestClient, dict]) -> None:
+    trained: tuple[TestClient, dict],
+) -> None:
     client, model = trained
-    response = client.post(f"/models/{model['id']}/predict",
-                           files={"files": ("digit.gif", image_bytes("JPEG"), "image/gif")})
+    response = client.post(
+        f"/models/{model['id']}/predict",
+        files={"files": ("digit.gif", image_bytes("JPEG"), "image/gif")},
+    )
     assert response.status_code == 200

@@ -18,17 +18,23 @@ from tests.app.conftest import (
     worker_pids,
 )
 
-DIVERGING = {"input_shape": [1, 28, 28], "layers": [
-    {"type": "dense", "units": 64, "activation": "linear"},
-    {"type": "dense", "units": 64, "activation": "linear"},
-    {"type": "dense", "units": 10}]}
+DIVERGING = {
+    "input_shape": [1, 28, 28],
+    "layers": [
+        {"type": "dense", "units": 64, "activation": "linear"},
+        {"type": "dense", "units": 64, "activation": "linear"},
+        {"type": "dense", "units": 10},
+    ],
+}
 SGD_10 = {"name": "sgd", "learning_rate": 10}
 
 
 def strict_json(text: str) -> object:
     """Parse JSON, failing on NaN or Infinity."""
+
     def refuse(constant: str) -> None:
         raise AssertionError(f"{constant} in a response")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -39,9 +45,15 @@ def dataset_id(client: TestClient) -> str:
 
 
 def test_job_trains_and_publishes_a_model(client: TestClient, dataset_id: str) -> None:
-    response = client.post("/jobs", json={
-        "dataset_id": dataset_id, "architecture": TINY_ARCHITECTURE, "name": "tiny",
-        "training": {"epochs": 2, "batch_size": 32, "validation_split": 0.1}})
+    response = client.post(
+        "/jobs",
+        json={
+            "dataset_id": dataset_id,
+            "architecture": TINY_ARCHITECTURE,
+            "name": "tiny",
+            "training": {"epochs": 2, "batch_size": 32, "validation_split": 0.1},
+        },
+    )
     assert response.status_code == 202
     job = response.json()
     assert response.headers["location"] == f"/jobs/{job['id']}"
@@ -65,16 +77,23 @@ def test_lenet5_preset_adapts_to_the_dataset(client: TestClient) -> None:
     assert wait_for_job(client, job["id"])["status"] == "succeeded"
 
 
-def test_costs_every_iteration_and_epoch_then_incremental(client: TestClient,
-                                                          dataset_id: str) -> None:
+def test_costs_every_iteration_and_epoch_then_incremental(
+    client: TestClient, dataset_id: str
+) -> None:
     job = wait_for_job(client, submit(client, dataset_id, "tiny", epochs=3)["id"])
     costs = client.get(f"/jobs/{job['id']}/costs").json()
     assert costs["status"] == "succeeded"
     assert [i["iteration"] for i in costs["iterations"]] == list(range(1, 28))
     assert [e["epoch"] for e in costs["epochs"]] == [1, 2, 3]
     assert costs["last_iteration"] == 27
-    assert set(costs["epochs"][0]) == {"epoch", "cost", "train_accuracy", "val_cost",
-                                       "val_accuracy", "seconds"}
+    assert set(costs["epochs"][0]) == {
+        "epoch",
+        "cost",
+        "train_accuracy",
+        "val_cost",
+        "val_accuracy",
+        "seconds",
+    }
     newer = client.get(f"/jobs/{job['id']}/costs", params={"since": 18}).json()
     assert [i["iteration"] for i in newer["iterations"]] == list(range(19, 28))
     assert [e["epoch"] for e in newer["epochs"]] == [3]
@@ -90,8 +109,9 @@ def test_cost_curve_png(client: TestClient, dataset_id: str) -> None:
     assert response.content.startswith(b"\x89PNG\r\n\x1a\n")
 
 
-def test_events_stream_progress_and_costs_until_the_job_ends(client: TestClient,
-                                                            dataset_id: str) -> None:
+def test_events_stream_progress_and_costs_until_the_job_ends(
+    client: TestClient, dataset_id: str
+) -> None:
     job = submit(client, dataset_id, "tiny", epochs=2)
     events = []
     with client.stream("GET", f"/jobs/{job['id']}/events") as response:
@@ -108,8 +128,9 @@ def test_events_stream_progress_and_costs_until_the_job_ends(client: TestClient,
     kinds = [e["event"] for e in events]
     assert kinds[-1] == "end" and events[-1]["data"]["status"] == "succeeded"
     assert "progress" in kinds
-    streamed = [i["iteration"] for e in events if e["event"] == "costs"
-                for i in e["data"]["iterations"]]
+    streamed = [
+        i["iteration"] for e in events if e["event"] == "costs" for i in e["data"]["iterations"]
+    ]
     assert streamed == list(range(1, 19))
 
 
@@ -130,8 +151,9 @@ def test_list_jobs_filters_by_status_and_paginates(client: TestClient, dataset_i
     assert client.get("/jobs", params={"status": "bogus"}).status_code == 422
 
 
-def test_queued_job_is_cancelled_at_once_and_never_runs(client: TestClient,
-                                                        dataset_id: str) -> None:
+def test_queued_job_is_cancelled_at_once_and_never_runs(
+    client: TestClient, dataset_id: str
+) -> None:
     running = submit(client, dataset_id, "lenet5", epochs=200)
     queued = submit(client, dataset_id, "tiny")
     wait_for_job(client, running["id"], until={"running"})
@@ -146,7 +168,8 @@ def test_queued_job_is_cancelled_at_once_and_never_runs(client: TestClient,
 
 
 def test_running_job_is_cancelled_within_a_second_and_publishes_nothing(
-        client: TestClient, dataset_id: str, settings: Settings) -> None:
+    client: TestClient, dataset_id: str, settings: Settings
+) -> None:
     job = submit(client, dataset_id, "lenet5", epochs=200)
     wait_for_iteration(client, job["id"], 2)
     started = time.monotonic()
@@ -168,8 +191,9 @@ def test_cancel_a_finished_job_is_409(client: TestClient, dataset_id: str) -> No
     assert response.json()["detail"] == "Job already finished (status: succeeded)"
 
 
-def test_divergence_fails_the_job_with_advice_and_no_model(client: TestClient,
-                                                           dataset_id: str) -> None:
+def test_divergence_fails_the_job_with_advice_and_no_model(
+    client: TestClient, dataset_id: str
+) -> None:
     job = submit(client, dataset_id, DIVERGING, optimizer=SGD_10, epochs=3)
     job = wait_for_job(client, job["id"])
     assert job["status"] == "failed" and job["model_id"] is None
@@ -179,25 +203,46 @@ def test_divergence_fails_the_job_with_advice_and_no_model(client: TestClient,
     assert client.get("/models").json()["count"] == 0
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"architecture": {**TINY_ARCHITECTURE, "input_shape": [3, 28, 28]}},
-     "does not match dataset"),
-    ({"architecture": {**TINY_ARCHITECTURE, "layers": [
-        *TINY_ARCHITECTURE["layers"][:-1], {"type": "dense", "units": 4}]}},
-     "predicts 4 classes"),
-    ({"architecture": {"input_shape": [1, 28, 28], "layers": [
-        {"type": "conv", "filters": 2, "kernel_size": 29}, {"type": "dense", "units": 10}]}},
-     "layer 0 (conv)"),
-    ({"architecture": "resnet"}, None),
-    ({"training": {"epochs": 0}}, None),
-    ({"training": {"batch_size": 100_000}}, None),
-    ({"training": {"optimizer": {"name": "adam", "learning_rate": 0}}}, None),
-    ({"training": {"optimizer": {"name": "adamw"}}}, None),
-    ({"training": {"validation_split": 0.9}}, None),
-    ({"training": {"early_stopping": {"patience": 0}}}, None),
-])
-def test_jobs_that_cannot_work_are_refused_at_submission(client: TestClient, dataset_id: str,
-                                                         change: dict, message: str | None) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"architecture": {**TINY_ARCHITECTURE, "input_shape": [3, 28, 28]}},
+            "does not match dataset",
+        ),
+        (
+            {
+                "architecture": {
+                    **TINY_ARCHITECTURE,
+                    "layers": [*TINY_ARCHITECTURE["layers"][:-1], {"type": "dense", "units": 4}],
+                }
+            },
+            "predicts 4 classes",
+        ),
+        (
+            {
+                "architecture": {
+                    "input_shape": [1, 28, 28],
+                    "layers": [
+                        {"type": "conv", "filters": 2, "kernel_size": 29},
+                        {"type": "dense", "units": 10},
+                    ],
+                }
+            },
+            "layer 0 (conv)",
+        ),
+        ({"architecture": "resnet"}, None),
+        ({"training": {"epochs": 0}}, None),
+        ({"training": {"batch_size": 100_000}}, None),
+        ({"training": {"optimizer": {"name": "adam", "learning_rate": 0}}}, None),
+        ({"training": {"optimizer": {"name": "adamw"}}}, None),
+        ({"training": {"validation_split": 0.9}}, None),
+        ({"training": {"early_stopping": {"patience": 0}}}, None),
+    ],
+)
+def test_jobs_that_cannot_work_are_refused_at_submission(
+    client: TestClient, dataset_id: str, change: dict, message: str | None
+) -> None:
     body = {"dataset_id": dataset_id, "architecture": TINY_ARCHITECTURE, **change}
     response = client.post("/jobs", json=body)
     assert response.status_code == 422, response.text
@@ -218,8 +263,9 @@ def test_full_queue_is_429_with_retry_after(tmp_path) -> None:
         running = submit(client, architecture="lenet5", epochs=200)
         wait_for_job(client, running["id"], until={"running"})
         submit(client, architecture="lenet5", epochs=200)
-        response = client.post("/jobs", json={"dataset_id": "mnist-sample",
-                                              "architecture": "lenet5"})
+        response = client.post(
+            "/jobs", json={"dataset_id": "mnist-sample", "architecture": "lenet5"}
+        )
         assert response.status_code == 429 and response.headers["retry-after"]
         assert client.get("/jobs").json()["count"] == 2
 
@@ -233,12 +279,28 @@ def test_unknown_or_malformed_job_ids_are_404(client: TestClient) -> None:
 
 def test_a_job_too_big_for_the_worker_memory_limit_is_refused_at_submission(tmp_path) -> None:
     settings = Settings(data_dir=tmp_path, worker_memory_mb=512, poll_interval=0.05)
-    wide = {"input_shape": [1, 28, 28], "layers": [
-        {"type": "conv", "filters": 64, "kernel_size": 5, "padding": "same", "activation": "relu"},
-        {"type": "dense", "units": 10, "activation": "softmax"}]}
+    wide = {
+        "input_shape": [1, 28, 28],
+        "layers": [
+            {
+                "type": "conv",
+                "filters": 64,
+                "kernel_size": 5,
+                "padding": "same",
+                "activation": "relu",
+            },
+            {"type": "dense", "units": 10, "activation": "softmax"},
+        ],
+    }
     with TestClient(create_app(settings)) as client:
-        response = client.post("/jobs", json={"dataset_id": "mnist-sample", "architecture": wide,
-                                              "training": {"batch_size": 256}})
+        response = client.post(
+            "/jobs",
+            json={
+                "dataset_id": "mnist-sample",
+                "architecture": wide,
+                "training": {"batch_size": 256},
+            },
+        )
         assert response.status_code == 422, response.text
         assert "CNN_WORKER_MEMORY_MB" in response.json()["detail"]
         assert client.get("/jobs").json()["count"] == 0

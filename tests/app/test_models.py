@@ -61,7 +61,9 @@ def test_predict_png_files_gives_label_class_and_top_k(client: TestClient, model
     assert len(predictions) == len(DIGITS)
     for prediction in predictions:
         assert prediction["class_name"] == str(prediction["label"])
-        assert len(prediction["top_k"]) == 3 and prediction["top_k"][0]["label"] == prediction["label"]
+        assert (
+            len(prediction["top_k"]) == 3 and prediction["top_k"][0]["label"] == prediction["label"]
+        )
         probabilities = [p["probability"] for p in prediction["top_k"]]
         assert probabilities == sorted(probabilities, reverse=True) and probabilities[0] <= 1
     correct = sum(p["label"] == Y[i] for p, (i, _) in zip(predictions, DIGITS, strict=True))
@@ -69,44 +71,64 @@ def test_predict_png_files_gives_label_class_and_top_k(client: TestClient, model
 
 
 def test_images_predict_exactly_as_the_same_pixels_sent_as_instances(
-        client: TestClient, model: dict) -> None:
+    client: TestClient, model: dict
+) -> None:
     index, data = DIGITS[0]
     from_png = client.post(f"/models/{model['id']}/predict", files={"files": ("d.png", data)})
-    instances = images_to_array([Image.fromarray(X[index])], [1, 28, 28],
-                                model["preprocessing"])[0].tolist()
+    instances = images_to_array([Image.fromarray(X[index])], [1, 28, 28], model["preprocessing"])[
+        0
+    ].tolist()
     from_json = client.post(f"/models/{model['id']}/predict", json={"instances": [instances]})
     assert from_json.status_code == 200
     assert from_png.json()["predictions"] == from_json.json()["predictions"]
 
 
-@pytest.mark.parametrize(("mode", "fmt"), [("RGB", "PNG"), ("RGBA", "PNG"), ("P", "PNG"),
-                                           ("L", "JPEG"), ("RGB", "JPEG"), ("I;16", "PNG")])
-def test_image_modes_and_formats_are_converted(client: TestClient, model: dict, mode: str,
-                                               fmt: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [
+        ("RGB", "PNG"),
+        ("RGBA", "PNG"),
+        ("P", "PNG"),
+        ("L", "JPEG"),
+        ("RGB", "JPEG"),
+        ("I;16", "PNG"),
+    ],
+)
+def test_image_modes_and_formats_are_converted(
+    client: TestClient, model: dict, mode: str, fmt: str
+) -> None:
     image = Image.fromarray(X[0]).resize((56, 56))
     buffer = io.BytesIO()
     image.convert(mode).save(buffer, format=fmt)
-    response = client.post(f"/models/{model['id']}/predict",
-                           files={"files": (f"x.{fmt.lower()}", buffer.getvalue())})
+    response = client.post(
+        f"/models/{model['id']}/predict", files={"files": (f"x.{fmt.lower()}", buffer.getvalue())}
+    )
     assert response.status_code == 200, response.text
 
 
 def test_top_k_is_clamped_to_the_class_count(client: TestClient, model: dict) -> None:
-    response = client.post(f"/models/{model['id']}/predict", params={"top_k": 50},
-                           files={"files": ("d.png", DIGITS[0][1])})
+    response = client.post(
+        f"/models/{model['id']}/predict",
+        params={"top_k": 50},
+        files={"files": ("d.png", DIGITS[0][1])},
+    )
     [prediction] = response.json()["predictions"]
     assert len(prediction["top_k"]) == 10
     assert sum(p["probability"] for p in prediction["top_k"]) == pytest.approx(1, abs=1e-5)
 
 
-@pytest.mark.parametrize(("payload", "status"), [
-    (png_bytes(X[0], fmt="GIF"), 415),
-    (png_bytes(X[0], fmt="BMP"), 415),
-    (b"not an image", 415),
-    (DIGITS[0][1][:60], 400),
-])
-def test_bad_images_are_refused(client: TestClient, model: dict, payload: bytes,
-                                status: int) -> None:
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        (png_bytes(X[0], fmt="GIF"), 415),
+        (png_bytes(X[0], fmt="BMP"), 415),
+        (b"not an image", 415),
+        (DIGITS[0][1][:60], 400),
+    ],
+)
+def test_bad_images_are_refused(
+    client: TestClient, model: dict, payload: bytes, status: int
+) -> None:
     response = client.post(f"/models/{model['id']}/predict", files={"files": ("x.png", payload)})
     assert response.status_code == status
     assert response.json()["detail"].startswith("x.png: ")
@@ -115,26 +137,29 @@ def test_bad_images_are_refused(client: TestClient, model: dict, payload: bytes,
 def test_an_image_over_the_pixel_cap_is_413(client: TestClient, model: dict) -> None:
     buffer = io.BytesIO()
     Image.new("L", (5000, 4000)).save(buffer, format="PNG")
-    response = client.post(f"/models/{model['id']}/predict",
-                           files={"files": ("big.png", buffer.getvalue())})
+    response = client.post(
+        f"/models/{model['id']}/predict", files={"files": ("big.png", buffer.getvalue())}
+    )
     assert response.status_code == 413
 
 
 def test_instances_of_the_wrong_shape_or_values_are_422(client: TestClient, model: dict) -> None:
     url = f"/models/{model['id']}/predict"
     assert client.post(url, json={"instances": [[[[0.0] * 5] * 5]]}).status_code == 422
-    assert client.post(url, json={"instances": [[[[0.0] * 28] * 28], [[[0.0] * 3]]]}
-                       ).status_code == 422
+    assert (
+        client.post(url, json={"instances": [[[[0.0] * 28] * 28], [[[0.0] * 3]]]}).status_code
+        == 422
+    )
     assert client.post(url, json={"instances": []}).status_code == 422
-    response = client.post(url, content=b'{"instances": [[[[NaN]]]]}',
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        url, content=b'{"instances": [[[[NaN]]]]}', headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422 and "NaN" not in response.text
 
 
 def test_predict_needs_files_or_json(client: TestClient, model: dict) -> None:
     url = f"/models/{model['id']}/predict"
-    assert client.post(url, content=b"x", headers={"content-type": "text/plain"}
-                       ).status_code == 415
+    assert client.post(url, content=b"x", headers={"content-type": "text/plain"}).status_code == 415
     assert client.post(url, files={"other": ("d.png", DIGITS[0][1])}).status_code == 422
 
 
@@ -164,13 +189,22 @@ def test_predictions_beyond_the_concurrency_limit_get_503_at_once() -> None:
 
 
 def test_a_busy_predictor_refuses_before_reading_the_body(
-        client: TestClient, model: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: TestClient, model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     predictor = client.app.state.predictor
     monkeypatch.setattr(predictor, "_in_flight", predictor._concurrency)
-    body = (b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"d.png\"\r\n\r\n"
-            + DIGITS[0][1] + b"\r\n--b--\r\n")
-    status, _, reads = raw_request(client.app, "POST", f"/models/{model['id']}/predict",
-                                   {"Content-Type": "multipart/form-data; boundary=b"}, body)
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="files"; filename="d.png"\r\n\r\n'
+        + DIGITS[0][1]
+        + b"\r\n--b--\r\n"
+    )
+    status, _, reads = raw_request(
+        client.app,
+        "POST",
+        f"/models/{model['id']}/predict",
+        {"Content-Type": "multipart/form-data; boundary=b"},
+        body,
+    )
     assert (status, reads) == (503, 0)
 
 
@@ -179,15 +213,17 @@ def test_unknown_model_is_404_everywhere(client: TestClient) -> None:
         assert client.get(f"/models/{model_id}").status_code == 404
         assert client.get(f"/models/{model_id}/download").status_code == 404
         assert client.delete(f"/models/{model_id}").status_code == 404
-        response = client.post(f"/models/{model_id}/predict",
-                               files={"files": ("d.png", DIGITS[0][1])})
+        response = client.post(
+            f"/models/{model_id}/predict", files={"files": ("d.png", DIGITS[0][1])}
+        )
         assert response.status_code == 404
 
 
 def test_delete_model_last(client: TestClient, model: dict) -> None:
     assert client.delete(f"/models/{model['id']}").status_code == 204
     assert client.get(f"/models/{model['id']}").status_code == 404
-    response = client.post(f"/models/{model['id']}/predict",
-                           files={"files": ("d.png", DIGITS[0][1])})
+    response = client.post(
+        f"/models/{model['id']}/predict", files={"files": ("d.png", DIGITS[0][1])}
+    )
     assert response.status_code == 404
     assert client.get("/models").json()["count"] == 0

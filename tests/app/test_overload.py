@@ -46,7 +46,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def test_health_p99_stays_under_200ms_while_a_job_trains_and_predictions_are_in_flight(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     with live_server(tmp_path / "data", tmp_path / "server.log") as (server, client):
         model_id = train_model(client)
         training = submit(client, "mnist-sample", "lenet5", epochs=200)
@@ -79,16 +80,19 @@ def test_health_p99_stays_under_200ms_while_a_job_trains_and_predictions_are_in_
 
         assert client.get(f"/jobs/{training['id']}").json()["status"] == "running"
         p50, p99 = percentile(health_ms, 50), percentile(health_ms, 99)
-        print(f"/health under load: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(health_ms):.1f} "
-              f"ms over {len(health_ms)} probes; {statuses.count(200)} predictions answered, "
-              f"{statuses.count(503)} refused")
+        print(
+            f"/health under load: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(health_ms):.1f} "
+            f"ms over {len(health_ms)} probes; {statuses.count(200)} predictions answered, "
+            f"{statuses.count(503)} refused"
+        )
         assert len(health_ms) >= 50
         assert p99 < 200
         assert set(statuses) <= {200, 503} and statuses.count(200) > 0
 
 
 def test_predictions_beyond_the_concurrency_limit_get_503_with_retry_after_at_once(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     env = {"CNN_PREDICT_CONCURRENCY": "1"}
     with live_server(tmp_path / "data", tmp_path / "server.log", **env) as (server, client):
         model_id = train_model(client)
@@ -100,19 +104,29 @@ def test_predictions_beyond_the_concurrency_limit_get_503_with_retry_after_at_on
                 for _ in range(15):
                     started = time.perf_counter()
                     response = own.post(f"/models/{model_id}/predict", files=files)
-                    results.append((response.status_code, time.perf_counter() - started,
-                                    response.headers.get("retry-after")))
+                    results.append(
+                        (
+                            response.status_code,
+                            time.perf_counter() - started,
+                            response.headers.get("retry-after"),
+                        )
+                    )
 
         in_threads(6, predict)
 
         served = [seconds for status, seconds, _ in results if status == 200]
         refused = [seconds for status, seconds, _ in results if status == 503]
-        print(f"{len(served)} served (p50 {1000 * percentile(served, 50):.1f} ms), "
-              f"{len(refused)} refused with 503 (p50 {1000 * percentile(refused, 50):.1f} ms, "
-              f"max {1000 * max(refused):.1f} ms)")
+        print(
+            f"{len(served)} served (p50 {1000 * percentile(served, 50):.1f} ms), "
+            f"{len(refused)} refused with 503 (p50 {1000 * percentile(refused, 50):.1f} ms, "
+            f"max {1000 * max(refused):.1f} ms)"
+        )
         assert {status for status, _, _ in results} == {200, 503}
-        assert all(retry_after and int(retry_after) >= 1
-                   for status, _, retry_after in results if status == 503)
+        assert all(
+            retry_after and int(retry_after) >= 1
+            for status, _, retry_after in results
+            if status == 503
+        )
         # refused at once (the form is parsed, nothing waits for the slot), not queued
         assert percentile(refused, 50) < 0.25 and max(refused) < 1.0
         # the slot is released: a lone prediction is served again

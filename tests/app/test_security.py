@@ -21,29 +21,44 @@ from tests.app.hostile import assert_clean, raw_request, tree
 KEY = "correct horse battery staple"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 SOME_ID = "0123456789abcdef" * 2
-OPEN_PATHS = {"/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect",
-              "/favicon.ico"}
+OPEN_PATHS = {
+    "/health",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/docs/oauth2-redirect",
+    "/favicon.ico",
+}
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 # A browser's multipart "simple request": no preflight, so only the server can stop it.
 BOUNDARY = "----WebKitFormBoundary7MA4YWxkTrZu0gW"
-BROWSER_FORM = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; "
-                f"filename=\"d.npz\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+BROWSER_FORM = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; '
+    f'filename="d.npz"\r\nContent-Type: application/octet-stream\r\n\r\n'
+).encode()
 
 
 def browser_upload(npz: bytes) -> tuple[dict[str, str], bytes]:
     """Headers and body of the upload a web page's <form enctype=multipart/form-data> sends."""
     body = BROWSER_FORM + npz + f"\r\n--{BOUNDARY}--\r\n".encode()
-    return {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
-            "Origin": "http://evil.example", "Referer": "http://evil.example/page.html",
-            "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}, body
+    return {
+        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+        "Origin": "http://evil.example",
+        "Referer": "http://evil.example/page.html",
+        "Sec-Fetch-Site": "cross-site",
+        "Sec-Fetch-Mode": "no-cors",
+    }, body
 
 
 def api_routes(client: TestClient) -> list[tuple[str, str]]:
     """(method, path with ids filled in) of every API route of the app."""
     routes = []
     for path, operations in client.app.openapi()["paths"].items():
-        filled = path.replace("{dataset_id}", SOME_ID).replace("{job_id}", SOME_ID).replace(
-            "{model_id}", SOME_ID)
+        filled = (
+            path.replace("{dataset_id}", SOME_ID)
+            .replace("{job_id}", SOME_ID)
+            .replace("{model_id}", SOME_ID)
+        )
         routes += [(method.upper(), filled) for method in operations]
     return routes
 
@@ -59,13 +74,19 @@ def keyed(tmp_path: Path) -> Iterator[TestClient]:
 # API key
 
 
-def test_every_route_but_health_and_docs_requires_the_api_key(keyed: TestClient,
-                                                               tmp_path: Path) -> None:
+def test_every_route_but_health_and_docs_requires_the_api_key(
+    keyed: TestClient, tmp_path: Path
+) -> None:
     routes = api_routes(keyed)
     assert len(routes) >= 14
     for method, path in routes:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"},
-                        {"Authorization": f"Bearer {KEY}x"}, {"Authorization": KEY}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": f"Basic {KEY}"},
+            {"Authorization": f"Bearer {KEY}x"},
+            {"Authorization": KEY},
+        ):
             response = keyed.request(method, path, headers=headers)
             if path in OPEN_PATHS:
                 assert response.status_code == 200, path
@@ -80,15 +101,20 @@ def test_every_route_but_health_and_docs_requires_the_api_key(keyed: TestClient,
     assert list((tmp_path / "data" / "datasets").iterdir()) == []
 
 
-def test_unauthenticated_upload_and_job_submission_change_nothing(keyed: TestClient,
-                                                                  tmp_path: Path) -> None:
+def test_unauthenticated_upload_and_job_submission_change_nothing(
+    keyed: TestClient, tmp_path: Path
+) -> None:
     upload = keyed.post("/datasets", files={"files": ("d.npz", digits_npz(60))})
     job = keyed.post("/jobs", json={"dataset_id": "mnist-sample", "architecture": "lenet5"})
     assert (upload.status_code, job.status_code) == (401, 401)
     assert list((tmp_path / "data" / "datasets").iterdir()) == []
     assert keyed.get("/jobs", headers=AUTH).json()["count"] == 0
-    assert keyed.post("/datasets", files={"files": ("d.npz", digits_npz(60))},
-                      headers=AUTH).status_code == 201
+    assert (
+        keyed.post(
+            "/datasets", files={"files": ("d.npz", digits_npz(60))}, headers=AUTH
+        ).status_code
+        == 201
+    )
 
 
 def test_unauthenticated_upload_is_refused_before_its_body_is_read(keyed: TestClient) -> None:
@@ -99,8 +125,9 @@ def test_unauthenticated_upload_is_refused_before_its_body_is_read(keyed: TestCl
     assert content == b'{"detail":"Missing or invalid API key"}'
 
 
-def test_api_key_is_compared_in_constant_time(keyed: TestClient,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_key_is_compared_in_constant_time(
+    keyed: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = []
     compare = hmac.compare_digest
 
@@ -125,8 +152,13 @@ def test_empty_api_key_counts_as_unset(tmp_path: Path, monkeypatch: pytest.Monke
 def test_openapi_offers_bearer_auth_on_protected_routes_only(keyed: TestClient) -> None:
     spec = keyed.get("/openapi.json").json()
     schemes = spec["components"]["securitySchemes"]
-    assert schemes == {"HTTPBearer": {"type": "http", "scheme": "bearer",
-                                      "description": "The value of CNN_API_KEY."}}
+    assert schemes == {
+        "HTTPBearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The value of CNN_API_KEY.",
+        }
+    }
     assert "security" not in spec["paths"]["/health"]["get"]
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
@@ -144,14 +176,22 @@ def test_default_bind_address_is_loopback(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.host == "127.0.0.1" and settings.api_key is None
 
 
-@pytest.mark.parametrize(("host", "api_key", "warned"), [
-    ("0.0.0.0", None, True), ("192.168.1.5", None, True), ("::", None, True),
-    ("example.org", None, True), ("0.0.0.0", KEY, False), ("127.0.0.1", None, False),
-    ("localhost", None, False), ("::1", None, False),
-])
+@pytest.mark.parametrize(
+    ("host", "api_key", "warned"),
+    [
+        ("0.0.0.0", None, True),
+        ("192.168.1.5", None, True),
+        ("::", None, True),
+        ("example.org", None, True),
+        ("0.0.0.0", KEY, False),
+        ("127.0.0.1", None, False),
+        ("localhost", None, False),
+        ("::1", None, False),
+    ],
+)
 def test_startup_warns_when_exposed_beyond_loopback_without_a_key(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, host: str, api_key: str | None,
-        warned: bool) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, host: str, api_key: str | None, warned: bool
+) -> None:
     caplog.set_level(logging.WARNING, logger="app")
     with TestClient(create_app(Settings(data_dir=tmp_path, host=host, api_key=api_key))):
         pass
@@ -165,7 +205,8 @@ def test_startup_warns_when_exposed_beyond_loopback_without_a_key(
 
 
 def test_browser_form_upload_from_a_foreign_page_is_refused_before_the_body_is_read(
-        client: TestClient, settings: Settings) -> None:
+    client: TestClient, settings: Settings
+) -> None:
     headers, body = browser_upload(digits_npz(60))
     status, content, reads = raw_request(client.app, "POST", "/datasets", headers, body)
     assert status == 403 and reads == 0
@@ -178,17 +219,28 @@ def test_browser_form_upload_from_a_foreign_page_is_refused_before_the_body_is_r
     assert status == 201
 
 
-FOREIGN_ORIGINS = ["http://evil.example", "https://evil.example:8000", "null",
-                   "http://127.0.0.1:9999", "http://localhost",
-                   "http://127.0.0.1.evil.example:8000",
-                   "file://", "http://127.0.0.1:8000/path", "http://user@127.0.0.1:8000",
-                   "http://[::1]:8001", "http://0.0.0.0:8000", "chrome-extension://abc",
-                   "http://127.0.0.1:99999", "http://%31%32%37.0.0.1:8000"]
+FOREIGN_ORIGINS = [
+    "http://evil.example",
+    "https://evil.example:8000",
+    "null",
+    "http://127.0.0.1:9999",
+    "http://localhost",
+    "http://127.0.0.1.evil.example:8000",
+    "file://",
+    "http://127.0.0.1:8000/path",
+    "http://user@127.0.0.1:8000",
+    "http://[::1]:8001",
+    "http://0.0.0.0:8000",
+    "chrome-extension://abc",
+    "http://127.0.0.1:99999",
+    "http://%31%32%37.0.0.1:8000",
+]
 
 
 @pytest.mark.parametrize("origin", FOREIGN_ORIGINS)
 def test_foreign_origin_is_refused_on_every_state_changing_route(
-        client: TestClient, settings: Settings, origin: str) -> None:
+    client: TestClient, settings: Settings, origin: str
+) -> None:
     dataset = client.post("/datasets", files={"files": ("d.npz", digits_npz(60))}).json()
     before = tree(settings.data_dir / "datasets")
     jobs_before = client.get("/jobs").json()["count"]
@@ -197,8 +249,9 @@ def test_foreign_origin_is_refused_on_every_state_changing_route(
         if method not in STATE_CHANGING:
             continue
         path = path.replace(SOME_ID, dataset["id"])
-        response = client.request(method, path, headers={"Origin": origin,
-                                                         "Host": "127.0.0.1:8000"})
+        response = client.request(
+            method, path, headers={"Origin": origin, "Host": "127.0.0.1:8000"}
+        )
         assert response.status_code == 403, (method, path)
         assert response.json()["detail"].startswith("Cross-origin request refused")
         refused += 1
@@ -208,29 +261,36 @@ def test_foreign_origin_is_refused_on_every_state_changing_route(
     assert client.get(f"/datasets/{dataset['id']}").status_code == 200
 
 
-def test_reads_from_a_foreign_origin_are_not_refused_by_the_origin_rule(
-        client: TestClient) -> None:
+def test_reads_from_a_foreign_origin_are_not_refused_by_the_origin_rule(client: TestClient) -> None:
     response = client.get("/datasets", headers={"Origin": "http://evil.example"})
     assert response.status_code == 200
     assert "access-control-allow-origin" not in response.headers  # no CORS: the page can't read
 
 
-@pytest.mark.parametrize(("origin", "host"), [
-    ("http://127.0.0.1:8000", "127.0.0.1:8000"),      # the service's own /docs page
-    ("http://localhost:8000", "127.0.0.1:8000"),      # loopback alias, same port
-    ("http://[::1]:8000", "localhost:8000"),
-    ("http://127.0.0.2:8000", "127.0.0.1:8000"),
-    ("https://10.0.0.7", "10.0.0.7"),                 # by IP, behind a TLS proxy
-])
-def test_same_origin_and_loopback_pages_may_post(client: TestClient, origin: str,
-                                                 host: str) -> None:
-    response = client.post("/architectures/validate", json={"architecture": TINY_ARCHITECTURE},
-                           headers={"Origin": origin, "Host": host})
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1:8000"),  # the service's own /docs page
+        ("http://localhost:8000", "127.0.0.1:8000"),  # loopback alias, same port
+        ("http://[::1]:8000", "localhost:8000"),
+        ("http://127.0.0.2:8000", "127.0.0.1:8000"),
+        ("https://10.0.0.7", "10.0.0.7"),  # by IP, behind a TLS proxy
+    ],
+)
+def test_same_origin_and_loopback_pages_may_post(
+    client: TestClient, origin: str, host: str
+) -> None:
+    response = client.post(
+        "/architectures/validate",
+        json={"architecture": TINY_ARCHITECTURE},
+        headers={"Origin": origin, "Host": host},
+    )
     assert response.status_code == 200, response.text
 
 
 def test_dns_rebound_page_is_refused_unless_an_api_key_guards_the_service(
-        client: TestClient, keyed: TestClient) -> None:
+    client: TestClient, keyed: TestClient
+) -> None:
     rebound = {"Origin": "http://attacker.example:8000", "Host": "attacker.example:8000"}
     body = {"dataset_id": "mnist-sample", "architecture": "lenet5"}
     response = client.post("/jobs", json=body, headers=rebound)
@@ -238,8 +298,9 @@ def test_dns_rebound_page_is_refused_unless_an_api_key_guards_the_service(
     assert client.get("/jobs").json()["count"] == 0
     # With a key, a page on the service's own name (e.g. behind a proxy) may post.
     named = {"Origin": "https://cnn.example.org", "Host": "cnn.example.org", **AUTH}
-    response = keyed.post("/architectures/validate", json={"architecture": TINY_ARCHITECTURE},
-                          headers=named)
+    response = keyed.post(
+        "/architectures/validate", json={"architecture": TINY_ARCHITECTURE}, headers=named
+    )
     assert response.status_code == 200
 
 
@@ -255,15 +316,46 @@ def test_origin_rule_as_a_function() -> None:
 # ------------------------------------------------------------------------------------------
 # Identifiers in paths
 
-HOSTILE_IDS = ["..", "%2e%2e", "%2E%2e", "%252e%252e", ".%2e", "a%00b", "%00",
-               "..%5c..%5cetc%5cpasswd", "..\\..\\etc", "0" * 33, "0" * 5000, "MNIST-SAMPLE",
-               "mnist-sample%00", "mnist-sample.json", SOME_ID.upper(), f"{SOME_ID}.json",
-               "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "~root", "%20", "%ff%fe", "%u002e%u002e",
-               f"{SOME_ID[:-1]}g", "-1", "*", "datasets"]
-ID_ROUTES = [("GET", "/datasets/{}"), ("DELETE", "/datasets/{}"), ("GET", "/jobs/{}"),
-             ("GET", "/jobs/{}/costs"), ("GET", "/jobs/{}/costs.png"), ("GET", "/jobs/{}/events"),
-             ("POST", "/jobs/{}/cancel"), ("GET", "/models/{}"), ("GET", "/models/{}/download"),
-             ("DELETE", "/models/{}"), ("POST", "/models/{}/predict")]
+HOSTILE_IDS = [
+    "..",
+    "%2e%2e",
+    "%2E%2e",
+    "%252e%252e",
+    ".%2e",
+    "a%00b",
+    "%00",
+    "..%5c..%5cetc%5cpasswd",
+    "..\\..\\etc",
+    "0" * 33,
+    "0" * 5000,
+    "MNIST-SAMPLE",
+    "mnist-sample%00",
+    "mnist-sample.json",
+    SOME_ID.upper(),
+    f"{SOME_ID}.json",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "~root",
+    "%20",
+    "%ff%fe",
+    "%u002e%u002e",
+    f"{SOME_ID[:-1]}g",
+    "-1",
+    "*",
+    "datasets",
+]
+ID_ROUTES = [
+    ("GET", "/datasets/{}"),
+    ("DELETE", "/datasets/{}"),
+    ("GET", "/jobs/{}"),
+    ("GET", "/jobs/{}/costs"),
+    ("GET", "/jobs/{}/costs.png"),
+    ("GET", "/jobs/{}/events"),
+    ("POST", "/jobs/{}/cancel"),
+    ("GET", "/models/{}"),
+    ("GET", "/models/{}/download"),
+    ("DELETE", "/models/{}"),
+    ("POST", "/models/{}/predict"),
+]
 
 
 @pytest.fixture
@@ -284,8 +376,12 @@ def opened_paths() -> Iterator[list[str]]:
 
 @pytest.mark.parametrize("hostile", HOSTILE_IDS)
 def test_hostile_ids_are_404_without_touching_the_file_system(
-        client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch,
-        opened_paths: list[str], hostile: str) -> None:
+    client: TestClient,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    opened_paths: list[str],
+    hostile: str,
+) -> None:
     runner = client.app.state.runner
     asked = []
     for store in (runner.jobs, runner.datasets, runner.models):
@@ -305,7 +401,8 @@ def test_hostile_ids_are_404_without_touching_the_file_system(
 
 
 def test_hostile_dataset_id_in_a_job_body_is_404_and_creates_no_job(
-        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     asked = []
     monkeypatch.setattr(client.app.state.runner.datasets, "get", lambda *a: asked.append(a))
     for hostile in ("../../etc/passwd", "..", "mnist-sample/../x", "a\x00b", "0" * 4000):
@@ -325,15 +422,21 @@ NON_FINITE_TRAINING = [
     b'{"optimizer": {"name": "sgd", "learning_rate": Infinity}}',
     b'{"optimizer": {"name": "momentum", "beta": -Infinity}}',
     b'{"optimizer": {"name": "rmsprop", "epsilon": 1e999}}',
-    b'{"epochs": NaN}', b'{"seed": 1e999}', b'{"validation_split": -1e999}',
+    b'{"epochs": NaN}',
+    b'{"seed": 1e999}',
+    b'{"validation_split": -1e999}',
     b'{"early_stopping": {"min_delta": Infinity}}',
 ]
 NON_FINITE_JOB_BODIES = [PRESET_JOB % training for training in NON_FINITE_TRAINING] + [
     b'{"dataset_id": NaN, "architecture": "lenet5"}',
-    (b'{"dataset_id": "mnist-sample", "architecture": {"input_shape": [1, NaN, 28], '
-     b'"layers": [{"type": "dense", "units": 10}]}}'),
-    (b'{"dataset_id": "mnist-sample", "architecture": {"input_shape": [1, 28, 28], '
-     b'"layers": [{"type": "dense", "units": 1e999}]}}'),
+    (
+        b'{"dataset_id": "mnist-sample", "architecture": {"input_shape": [1, NaN, 28], '
+        b'"layers": [{"type": "dense", "units": 10}]}}'
+    ),
+    (
+        b'{"dataset_id": "mnist-sample", "architecture": {"input_shape": [1, 28, 28], '
+        b'"layers": [{"type": "dense", "units": 1e999}]}}'
+    ),
     b'{"dataset_id": "mnist-sample", "architecture": "lenet5", "name": Infinity}',
     b'{"NaN": NaN, "dataset_id": "mnist-sample", "architecture": "lenet5"}',
 ]
@@ -348,12 +451,16 @@ def test_nan_and_infinity_in_a_job_are_422_never_500(client: TestClient, body: b
 
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
-def test_nan_and_infinity_in_an_architecture_check_are_422(client: TestClient,
-                                                           literal: bytes) -> None:
-    body = (b'{"architecture": {"input_shape": [1, 28, 28], "layers": [{"type": "conv", '
-            b'"filters": ' + literal + b', "kernel_size": 3}]}}')
-    response = client.post("/architectures/validate", content=body,
-                           headers={"Content-Type": "application/json"})
+def test_nan_and_infinity_in_an_architecture_check_are_422(
+    client: TestClient, literal: bytes
+) -> None:
+    body = (
+        b'{"architecture": {"input_shape": [1, 28, 28], "layers": [{"type": "conv", '
+        b'"filters": ' + literal + b', "kernel_size": 3}]}}'
+    )
+    response = client.post(
+        "/architectures/validate", content=body, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422
     assert_clean(response.text)
 
@@ -363,7 +470,8 @@ def test_nan_and_infinity_in_an_architecture_check_are_422(client: TestClient,
 
 
 def test_unexpected_error_is_a_bare_500_with_a_request_id_that_is_logged(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     app_ = create_app(Settings(data_dir=tmp_path))
 
     def broken_store() -> None:

@@ -26,8 +26,13 @@ from tests.app.conftest import (
 )
 from tests.app.live import LiveServer, live_server, model_params
 
-LONG_LENET = {"epochs": 6, "batch_size": 16, "validation_split": 0.1, "seed": 3,
-              "optimizer": {"name": "adam", "learning_rate": 0.001}}
+LONG_LENET = {
+    "epochs": 6,
+    "batch_size": 16,
+    "validation_split": 0.1,
+    "seed": 3,
+    "optimizer": {"name": "adam", "learning_rate": 0.001},
+}
 
 
 def serve(data_dir: Path, log: Path) -> AbstractContextManager[tuple[LiveServer, httpx.Client]]:
@@ -91,8 +96,9 @@ def test_kill_9_mid_training_then_restart_resumes_to_the_same_weights(tmp_path: 
         assert [e["epoch"] for e in costs["epochs"]] == [1, 2, 3, 4, 5, 6]
         assert [i["iteration"] for i in costs["iterations"]] == list(range(1, 6 * 113 + 1))
 
-        again = wait_for_job(client, submit(client, "mnist-sample", "lenet5", **LONG_LENET)["id"],
-                             timeout=120)
+        again = wait_for_job(
+            client, submit(client, "mnist-sample", "lenet5", **LONG_LENET)["id"], timeout=120
+        )
         expected = model_params(client, again["model_id"], tmp_path)
         got = model_params(client, resumed["model_id"], tmp_path)
         assert expected.keys() == got.keys()
@@ -100,7 +106,8 @@ def test_kill_9_mid_training_then_restart_resumes_to_the_same_weights(tmp_path: 
             np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
         uninterrupted = client.get(f"/jobs/{again['id']}/costs").json()
         assert [i["cost"] for i in uninterrupted["iterations"]] == [
-            i["cost"] for i in costs["iterations"]]
+            i["cost"] for i in costs["iterations"]
+        ]
 
 
 def test_workers_die_with_the_server(tmp_path: Path) -> None:

@@ -15,8 +15,12 @@ from app.training import worker
 from app.training.runner import JobRunner, death_reason
 from tests.app.conftest import TINY_ARCHITECTURE, TINY_TRAINING
 
-TRAINING = {**TINY_TRAINING, "epochs": 3, "early_stopping": None,
-            "optimizer": {"name": "adam", "learning_rate": 0.01}}
+TRAINING = {
+    **TINY_TRAINING,
+    "epochs": 3,
+    "early_stopping": None,
+    "optimizer": {"name": "adam", "learning_rate": 0.01},
+}
 
 
 @pytest.fixture
@@ -66,21 +70,34 @@ def test_running_jobs_go_back_to_the_queue_at_startup(jobs: SqliteJobStore) -> N
     assert jobs.claim_next() == first and jobs.get(second).queue_position == 1
 
 
-@pytest.mark.parametrize(("per_epoch", "recorded", "summaries", "epoch", "iteration", "kept"), [
-    # from the checkpoint at the end of epoch 1, after a run that recorded part of epoch 2
-    (2, 4, [1], 2, 3, [1, 2]),
-    # from a checkpoint at iteration 4 (mid-epoch 2), after a run that got past epoch 2's end
-    (3, 7, [1, 2], 2, 5, [1, 2, 3, 4]),
-], ids=["at an epoch start", "mid-epoch"])
+@pytest.mark.parametrize(
+    ("per_epoch", "recorded", "summaries", "epoch", "iteration", "kept"),
+    [
+        # from the checkpoint at the end of epoch 1, after a run that recorded part of epoch 2
+        (2, 4, [1], 2, 3, [1, 2]),
+        # from a checkpoint at iteration 4 (mid-epoch 2), after a run that got past epoch 2's end
+        (3, 7, [1, 2], 2, 5, [1, 2, 3, 4]),
+    ],
+    ids=["at an epoch start", "mid-epoch"],
+)
 def test_a_new_run_drops_the_history_it_will_redo(
-        jobs: SqliteJobStore, per_epoch: int, recorded: int, summaries: list[int], epoch: int,
-        iteration: int, kept: list[int]) -> None:
+    jobs: SqliteJobStore,
+    per_epoch: int,
+    recorded: int,
+    summaries: list[int],
+    epoch: int,
+    iteration: int,
+    kept: list[int],
+) -> None:
     job_id = add_job(jobs)
-    jobs.record_iterations(job_id, [IterationCost(1 + (i - 1) // per_epoch, i, 1.0 / i)
-                                    for i in range(1, recorded + 1)])
+    jobs.record_iterations(
+        job_id,
+        [IterationCost(1 + (i - 1) // per_epoch, i, 1.0 / i) for i in range(1, recorded + 1)],
+    )
     for e in summaries:
-        jobs.record_epoch(job_id, EpochSummary(e, 0.5, 0.9, None, None, 1.0,
-                                               last_iteration=e * per_epoch))
+        jobs.record_epoch(
+            job_id, EpochSummary(e, 0.5, 0.9, None, None, 1.0, last_iteration=e * per_epoch)
+        )
     jobs.start_run(job_id, epoch=epoch, iteration=iteration, iterations_per_epoch=per_epoch)
     iterations, epochs = jobs.costs(job_id, 0)
     assert [i.iteration for i in iterations] == kept and [e.epoch for e in epochs] == [1]
@@ -142,9 +159,9 @@ class Crash(BaseException):
     """Stands in for a kill: escapes every handler in the worker."""
 
 
-def test_worker_resumes_a_crashed_run_to_the_same_model(layout: DataLayout,
-                                                        jobs: SqliteJobStore,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_resumes_a_crashed_run_to_the_same_model(
+    layout: DataLayout, jobs: SqliteJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     interrupted, uninterrupted = add_job(jobs), add_job(jobs)
     jobs.claim_next()
     record = worker.ProgressRecorder.__call__
@@ -174,8 +191,9 @@ def test_worker_resumes_a_crashed_run_to_the_same_model(layout: DataLayout,
     assert not layout.checkpoint(interrupted).exists()
 
 
-def test_startup_repair_requeues_and_drops_unpublished_models(layout: DataLayout,
-                                                             jobs: SqliteJobStore) -> None:
+def test_startup_repair_requeues_and_drops_unpublished_models(
+    layout: DataLayout, jobs: SqliteJobStore
+) -> None:
     published, crashed, failed = add_job(jobs), add_job(jobs), add_job(jobs)
     for job_id in (published, crashed):
         jobs.claim_next()
@@ -187,9 +205,11 @@ def test_startup_repair_requeues_and_drops_unpublished_models(layout: DataLayout
     # the crashed job's worker stored its model but died before marking the job succeeded
     orphan = jobs.get(crashed).model_id
     jobs._conn.execute(
-        "UPDATE jobs SET status = 'running', model_id = NULL WHERE id = ?", (crashed,))
-    runner = JobRunner(jobs, None, models, None, layout, workers=1, max_queue=4,
-                       poll_interval=1, train_threads=1)
+        "UPDATE jobs SET status = 'running', model_id = NULL WHERE id = ?", (crashed,)
+    )
+    runner = JobRunner(
+        jobs, None, models, None, layout, workers=1, max_queue=4, poll_interval=1, train_threads=1
+    )
     runner.recover()
     assert models.get(orphan) is None and models.get(jobs.get(published).model_id)
     assert jobs.get(crashed).status is JobStatus.queued

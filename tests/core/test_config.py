@@ -50,8 +50,11 @@ ERRORS = {
         r"^layer 1 \(maxpool\): pool 3 does not fit input 2x2: the output would shrink to zero",
     ),
     "avgpool-shrinks-to-zero": (
-        net_config({"type": "avgpool", "pool_size": 2}, {"type": "avgpool", "pool_size": [1, 3]},
-                   input_shape=(1, 4, 4)),
+        net_config(
+            {"type": "avgpool", "pool_size": 2},
+            {"type": "avgpool", "pool_size": [1, 3]},
+            input_shape=(1, 4, 4),
+        ),
         r"^layer 1 \(avgpool\): pool 1x3 does not fit input 2x2",
     ),
     "softmax-not-last-dense": (
@@ -64,7 +67,8 @@ ERRORS = {
     ),
     "unknown-type": (
         net_config(conv(), {"type": "dropout"}),
-        r"^layer 1: unknown type 'dropout' \(expected one of conv, maxpool, avgpool, flatten, dense",
+        r"^layer 1: unknown type 'dropout' "
+        r"\(expected one of conv, maxpool, avgpool, flatten, dense",
     ),
     "missing-type": (net_config({"units": 3}, output=False), r"^layer 0: unknown type None"),
     "unhashable-type": (net_config({"type": ["conv"]}), r"^layer 0: unknown type \['conv'\]"),
@@ -89,12 +93,18 @@ ERRORS = {
         net_config(conv(activation="gelu")),
         r"^layer 0 \(conv\): unknown activation 'gelu' \(expected one of relu, sigmoid, tanh",
     ),
-    "missing-filters": (net_config({"type": "conv", "kernel_size": 3}),
-                        r"^layer 0 \(conv\): missing field 'filters'"),
-    "missing-kernel-size": (net_config({"type": "conv", "filters": 3}),
-                            r"^layer 0 \(conv\): missing field 'kernel_size'"),
-    "missing-pool-size": (net_config({"type": "avgpool"}),
-                          r"^layer 0 \(avgpool\): missing field 'pool_size'"),
+    "missing-filters": (
+        net_config({"type": "conv", "kernel_size": 3}),
+        r"^layer 0 \(conv\): missing field 'filters'",
+    ),
+    "missing-kernel-size": (
+        net_config({"type": "conv", "filters": 3}),
+        r"^layer 0 \(conv\): missing field 'kernel_size'",
+    ),
+    "missing-pool-size": (
+        net_config({"type": "avgpool"}),
+        r"^layer 0 \(avgpool\): missing field 'pool_size'",
+    ),
     "missing-units": (net_config({"type": "dense"}), r"^layer 0 \(dense\): missing field 'units'"),
     "dense-then-conv": (
         net_config({"type": "dense", "units": 4}, conv()),
@@ -129,51 +139,86 @@ NON_POSITIVE = {
 }
 
 
-@pytest.mark.parametrize("layer, kind, field, value", NON_POSITIVE.values(), ids=NON_POSITIVE.keys())
+@pytest.mark.parametrize(
+    "layer, kind, field, value", NON_POSITIVE.values(), ids=NON_POSITIVE.keys()
+)
 def test_non_positive_sizes(layer, kind, field, value):
-    refused(net_config(layer), rf"^layer 0 \({kind}\): {field} must be a positive integer, "
-                               rf"got {re.escape(value)}$")
+    refused(
+        net_config(layer),
+        rf"^layer 0 \({kind}\): {field} must be a positive integer, "
+        rf"got {re.escape(value)}$",
+    )
 
 
 @pytest.mark.parametrize("units", ["10", None, 2.5, 0], ids=["string", "null", "float", "zero"])
 def test_bad_units_on_the_output_layer(units):
     # the default output activation depends on units: a bad value must still be a ConfigError
-    refused(net_config({"type": "dense", "units": units}, output=False),
-            r"^layer 0 \(dense\): units must be a positive integer")
+    refused(
+        net_config({"type": "dense", "units": units}, output=False),
+        r"^layer 0 \(dense\): units must be a positive integer",
+    )
 
 
 def test_size_pair_of_wrong_length():
-    refused(net_config(conv(kernel_size=[3, 3, 3])),
-            r"^layer 0 \(conv\): kernel_size must be an int or a pair, got \[3, 3, 3\]")
-    refused(net_config({"type": "maxpool", "pool_size": 2, "stride": []}),
-            r"^layer 0 \(maxpool\): stride must be an int or a pair")
+    refused(
+        net_config(conv(kernel_size=[3, 3, 3])),
+        r"^layer 0 \(conv\): kernel_size must be an int or a pair, got \[3, 3, 3\]",
+    )
+    refused(
+        net_config({"type": "maxpool", "pool_size": 2, "stride": []}),
+        r"^layer 0 \(maxpool\): stride must be an int or a pair",
+    )
 
 
 @pytest.mark.parametrize(
-    "padding", [-1, "full", "SAME", [1, 2, 3], 1.5, True, [1, -1], {}, None],
-    ids=["negative", "full", "upper-case-same", "triple", "float", "bool", "negative-in-pair",
-         "object", "null"],
+    "padding",
+    [-1, "full", "SAME", [1, 2, 3], 1.5, True, [1, -1], {}, None],
+    ids=[
+        "negative",
+        "full",
+        "upper-case-same",
+        "triple",
+        "float",
+        "bool",
+        "negative-in-pair",
+        "object",
+        "null",
+    ],
 )
 def test_bad_padding(padding):
-    refused(net_config(conv(padding=padding)),
-            r"^layer 0 \(conv\): padding must be a non-negative int, a pair, 'same' or 'valid', "
-            rf"got {re.escape(repr(padding))}$")
+    refused(
+        net_config(conv(padding=padding)),
+        r"^layer 0 \(conv\): padding must be a non-negative int, a pair, 'same' or 'valid', "
+        rf"got {re.escape(repr(padding))}$",
+    )
 
 
 OUTPUT_ERRORS = {
     "last-conv": ([conv()], r"^layer 0 \(conv\): the last layer must be dense"),
-    "last-pool": ([conv(), {"type": "maxpool", "pool_size": 2}],
-                  r"^layer 1 \(maxpool\): the last layer must be dense"),
+    "last-pool": (
+        [conv(), {"type": "maxpool", "pool_size": 2}],
+        r"^layer 1 \(maxpool\): the last layer must be dense",
+    ),
     "last-flatten": ([{"type": "flatten"}], r"^layer 0 \(flatten\): the last layer must be dense"),
-    "last-relu": ([{"type": "dense", "units": 3, "activation": "relu"}],
-                  (r"^layer 0 \(dense\): the last layer's activation must be softmax or sigmoid, "
-                   r"got 'relu'")),
-    "last-linear": ([{"type": "dense", "units": 1, "activation": "linear"}],
-                    r"^layer 0 \(dense\): the last layer's activation must be softmax or sigmoid"),
-    "softmax-one-unit": ([{"type": "dense", "units": 1, "activation": "softmax"}],
-                         r"^layer 0 \(dense\): softmax needs at least 2 units; use one sigmoid"),
-    "sigmoid-three-units": ([conv(), {"type": "dense", "units": 3, "activation": "sigmoid"}],
-                            r"^layer 1 \(dense\): a sigmoid output must have 1 unit .*got 3"),
+    "last-relu": (
+        [{"type": "dense", "units": 3, "activation": "relu"}],
+        (
+            r"^layer 0 \(dense\): the last layer's activation must be softmax or sigmoid, "
+            r"got 'relu'"
+        ),
+    ),
+    "last-linear": (
+        [{"type": "dense", "units": 1, "activation": "linear"}],
+        r"^layer 0 \(dense\): the last layer's activation must be softmax or sigmoid",
+    ),
+    "softmax-one-unit": (
+        [{"type": "dense", "units": 1, "activation": "softmax"}],
+        r"^layer 0 \(dense\): softmax needs at least 2 units; use one sigmoid",
+    ),
+    "sigmoid-three-units": (
+        [conv(), {"type": "dense", "units": 3, "activation": "sigmoid"}],
+        r"^layer 1 \(dense\): a sigmoid output must have 1 unit .*got 3",
+    ),
 }
 
 
@@ -184,28 +229,43 @@ def test_output_layer_rules(layers, pattern):
 
 TOP_LEVEL = {
     "not-a-dict": ([SOFTMAX], r"^a config must be a dict, got list"),
-    "unknown-field": ({"input_shape": [1, 4, 4], "layers": [SOFTMAX], "optimizer": "adam"},
-                      r"unknown config field\(s\) \['optimizer'\]"),
+    "unknown-field": (
+        {"input_shape": [1, 4, 4], "layers": [SOFTMAX], "optimizer": "adam"},
+        r"unknown config field\(s\) \['optimizer'\]",
+    ),
     "no-input-shape": ({"layers": [SOFTMAX]}, r"config needs input_shape"),
     "no-layers": ({"input_shape": [1, 4, 4]}, r"config needs a non-empty list of layers"),
     "empty-layers": ({"input_shape": [1, 4, 4], "layers": []}, r"non-empty list of layers"),
-    "layers-not-a-list": ({"input_shape": [1, 4, 4], "layers": {"0": SOFTMAX}},
-                          r"non-empty list of layers"),
-    "input-shape-2d": ({"input_shape": [28, 28], "layers": [SOFTMAX]},
-                       r"input_shape must be \[channels, height, width\], got \[28, 28\]"),
-    "input-shape-string": ({"input_shape": "1,28,28", "layers": [SOFTMAX]},
-                           r"input_shape must be \[channels, height, width\]"),
-    "input-shape-zero": ({"input_shape": [1, 0, 28], "layers": [SOFTMAX]},
-                         r"input_shape entries must be positive integers, got \[1, 0, 28\]"),
-    "input-shape-float": ({"input_shape": [1, 28.0, 28], "layers": [SOFTMAX]},
-                          r"input_shape entries must be positive integers"),
-    "input-shape-bool": ({"input_shape": [True, 28, 28], "layers": [SOFTMAX]},
-                         r"input_shape entries must be positive integers"),
+    "layers-not-a-list": (
+        {"input_shape": [1, 4, 4], "layers": {"0": SOFTMAX}},
+        r"non-empty list of layers",
+    ),
+    "input-shape-2d": (
+        {"input_shape": [28, 28], "layers": [SOFTMAX]},
+        r"input_shape must be \[channels, height, width\], got \[28, 28\]",
+    ),
+    "input-shape-string": (
+        {"input_shape": "1,28,28", "layers": [SOFTMAX]},
+        r"input_shape must be \[channels, height, width\]",
+    ),
+    "input-shape-zero": (
+        {"input_shape": [1, 0, 28], "layers": [SOFTMAX]},
+        r"input_shape entries must be positive integers, got \[1, 0, 28\]",
+    ),
+    "input-shape-float": (
+        {"input_shape": [1, 28.0, 28], "layers": [SOFTMAX]},
+        r"input_shape entries must be positive integers",
+    ),
+    "input-shape-bool": (
+        {"input_shape": [True, 28, 28], "layers": [SOFTMAX]},
+        r"input_shape entries must be positive integers",
+    ),
     "too-many-channels": ({"input_shape": [65, 8, 8], "layers": [SOFTMAX]}, r"too large"),
     "too-wide": ({"input_shape": [1, 8, 4097], "layers": [SOFTMAX]}, r"too large"),
-    "too-many-layers": ({"input_shape": [1, 4, 4],
-                         "layers": [{"type": "flatten"}] * MAX_LAYERS + [SOFTMAX]},
-                        rf"{MAX_LAYERS + 1} layers is more than the limit of {MAX_LAYERS}"),
+    "too-many-layers": (
+        {"input_shape": [1, 4, 4], "layers": [{"type": "flatten"}] * MAX_LAYERS + [SOFTMAX]},
+        rf"{MAX_LAYERS + 1} layers is more than the limit of {MAX_LAYERS}",
+    ),
 }
 
 
@@ -286,15 +346,23 @@ def test_a_config_just_under_the_parameter_cap_is_accepted():
 def test_defaults_are_filled_in():
     config = {
         "input_shape": [1, 8, 8],
-        "layers": [{"type": "conv", "filters": 2, "kernel_size": 3},
-                   {"type": "maxpool", "pool_size": 2},
-                   {"type": "fc", "units": 4},
-                   {"type": "dense", "units": 3}],
+        "layers": [
+            {"type": "conv", "filters": 2, "kernel_size": 3},
+            {"type": "maxpool", "pool_size": 2},
+            {"type": "fc", "units": 4},
+            {"type": "dense", "units": 3},
+        ],
     }
     normalized, plans = normalize(config)
     assert normalized["layers"] == [
-        {"type": "conv", "filters": 2, "kernel_size": 3, "stride": 1, "padding": 0,
-         "activation": "relu"},
+        {
+            "type": "conv",
+            "filters": 2,
+            "kernel_size": 3,
+            "stride": 1,
+            "padding": 0,
+            "activation": "relu",
+        },
         {"type": "maxpool", "pool_size": 2, "stride": 2},
         {"type": "dense", "units": 4, "activation": "relu"},
         {"type": "dense", "units": 3, "activation": "softmax"},
@@ -311,9 +379,13 @@ def test_one_unit_output_defaults_to_sigmoid():
 
 
 def test_pairs_are_normalized_and_compacted():
-    normalized, plans = normalize(net_config(
-        conv(kernel_size=[3, 3], stride=[2, 1], padding=[1, 0]),
-        {"type": "avgpool", "pool_size": [2, 1]}, input_shape=(1, 9, 8)))
+    normalized, plans = normalize(
+        net_config(
+            conv(kernel_size=[3, 3], stride=[2, 1], padding=[1, 0]),
+            {"type": "avgpool", "pool_size": [2, 1]},
+            input_shape=(1, 9, 8),
+        )
+    )
     conv_spec, pool_spec = normalized["layers"][:2]
     assert conv_spec["kernel_size"] == 3 and conv_spec["stride"] == [2, 1]
     assert plans[0].kernel == (3, 3) and plans[0].stride == (2, 1)
@@ -336,12 +408,22 @@ def test_pairs_are_normalized_and_compacted():
         (9, 1, 3, (0, 0), 3),  # total = 6 + 1 - 9 < 0 -> 0
         (5, 5, 1, (2, 2), 5),
     ],
-    ids=["n8-k3", "n8-k5", "n8-k2-even", "n8-k4-even", "n7-k3-s2", "n8-k3-s2", "n8-k4-s2",
-         "n9-k1-s3", "n5-k5"],
+    ids=[
+        "n8-k3",
+        "n8-k5",
+        "n8-k2-even",
+        "n8-k4-even",
+        "n7-k3-s2",
+        "n8-k3-s2",
+        "n8-k4-s2",
+        "n9-k1-s3",
+        "n5-k5",
+    ],
 )
 def test_same_padding(size, k, stride, pads, out):
-    _, plans = normalize(net_config(conv(kernel_size=k, stride=stride, padding="same"),
-                                    input_shape=(1, size, size)))
+    _, plans = normalize(
+        net_config(conv(kernel_size=k, stride=stride, padding="same"), input_shape=(1, size, size))
+    )
     assert plans[0].padding == (*pads, *pads)
     assert plans[0].output_shape == (2, out, out)
 
@@ -352,8 +434,11 @@ def test_valid_padding_is_zero():
 
 
 def test_a_normalized_config_builds_the_same_network():
-    config = net_config(conv(padding="same"), {"type": "avgpool", "pool_size": 3, "stride": 2},
-                        {"type": "fc", "units": 5})
+    config = net_config(
+        conv(padding="same"),
+        {"type": "avgpool", "pool_size": 3, "stride": 2},
+        {"type": "fc", "units": 5},
+    )
     normalized, _ = normalize(config)
     assert normalize(normalized)[0] == normalized
     a, b = Network.from_config(config, seed=3), Network.from_config(normalized, seed=3)
@@ -385,8 +470,14 @@ def with_output(config, units=1, activation="sigmoid"):
     """The seed's lists end at its 84-unit layer (its code appended a 2-unit output)."""
     config = seed_lists(**config)
     config["activations"][-1] = "relu"
-    for key, value in (("architecture", "fc"), ("activations", activation), ("filter_size", 1),
-                       ("nb_kernel", units), ("padding", 0), ("stride", 0)):
+    for key, value in (
+        ("architecture", "fc"),
+        ("activations", activation),
+        ("filter_size", 1),
+        ("nb_kernel", units),
+        ("padding", 0),
+        ("stride", 0),
+    ):
         config[key] = config[key] + [value]
     return config
 
@@ -395,11 +486,23 @@ def test_seed_lenet_lists_are_converted():
     assert from_seed_lists(SEED_LENET) == {
         "input_shape": [3, 32, 32],
         "layers": [
-            {"type": "conv", "filters": 8, "kernel_size": 5, "stride": 1, "padding": 0,
-             "activation": "relu"},
+            {
+                "type": "conv",
+                "filters": 8,
+                "kernel_size": 5,
+                "stride": 1,
+                "padding": 0,
+                "activation": "relu",
+            },
             {"type": "maxpool", "pool_size": 2, "stride": 2},
-            {"type": "conv", "filters": 16, "kernel_size": 5, "stride": 1, "padding": 0,
-             "activation": "relu"},
+            {
+                "type": "conv",
+                "filters": 16,
+                "kernel_size": 5,
+                "stride": 1,
+                "padding": 0,
+                "activation": "relu",
+            },
             {"type": "maxpool", "pool_size": 2, "stride": 2},
             {"type": "dense", "units": 120, "activation": "relu"},
             {"type": "dense", "units": 84, "activation": "sigmoid"},
@@ -418,7 +521,14 @@ def test_seed_lenet_lists_with_an_output_build(units, activation):
     net = Network.from_config(with_output({}, units, activation), seed=0)
     # the seed notebook's get_layer_shape printed these shapes for its LeNet
     assert [s["output_shape"] for s in net.summary()] == [
-        [8, 28, 28], [8, 14, 14], [16, 10, 10], [16, 5, 5], [120], [84], [units]]
+        [8, 28, 28],
+        [8, 14, 14],
+        [16, 10, 10],
+        [16, 5, 5],
+        [120],
+        [84],
+        [units],
+    ]
     assert net.output == activation
     assert net.config["layers"][5] == {"type": "dense", "units": 84, "activation": "relu"}
 
@@ -430,38 +540,68 @@ def test_seed_lists_zero_strides_mean_defaults():
 
 
 def test_seed_lists_padding_and_avgpool():
-    config = with_output({"architecture": ["init", "conv", "avgpool", "conv", "maxpool", "fc", "fc"],
-                          "padding": [0, 2, 0, "same", 0, 0, 0]})
+    config = with_output(
+        {
+            "architecture": ["init", "conv", "avgpool", "conv", "maxpool", "fc", "fc"],
+            "padding": [0, 2, 0, "same", 0, 0, 0],
+        }
+    )
     net = Network.from_config(config)
     assert [s["output_shape"] for s in net.summary()][:4] == [
-        [8, 32, 32], [8, 16, 16], [16, 16, 16], [16, 8, 8]]
+        [8, 32, 32],
+        [8, 16, 16],
+        [16, 16, 16],
+        [16, 8, 8],
+    ]
     assert net.config["layers"][1]["type"] == "avgpool"
 
 
 SEED_ERRORS = {
-    "missing-list": ({k: v for k, v in SEED_LENET.items() if k != "stride"},
-                     r"needs the lists stride"),
-    "different-lengths": (seed_lists(padding=[0] * 6),
-                          r"must all be lists of the same length"),
-    "not-a-list": (seed_lists(stride=(0, 1, 2, 1, 2, 0, 0)), r"must all be lists of the same length"),
-    "no-init": (seed_lists(architecture=["conv", "conv", "maxpool", "conv", "maxpool", "fc", "fc"]),
-                r"starts with 'init'"),
-    "channels-mismatch": (seed_lists(nb_kernel=[1, 8, 8, 16, 16, 120, 84]),
-                          r"nb_kernel\[0\] is 1 but input_shape has 3 channels"),
-    "unknown-entry": (seed_lists(architecture=["init", "conv", "dropout", "conv", "maxpool", "fc", "fc"]),
-                      r"^layer 1: unknown seed architecture entry 'dropout'"),
-    "unhashable-entry": (seed_lists(architecture=["init", ["conv"], "maxpool", "conv", "maxpool", "fc",
-                                                  "fc"]),
-                         r"^layer 0: unknown seed architecture entry \['conv'\]"),
-    "padding-on-pool": (seed_lists(padding=[0, 0, 1, 0, 0, 0, 0]),
-                        r"^layer 1 \(maxpool\): padding is not supported for pooling"),
-    "unknown-field": (seed_lists(layers=[]), r"unknown field\(s\) \['layers'\] in a seed-style config"),
-    "no-input-shape": ({k: v for k, v in SEED_LENET.items() if k != "input_shape"},
-                       r"needs input_shape"),
-    "kernel-too-big": (seed_lists(filter_size=[0, 5, 2, 5, 2, 1, 1], input_shape=[3, 12, 12]),
-                       r"^layer 2 \(conv\): kernel 5 does not fit input 4x4"),
-    "non-positive-units": (seed_lists(nb_kernel=[3, 8, 8, 16, 16, 0, 84]),
-                           r"^layer 4 \(dense\): units must be a positive integer, got 0"),
+    "missing-list": (
+        {k: v for k, v in SEED_LENET.items() if k != "stride"},
+        r"needs the lists stride",
+    ),
+    "different-lengths": (seed_lists(padding=[0] * 6), r"must all be lists of the same length"),
+    "not-a-list": (
+        seed_lists(stride=(0, 1, 2, 1, 2, 0, 0)),
+        r"must all be lists of the same length",
+    ),
+    "no-init": (
+        seed_lists(architecture=["conv", "conv", "maxpool", "conv", "maxpool", "fc", "fc"]),
+        r"starts with 'init'",
+    ),
+    "channels-mismatch": (
+        seed_lists(nb_kernel=[1, 8, 8, 16, 16, 120, 84]),
+        r"nb_kernel\[0\] is 1 but input_shape has 3 channels",
+    ),
+    "unknown-entry": (
+        seed_lists(architecture=["init", "conv", "dropout", "conv", "maxpool", "fc", "fc"]),
+        r"^layer 1: unknown seed architecture entry 'dropout'",
+    ),
+    "unhashable-entry": (
+        seed_lists(architecture=["init", ["conv"], "maxpool", "conv", "maxpool", "fc", "fc"]),
+        r"^layer 0: unknown seed architecture entry \['conv'\]",
+    ),
+    "padding-on-pool": (
+        seed_lists(padding=[0, 0, 1, 0, 0, 0, 0]),
+        r"^layer 1 \(maxpool\): padding is not supported for pooling",
+    ),
+    "unknown-field": (
+        seed_lists(layers=[]),
+        r"unknown field\(s\) \['layers'\] in a seed-style config",
+    ),
+    "no-input-shape": (
+        {k: v for k, v in SEED_LENET.items() if k != "input_shape"},
+        r"needs input_shape",
+    ),
+    "kernel-too-big": (
+        seed_lists(filter_size=[0, 5, 2, 5, 2, 1, 1], input_shape=[3, 12, 12]),
+        r"^layer 2 \(conv\): kernel 5 does not fit input 4x4",
+    ),
+    "non-positive-units": (
+        seed_lists(nb_kernel=[3, 8, 8, 16, 16, 0, 84]),
+        r"^layer 4 \(dense\): units must be a positive integer, got 0",
+    ),
 }
 
 

@@ -74,12 +74,17 @@ def png_declaring(width: int, height: int) -> bytes:
     """A tiny but valid-looking grayscale PNG whose header declares width x height pixels."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def symlink_info(name: str) -> zipfile.ZipInfo:
@@ -133,8 +138,12 @@ def test_npz_uint8_in_each_layout(rng, raw_shape, to_nchw):
     assert ds.input_shape == expected.shape[1:]
     assert ds.y.dtype == np.int64 and ds.y.tolist() == labels(6).tolist()
     assert ds.class_names == ["0", "1", "2"]
-    assert ds.preprocessing == {"scale": 1 / 255, "image_scale": 1 / 255,
-                                "source_dtype": "uint8", "source_format": "npz"}
+    assert ds.preprocessing == {
+        "scale": 1 / 255,
+        "image_scale": 1 / 255,
+        "source_dtype": "uint8",
+        "source_format": "npz",
+    }
 
 
 def test_npz_float_in_0_1_is_kept_and_images_scaled_by_1_255(rng):
@@ -205,15 +214,17 @@ def test_npz_with_pickled_object_array_is_refused(tmp_path):
     data = npz_bytes(X=X, y=[0, 1])
     assert_refused("objects.*pickle", load_npz, data)
     names = np.array(["a", Payload()], dtype=object)
-    assert_refused("objects", load_npz,
-                   npz_bytes(X=np.zeros((2, 4, 4), np.uint8), y=[0, 1], class_names=names))
+    assert_refused(
+        "objects", load_npz, npz_bytes(X=np.zeros((2, 4, 4), np.uint8), y=[0, 1], class_names=names)
+    )
     assert not marker.exists()
 
 
 def test_npz_string_arrays_are_refused():
     assert_refused("X has dtype <U", load_npz, npz_bytes(X=np.array(["a", "b"]), y=[0, 1]))
-    assert_refused("y has dtype", load_npz,
-                   npz_bytes(X=np.zeros((2, 4, 4), np.uint8), y=np.array(["0", "1"])))
+    assert_refused(
+        "y has dtype", load_npz, npz_bytes(X=np.zeros((2, 4, 4), np.uint8), y=np.array(["0", "1"]))
+    )
 
 
 def test_npz_declaring_huge_shape_is_refused_before_allocation():
@@ -226,8 +237,12 @@ def test_npz_declaring_huge_shape_is_refused_before_allocation():
 
 
 def test_npz_declaring_more_data_than_it_holds_is_refused():
-    data = zip_bytes({"X.npy": npy_member((2, 4, 4), "|u1", b"\x00" * 5),
-                      "y.npy": npy_member((2,), "<i8", np.array([0, 1]).tobytes())})
+    data = zip_bytes(
+        {
+            "X.npy": npy_member((2, 4, 4), "|u1", b"\x00" * 5),
+            "y.npy": npy_member((2,), "<i8", np.array([0, 1]).tobytes()),
+        }
+    )
     assert_refused("truncated or corrupt", load_npz, data)
 
 
@@ -268,8 +283,17 @@ def test_npz_integer_pixels_outside_0_255_are_refused():
         ([0, 1, 1], {"class_names": np.array(["a", "a"])}, "unique"),
         ([0, 1, 1], {"class_names": np.array(["a", " "])}, "printable"),
     ],
-    ids=["negative", "beyond-names", "huge", "single-class", "length", "fraction", "one-hot",
-         "duplicate-names", "blank-name"],
+    ids=[
+        "negative",
+        "beyond-names",
+        "huge",
+        "single-class",
+        "length",
+        "fraction",
+        "one-hot",
+        "duplicate-names",
+        "blank-name",
+    ],
 )
 def test_npz_bad_labels_are_refused(y, extra, match):
     X = np.zeros((3, 4, 4), np.uint8)
@@ -311,8 +335,9 @@ def test_npz_header_checks_come_before_reading_data():
     for shape, descr, match in cases:
         assert_refused(match, load_npz, zip_bytes({"X.npy": npy_member(shape, descr), "y.npy": y}))
     buf = io.BytesIO()
-    np.lib.format.write_array_header_2_0(buf, {"descr": "<f8", "fortran_order": False,
-                                               "shape": (50_000, 50_000)})
+    np.lib.format.write_array_header_2_0(
+        buf, {"descr": "<f8", "fortran_order": False, "shape": (50_000, 50_000)}
+    )
     assert_refused("GiB", load_npz, zip_bytes({"X.npy": buf.getvalue(), "y.npy": y}))
 
 
@@ -340,8 +365,12 @@ def test_npz_other_members_are_checked_but_not_loaded():
     many = {f"a{i}": np.zeros(1) for i in range(70)}
     assert_refused("70 members|72 members", load_npz, npz_bytes(X=X, y=y, **many))
     with pytest.warns(UserWarning, match="Duplicate name"):
-        data = zip_bytes({"X.npy": npy_member((2,), "|u1", b"\0\0"),
-                          zipfile.ZipInfo("X.npy"): npy_member((2,), "|u1", b"\0\0")})
+        data = zip_bytes(
+            {
+                "X.npy": npy_member((2,), "|u1", b"\0\0"),
+                zipfile.ZipInfo("X.npy"): npy_member((2,), "|u1", b"\0\0"),
+            }
+        )
     assert_refused("several members named", load_npz, data)
 
 
@@ -393,8 +422,9 @@ def test_idx_trailing_bytes_are_refused(idx_pair):
 def test_idx_wrong_magic_is_refused(idx_pair):
     _, _, img_file, lbl_file = idx_pair
     assert_refused("not an IDX file", load_idx, b"\x01\x02" + img_file[2:], lbl_file)
-    assert_refused(r"type 0x0D \(float32\)", load_idx, img_file[:2] + b"\x0d" + img_file[3:],
-                   lbl_file)
+    assert_refused(
+        r"type 0x0D \(float32\)", load_idx, img_file[:2] + b"\x0d" + img_file[3:], lbl_file
+    )
     assert_refused("4 dimensions", load_idx, img_file[:3] + b"\x04" + img_file[4:], lbl_file)
 
 
@@ -409,22 +439,25 @@ def test_idx_overflowing_dims_are_refused_fast(idx_pair):
 def test_idx_gzip_bomb_is_capped():
     bomb = gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * (16 * 2**20))
     assert len(bomb) < 100_000
-    assert_refused("decompresses to more than the 1.0 MiB limit", load_idx, bomb, bomb,
-                   max_bytes=2**20)
+    assert_refused(
+        "decompresses to more than the 1.0 MiB limit", load_idx, bomb, bomb, max_bytes=2**20
+    )
     assert_refused("corrupt or truncated gzip", load_idx, bomb[:1000], bomb)
 
 
 def test_idx_mismatched_lengths_and_single_class_are_refused(idx_pair):
     _, _, img_file, _ = idx_pair
-    assert_refused("12 images but the labels file holds 5", load_idx, img_file,
-                   idx_bytes(np.arange(5)))
+    assert_refused(
+        "12 images but the labels file holds 5", load_idx, img_file, idx_bytes(np.arange(5))
+    )
     assert_refused("single class", load_idx, img_file, idx_bytes(np.zeros(12)))
 
 
 def test_idx_empty_or_two_of_a_kind_is_refused(idx_pair):
     _, _, img_file, lbl_file = idx_pair
-    assert_refused("holds no images", load_idx, idx_bytes(np.zeros((0, 28, 28))),
-                   idx_bytes(np.zeros(0)))
+    assert_refused(
+        "holds no images", load_idx, idx_bytes(np.zeros((0, 28, 28))), idx_bytes(np.zeros(0))
+    )
     assert_refused("it is a labels file", load_idx, lbl_file, lbl_file)
     assert_refused("it is an images file", load_idx, img_file, img_file)
 
@@ -457,27 +490,38 @@ def test_zip_of_grayscale_png_folders(rng):
     assert ds.y.tolist() == [0, 1, 1, 2, 2]  # sorted by class, then by entry name
     order = [2, 1, 0, 3, 4]
     np.testing.assert_array_equal(ds.X[:, 0], pixels[order].astype(np.float32) * BYTE)
-    assert ds.preprocessing == {"scale": 1 / 255, "image_scale": 1 / 255,
-                                "source_dtype": "uint8", "source_format": "image_zip"}
+    assert ds.preprocessing == {
+        "scale": 1 / 255,
+        "image_scale": 1 / 255,
+        "source_dtype": "uint8",
+        "source_format": "image_zip",
+    }
 
 
 def test_zip_of_rgb_jpeg_folders_matches_prediction_path(rng):
-    files = {f"{cls}/{i}.jpg": image_bytes(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8),
-                                           "JPEG")
-             for cls in ("cat", "dog") for i in range(3)}
+    files = {
+        f"{cls}/{i}.jpg": image_bytes(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8), "JPEG")
+        for cls in ("cat", "dog")
+        for i in range(3)
+    }
     ds = load_image_zip(zip_bytes(files, zipfile.ZIP_STORED))
     assert ds.input_shape == (3, 10, 12) and ds.class_counts() == [3, 3]
     assert ds.X.min() >= 0.0 and ds.X.max() <= 1.0
-    again = images_to_array([open_image(b) for b in files.values()], ds.input_shape,
-                            ds.preprocessing)
+    again = images_to_array(
+        [open_image(b) for b in files.values()], ds.input_shape, ds.preprocessing
+    )
     np.testing.assert_array_equal(ds.X, again)
 
 
 def test_zip_mixed_sizes_and_modes_take_common_shape(rng):
     gray = [rng.integers(0, 256, (8, 8), dtype=np.uint8) for _ in range(3)]
     color = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
-    files = {"a/0.png": image_bytes(gray[0]), "a/1.png": image_bytes(gray[1]),
-             "b/0.png": image_bytes(gray[2]), "b/1.png": image_bytes(color)}
+    files = {
+        "a/0.png": image_bytes(gray[0]),
+        "a/1.png": image_bytes(gray[1]),
+        "b/0.png": image_bytes(gray[2]),
+        "b/1.png": image_bytes(color),
+    }
     ds = load_image_zip(zip_bytes(files))
     assert ds.input_shape == (3, 8, 8)  # one colour image makes all RGB; 8x8 is most common
     odd = images_to_array([Image.fromarray(color)], (3, 8, 8), ds.preprocessing)
@@ -528,8 +572,12 @@ def test_zip_symlink_entry_is_refused(png):
 def test_zip_with_too_many_entries_is_refused(png):
     files = {f"{c}/{i}.png": png for c in "ab" for i in range(3)}
     assert load_image_zip(zip_bytes(files), max_entries=6).n_samples == 6
-    assert_refused("7 entries, over the limit of 6", load_image_zip,
-                   zip_bytes({**files, "a/9.png": png}), max_entries=6)
+    assert_refused(
+        "7 entries, over the limit of 6",
+        load_image_zip,
+        zip_bytes({**files, "a/9.png": png}),
+        max_entries=6,
+    )
 
 
 def test_zip_high_compression_ratio_bomb_is_refused(png):
@@ -548,10 +596,14 @@ def test_zip_entry_lying_about_its_size_is_refused(png):
 
 
 def test_zip_total_decompressed_bytes_are_capped(rng):
-    files = {f"{c}/{i}.png": image_bytes(rng.integers(0, 256, (32, 32), dtype=np.uint8))
-             for c in "ab" for i in range(4)}
-    assert_refused("decompress to more than", load_image_zip, zip_bytes(files),
-                   max_total_bytes=4000)
+    files = {
+        f"{c}/{i}.png": image_bytes(rng.integers(0, 256, (32, 32), dtype=np.uint8))
+        for c in "ab"
+        for i in range(4)
+    }
+    assert_refused(
+        "decompress to more than", load_image_zip, zip_bytes(files), max_total_bytes=4000
+    )
 
 
 @pytest.mark.parametrize(
@@ -574,19 +626,20 @@ def test_zip_non_image_or_misplaced_entries_are_refused(png, name, data, match):
         Image.new("L", (4, 4)).save(buf, format="BMP")
         data = buf.getvalue()
     elif data == "cut":
-        data = image_bytes(np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8)
-                           )[:-40]
+        data = image_bytes(np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8))[
+            :-40
+        ]
     elif data == "png":
         data = png
-    assert_refused(match, load_image_zip, zip_bytes({"a/0.png": png, "b/0.png": png,
-                                                     name: data}))
+    assert_refused(match, load_image_zip, zip_bytes({"a/0.png": png, "b/0.png": png, name: data}))
 
 
 def test_zip_special_entries_are_refused(png):
     fifo = zipfile.ZipInfo("b/1.png")
     fifo.external_attr = (stat.S_IFIFO | 0o644) << 16
-    assert_refused("special file", load_image_zip,
-                   zip_bytes({"a/0.png": png, "b/0.png": png, fifo: png}))
+    assert_refused(
+        "special file", load_image_zip, zip_bytes({"a/0.png": png, "b/0.png": png, fifo: png})
+    )
     raw = zip_bytes({"a/0.png": png, "b/0.png": png, "b/1.png": png})
     entry = raw.rindex(b"PK\x01\x02")  # the last central directory record: b/1.png
     flags = struct.unpack_from("<H", raw, entry + 8)[0] | 0x1  # the "encrypted" bit
@@ -618,8 +671,9 @@ def test_zip_float32_output_size_is_capped(png):
 
 
 def test_zip_of_a_single_class_or_no_images_is_refused(png):
-    assert_refused("single class folder 'a'", load_image_zip,
-                   zip_bytes({"a/0.png": png, "a/1.png": png}))
+    assert_refused(
+        "single class folder 'a'", load_image_zip, zip_bytes({"a/0.png": png, "a/1.png": png})
+    )
     assert_refused("no images", load_image_zip, zip_bytes({"a/": b"", "__MACOSX/x": b""}))
 
 
@@ -627,8 +681,11 @@ def test_decompression_bomb_png_is_refused_quickly(png):
     bomb = png_declaring(20_000, 10_000)
     assert len(bomb) < 200
     start = time.perf_counter()
-    assert_refused("too many pixels", load_image_zip,
-                   zip_bytes({"a/0.png": png, "b/0.png": png, "b/bomb.png": bomb}))
+    assert_refused(
+        "too many pixels",
+        load_image_zip,
+        zip_bytes({"a/0.png": png, "b/0.png": png, "b/bomb.png": bomb}),
+    )
     assert_refused("too many pixels", open_image, bomb)
     assert time.perf_counter() - start < 1.0
 
@@ -636,8 +693,11 @@ def test_decompression_bomb_png_is_refused_quickly(png):
 def test_png_over_the_pixel_cap_is_refused_before_decoding(png):
     big = png_declaring(5_000, 5_000)  # under Pillow's own limit, over ours
     start = time.perf_counter()
-    assert_refused("5000x5000 = 25,000,000 pixels, over the limit", load_image_zip,
-                   zip_bytes({"a/0.png": png, "b/0.png": png, "b/big.png": big}))
+    assert_refused(
+        "5000x5000 = 25,000,000 pixels, over the limit",
+        load_image_zip,
+        zip_bytes({"a/0.png": png, "b/0.png": png, "b/big.png": big}),
+    )
     assert_refused("over the limit of 100", open_image, png_declaring(20, 20), max_pixels=100)
     assert time.perf_counter() - start < 1.0
 
@@ -680,8 +740,9 @@ def test_load_dataset_refuses_what_it_cannot_pair(idx_pair, png):
     assert_refused("needs its partner", load_dataset, [img_file])
     assert_refused("both IDX files hold images", load_dataset, [img_file, img_file])
     assert_refused("got 3 files", load_dataset, [img_file, lbl_file, lbl_file])
-    assert_refused("upload it alone", load_dataset, [npz_bytes(X=np.zeros((2, 3, 3)), y=[0, 1]),
-                                                     lbl_file])
+    assert_refused(
+        "upload it alone", load_dataset, [npz_bytes(X=np.zeros((2, 3, 3)), y=[0, 1]), lbl_file]
+    )
     assert_refused("zip one folder per class", load_dataset, [png])
     npy = io.BytesIO()
     np.save(npy, np.zeros(3))
@@ -734,8 +795,9 @@ def test_png_of_a_sample_digit_reads_back_exactly():
     ds = load_mnist_sample()
     digit = np.rint(ds.X[7, 0] * 255).astype(np.uint8)
     img = open_image(image_bytes(digit))
-    np.testing.assert_array_equal(images_to_array([img], ds.input_shape, ds.preprocessing),
-                                  ds.X[7:8])
+    np.testing.assert_array_equal(
+        images_to_array([img], ds.input_shape, ds.preprocessing), ds.X[7:8]
+    )
 
 
 def test_images_to_array_converts_modes(rng):
@@ -764,8 +826,9 @@ def test_images_to_array_converts_modes(rng):
     np.testing.assert_array_equal(out[0, 0], np.asarray(pal.convert("L")) * BYTE)
 
     la = Image.fromarray(np.stack([gray, np.full_like(gray, 255)], -1), "LA")
-    np.testing.assert_array_equal(images_to_array([la], (1, 6, 5), prep)[0, 0],
-                                  gray.astype(np.float32) * BYTE)
+    np.testing.assert_array_equal(
+        images_to_array([la], (1, 6, 5), prep)[0, 0], gray.astype(np.float32) * BYTE
+    )
 
 
 def test_images_to_array_reads_16_bit_png():
@@ -787,12 +850,15 @@ def test_images_to_array_handles_cmyk_float_and_exif_rotation(rng):
     prep = {"image_scale": 1.0}
     rgb = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
     cmyk = Image.fromarray(rgb).convert("CMYK")
-    np.testing.assert_array_equal(images_to_array([cmyk], (3, 4, 6), prep)[0],
-                                  np.asarray(cmyk.convert("RGB")).transpose(2, 0, 1))
+    np.testing.assert_array_equal(
+        images_to_array([cmyk], (3, 4, 6), prep)[0],
+        np.asarray(cmyk.convert("RGB")).transpose(2, 0, 1),
+    )
     floats = Image.fromarray(np.array([[-5.0, 12.4], [254.6, 300.0]], np.float32))
     assert floats.mode == "F"
-    np.testing.assert_array_equal(images_to_array([floats], (1, 2, 2), prep)[0, 0],
-                                  [[0, 12], [255, 255]])
+    np.testing.assert_array_equal(
+        images_to_array([floats], (1, 2, 2), prep)[0, 0], [[0, 12], [255, 255]]
+    )
 
     tall = np.zeros((6, 4), np.uint8)
     tall[0, :] = 255  # top row lit
@@ -808,8 +874,9 @@ def test_images_to_array_and_open_image_refuse_truncated_images(rng):
     data = image_bytes(rng.integers(0, 256, (64, 64), dtype=np.uint8))[:-200]
     assert_refused("truncated or corrupt", open_image, data)
     lazy = Image.open(io.BytesIO(data))
-    assert_refused("image 0 could not be decoded", images_to_array, [lazy], (1, 64, 64),
-                   {"image_scale": 1.0})
+    assert_refused(
+        "image 0 could not be decoded", images_to_array, [lazy], (1, 64, 64), {"image_scale": 1.0}
+    )
 
 
 def test_images_to_array_refuses_bad_arguments():
@@ -828,10 +895,16 @@ def test_open_image_refuses_other_formats_and_garbage():
 
 def test_open_image_starts_its_messages_with_a_given_name(rng):
     png = image_bytes(rng.integers(0, 256, (64, 64), dtype=np.uint8))
-    for data, kwargs in [(b"GIF89a", {}), (png[:60], {}), (png[:-200], {}),
-                         (png, {"max_pixels": 100}), (png_declaring(20_000, 10_000), {})]:
-        error = assert_refused("^digit.png: the image ", open_image, data, name="digit.png",
-                               **kwargs)
+    for data, kwargs in [
+        (b"GIF89a", {}),
+        (png[:60], {}),
+        (png[:-200], {}),
+        (png, {"max_pixels": 100}),
+        (png_declaring(20_000, 10_000), {}),
+    ]:
+        error = assert_refused(
+            "^digit.png: the image ", open_image, data, name="digit.png", **kwargs
+        )
         unnamed = assert_refused("^the image ", open_image, data, **kwargs)
         assert type(error) is type(unnamed)
         assert str(error) == f"digit.png: {unnamed}"

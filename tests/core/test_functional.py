@@ -205,20 +205,23 @@ def test_maxpool_tie_gradient_goes_to_first_max_only():
     # all four equal: the first in row-major order takes the whole gradient
     out, cache = F.maxpool_forward(maps(np.full((2, 2), 5.0)), (2, 2), (2, 2))
     assert image(out)[0, 0] == 5
-    np.testing.assert_array_equal(image(F.maxpool_backward(np.full((1, 1, 1, 1), 3.0), cache)),
-                                  [[3.0, 0], [0, 0]])
+    np.testing.assert_array_equal(
+        image(F.maxpool_backward(np.full((1, 1, 1, 1), 3.0), cache)), [[3.0, 0], [0, 0]]
+    )
     # tie between (0,1) and (1,0): (0,1) comes first in row-major order
     out, cache = F.maxpool_forward(maps(np.array([[1.0, 7], [7, 2]])), (2, 2), (2, 2))
-    np.testing.assert_array_equal(image(F.maxpool_backward(np.ones((1, 1, 1, 1)), cache)),
-                                  [[0.0, 1], [0, 0]])
+    np.testing.assert_array_equal(
+        image(F.maxpool_backward(np.ones((1, 1, 1, 1)), cache)), [[0.0, 1], [0, 0]]
+    )
 
 
 def test_maxpool_tie_with_overlapping_windows():
     # all ones, pool 2 stride 1: each window gives its gradient to its own top-left element
     _, cache = F.maxpool_forward(maps(np.ones((3, 3))), (2, 2), (1, 1))
     dout = np.array([[1.0, 2], [3, 4]])[None, ..., None]
-    np.testing.assert_array_equal(image(F.maxpool_backward(dout, cache)),
-                                  [[1.0, 2, 0], [3, 4, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(
+        image(F.maxpool_backward(dout, cache)), [[1.0, 2, 0], [3, 4, 0], [0, 0, 0]]
+    )
 
 
 def test_maxpool_non_square_window_and_stride_per_channel_and_sample():
@@ -301,8 +304,9 @@ def test_activation_forward_backward_known_values(name, z, a, slope):
     out, cache = F.activation_forward(name, z.copy())
     np.testing.assert_allclose(out[:, 0], a, rtol=1e-15, atol=1e-15)
     da = np.full_like(z, 2.0)
-    np.testing.assert_allclose(F.activation_backward(name, da, cache)[:, 0], 2 * np.array(slope),
-                               rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(
+        F.activation_backward(name, da, cache)[:, 0], 2 * np.array(slope), rtol=1e-14, atol=1e-15
+    )
 
 
 def test_unknown_activation_raises():
@@ -337,8 +341,9 @@ def test_softmax_cross_entropy_known_values():
     z = np.array([[0.0, 2.0], [np.log(3.0), 2.0]])
     loss, dz = F.softmax_cross_entropy(z, np.array([1, 0]))
     np.testing.assert_allclose(loss, (-np.log(0.75) - np.log(0.5)) / 2, rtol=1e-14)
-    np.testing.assert_allclose(dz, [[0.25 / 2, (0.5 - 1) / 2], [(0.75 - 1) / 2, 0.5 / 2]],
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        dz, [[0.25 / 2, (0.5 - 1) / 2], [(0.75 - 1) / 2, 0.5 / 2]], rtol=1e-14
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -388,8 +393,10 @@ def test_every_kernel_keeps_the_dtype(dtype):
     out, cache = F.conv_forward(x, w, b, (1, 1), (1, 1, 1, 1))
     dx, dw, db = F.conv_backward(out, cache)
     assert {a.dtype for a in (out, dx, dw, db)} == {np.dtype(dtype)}
-    for forward, backward in ((F.maxpool_forward, F.maxpool_backward),
-                              (F.avgpool_forward, F.avgpool_backward)):
+    for forward, backward in (
+        (F.maxpool_forward, F.maxpool_backward),
+        (F.avgpool_forward, F.avgpool_backward),
+    ):
         p, pc = forward(x, (2, 2), (1, 1))
         assert p.dtype == dtype and backward(p, pc).dtype == dtype
     for name in ("relu", "sigmoid", "tanh", "linear"):

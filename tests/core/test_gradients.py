@@ -93,7 +93,13 @@ def test_every_hidden_activation_with_both_losses(activation, output):
     config = {
         "input_shape": [2, 6, 6],
         "layers": [
-            {"type": "conv", "filters": 3, "kernel_size": 3, "padding": 1, "activation": activation},
+            {
+                "type": "conv",
+                "filters": 3,
+                "kernel_size": 3,
+                "padding": 1,
+                "activation": activation,
+            },
             {"type": "maxpool", "pool_size": 2},
             {"type": "conv", "filters": 2, "kernel_size": 2, "activation": activation},
             {"type": "dense", "units": 4, "activation": activation},
@@ -107,8 +113,14 @@ def test_every_hidden_activation_with_both_losses(activation, output):
 
 
 def conv(filters, k, stride=1, padding=0, activation="tanh"):
-    return {"type": "conv", "filters": filters, "kernel_size": k, "stride": stride,
-            "padding": padding, "activation": activation}
+    return {
+        "type": "conv",
+        "filters": filters,
+        "kernel_size": k,
+        "stride": stride,
+        "padding": padding,
+        "activation": activation,
+    }
 
 
 def two_convs(first, input_shape=(2, 7, 7), second=None):
@@ -150,8 +162,12 @@ def test_conv_modes(layer):
 def test_conv_several_channels():
     config = {
         "input_shape": [4, 5, 5],
-        "layers": [conv(5, 3, padding=1, activation="relu"), conv(3, 2, stride=2),
-                   {"type": "dense", "units": 4}, softmax_out(4)],
+        "layers": [
+            conv(5, 3, padding=1, activation="relu"),
+            conv(3, 2, stride=2),
+            {"type": "dense", "units": 4},
+            softmax_out(4),
+        ],
     }
     check_network(config, n=4)
 
@@ -177,8 +193,12 @@ def test_pool_modes(kind, pool, stride):
 def test_pool_default_stride_and_pool_as_first_layer(kind):
     config = {
         "input_shape": [2, 10, 10],
-        "layers": [{"type": kind, "pool_size": 2}, conv(3, 3, activation="relu"),
-                   {"type": kind, "pool_size": 3, "stride": 2}, softmax_out(3)],
+        "layers": [
+            {"type": kind, "pool_size": 2},
+            conv(3, 3, activation="relu"),
+            {"type": kind, "pool_size": 3, "stride": 2},
+            softmax_out(3),
+        ],
     }
     check_network(config)
 
@@ -186,11 +206,13 @@ def test_pool_default_stride_and_pool_as_first_layer(kind):
 def test_dense_only_network():
     config = {
         "input_shape": [1, 3, 3],
-        "layers": [{"type": "fc", "units": 6, "activation": "tanh"},
-                   {"type": "dense", "units": 5, "activation": "sigmoid"},
-                   {"type": "dense", "units": 4, "activation": "relu"},
-                   {"type": "dense", "units": 4, "activation": "linear"},
-                   SIGMOID_OUT],
+        "layers": [
+            {"type": "fc", "units": 6, "activation": "tanh"},
+            {"type": "dense", "units": 5, "activation": "sigmoid"},
+            {"type": "dense", "units": 4, "activation": "relu"},
+            {"type": "dense", "units": 4, "activation": "linear"},
+            SIGMOID_OUT,
+        ],
     }
     check_network(config, n=5)
 
@@ -234,16 +256,27 @@ def test_seed_style_config():
         "stride": [0, 1, 2, 1, 2, 0, 0],
     }
     assert [layer["type"] for layer in from_seed_lists(config)["layers"]] == [
-        "conv", "maxpool", "conv", "avgpool", "dense", "dense"]
+        "conv",
+        "maxpool",
+        "conv",
+        "avgpool",
+        "dense",
+        "dense",
+    ]
     check_network(config, n=4)
 
 
 def test_lenet_like_with_sigmoid_output():
     config = {
         "input_shape": [1, 12, 12],
-        "layers": [conv(2, 5, padding="same", activation="relu"), {"type": "maxpool", "pool_size": 2},
-                   conv(3, 3, activation="relu"), {"type": "maxpool", "pool_size": 2},
-                   {"type": "dense", "units": 5, "activation": "relu"}, SIGMOID_OUT],
+        "layers": [
+            conv(2, 5, padding="same", activation="relu"),
+            {"type": "maxpool", "pool_size": 2},
+            conv(3, 3, activation="relu"),
+            {"type": "maxpool", "pool_size": 2},
+            {"type": "dense", "units": 5, "activation": "relu"},
+            SIGMOID_OUT,
+        ],
     }
     check_network(config, n=6)
 
@@ -263,7 +296,7 @@ def input_gradient(net, X, y):
         for layer in reversed(net.layers):
             d = layer.backward(d)
     finally:
-        for layer, need in zip(net.layers, saved):
+        for layer, need in zip(net.layers, saved, strict=True):
             layer.need_dx = need
     return d.transpose(3, 0, 1, 2)
 
@@ -271,18 +304,27 @@ def input_gradient(net, X, y):
 INPUT_GRAD_CONFIGS = {
     "conv-same-even-maxpool": {
         "input_shape": [2, 6, 6],
-        "layers": [conv(3, 2, padding="same", activation="relu"),
-                   {"type": "maxpool", "pool_size": 3, "stride": 2}, softmax_out(3)],
+        "layers": [
+            conv(3, 2, padding="same", activation="relu"),
+            {"type": "maxpool", "pool_size": 3, "stride": 2},
+            softmax_out(3),
+        ],
     },
     "conv-stride2-pad1-avgpool-sigmoid": {
         "input_shape": [3, 7, 5],
-        "layers": [conv(2, 3, stride=2, padding=1), {"type": "avgpool", "pool_size": 2, "stride": 1},
-                   SIGMOID_OUT],
+        "layers": [
+            conv(2, 3, stride=2, padding=1),
+            {"type": "avgpool", "pool_size": 2, "stride": 1},
+            SIGMOID_OUT,
+        ],
     },
     "maxpool-first": {
         "input_shape": [2, 6, 6],
-        "layers": [{"type": "maxpool", "pool_size": 2, "stride": 1}, conv(2, [2, 3], stride=[1, 2]),
-                   softmax_out(2)],
+        "layers": [
+            {"type": "maxpool", "pool_size": 2, "stride": 1},
+            conv(2, [2, 3], stride=[1, 2]),
+            softmax_out(2),
+        ],
     },
     "dense-first": {
         "input_shape": [2, 3, 2],
@@ -290,8 +332,11 @@ INPUT_GRAD_CONFIGS = {
     },
     "flatten-first": {
         "input_shape": [2, 3, 2],
-        "layers": [{"type": "flatten"}, {"type": "dense", "units": 3, "activation": "relu"},
-                   SIGMOID_OUT],
+        "layers": [
+            {"type": "flatten"},
+            {"type": "dense", "units": 3, "activation": "relu"},
+            SIGMOID_OUT,
+        ],
     },
 }
 
@@ -320,7 +365,7 @@ def functional_check(forward, backward, inputs, seed=0):
     out, cache = forward(*inputs)
     r = np.random.default_rng(seed).standard_normal(out.shape)
     analytic = backward(r, cache)
-    for array, grad in zip(inputs, analytic):
+    for array, grad in zip(inputs, analytic, strict=True):
         numeric = numeric_gradient(lambda: float(np.sum(r * forward(*inputs)[0])), array)
         assert grad.shape == array.shape
         assert rel_error(grad, numeric) < TOL
@@ -337,15 +382,17 @@ KERNEL_CONV_CASES = {
 }
 
 
-@pytest.mark.parametrize("kernel, stride, padding", KERNEL_CONV_CASES.values(),
-                         ids=KERNEL_CONV_CASES.keys())
+@pytest.mark.parametrize(
+    "kernel, stride, padding", KERNEL_CONV_CASES.values(), ids=KERNEL_CONV_CASES.keys()
+)
 def test_conv_kernel_gradients(kernel, stride, padding):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 7, 6, 2))
     w = rng.standard_normal((2, 3, *kernel))
     b = rng.standard_normal(2)
-    functional_check(lambda x, w, b: F.conv_forward(x, w, b, stride, padding),
-                     F.conv_backward, (x, w, b))
+    functional_check(
+        lambda x, w, b: F.conv_forward(x, w, b, stride, padding), F.conv_backward, (x, w, b)
+    )
 
 
 POOL_KERNEL_CASES = {

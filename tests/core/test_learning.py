@@ -48,8 +48,15 @@ def digits():
 def train_and_score(config, digits, epochs, seed=0):
     train, test = digits
     net = Network.from_config(config, seed=seed)
-    history = net.fit(train.X, train.y, epochs=epochs, batch_size=32,
-                      optimizer={"name": "adam", "learning_rate": 2e-3}, seed=seed, threads=1)
+    history = net.fit(
+        train.X,
+        train.y,
+        epochs=epochs,
+        batch_size=32,
+        optimizer={"name": "adam", "learning_rate": 2e-3},
+        seed=seed,
+        threads=1,
+    )
     return float(np.mean(net.predict(test.X) == test.y)), history
 
 

@@ -27,8 +27,10 @@ TINY = {
         {"type": "dense", "units": 3, "activation": "softmax"},
     ],
 }
-TINY_SIGMOID = {**TINY, "layers": [*TINY["layers"][:-1], {"type": "dense", "units": 1,
-                                                          "activation": "sigmoid"}]}
+TINY_SIGMOID = {
+    **TINY,
+    "layers": [*TINY["layers"][:-1], {"type": "dense", "units": 1, "activation": "sigmoid"}],
+}
 ADAM = {"name": "adam", "learning_rate": 0.01}
 
 
@@ -39,7 +41,8 @@ def data(n, seed=0, classes=3, shape=(1, 6, 6)):
 
 def same_params(a, b):
     return sorted(a) == sorted(b) and all(
-        a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
+        a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a
+    )
 
 
 def copy_params(net):
@@ -76,8 +79,14 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, dtype, config):
 
 
 def model_meta(config=TINY, **changes):
-    return {"format": "cnn_core.model", "format_version": 1, "config": config,
-            "dtype": "float32", "metadata": {}, **changes}
+    return {
+        "format": "cnn_core.model",
+        "format_version": 1,
+        "config": config,
+        "dtype": "float32",
+        "metadata": {},
+        **changes,
+    }
 
 
 def write_bad_file(path, kind):
@@ -109,8 +118,11 @@ def write_bad_file(path, kind):
         save_archive(path, params, model_meta(format="cnn_core.checkpoint"))
     elif kind == "object-array":
         with open(path, "wb") as f:
-            np.savez(f, __meta__=np.frombuffer(json.dumps(model_meta()).encode(), dtype=np.uint8),
-                     **{**params, "0.W": np.array([{"x": 1}], dtype=object)})
+            np.savez(
+                f,
+                __meta__=np.frombuffer(json.dumps(model_meta()).encode(), dtype=np.uint8),
+                **{**params, "0.W": np.array([{"x": 1}], dtype=object)},
+            )
     elif kind == "wrong-shape":
         save_archive(path, {**params, "0.W": np.zeros((3, 1, 2, 2), np.float32)}, model_meta())
     elif kind == "missing-parameter":
@@ -192,17 +204,25 @@ def test_float32_and_float64_networks_from_one_seed_hold_the_same_numbers():
         assert np.array_equal(a.params[k], b.params[k].astype(np.float32))
 
 
-@pytest.mark.parametrize("activation, fan", [("relu", "he"), ("tanh", "glorot"), ("linear", "glorot")])
+@pytest.mark.parametrize(
+    "activation, fan", [("relu", "he"), ("tanh", "glorot"), ("linear", "glorot")]
+)
 def test_initialization_scale(activation, fan):
-    config = {"input_shape": [4, 10, 10],
-              "layers": [{"type": "conv", "filters": 50, "kernel_size": 3, "activation": activation},
-                         {"type": "dense", "units": 300, "activation": activation},
-                         {"type": "dense", "units": 2}]}
+    config = {
+        "input_shape": [4, 10, 10],
+        "layers": [
+            {"type": "conv", "filters": 50, "kernel_size": 3, "activation": activation},
+            {"type": "dense", "units": 300, "activation": activation},
+            {"type": "dense", "units": 2},
+        ],
+    }
     net = Network.from_config(config, seed=0, dtype="float64")
     fan_in_conv, fan_out_conv = 4 * 9, 50 * 9
     fan_in_dense, fan_out_dense = 50 * 8 * 8, 300
-    for name, fan_in, fan_out in (("0.W", fan_in_conv, fan_out_conv),
-                                  ("1.W", fan_in_dense, fan_out_dense)):
+    for name, fan_in, fan_out in (
+        ("0.W", fan_in_conv, fan_out_conv),
+        ("1.W", fan_in_dense, fan_out_dense),
+    ):
         std = math.sqrt(2 / fan_in) if fan == "he" else math.sqrt(2 / (fan_in + fan_out))
         w = net.params[name]
         assert abs(w.mean()) < 0.05 * std
@@ -224,11 +244,13 @@ CHECKPOINT_CASES = {
 }
 
 
-@pytest.mark.parametrize("early_stopping, validation, threads", CHECKPOINT_CASES.values(),
-                         ids=CHECKPOINT_CASES.keys())
+@pytest.mark.parametrize(
+    "early_stopping, validation, threads", CHECKPOINT_CASES.values(), ids=CHECKPOINT_CASES.keys()
+)
 @pytest.mark.parametrize("optimizer", ["adam", "momentum"])
-def test_checkpoint_resume_is_bit_identical(tmp_path, optimizer, early_stopping, validation,
-                                            threads):
+def test_checkpoint_resume_is_bit_identical(
+    tmp_path, optimizer, early_stopping, validation, threads
+):
     """4 epochs straight == 2 epochs with a checkpoint, then a fresh network resumed to 4.
 
     With ``min_delta`` 10, no epoch after the first counts as an improvement: the straight run
@@ -236,9 +258,14 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, optimizer, early_stopping,
     the checkpoint.
     """
     X, y = data(44)
-    kwargs = {"batch_size": 8, "optimizer": {"name": optimizer, "learning_rate": 0.01}, "seed": 5,
-              "threads": threads, "early_stopping": early_stopping,
-              "validation_data": data(12, seed=1) if validation else None}
+    kwargs = {
+        "batch_size": 8,
+        "optimizer": {"name": optimizer, "learning_rate": 0.01},
+        "seed": 5,
+        "threads": threads,
+        "early_stopping": early_stopping,
+        "validation_data": data(12, seed=1) if validation else None,
+    }
 
     straight = Network.from_config(TINY, seed=2)
     h_straight = straight.fit(X, y, epochs=4, **kwargs)
@@ -264,19 +291,23 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, optimizer, early_stopping,
 def test_resume_refuses_other_settings_or_architecture(tmp_path):
     X, y = data(20)
     path = tmp_path / "checkpoint.npz"
-    Network.from_config(TINY, seed=0).fit(X, y, epochs=1, batch_size=8, checkpoint_path=path,
-                                          threads=1)
+    Network.from_config(TINY, seed=0).fit(
+        X, y, epochs=1, batch_size=8, checkpoint_path=path, threads=1
+    )
     with pytest.raises(ModelFileError, match="other training settings"):
-        Network.from_config(TINY, seed=0).fit(X, y, epochs=2, batch_size=4, resume_from=path,
-                                              threads=1)
+        Network.from_config(TINY, seed=0).fit(
+            X, y, epochs=2, batch_size=4, resume_from=path, threads=1
+        )
     with pytest.raises(ModelFileError, match="another architecture"):
-        Network.from_config(TINY_SIGMOID, seed=0).fit(X, y % 2, epochs=2, batch_size=8,
-                                                      resume_from=path, threads=1)
+        Network.from_config(TINY_SIGMOID, seed=0).fit(
+            X, y % 2, epochs=2, batch_size=8, resume_from=path, threads=1
+        )
     with pytest.raises(ModelFileError, match="not cnn_core.checkpoint"):
         net = Network.from_config(TINY)
         net.save(tmp_path / "model.npz")
-        Network.from_config(TINY).fit(X, y, epochs=2, batch_size=8,
-                                      resume_from=tmp_path / "model.npz", threads=1)
+        Network.from_config(TINY).fit(
+            X, y, epochs=2, batch_size=8, resume_from=tmp_path / "model.npz", threads=1
+        )
 
 
 # ------------------------------------------------------------------------------------- fit
@@ -287,21 +318,46 @@ def test_callback_receives_iteration_and_epoch_events():
     Xv, yv = data(6, seed=1)
     events = []
     history = Network.from_config(TINY, seed=0).fit(
-        X, y, epochs=2, batch_size=8, optimizer=ADAM, validation_data=(Xv, yv),
-        callback=events.append, threads=1)
+        X,
+        y,
+        epochs=2,
+        batch_size=8,
+        optimizer=ADAM,
+        validation_data=(Xv, yv),
+        callback=events.append,
+        threads=1,
+    )
     kinds = [e["type"] for e in events]
     assert kinds == ["iteration"] * 3 + ["epoch"] + ["iteration"] * 3 + ["epoch"]
     iteration = events[4]
-    assert set(iteration) == {"type", "epoch", "iteration", "cost", "accuracy",
-                              "iterations_per_epoch"}
-    assert (iteration["epoch"], iteration["iteration"], iteration["iterations_per_epoch"]) == (2, 4, 3)
+    assert set(iteration) == {
+        "type",
+        "epoch",
+        "iteration",
+        "cost",
+        "accuracy",
+        "iterations_per_epoch",
+    }
+    assert (iteration["epoch"], iteration["iteration"], iteration["iterations_per_epoch"]) == (
+        2,
+        4,
+        3,
+    )
     assert 0 <= iteration["accuracy"] <= 1 and math.isfinite(iteration["cost"])
     epoch = events[-1]
-    assert set(epoch) == {"type", "epoch", "cost", "train_accuracy", "val_cost", "val_accuracy",
-                          "seconds"}
+    assert set(epoch) == {
+        "type",
+        "epoch",
+        "cost",
+        "train_accuracy",
+        "val_cost",
+        "val_accuracy",
+        "seconds",
+    }
     assert epoch["epoch"] == 2 and 0 <= epoch["val_accuracy"] <= 1 and epoch["val_cost"] > 0
     assert [e["cost"] for e in events if e["type"] == "iteration"] == [
-        i["cost"] for i in history.iterations]
+        i["cost"] for i in history.iterations
+    ]
     # the epoch cost is the sample-weighted mean of its batches (8, 8 and 4 samples)
     costs = [e["cost"] for e in events[4:7]]
     assert epoch["cost"] == pytest.approx((8 * costs[0] + 8 * costs[1] + 4 * costs[2]) / 20)
@@ -316,13 +372,27 @@ def test_callback_can_stop_training_at_an_iteration():
     X, y = data(40)
     net = Network.from_config(TINY, seed=0)
     before = copy_params(net)
-    history = net.fit(X, y, epochs=3, batch_size=8, optimizer=ADAM, threads=1,
-                      callback=lambda e: e["type"] == "iteration" and e["iteration"] == 7)
+    history = net.fit(
+        X,
+        y,
+        epochs=3,
+        batch_size=8,
+        optimizer=ADAM,
+        threads=1,
+        callback=lambda e: e["type"] == "iteration" and e["iteration"] == 7,
+    )
     assert len(history.iterations) == 7 and len(history.epochs) == 1
     # exactly 7 steps were taken: the same as a run of 7 steps stopped another way
     other = Network.from_config(TINY, seed=0)
-    other.fit(X, y, epochs=2, batch_size=8, optimizer=ADAM, threads=1,
-              callback=lambda e: e.get("iteration") == 7)
+    other.fit(
+        X,
+        y,
+        epochs=2,
+        batch_size=8,
+        optimizer=ADAM,
+        threads=1,
+        callback=lambda e: e.get("iteration") == 7,
+    )
     assert same_params(net.params, other.params)
     assert not same_params(net.params, before)
 
@@ -330,8 +400,13 @@ def test_callback_can_stop_training_at_an_iteration():
 def test_callback_can_stop_training_at_an_epoch():
     X, y = data(20)
     history = Network.from_config(TINY).fit(
-        X, y, epochs=5, batch_size=10, threads=1,
-        callback=lambda e: e["type"] == "epoch" and e["epoch"] == 2)
+        X,
+        y,
+        epochs=5,
+        batch_size=10,
+        threads=1,
+        callback=lambda e: e["type"] == "epoch" and e["epoch"] == 2,
+    )
     assert len(history.epochs) == 2 and len(history.iterations) == 4
     assert not history.stopped_early
 
@@ -343,10 +418,18 @@ def early_stopping_run(epochs, early_stopping=None, validation=True):
     snapshots = {}
     net = Network.from_config(TINY, seed=4)
     history = net.fit(
-        X, y, epochs=epochs, batch_size=8, optimizer={"name": "adam", "learning_rate": 0.03},
-        validation_data=data(20, seed=9) if validation else None, threads=1,
+        X,
+        y,
+        epochs=epochs,
+        batch_size=8,
+        optimizer={"name": "adam", "learning_rate": 0.03},
+        validation_data=data(20, seed=9) if validation else None,
+        threads=1,
         early_stopping=early_stopping,
-        callback=lambda e: e["type"] == "epoch" and snapshots.update({e["epoch"]: copy_params(net)}))
+        callback=lambda e: (
+            e["type"] == "epoch" and snapshots.update({e["epoch"]: copy_params(net)})
+        ),
+    )
     return net, history, snapshots
 
 
@@ -388,15 +471,27 @@ def test_early_stopping_without_restore_keeps_the_last_weights():
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_divergence_error_suggests_a_lower_learning_rate(dtype):
-    linear = {"input_shape": [1, 6, 6],
-              "layers": [{"type": "conv", "filters": 3, "kernel_size": 3, "activation": "linear"},
-                         {"type": "dense", "units": 8, "activation": "linear"},
-                         {"type": "dense", "units": 3, "activation": "softmax"}]}
+    linear = {
+        "input_shape": [1, 6, 6],
+        "layers": [
+            {"type": "conv", "filters": 3, "kernel_size": 3, "activation": "linear"},
+            {"type": "dense", "units": 8, "activation": "linear"},
+            {"type": "dense", "units": 3, "activation": "softmax"},
+        ],
+    }
     X, y = data(48)
     net = Network.from_config(linear, seed=0, dtype=dtype)
-    with pytest.raises(DivergenceError, match=r"cost became nan .*learning_rate=10\).*lower learning rate"):
-        net.fit(X, y, epochs=20, batch_size=16, optimizer={"name": "sgd", "learning_rate": 10},
-                threads=1)
+    with pytest.raises(
+        DivergenceError, match=r"cost became nan .*learning_rate=10\).*lower learning rate"
+    ):
+        net.fit(
+            X,
+            y,
+            epochs=20,
+            batch_size=16,
+            optimizer={"name": "sgd", "learning_rate": 10},
+            threads=1,
+        )
 
 
 @pytest.mark.parametrize(
@@ -409,12 +504,25 @@ def test_divergence_error_suggests_a_lower_learning_rate(dtype):
         ({"threads": 0}, r"threads must be an integer in 1..64, got 0"),
         ({"optimizer": "lbfgs"}, r"unknown optimizer 'lbfgs'"),
         ({"early_stopping": {"patience": 0}}, r"patience must be a positive integer"),
-        ({"early_stopping": {"patience": 2, "min_delta": -1}}, r"min_delta must be a finite number"),
+        (
+            {"early_stopping": {"patience": 2, "min_delta": -1}},
+            r"min_delta must be a finite number",
+        ),
         ({"early_stopping": {"patience": 2, "mode": "max"}}, r"unknown field\(s\) \['mode'\]"),
         ({"early_stopping": 3}, r"early_stopping must be an object"),
     ],
-    ids=["epochs-0", "epochs-float", "batch-0", "batch-bool", "threads-0", "optimizer",
-         "patience-0", "min-delta-negative", "early-stopping-field", "early-stopping-int"],
+    ids=[
+        "epochs-0",
+        "epochs-float",
+        "batch-0",
+        "batch-bool",
+        "threads-0",
+        "optimizer",
+        "patience-0",
+        "min-delta-negative",
+        "early-stopping-field",
+        "early-stopping-int",
+    ],
 )
 def test_fit_argument_errors(kwargs, pattern):
     X, y = data(8)
@@ -439,16 +547,21 @@ def test_same_fit_seed_same_run_other_seed_other_shuffle():
 @pytest.mark.parametrize("config", [TINY, TINY_SIGMOID], ids=["softmax", "sigmoid"])
 def test_two_threads_compute_the_same_gradient_as_one(config):
     X, y = data(30, classes=2 if config is TINY_SIGMOID else 3)
-    one, two = Network.from_config(config, seed=0, dtype="float64"), Network.from_config(
-        config, seed=0, dtype="float64")
-    h1 = one.fit(X, y, epochs=2, batch_size=7, optimizer={"name": "sgd", "learning_rate": 0.1},
-                 threads=1)
-    h2 = two.fit(X, y, epochs=2, batch_size=7, optimizer={"name": "sgd", "learning_rate": 0.1},
-                 threads=2)
+    one, two = (
+        Network.from_config(config, seed=0, dtype="float64"),
+        Network.from_config(config, seed=0, dtype="float64"),
+    )
+    h1 = one.fit(
+        X, y, epochs=2, batch_size=7, optimizer={"name": "sgd", "learning_rate": 0.1}, threads=1
+    )
+    h2 = two.fit(
+        X, y, epochs=2, batch_size=7, optimizer={"name": "sgd", "learning_rate": 0.1}, threads=2
+    )
     for k in one.params:
         np.testing.assert_allclose(two.params[k], one.params[k], rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose([i["cost"] for i in h2.iterations],
-                               [i["cost"] for i in h1.iterations], rtol=1e-12)
+    np.testing.assert_allclose(
+        [i["cost"] for i in h2.iterations], [i["cost"] for i in h1.iterations], rtol=1e-12
+    )
     assert [e["train_accuracy"] for e in h2.epochs] == [e["train_accuracy"] for e in h1.epochs]
 
 
@@ -496,8 +609,9 @@ def test_predict_in_chunks_matches_sample_by_sample():
     X, _ = data(1100)  # more than one prediction chunk
     proba = net.predict_proba(X)
     picks = [0, 511, 512, 1023, 1024, 1099]
-    np.testing.assert_allclose(proba[picks], np.concatenate([net.predict_proba(X[i:i + 1]) for i in picks]),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        proba[picks], np.concatenate([net.predict_proba(X[i : i + 1]) for i in picks]), rtol=1e-12
+    )
 
 
 def test_input_and_label_errors():
@@ -534,15 +648,18 @@ def test_empty_data_is_a_dataset_error():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_dtype_is_kept_end_to_end(dtype, optimizer):
     net = Network.from_config(TINY, seed=0, dtype=dtype)
-    arrays = {k: v for k, v in net.params.items()}
+    arrays = dict(net.params.items())
     X, y = data(16)
     X = X.astype(np.float64 if dtype == "float32" else np.float32)  # the other dtype on purpose
-    history = net.fit(X, y, epochs=1, batch_size=8, optimizer=optimizer, validation_data=(X, y),
-                      threads=1)
+    history = net.fit(
+        X, y, epochs=1, batch_size=8, optimizer=optimizer, validation_data=(X, y), threads=1
+    )
     for k, p in net.params.items():
         assert p.dtype == np.dtype(dtype) and p is arrays[k]  # updated in place
-    assert not all(np.array_equal(arrays[k], v) for k, v in copy_params(
-        Network.from_config(TINY, seed=0, dtype=dtype)).items())
+    assert not all(
+        np.array_equal(arrays[k], v)
+        for k, v in copy_params(Network.from_config(TINY, seed=0, dtype=dtype)).items()
+    )
     assert net.predict_proba(X).dtype == np.dtype(dtype)
     loss, grads = net.loss_and_grads(X, y)
     assert isinstance(loss, float) and all(g.dtype == np.dtype(dtype) for g in grads.values())
@@ -566,8 +683,9 @@ LENET_SUMMARY = [
 def test_lenet5_preset_on_mnist_shape():
     net = Network.from_config(build_preset("lenet5", (1, 28, 28), 10))
     summary = net.summary()
-    assert [(s["type"], s["output_shape"], s["param_count"], s["macs"]) for s in summary] == \
-        LENET_SUMMARY
+    assert [
+        (s["type"], s["output_shape"], s["param_count"], s["macs"]) for s in summary
+    ] == LENET_SUMMARY
     assert [s["index"] for s in summary] == list(range(7))
     assert net.param_count == 61_706 == sum(p.size for p in net.params.values())
     assert net.macs == sum(row[3] for row in LENET_SUMMARY)
@@ -587,7 +705,14 @@ def test_lenet5_preset_two_classes_ends_in_one_sigmoid_unit():
 def test_lenet5_preset_on_cifar_shape():
     net = Network.from_config(build_preset("lenet5", (3, 32, 32), 10))
     assert [s["output_shape"] for s in net.summary()] == [
-        [6, 28, 28], [6, 14, 14], [16, 10, 10], [16, 5, 5], [120], [84], [10]]
+        [6, 28, 28],
+        [6, 14, 14],
+        [16, 10, 10],
+        [16, 5, 5],
+        [120],
+        [84],
+        [10],
+    ]
     assert net.param_count == 61_706 + 2 * 6 * 25
     X, y = data(4, shape=(3, 32, 32), classes=10)
     loss, grads = net.loss_and_grads(X, y)

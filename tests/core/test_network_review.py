@@ -29,7 +29,9 @@ def test_a_tuple_padding_survives_save_load_and_resume(tmp_path):
     net.fit(X, y, epochs=1, batch_size=8, threads=1, checkpoint_path=tmp_path / "c.npz")
     net.save(tmp_path / "m.npz")
     assert Network.load(tmp_path / "m.npz").config == net.config
-    Network.from_config(CONFIG).fit(X, y, epochs=2, batch_size=8, threads=1, resume_from=tmp_path / "c.npz")
+    Network.from_config(CONFIG).fit(
+        X, y, epochs=2, batch_size=8, threads=1, resume_from=tmp_path / "c.npz"
+    )
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -78,11 +80,13 @@ def test_fit_survives_helpers_reaped_by_someone_else():
 
 def test_resuming_with_another_thread_count_is_refused(tmp_path):
     X, y = data()
-    Network.from_config(CONFIG).fit(X, y, epochs=1, batch_size=8, threads=2,
-                                    checkpoint_path=tmp_path / "c.npz")
+    Network.from_config(CONFIG).fit(
+        X, y, epochs=1, batch_size=8, threads=2, checkpoint_path=tmp_path / "c.npz"
+    )
     with pytest.raises(ModelFileError, match="threads"):
-        Network.from_config(CONFIG).fit(X, y, epochs=2, batch_size=8, threads=1,
-                                        resume_from=tmp_path / "c.npz")
+        Network.from_config(CONFIG).fit(
+            X, y, epochs=2, batch_size=8, threads=1, resume_from=tmp_path / "c.npz"
+        )
 
 
 def test_bad_validation_data_and_numpy_seeds_are_handled_before_training(tmp_path):
@@ -90,9 +94,22 @@ def test_bad_validation_data_and_numpy_seeds_are_handled_before_training(tmp_pat
     calls = []
     net = Network.from_config(CONFIG)
     with pytest.raises(DatasetError, match="expects"):
-        net.fit(X, y, epochs=1, batch_size=8, validation_data=(X[:, :, :4], y),
-                callback=lambda event: calls.append(event))
+        net.fit(
+            X,
+            y,
+            epochs=1,
+            batch_size=8,
+            validation_data=(X[:, :, :4], y),
+            callback=lambda event: calls.append(event),
+        )
     assert calls == []
-    net.fit(X.tolist(), y, epochs=1, batch_size=8, seed=np.int64(7), threads=1,
-            checkpoint_path=tmp_path / "c.npz")  # the seed goes into the checkpoint's JSON
+    net.fit(
+        X.tolist(),
+        y,
+        epochs=1,
+        batch_size=8,
+        seed=np.int64(7),
+        threads=1,
+        checkpoint_path=tmp_path / "c.npz",
+    )  # the seed goes into the checkpoint's JSON
     assert (tmp_path / "c.npz").exists()

@@ -46,14 +46,17 @@ def test_rmsprop_known_values():
     # (epsilon 1e-12 keeps these 9-digit hand values exact; the next test covers epsilon)
     p1, p2 = run({"name": "rmsprop", "learning_rate": 0.1, "beta": 0.9, "epsilon": 1e-12})
     np.testing.assert_allclose(p1, [0.683772234, -1.683772234], rtol=1e-9)
-    np.testing.assert_allclose(p2, [0.683772234 + 0.229415734, -1.683772234 - 0.285714286],
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        p2, [0.683772234 + 0.229415734, -1.683772234 - 0.285714286], rtol=1e-9
+    )
 
 
 def test_rmsprop_epsilon_is_added_to_the_root():
     # g = 0 with s = 0 must not divide by zero; with g tiny, epsilon dominates the denominator
-    (p1,) = run({"name": "rmsprop", "learning_rate": 0.1, "beta": 0.5, "epsilon": 0.5},
-                grads=[np.array([0.0, 1.0])])
+    (p1,) = run(
+        {"name": "rmsprop", "learning_rate": 0.1, "beta": 0.5, "epsilon": 0.5},
+        grads=[np.array([0.0, 1.0])],
+    )
     # p -= 0.1 * g / (sqrt(0.5 g^2) + 0.5)
     np.testing.assert_allclose(p1, [1.0, -2 - 0.1 / (np.sqrt(0.5) + 0.5)], rtol=1e-14)
 
@@ -63,8 +66,9 @@ def test_adam_known_values():
     # step 2: m2 = [-0.005, 0.11], v2 = [0.00049975, 0.004999];
     #   m_hat = m2 / 0.19, v_hat = v2 / 0.001999 = [0.25, 2.5007504]
     #   p2 = p1 - 0.1 m_hat / sqrt(v_hat) = [0.9 + 0.0052631579, -1.9 - 0.0366103527]
-    p1, p2 = run({"name": "adam", "learning_rate": 0.1, "beta1": 0.9, "beta2": 0.999,
-                  "epsilon": 1e-12})
+    p1, p2 = run(
+        {"name": "adam", "learning_rate": 0.1, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-12}
+    )
     np.testing.assert_allclose(p1, [0.9, -1.9], rtol=1e-11)
     np.testing.assert_allclose(p2, [0.9052631579, -1.9366103527], rtol=1e-10)
 
@@ -197,14 +201,21 @@ BAD_HYPER = {
     "lr-inf": ("sgd", {"learning_rate": float("inf")}, r"learning_rate must be a finite number"),
     "lr-string": ("sgd", {"learning_rate": "0.1"}, r"learning_rate must be a finite number"),
     "lr-bool": ("sgd", {"learning_rate": True}, r"learning_rate must be a finite number"),
-    "beta-one": ("momentum", {"beta": 1.0}, r"optimizer momentum: beta must be in \[0, 1\), got 1.0"),
+    "beta-one": (
+        "momentum",
+        {"beta": 1.0},
+        r"optimizer momentum: beta must be in \[0, 1\), got 1.0",
+    ),
     "beta-negative": ("rmsprop", {"beta": -0.1}, r"beta must be in \[0, 1\)"),
     "beta1-one": ("adam", {"beta1": 1}, r"beta1 must be in \[0, 1\)"),
     "beta2-above-one": ("adam", {"beta2": 1.5}, r"beta2 must be in \[0, 1\)"),
     "epsilon-zero": ("adam", {"epsilon": 0}, r"epsilon must be in \(0, 1\]"),
     "epsilon-negative": ("rmsprop", {"epsilon": -1e-8}, r"epsilon must be in \(0, 1\]"),
-    "unknown-setting": ("sgd", {"momentum": 0.9},
-                        r"optimizer sgd: unknown setting\(s\) \['momentum'\] \(allowed: learning_rate\)"),
+    "unknown-setting": (
+        "sgd",
+        {"momentum": 0.9},
+        r"optimizer sgd: unknown setting\(s\) \['momentum'\] \(allowed: learning_rate\)",
+    ),
     "adam-beta-not-beta1": ("adam", {"beta": 0.9}, r"unknown setting\(s\) \['beta'\]"),
 }
 
@@ -218,7 +229,10 @@ def test_bad_hyperparameters(name, hyper, pattern):
 @pytest.mark.parametrize(
     "spec, pattern",
     [
-        ("nesterov", r"unknown optimizer 'nesterov' \(expected one of sgd, momentum, rmsprop, adam\)"),
+        (
+            "nesterov",
+            r"unknown optimizer 'nesterov' \(expected one of sgd, momentum, rmsprop, adam\)",
+        ),
         ({"learning_rate": 0.1}, r"optimizer must be a name or"),
         (42, r"optimizer must be a name or"),
         (None, r"optimizer must be a name or"),

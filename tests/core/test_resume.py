@@ -29,11 +29,19 @@ def without_seconds(history):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("stop_iteration", [1, 4, 6, 7, 11])  # 6 batches per epoch: ends and middles
+@pytest.mark.parametrize(
+    "stop_iteration", [1, 4, 6, 7, 11]
+)  # 6 batches per epoch: ends and middles
 def test_stopping_mid_epoch_and_resuming_is_bit_identical(tmp_path, stop_iteration, threads):
     X, y = data()
-    settings = {"epochs": 2, "batch_size": 16, "seed": 3, "validation_data": (X[:20], y[:20]),
-                "early_stopping": {"patience": 5}, "threads": threads}
+    settings = {
+        "epochs": 2,
+        "batch_size": 16,
+        "seed": 3,
+        "validation_data": (X[:20], y[:20]),
+        "early_stopping": {"patience": 5},
+        "threads": threads,
+    }
     straight = Network.from_config(CONFIG, seed=1)
     expected = straight.fit(X, y, **settings)
 
@@ -49,4 +57,3 @@ def test_stopping_mid_epoch_and_resuming_is_bit_identical(tmp_path, stop_iterati
         np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)
     assert history.iterations == expected.iterations
     assert without_seconds(history) == without_seconds(expected)
-

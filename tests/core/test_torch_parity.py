@@ -20,8 +20,12 @@ nn = torch.nn
 TF = torch.nn.functional
 
 ACTIVATIONS = ["relu", "sigmoid", "tanh", "linear"]
-TORCH_ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
-                     "linear": lambda t: t}
+TORCH_ACTIVATIONS = {
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "linear": lambda t: t,
+}
 
 
 def same_pads(n, k, s):
@@ -47,9 +51,16 @@ def random_config(seed):
             top = bottom = left = right = padding
         if k > h + top + bottom or k > w + left + right:
             continue
-        layers.append({"type": "conv", "filters": int(rng.integers(1, 5)), "kernel_size": k,
-                       "stride": stride, "padding": padding,
-                       "activation": str(rng.choice(ACTIVATIONS))})
+        layers.append(
+            {
+                "type": "conv",
+                "filters": int(rng.integers(1, 5)),
+                "kernel_size": k,
+                "stride": stride,
+                "padding": padding,
+                "activation": str(rng.choice(ACTIVATIONS)),
+            }
+        )
         h = (h + top + bottom - k) // stride + 1
         w = (w + left + right - k) // stride + 1
         if rng.random() < 0.7:
@@ -62,8 +73,13 @@ def random_config(seed):
     if rng.random() < 0.3:
         layers.append({"type": "flatten"})
     for _ in range(int(rng.integers(0, 3))):
-        layers.append({"type": "dense", "units": int(rng.integers(2, 7)),
-                       "activation": str(rng.choice(ACTIVATIONS))})
+        layers.append(
+            {
+                "type": "dense",
+                "units": int(rng.integers(2, 7)),
+                "activation": str(rng.choice(ACTIVATIONS)),
+            }
+        )
     if rng.random() < 0.3:
         layers.append({"type": "dense", "units": 1, "activation": "sigmoid"})
     else:
@@ -85,7 +101,9 @@ class TorchNet(nn.Module):
             if kind == "conv":
                 k, s, p = spec["kernel_size"], spec["stride"], spec["padding"]
                 if p == "same" and s == 1 and same_native:
-                    mod = nn.Conv2d(c, spec["filters"], k, stride=s, padding="same", dtype=torch.float64)
+                    mod = nn.Conv2d(
+                        c, spec["filters"], k, stride=s, padding="same", dtype=torch.float64
+                    )
                     pads = None
                     h2, w2 = h, w
                 elif p == "same":
@@ -217,7 +235,7 @@ def test_random_config_forward_loss_and_gradients(seed):
     d = net._loss(z, y)[1]
     for layer in reversed(net.layers):
         d = layer.backward(d)
-    for layer, need in zip(net.layers, saved):
+    for layer, need in zip(net.layers, saved, strict=True):
         layer.need_dx = need
     assert_close(d.transpose(3, 0, 1, 2), Xt.grad, "gradient of the input", config)
 
@@ -230,9 +248,12 @@ def test_random_configs_cover_every_mode():
             kind = spec["type"]
             seen.add(kind)
             if kind == "conv":
-                seen |= {f"k{spec['kernel_size']}", f"conv-stride{spec['stride']}",
-                         "same" if spec["padding"] == "same" else f"pad{min(spec['padding'], 1)}",
-                         spec["activation"]}
+                seen |= {
+                    f"k{spec['kernel_size']}",
+                    f"conv-stride{spec['stride']}",
+                    "same" if spec["padding"] == "same" else f"pad{min(spec['padding'], 1)}",
+                    spec["activation"],
+                }
                 if spec["padding"] == "same" and spec["kernel_size"] % 2 == 0:
                     seen.add("same-even")
             if kind.endswith("pool") and spec["stride"] < spec["pool_size"]:
@@ -241,9 +262,30 @@ def test_random_configs_cover_every_mode():
                 seen.add(spec["activation"])
                 if spec["units"] == 1:
                     seen.add("sigmoid-output")
-    wanted = {"conv", "maxpool", "avgpool", "flatten", "dense", "k1", "k2", "k3", "k5",
-              "conv-stride1", "conv-stride2", "same", "same-even", "pad0", "pad1", "overlapping",
-              "relu", "sigmoid", "tanh", "linear", "softmax", "sigmoid-output"}
+    wanted = {
+        "conv",
+        "maxpool",
+        "avgpool",
+        "flatten",
+        "dense",
+        "k1",
+        "k2",
+        "k3",
+        "k5",
+        "conv-stride1",
+        "conv-stride2",
+        "same",
+        "same-even",
+        "pad0",
+        "pad1",
+        "overlapping",
+        "relu",
+        "sigmoid",
+        "tanh",
+        "linear",
+        "softmax",
+        "sigmoid-output",
+    }
     assert wanted <= seen, wanted - seen
 
 
@@ -251,10 +293,19 @@ def test_random_configs_cover_every_mode():
 @pytest.mark.parametrize("size", [5, 6])
 def test_same_padding_matches_torch_native_same(k, size):
     """Even kernels: ours pads the extra pixel at the bottom/right, as torch's padding="same"."""
-    config = {"input_shape": [2, size, size + 1],
-              "layers": [{"type": "conv", "filters": 3, "kernel_size": k, "padding": "same",
-                          "activation": "linear"},
-                         {"type": "dense", "units": 3, "activation": "softmax"}]}
+    config = {
+        "input_shape": [2, size, size + 1],
+        "layers": [
+            {
+                "type": "conv",
+                "filters": 3,
+                "kernel_size": k,
+                "padding": "same",
+                "activation": "linear",
+            },
+            {"type": "dense", "units": 3, "activation": "softmax"},
+        ],
+    }
     net, model, _ = twin(config, seed=k)
     X, _ = data_for(net, 3, k)
     # compare the conv output maps directly, against both torch spellings of the padding
@@ -264,8 +315,9 @@ def test_same_padding_matches_torch_native_same(k, size):
     left, right = same_pads(size + 1, k, 1)
     native = conv(Xt)
     explicit = TF.conv2d(TF.pad(Xt, (left, right, top, bottom)), conv.weight, conv.bias)
-    ours, _ = F.conv_forward(net._to_internal(X), net.params["0.W"], net.params["0.b"], (1, 1),
-                             net.plans[0].padding)
+    ours, _ = F.conv_forward(
+        net._to_internal(X), net.params["0.W"], net.params["0.b"], (1, 1), net.plans[0].padding
+    )
     assert net.plans[0].padding == (top, bottom, left, right)
     assert_close(ours.transpose(3, 0, 1, 2), native, "same (torch native)", config)
     assert_close(ours.transpose(3, 0, 1, 2), explicit, "same (explicit pads)", config)
@@ -290,27 +342,37 @@ def test_maxpool_ties_match_torch():
 
 def random_grads(shapes, steps, seed):
     rng = np.random.default_rng(seed)
-    return [{name: rng.standard_normal(shape) for name, shape in shapes.items()} for _ in range(steps)]
+    return [
+        {name: rng.standard_normal(shape) for name, shape in shapes.items()} for _ in range(steps)
+    ]
 
 
 OPTIMIZER_CASES = {
-    "sgd": ({"name": "sgd", "learning_rate": 0.1},
-            lambda ps: torch.optim.SGD(ps, lr=0.1)),
-    "adam": ({"name": "adam", "learning_rate": 0.01, "beta1": 0.8, "beta2": 0.95, "epsilon": 1e-3},
-             lambda ps: torch.optim.Adam(ps, lr=0.01, betas=(0.8, 0.95), eps=1e-3)),
+    "sgd": ({"name": "sgd", "learning_rate": 0.1}, lambda ps: torch.optim.SGD(ps, lr=0.1)),
+    "adam": (
+        {"name": "adam", "learning_rate": 0.01, "beta1": 0.8, "beta2": 0.95, "epsilon": 1e-3},
+        lambda ps: torch.optim.Adam(ps, lr=0.01, betas=(0.8, 0.95), eps=1e-3),
+    ),
     "adam-defaults": ({"name": "adam"}, lambda ps: torch.optim.Adam(ps, lr=1e-3)),
-    "rmsprop": ({"name": "rmsprop", "learning_rate": 0.01, "beta": 0.9, "epsilon": 1e-4},
-                lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9, eps=1e-4)),
-    "rmsprop-defaults": ({"name": "rmsprop"},
-                         lambda ps: torch.optim.RMSprop(ps, lr=1e-3, alpha=0.999, eps=1e-8)),
+    "rmsprop": (
+        {"name": "rmsprop", "learning_rate": 0.01, "beta": 0.9, "epsilon": 1e-4},
+        lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9, eps=1e-4),
+    ),
+    "rmsprop-defaults": (
+        {"name": "rmsprop"},
+        lambda ps: torch.optim.RMSprop(ps, lr=1e-3, alpha=0.999, eps=1e-8),
+    ),
 }
 
 
 @pytest.mark.parametrize("spec, make_torch", OPTIMIZER_CASES.values(), ids=OPTIMIZER_CASES.keys())
 def test_optimizer_steps_match_torch(spec, make_torch):
     rng = np.random.default_rng(1)
-    params = {"0.W": rng.standard_normal((3, 2, 2, 2)), "0.b": rng.standard_normal(3),
-              "2.W": rng.standard_normal((4, 5))}
+    params = {
+        "0.W": rng.standard_normal((3, 2, 2, 2)),
+        "0.b": rng.standard_normal(3),
+        "2.W": rng.standard_normal((4, 5)),
+    }
     tparams = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     topt = make_torch(list(tparams.values()))
     opt = optimizers.get(dict(spec))
@@ -320,19 +382,24 @@ def test_optimizer_steps_match_torch(spec, make_torch):
             tp.grad = torch.from_numpy(grads[k].copy())
         topt.step()
     for k, p in params.items():
-        np.testing.assert_allclose(p, tparams[k].detach().numpy(), rtol=1e-11, atol=1e-13,
-                                   err_msg=k)
+        np.testing.assert_allclose(
+            p, tparams[k].detach().numpy(), rtol=1e-11, atol=1e-13, err_msg=k
+        )
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop"])
 def test_training_steps_match_torch(name):
     """Five steps of a whole network: our gradients + our optimizer vs torch end to end."""
     spec, make_torch = OPTIMIZER_CASES[name]
-    config = {"input_shape": [2, 8, 8],
-              "layers": [{"type": "conv", "filters": 3, "kernel_size": 3, "padding": 1},
-                         {"type": "maxpool", "pool_size": 2},
-                         {"type": "dense", "units": 5, "activation": "tanh"},
-                         {"type": "dense", "units": 3, "activation": "softmax"}]}
+    config = {
+        "input_shape": [2, 8, 8],
+        "layers": [
+            {"type": "conv", "filters": 3, "kernel_size": 3, "padding": 1},
+            {"type": "maxpool", "pool_size": 2},
+            {"type": "dense", "units": 5, "activation": "tanh"},
+            {"type": "dense", "units": 3, "activation": "softmax"},
+        ],
+    }
     net, model, pairs = twin(config, seed=3)
     topt = make_torch([tp for _, tp in pairs])
     opt = optimizers.get(dict(spec))
