@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,14 @@ FROM jobs
 LEFT JOIN epochs AS latest ON latest.job_id = jobs.id
     AND latest.epoch = (SELECT MAX(epoch) FROM epochs WHERE epochs.job_id = jobs.id)
 """
+
+
+# The record's fields that a row holds as they are (the others are decoded in `_record`).
+_RECORD_COLUMNS = [
+    f.name
+    for f in fields(JobRecord)
+    if f.name not in ("architecture", "training", "status", "stop_requested", "latest")
+]
 
 
 class JobStoreVersionError(RuntimeError):
@@ -165,26 +174,13 @@ class SqliteJobStore:
         latest = None
         if row["latest_epoch"] is not None:
             latest = EpochSummary(**{f: row[f"latest_{f}"] for f in _EPOCH_FIELDS})
+        columns = {name: row[name] for name in _RECORD_COLUMNS}
         return JobRecord(
-            id=row["id"],
-            name=row["name"],
-            dataset_id=row["dataset_id"],
+            **columns,
             architecture=json.loads(row["architecture"]),
             training=json.loads(row["training"]),
             status=JobStatus(row["status"]),
-            created_at=row["created_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            epoch=row["epoch"],
-            iteration=row["iteration"],
-            iterations_per_epoch=row["iterations_per_epoch"],
-            run_started_at=row["run_started_at"],
-            run_start_iteration=row["run_start_iteration"],
-            error=row["error"],
-            model_id=row["model_id"],
-            threads=row["threads"],
             stop_requested=bool(row["stop_requested"]),
-            queue_position=row["queue_position"],
             latest=latest,
         )
 
