@@ -43,6 +43,19 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="Largest decoded image (pixels).")
     predict_concurrency: int = Field(4, ge=1, description="Predictions in flight before 503.")
     model_cache_size: int = Field(8, ge=1, description="Loaded models kept in memory.")
+    database_url: str | None = Field(
+        None,
+        repr=False,  # it may hold a password
+        description="Job database: unset for SQLite in the data directory, or "
+        "postgresql://user:password@host:port/db for a server shared by many machines.",
+    )
+    redis_url: str | None = Field(
+        None,
+        repr=False,
+        description="Unset: jobs train in worker processes of the server. redis://host:port/0: "
+        "jobs go through an RQ queue on that Redis to `make worker` processes, and the server "
+        "trains nothing itself.",
+    )
     poll_interval: float = Field(0.25, gt=0, le=5, description="Seconds between job-state polls.")
 
     @field_validator("api_key", mode="after")

@@ -77,15 +77,20 @@ class JobRunner:
         training: dict[str, Any],
     ) -> JobRecord:
         """Queue an admitted job; 429 when the queue is full."""
-        with self._lock:
-            queued = self.jobs.count(JobStatus.queued)
-            if queued >= self._max_queue:
-                raise QueueFullError(f"Job queue full ({queued} jobs queued); retry later")
+        with self._lock:  # against a dataset deleted meanwhile through this server
             if self.datasets.get(dataset_id) is None:
                 raise NotFoundError(f"Dataset {dataset_id!r} not found")
             job = self.jobs.create(
-                new_id(), name, dataset_id, architecture, training, threads=self._train_threads
+                new_id(),
+                name,
+                dataset_id,
+                architecture,
+                training,
+                threads=self._train_threads,
+                max_queued=self._max_queue,  # the bound holds across servers sharing the store
             )
+        if job is None:
+            raise QueueFullError(f"Job queue full ({self._max_queue} jobs queued); retry later")
         self.wake()
         return job
 

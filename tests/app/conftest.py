@@ -19,6 +19,7 @@ from app.settings import Settings
 from app.storage.jobs import JobStore
 from app.storage.layout import DataLayout
 from app.storage.stores import open_job_store
+from tests.app.servers import PostgresServer, RedisServer, running
 
 REPO = Path(__file__).resolve().parents[2]
 HOLDOUT = REPO / "tests" / "data" / "mnist_holdout.npz"
@@ -194,3 +195,28 @@ def add_job(jobs: JobStore, name: str | None = None, threads: int = 1, **trainin
         job_id, name, "mnist-sample", TINY_ARCHITECTURE, {**STORE_TRAINING, **training}, threads
     )
     return job_id
+
+
+# --------------------------------------------------------------------------- private servers
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL for the session (each test takes a database of its own)."""
+    with running(PostgresServer()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One Redis for the session; tests that restart it start their own."""
+    with running(RedisServer()) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """`CNN_DATABASE_URL` for each job store: unset (SQLite) and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_server").new_database()

@@ -4,7 +4,6 @@ that need signals, worker processes and real sockets."""
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +15,7 @@ import numpy as np
 
 from cnn_core import Network
 from tests.app.conftest import REPO
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.app.servers import free_port
 
 
 class LiveServer:

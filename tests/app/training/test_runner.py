@@ -8,7 +8,7 @@ from app.storage.datasets import FileDatasetStore
 from app.storage.jobs import JobStatus, JobStore
 from app.storage.layout import DataLayout
 from app.storage.models import FileModelStore
-from app.storage.sqlite_jobs import SqliteJobStore
+from app.storage.sql_jobs import SqlJobStore
 from app.training import worker
 from app.training.outcomes import Outcome, OutcomeKind
 from app.training.runner import JobRunner
@@ -130,17 +130,17 @@ def test_startup_repair_requeues_and_drops_unpublished_models(
     jobs.claim_next()
     worker.run_job(published, settings)
     jobs.claim_next()
-    finish = SqliteJobStore.finish
+    finish = SqlJobStore.finish
 
     def die_before_succeeding(self, job_id: str, status: JobStatus, **fields: object) -> bool:
         if status is JobStatus.succeeded:
             raise Crash  # the worker stored its model but died before marking the job succeeded
         return finish(self, job_id, status, **fields)
 
-    monkeypatch.setattr(SqliteJobStore, "finish", die_before_succeeding)
+    monkeypatch.setattr(SqlJobStore, "finish", die_before_succeeding)
     with pytest.raises(Crash):
         worker.run_job(crashed, settings)
-    monkeypatch.setattr(SqliteJobStore, "finish", finish)
+    monkeypatch.setattr(SqlJobStore, "finish", finish)
     models = FileModelStore(layout.models)
     [orphan] = [m for m in models.list_all() if m.job_id == crashed]
     jobs.claim_next()
