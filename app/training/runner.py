@@ -160,7 +160,7 @@ class JobRunner:
         job = self.jobs.get(job_id)
         if not job.status.is_active:
             self._discard_unpublished(job)
-            self._layout.checkpoint(job_id).unlink(missing_ok=True)
+            self._layout.remove_checkpoints(job_id)
 
     def _discard_unpublished(self, job: JobRecord) -> None:
         for model in self.models.list_all():
@@ -204,7 +204,7 @@ class JobRunner:
             if job is None or job.model_id != model.id:
                 self.models.delete(model.id)
         for checkpoint in self._layout.checkpoints.glob("*.npz"):
-            job = self.jobs.get(checkpoint.stem)
+            job = self.jobs.get(self._layout.checkpoint_job(checkpoint))
             if job is None or not job.status.is_active:
                 checkpoint.unlink(missing_ok=True)
 

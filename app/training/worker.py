@@ -6,6 +6,10 @@ It resumes from the job's checkpoint when there is one, which makes the result i
 uninterrupted run. It reads the job's record every `FLUSH_SECONDS` while it trains: once the
 job is cancelled it stops, and once a stop is requested (the server is shutting down) it
 checkpoints at that iteration and reports `interrupted`, leaving the job to resume there.
+
+Each run belongs to the attempt that claimed the job (`JobRecord.attempt`): its writes name it,
+and once another claim has taken the job over they change nothing and the run stops, reporting
+`superseded`. It checkpoints to a file of its own attempt and resumes from the latest one.
 """
 
 import logging
@@ -63,35 +67,55 @@ class ProgressRecorder:
     (one seen at an epoch end stops the next iteration); `interrupted` then tells so.
     """
 
-    def __init__(self, jobs: JobStore, job_id: str) -> None:
+    def __init__(self, jobs: JobStore, job_id: str, attempt: int | None = None) -> None:
         self._jobs = jobs
         self._job_id = job_id
+        self._attempt = attempt
         self._pending: list[IterationCost] = []
         self._last_flush = -math.inf
         self._started = False
         self._last_iteration = 0
         self._stop_requested = False
         self.interrupted = False
+        self.superseded = False
 
     def _flush(self) -> bool:
-        """Write pending costs and read the job's requests; True when it was cancelled."""
+        """Write pending costs and read the job's requests; True when it was cancelled or
+        taken over (`superseded` then)."""
         if self._pending:
-            self._jobs.record_iterations(self._job_id, self._pending)
+            written = self._jobs.record_iterations(self._job_id, self._pending, self._attempt)
             self._pending = []
+            if written is False:
+                return self._lost()
         self._last_flush = time.monotonic()
         job = self._jobs.get(self._job_id)
         if job is None or job.status is not JobStatus.running:
             return True
+        if self._attempt is not None and job.attempt != self._attempt:
+            return self._lost()
         self._stop_requested = job.stop_requested
         return False
+
+    def _lost(self) -> bool:
+        """This run no longer holds the job; True (stop), and `superseded` when another
+        attempt has it (rather than a cancel or a finish)."""
+        job = self._jobs.get(self._job_id)
+        self.superseded = job is not None and job.attempt != self._attempt
+        return True
 
     def __call__(self, event: dict[str, Any]) -> bool:
         if event["type"] == "iteration":
             if not self._started:
-                self._jobs.start_run(
-                    self._job_id, event["epoch"], event["iteration"], event["iterations_per_epoch"]
-                )
                 self._started = True
+                started = self._jobs.start_run(
+                    self._job_id,
+                    event["epoch"],
+                    event["iteration"],
+                    event["iterations_per_epoch"],
+                    self._attempt,
+                )
+                if started is False:
+                    return self._lost()
             self._last_iteration = event["iteration"]
             self._pending.append(IterationCost(event["epoch"], event["iteration"], event["cost"]))
             due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
@@ -101,9 +125,12 @@ class ProgressRecorder:
                 return True
             self.interrupted = self._stop_requested
             return self.interrupted
-        cancelled = self._flush()
-        self._jobs.record_epoch(self._job_id, _summary(event, self._last_iteration))
-        return cancelled
+        if self._flush():
+            return True
+        summary = _summary(event, self._last_iteration)
+        if self._jobs.record_epoch(self._job_id, summary, self._attempt) is False:
+            return self._lost()
+        return False
 
 
 def _summary(epoch: dict[str, Any], last_iteration: int) -> EpochSummary:
@@ -119,9 +146,14 @@ def _summary(epoch: dict[str, Any], last_iteration: int) -> EpochSummary:
 
 
 def train(
-    job: JobRecord, data: Dataset, callback: ProgressRecorder, checkpoint: Path
+    job: JobRecord,
+    data: Dataset,
+    callback: ProgressRecorder,
+    checkpoint: Path,
+    resume_from: Path | None = None,
 ) -> tuple[Network, History]:
-    """Fit the job's network on its dataset, resuming from `checkpoint` if it exists."""
+    """Fit the job's network on its dataset, checkpointing to `checkpoint`, resuming from
+    `resume_from` when given."""
     settings = job.training
     seed = settings["seed"]
     train_idx, val_idx = split_indices(data.n_samples, settings["validation_split"], seed)
@@ -138,20 +170,26 @@ def train(
         seed=seed,
         early_stopping=settings["early_stopping"],
         checkpoint_path=checkpoint,
-        resume_from=checkpoint if checkpoint.exists() else None,
+        resume_from=resume_from,
         threads=job.threads,
     )
     return net, history
 
 
-def record_history(jobs: JobStore, job_id: str, history: History) -> None:
-    """Store the complete history, filling anything a crash kept from the database."""
+def record_history(
+    jobs: JobStore, job_id: str, history: History, attempt: int | None = None
+) -> bool:
+    """Store the complete history, filling anything a crash kept from the database; False
+    when `attempt` no longer holds the job (nothing more is written)."""
     iterations = [IterationCost(i["epoch"], i["iteration"], i["cost"]) for i in history.iterations]
-    if iterations:
-        jobs.record_iterations(job_id, iterations)
+    if iterations and jobs.record_iterations(job_id, iterations, attempt) is False:
+        return False
     last_of_epoch = {i.epoch: i.iteration for i in iterations}
     for epoch in history.epochs:
-        jobs.record_epoch(job_id, _summary(epoch, last_of_epoch.get(epoch["epoch"], 0)))
+        summary = _summary(epoch, last_of_epoch.get(epoch["epoch"], 0))
+        if jobs.record_epoch(job_id, summary, attempt) is False:
+            return False
+    return True
 
 
 def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) -> ModelMeta:
@@ -182,49 +220,63 @@ def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) ->
     )
 
 
-def run_job(job_id: str, settings: Settings) -> Outcome:
-    """Train job `job_id`, which must be `running`, until it ends or a stop is requested."""
+def run_job(job_id: str, settings: Settings, attempt: int | None = None) -> Outcome:
+    """Train job `job_id`, which must be `running` (in `attempt`, by default the latest
+    claim's), until it ends, a stop is requested or another claim takes it over."""
     jobs = open_job_store(settings)
     try:
         job = jobs.get(job_id)
         if job is None or job.status is not JobStatus.running:
             return Outcome(OutcomeKind.cancelled)
-        return _run(job, DataLayout(settings.data_dir), jobs)
+        attempt = job.attempt if attempt is None else attempt
+        if job.attempt != attempt:
+            return Outcome(OutcomeKind.superseded)
+        return _run(job, attempt, DataLayout(settings.data_dir), jobs)
     finally:
         jobs.close()
 
 
-def _fail(jobs: JobStore, job: JobRecord, checkpoint: Path, reason: str) -> Outcome:
-    jobs.finish(job.id, JobStatus.failed, error=reason)
-    checkpoint.unlink(missing_ok=True)
+def _fail(jobs: JobStore, job: JobRecord, attempt: int, layout: DataLayout, reason: str) -> Outcome:
+    if not jobs.finish(job.id, JobStatus.failed, error=reason, attempt=attempt):
+        return _not_held(jobs, job.id, attempt)
+    layout.remove_checkpoints(job.id)
     return Outcome(OutcomeKind.failed, reason)
 
 
-def _run(job: JobRecord, layout: DataLayout, jobs: JobStore) -> Outcome:
-    checkpoint = layout.checkpoint(job.id)
-    recorder = ProgressRecorder(jobs, job.id)
+def _not_held(jobs: JobStore, job_id: str, attempt: int) -> Outcome:
+    """The outcome of a run that found its job no longer its own."""
+    job = jobs.get(job_id)
+    superseded = job is not None and job.attempt != attempt
+    return Outcome(OutcomeKind.superseded if superseded else OutcomeKind.cancelled)
+
+
+def _run(job: JobRecord, attempt: int, layout: DataLayout, jobs: JobStore) -> Outcome:
+    recorder = ProgressRecorder(jobs, job.id, attempt)
     try:
         data = FileDatasetStore(layout.datasets).load(job.dataset_id)
-        net, history = train(job, data, recorder, checkpoint)
+        resume_from = layout.latest_checkpoint(job.id)
+        net, history = train(job, data, recorder, layout.checkpoint(job.id, attempt), resume_from)
     except CNNError as exc:  # divergence, or a dataset or checkpoint that cannot be used
-        return _fail(jobs, job, checkpoint, str(exc))
+        return _fail(jobs, job, attempt, layout, str(exc))
     except MemoryError:
-        return _fail(jobs, job, checkpoint, OUT_OF_MEMORY)
+        return _fail(jobs, job, attempt, layout, OUT_OF_MEMORY)
     except Exception:
         log.exception("job %s: training failed", job.id)
         return _fail(
-            jobs, job, checkpoint, "internal error in the training worker (see the server log)"
+            jobs, job, attempt, layout, "internal error in the training worker (see its log)"
         )
-    record_history(jobs, job.id, history)
-    if jobs.get(job.id).status is not JobStatus.running:
-        return Outcome(OutcomeKind.cancelled)  # cancelled while training: publish nothing
+    if recorder.superseded or not record_history(jobs, job.id, history, attempt):
+        return _not_held(jobs, job.id, attempt)
+    current = jobs.get(job.id)
+    if current.status is not JobStatus.running or current.attempt != attempt:
+        return _not_held(jobs, job.id, attempt)  # cancelled or taken over: publish nothing
     if recorder.interrupted:
         return Outcome(OutcomeKind.interrupted)  # checkpointed at the iteration it reached
     models = FileModelStore(layout.models)
     meta = model_meta(job, net, history, data)
     models.save(meta, net)
-    published = jobs.finish(job.id, JobStatus.succeeded, model_id=meta.id)
-    if not published:
-        models.delete(meta.id)  # cancelled while publishing
-    checkpoint.unlink(missing_ok=True)
-    return Outcome(OutcomeKind.succeeded if published else OutcomeKind.cancelled)
+    if not jobs.finish(job.id, JobStatus.succeeded, model_id=meta.id, attempt=attempt):
+        models.delete(meta.id)  # cancelled or taken over while publishing
+        return _not_held(jobs, job.id, attempt)
+    layout.remove_checkpoints(job.id)
+    return Outcome(OutcomeKind.succeeded)
