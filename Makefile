@@ -5,7 +5,7 @@ CNN_PORT ?= 8000
 CNN_DATA_DIR ?= ./data
 export CNN_HOST CNN_PORT CNN_DATA_DIR
 
-.PHONY: install install-test run test bench lint clean
+.PHONY: install install-test run worker test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +23,11 @@ install-test: $(VENV)/.installed-test
 
 run: install
 	$(VENV)/bin/uvicorn app.main:app --host $(CNN_HOST) --port $(CNN_PORT) --timeout-graceful-shutdown 8
+
+# One RQ worker taking jobs from CNN_REDIS_URL (same CNN_* settings as the servers); run one per
+# CPU budget on as many hosts as wanted, all sharing CNN_DATA_DIR and CNN_DATABASE_URL.
+worker: install
+	$(PY) -m app.training.rq_worker
 
 test: install-test lint
 	$(PY) -m pytest

@@ -20,6 +20,7 @@ from app.storage.layout import DataLayout
 from app.storage.models import FileModelStore
 from app.storage.stores import open_job_store
 from app.training.executor import open_executor
+from app.training.queue import QueueRunner
 from app.training.runner import JobRunner, begin_shutdown_on_exit_signals
 
 DESCRIPTION = """
@@ -41,28 +42,43 @@ TAGS = [
 
 
 def build_runner(settings: Settings) -> JobRunner:
-    """Open the stores on the data directory, repair it, and wire the job runner."""
+    """Open the stores on the data directory, repair it, and wire the job runner: the local
+    one, or with `CNN_REDIS_URL` the one that leaves training to `make worker` processes."""
     # Resolved once, so worker processes find the same directory whatever their working one.
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     layout = DataLayout(settings.data_dir)
     layout.create()
-    for directory in (layout.datasets, layout.models, layout.checkpoints):
-        sweep_temp_files(directory)
     dataset_store = FileDatasetStore(layout.datasets)
-    dataset_store.remove_orphans()
     model_store = FileModelStore(layout.models)
-    model_store.remove_orphans()
-    runner = JobRunner(
-        open_job_store(settings),
-        dataset_store,
-        model_store,
-        open_executor(settings),
-        layout,
-        workers=settings.workers,
-        max_queue=settings.max_queue,
-        poll_interval=settings.poll_interval,
-        train_threads=settings.train_threads,
-    )
+    if settings.redis_url:
+        # The data directory is shared: workers on other hosts may be writing in it right now,
+        # so no temp file or unpublished model is anyone's leftover here.
+        runner: JobRunner = QueueRunner(
+            open_job_store(settings),
+            dataset_store,
+            model_store,
+            layout,
+            redis_url=settings.redis_url,
+            max_queue=settings.max_queue,
+            poll_interval=settings.poll_interval,
+            train_threads=settings.train_threads,
+        )
+    else:
+        for directory in (layout.datasets, layout.models, layout.checkpoints):
+            sweep_temp_files(directory)
+        dataset_store.remove_orphans()
+        model_store.remove_orphans()
+        runner = JobRunner(
+            open_job_store(settings),
+            dataset_store,
+            model_store,
+            open_executor(settings),
+            layout,
+            workers=settings.workers,
+            max_queue=settings.max_queue,
+            poll_interval=settings.poll_interval,
+            train_threads=settings.train_threads,
+        )
     runner.recover()
     return runner
 

@@ -309,10 +309,23 @@ class Predictions(BaseModel):
     predictions: list[Prediction]
 
 
+class LiveWorkerOut(BaseModel):
+    name: str = Field(description="The worker's name (host and process id).")
+    seen_at: float = Field(description="When it last reported itself alive (Unix time).")
+    job_id: str | None = Field(None, description="The job it trains, if any.")
+
+
 class WorkerStatus(BaseModel):
-    workers: int
+    executor: Literal["local", "rq"] = Field(
+        description="local: worker processes of this server; rq: `make worker` processes that "
+        "take jobs from the RQ queue"
+    )
+    workers: int = Field(description="Jobs that can run at once (rq: live workers).")
     running: int
     queued: int
+    live_workers: list[LiveWorkerOut] = Field(
+        default_factory=list, description="rq: the workers seen in the last few seconds."
+    )
 
 
 class Health(BaseModel):

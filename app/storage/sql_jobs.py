@@ -113,7 +113,6 @@ workers_table = Table(
     "workers",
     metadata,
     Column("name", String(200), primary_key=True),
-    Column("job_id", String(64)),
     Column("started_at", Float, nullable=False),
     Column("seen_at", Float, nullable=False),
 )
@@ -157,7 +156,6 @@ class Claim:
 @dataclass(frozen=True)
 class LiveWorker:
     name: str
-    job_id: str | None
     started_at: float
     seen_at: float
 
@@ -627,16 +625,16 @@ class SqlJobStore:
             ).all()
         return [row.id for row in requeued], [row.id for row in failed]
 
-    def worker_seen(self, name: str, job_id: str | None) -> None:
-        """Record that worker `name` is alive (and which job it trains)."""
+    def worker_seen(self, name: str) -> None:
+        """Record that worker `name` is alive."""
         now = time.time()
         with self._write() as conn:
             self._upsert(
                 conn,
                 workers_table,
-                [{"name": name, "job_id": job_id, "started_at": now, "seen_at": now}],
+                [{"name": name, "started_at": now, "seen_at": now}],
                 ["name"],
-                replace=["job_id", "seen_at"],  # a worker keeps its first start time
+                replace=["seen_at"],  # a worker keeps its first start time
             )
 
     def worker_gone(self, name: str) -> None:

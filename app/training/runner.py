@@ -19,10 +19,12 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from app.errors import ConflictError, NotFoundError, QueueFullError
 from app.ids import new_id
+from app.schemas import WorkerStatus
 from app.storage.datasets import DatasetStore
 from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.storage.layout import DataLayout
@@ -96,14 +98,27 @@ class JobRunner:
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued or running job (idempotent); 409 once it has finished."""
+        return self._cancel_in_store(job_id, kill=self.executor.kill)
+
+    def _cancel_in_store(self, job_id: str, kill: Callable[[str], None] | None = None) -> JobRecord:
+        """Cancel the job in the store, then `kill` its run if it was running."""
         with self._lock:
             before = self.jobs.cancel(job_id)
-            if before is JobStatus.running:
-                self.executor.kill(job_id)
+            if before is JobStatus.running and kill is not None:
+                kill(job_id)
         if before in (JobStatus.succeeded, JobStatus.failed):
             raise ConflictError(f"Job already finished (status: {before})")
         self.wake()
         return self.jobs.get(job_id)
+
+    def status(self) -> WorkerStatus:
+        """How many jobs run (at most `workers`) and wait."""
+        return WorkerStatus(
+            executor="local",
+            workers=self.workers,
+            running=len(self.executor.running()),
+            queued=self.jobs.count(JobStatus.queued),
+        )
 
     def delete_dataset(self, dataset_id: str) -> None:
         """Delete a dataset no queued or running job uses; 409 otherwise."""

@@ -231,16 +231,15 @@ def test_the_queue_bound_and_single_claims_hold_under_concurrent_callers(
 
 
 def test_workers_are_live_until_they_are_not_seen(jobs: SqlJobStore) -> None:
-    jobs.worker_seen("host-a:1", None)
-    jobs.worker_seen("host-b:2", "job")
+    jobs.worker_seen("host-a-1")
+    jobs.worker_seen("host-b-2")
     first = jobs.live_workers(within=10)[0]
-    jobs.worker_seen("host-a:1", "other")
-    assert [(w.name, w.job_id) for w in jobs.live_workers(within=10)] == [
-        ("host-a:1", "other"),
-        ("host-b:2", "job"),
-    ]
-    assert jobs.live_workers(within=10)[0].started_at == first.started_at
-    jobs.worker_gone("host-b:2")
+    jobs.worker_seen("host-a-1")
+    live = jobs.live_workers(within=10)
+    assert [w.name for w in live] == ["host-a-1", "host-b-2"]
+    assert live[0].started_at == first.started_at and live[0].seen_at > first.seen_at
+    jobs.worker_gone("host-b-2")
+    assert [w.name for w in jobs.live_workers(within=10)] == ["host-a-1"]
     time.sleep(0.05)
     assert jobs.live_workers(within=0.01) == []
 
