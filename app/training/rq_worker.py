@@ -56,6 +56,7 @@ TASK = "app.training.rq_worker.train_next"
 
 _PR_SET_PDEATHSIG = 1
 _stop_requested = threading.Event()  # set in the work-horse by the worker's SIGUSR1
+_wake_keeper = threading.Event()  # and the lease keeper acts on it at once
 
 
 def training_queue(redis_url: str) -> Queue:
@@ -87,9 +88,14 @@ class LeaseKeeper(threading.Thread):
 
     def run(self) -> None:
         stop_forwarded = False
-        while not self._done.wait(RENEW_SECONDS):
+        while True:
+            _wake_keeper.wait(RENEW_SECONDS)
+            _wake_keeper.clear()
+            if self._done.is_set():
+                return
             try:
                 if _stop_requested.is_set() and not stop_forwarded:
+                    log.info("job %s: stopping at this iteration", self._claim.job_id)
                     stop_forwarded = self._jobs.request_stop(self._claim.job_id) or True
                 self._jobs.worker_seen(self._worker)
                 held = self._jobs.renew_lease(
@@ -104,6 +110,7 @@ class LeaseKeeper(threading.Thread):
 
     def stop(self) -> None:
         self._done.set()
+        _wake_keeper.set()
         self.join()
 
 
@@ -141,7 +148,7 @@ def train_next() -> str:
         keeper = LeaseKeeper(jobs, claim, worker)
         keeper.start()
         try:
-            outcome = run_job(claim.job_id, settings, claim.attempt)
+            outcome = run_job(claim.job_id, settings, claim.attempt, _stop_requested)
         finally:
             keeper.stop()
         settle(jobs, DataLayout(settings.data_dir), claim, outcome)
@@ -152,6 +159,11 @@ def train_next() -> str:
         return str(outcome.kind)
     finally:
         jobs.close()
+
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    _stop_requested.set()
+    _wake_keeper.set()
 
 
 class TrainingWorker(Worker):
@@ -167,7 +179,7 @@ class TrainingWorker(Worker):
         _die_with_parent()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the worker decides (see SIGUSR1)
-        signal.signal(signal.SIGUSR1, lambda signum, frame: _stop_requested.set())
+        signal.signal(signal.SIGUSR1, _on_stop_signal)
 
     def handle_warm_shutdown_request(self) -> None:
         if self.horse_pid:
@@ -234,4 +246,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m`, this file is `__main__`; the horse runs TASK from the module proper,
+    # whose events the worker's signal handlers must set: so the worker comes from there too.
+    from app.training import rq_worker
+
+    rq_worker.main()

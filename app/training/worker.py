@@ -14,6 +14,7 @@ and once another claim has taken the job over they change nothing and the run st
 
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,15 @@ class ProgressRecorder:
     (one seen at an epoch end stops the next iteration); `interrupted` then tells so.
     """
 
-    def __init__(self, jobs: JobStore, job_id: str, attempt: int | None = None) -> None:
+    def __init__(
+        self,
+        jobs: JobStore,
+        job_id: str,
+        attempt: int | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self._jobs = jobs
+        self._stop = stop  # a stop request from this process (its worker is shutting down)
         self._job_id = job_id
         self._attempt = attempt
         self._pending: list[IterationCost] = []
@@ -93,8 +101,11 @@ class ProgressRecorder:
             return True
         if self._attempt is not None and job.attempt != self._attempt:
             return self._lost()
-        self._stop_requested = job.stop_requested
+        self._stop_requested = job.stop_requested or self._stopping_here()
         return False
+
+    def _stopping_here(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
     def _lost(self) -> bool:
         """This run no longer holds the job; True (stop), and `superseded` when another
@@ -119,7 +130,7 @@ class ProgressRecorder:
             self._last_iteration = event["iteration"]
             self._pending.append(IterationCost(event["epoch"], event["iteration"], event["cost"]))
             due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
-            if not (due or self._stop_requested):
+            if not (due or self._stop_requested or self._stopping_here()):
                 return False
             if self._flush():
                 return True
@@ -220,9 +231,15 @@ def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) ->
     )
 
 
-def run_job(job_id: str, settings: Settings, attempt: int | None = None) -> Outcome:
+def run_job(
+    job_id: str,
+    settings: Settings,
+    attempt: int | None = None,
+    stop: threading.Event | None = None,
+) -> Outcome:
     """Train job `job_id`, which must be `running` (in `attempt`, by default the latest
-    claim's), until it ends, a stop is requested or another claim takes it over."""
+    claim's), until it ends, a stop is requested (in the store, or by setting `stop`) or another
+    claim takes it over."""
     jobs = open_job_store(settings)
     try:
         job = jobs.get(job_id)
@@ -231,7 +248,7 @@ def run_job(job_id: str, settings: Settings, attempt: int | None = None) -> Outc
         attempt = job.attempt if attempt is None else attempt
         if job.attempt != attempt:
             return Outcome(OutcomeKind.superseded)
-        return _run(job, attempt, DataLayout(settings.data_dir), jobs)
+        return _run(job, attempt, DataLayout(settings.data_dir), jobs, stop)
     finally:
         jobs.close()
 
@@ -250,8 +267,14 @@ def _not_held(jobs: JobStore, job_id: str, attempt: int) -> Outcome:
     return Outcome(OutcomeKind.superseded if superseded else OutcomeKind.cancelled)
 
 
-def _run(job: JobRecord, attempt: int, layout: DataLayout, jobs: JobStore) -> Outcome:
-    recorder = ProgressRecorder(jobs, job.id, attempt)
+def _run(
+    job: JobRecord,
+    attempt: int,
+    layout: DataLayout,
+    jobs: JobStore,
+    stop: threading.Event | None = None,
+) -> Outcome:
+    recorder = ProgressRecorder(jobs, job.id, attempt, stop)
     try:
         data = FileDatasetStore(layout.datasets).load(job.dataset_id)
         resume_from = layout.latest_checkpoint(job.id)
