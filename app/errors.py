@@ -12,6 +12,9 @@
     ├── QueueFullError         429  the job queue is full (Retry-After)
     └── BusyError              503  too many predictions in flight (Retry-After)
 
+The job database being unreachable (a PostgreSQL restarting) is a 503 with Retry-After too:
+the service answers again as soon as it is back.
+
 cnn_core's errors are client mistakes too: a `DatasetError` is 413 when over a limit
 (`DatasetTooLarge`), 415 for bytes of no accepted format (`UnsupportedFormat`), 400 for a
 truncated or corrupt file (`CorruptFile`) and 422 otherwise (well-formed data that cannot be
@@ -31,6 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -92,6 +96,11 @@ class QueueFullError(ServiceError):
 class BusyError(ServiceError):
     status_code = 503
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
+
+
+class DatabaseUnavailableError(ServiceError):
+    status_code = 503
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": "5"}
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
@@ -174,11 +183,20 @@ class JsonContentTooLarge:
         await self.app(scope, receive, send_json if scope["type"] == "http" else send)
 
 
+async def handle_database_unreachable(request: Request, exc: OperationalError) -> JSONResponse:
+    """Answer 503 while the job database cannot be reached."""
+    log.warning("job database unreachable: %s", exc.orig or exc)
+    return error_response(
+        DatabaseUnavailableError("The job database is unreachable; retry in a few seconds")
+    )
+
+
 def register_error_handlers(app: FastAPI) -> None:
     """Install every handler above on `app`."""
     app.add_exception_handler(ServiceError, handle_service_error)
     app.add_exception_handler(ConfigError, handle_core_error)
     app.add_exception_handler(DatasetError, handle_core_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(OperationalError, handle_database_unreachable)
     app.add_exception_handler(Exception, handle_unexpected_error)
     app.add_middleware(JsonContentTooLarge)

@@ -15,6 +15,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import BusyError, ConflictError
+from app.metrics import PREDICTIONS
 from app.storage.models import ModelMeta, ModelStore
 from cnn_core import ModelFileError, Network
 from cnn_core.datasets import images_to_array, open_image
@@ -107,10 +108,10 @@ class Predictor:
         self, model: ModelMeta, files: list[tuple[str, bytes]], top_k: int
     ) -> list[dict]:
         """Predict (file name, bytes) pairs of PNG/JPEG images."""
-        with self._slot():
+        with self._slot(), PREDICTIONS.time():
             return await run_in_threadpool(self._predict_images, model, files, top_k)
 
     async def predict_array(self, model: ModelMeta, X: np.ndarray, top_k: int) -> list[dict]:
         """Predict a float (N, C, H, W) array already in the model's input scale."""
-        with self._slot():
+        with self._slot(), PREDICTIONS.time():
             return await run_in_threadpool(self._predict_array, model, X, top_k)

@@ -10,7 +10,8 @@ from app import __version__
 from app.docs import DOCS_URL, FAVICON_URL, REDOC_URL, mount_offline_docs
 from app.errors import register_error_handlers
 from app.inference import Predictor
-from app.routers import architectures, datasets, health, jobs, models
+from app.metrics import RequestMetrics
+from app.routers import architectures, datasets, health, jobs, metrics, models
 from app.schemas import error_responses, errors_as_json
 from app.security import ApiKeyGuard, OriginGuard, bearer, warn_if_exposed
 from app.settings import Settings
@@ -123,9 +124,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     open_paths = (health.HEALTH_URL, app.openapi_url, DOCS_URL, REDOC_URL, FAVICON_URL)
     app.add_middleware(ApiKeyGuard, api_key=settings.api_key, open_paths=open_paths)
-    app.add_middleware(OriginGuard, api_key_set=settings.api_key is not None)  # runs first
+    app.add_middleware(OriginGuard, api_key_set=settings.api_key is not None)
+    app.add_middleware(RequestMetrics)  # runs first: refused requests count too
     protected = {"dependencies": [Depends(bearer)], "responses": error_responses(401)}
     app.include_router(health.router)
+    app.include_router(metrics.router, **protected)
     app.include_router(architectures.router, max_body_size=settings.max_json_bytes, **protected)
     app.include_router(datasets.router, max_body_size=settings.max_upload_bytes, **protected)
     app.include_router(jobs.router, max_body_size=settings.max_json_bytes, **protected)
