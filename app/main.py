@@ -10,9 +10,10 @@ from app import __version__
 from app.docs import DOCS_URL, FAVICON_URL, REDOC_URL, mount_offline_docs
 from app.errors import register_error_handlers
 from app.inference import Predictor
+from app.limits import BodyTimeout, ConcurrencyLimit
 from app.routers import architectures, datasets, health, jobs, models
 from app.schemas import error_responses, errors_as_json
-from app.security import ApiKeyGuard, OriginGuard, bearer, warn_if_exposed
+from app.security import ApiKeyGuard, HostGuard, OriginGuard, bearer, warn_if_exposed
 from app.settings import Settings
 from app.storage.datasets import FileDatasetStore
 from app.storage.files import sweep_temp_files
@@ -77,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cache_size=settings.model_cache_size,
         concurrency=settings.predict_concurrency,
         max_image_pixels=settings.max_image_pixels,
+        max_request_pixels=settings.max_request_pixels,
     )
     task = asyncio.create_task(runner.run())
     begin_shutdown_on_exit_signals(runner)
@@ -87,6 +89,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await task
         await asyncio.to_thread(runner.shutdown)  # waits up to the workers' grace period
         await asyncio.to_thread(runner.jobs.close)
+        app.state.predictor.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -103,9 +106,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     register_error_handlers(app)
+    app.add_middleware(BodyTimeout, seconds=settings.body_timeout)
+    app.add_middleware(
+        ConcurrencyLimit,
+        method="POST",
+        path=datasets.router.prefix,
+        limit=settings.max_concurrent_uploads,
+        what="dataset uploads",
+    )
     open_paths = (health.HEALTH_URL, app.openapi_url, DOCS_URL, REDOC_URL, FAVICON_URL)
     app.add_middleware(ApiKeyGuard, api_key=settings.api_key, open_paths=open_paths)
-    app.add_middleware(OriginGuard, api_key_set=settings.api_key is not None)  # runs first
+    app.add_middleware(
+        OriginGuard, api_key_set=settings.api_key is not None, allowed_hosts=settings.allowed_hosts
+    )
+    if settings.api_key is None:
+        app.add_middleware(HostGuard, allowed_hosts=settings.allowed_hosts)  # runs first
     protected = {"dependencies": [Depends(bearer)], "responses": error_responses(401)}
     app.include_router(health.router)
     app.include_router(architectures.router, max_body_size=settings.max_json_bytes, **protected)

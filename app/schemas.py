@@ -30,6 +30,11 @@ LENET5_CONFIG = {
 }
 
 
+# The largest position (offset, iteration) the API accepts: exact as a JSON number in any
+# client and far inside SQLite's 64-bit integers, so no bound check is left to the database.
+MAX_POSITION = 2**53 - 1
+
+
 class Body(BaseModel):
     """Base of request bodies: unknown fields and NaN/Infinity are refused."""
 
@@ -288,10 +293,16 @@ class ModelList(BaseModel):
     count: int
 
 
+# Each list's validation stops at its first wrong item: one error, not one per element.
+Row = Annotated[list[float], Field(fail_fast=True)]
+Plane = Annotated[list[Row], Field(fail_fast=True)]
+Instance = Annotated[list[Plane], Field(fail_fast=True)]
+
+
 class PredictInstances(Body):
     """Inputs already in the model's scale (as its training X), each (C, H, W)."""
 
-    instances: Annotated[list[list[list[list[float]]]], Field(min_length=1)]
+    instances: Annotated[list[Instance], Field(min_length=1, fail_fast=True)]
 
 
 class ClassScore(BaseModel):

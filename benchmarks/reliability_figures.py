@@ -46,6 +46,8 @@ def start(data_dir: Path) -> tuple[subprocess.Popen, str]:
             str(port),
             "--timeout-graceful-shutdown",
             "8",
+            "--http",
+            "app.limits:HeaderTimeoutH11Protocol",
             "--log-level",
             "warning",
         ],

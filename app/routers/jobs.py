@@ -16,6 +16,7 @@ from app.errors import NotFoundError
 from app.ids import is_valid_id
 from app.plotting import cost_curve_png
 from app.schemas import (
+    MAX_POSITION,
     CostHistory,
     EpochMetrics,
     IterationCost,
@@ -134,7 +135,7 @@ def list_jobs(
     jobs: JobStoreDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
 ) -> JobList:
     """Jobs, newest first, optionally only those with one status."""
     records, total = jobs.list_page(status, limit, offset)
@@ -151,7 +152,9 @@ def read_job(job: JobDep) -> Job:
 def read_job_costs(
     job: JobDep,
     jobs: JobStoreDep,
-    since: Annotated[int, Query(ge=0, description="Only iterations after this one.")] = 0,
+    since: Annotated[
+        int, Query(ge=0, le=MAX_POSITION, description="Only iterations after this one.")
+    ] = 0,
     max_points: Annotated[
         int | None, Query(ge=2, le=100_000, description="Thin the iterations to this many.")
     ] = None,
@@ -182,7 +185,7 @@ async def stream_job_events(
     jobs: JobStoreDep,
     runner: RunnerDep,
     settings: SettingsDep,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_POSITION)] = None,
 ) -> AsyncIterable[ServerSentEvent]:
     """Server-sent events until the job ends: `costs` (new points), `progress` (the job) and a
     final `end`. Each `costs` event's id is its last iteration, so a reconnecting client

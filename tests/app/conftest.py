@@ -1,6 +1,7 @@
 """Fixtures for the service tests: an app on a temporary data dir, small datasets and images."""
 
 import io
+import os
 import time
 import zipfile
 from collections.abc import Iterator
@@ -15,6 +16,10 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
+
+# Starlette's TestClient names its server "testserver": allow it as an operator would allow a
+# deployment's host name (the Host-header tests set `allowed_hosts` themselves).
+os.environ.setdefault("CNN_ALLOWED_HOSTS", '["testserver"]')
 
 REPO = Path(__file__).resolve().parents[2]
 HOLDOUT = REPO / "tests" / "data" / "mnist_holdout.npz"

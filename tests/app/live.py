@@ -48,6 +48,8 @@ class LiveServer:
                     str(self.port),
                     "--timeout-graceful-shutdown",
                     "8",
+                    "--http",
+                    "app.limits:HeaderTimeoutH11Protocol",
                 ],
                 cwd=REPO,
                 env=self.env,
