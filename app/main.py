@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
@@ -19,9 +20,12 @@ from app.storage.datasets import FileDatasetStore
 from app.storage.files import sweep_temp_files
 from app.storage.jobs import SqliteJobStore
 from app.storage.layout import DataLayout
+from app.storage.lock import DataDirLock, DataDirLocked
 from app.storage.models import FileModelStore
 from app.training.executor import ProcessExecutor
 from app.training.runner import JobRunner, begin_shutdown_on_exit_signals
+
+log = logging.getLogger("app")
 
 DESCRIPTION = """
 Train convolutional networks written from scratch in NumPy, follow their cost while they train,
@@ -68,28 +72,38 @@ def build_runner(settings: Settings) -> JobRunner:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Create the stores, the runner and the predictor; stop the workers on shutdown."""
+    """Lock the data dir; create the stores, the runner and the predictor; stop the workers on
+    shutdown."""
     settings: Settings = app.state.settings
     warn_if_exposed(settings)
-    runner = build_runner(settings)
-    app.state.runner = runner
-    app.state.predictor = Predictor(
-        runner.models,
-        cache_size=settings.model_cache_size,
-        concurrency=settings.predict_concurrency,
-        max_image_pixels=settings.max_image_pixels,
-        max_request_pixels=settings.max_request_pixels,
-    )
-    task = asyncio.create_task(runner.run())
-    begin_shutdown_on_exit_signals(runner)
+    lock = DataDirLock(settings.data_dir.resolve())
     try:
-        yield
+        lock.acquire()
+    except DataDirLocked as exc:
+        log.error("refusing to start: %s", exc)
+        raise
+    try:
+        runner = build_runner(settings)
+        app.state.runner = runner
+        app.state.predictor = Predictor(
+            runner.models,
+            cache_size=settings.model_cache_size,
+            concurrency=settings.predict_concurrency,
+            max_image_pixels=settings.max_image_pixels,
+            max_request_pixels=settings.max_request_pixels,
+        )
+        task = asyncio.create_task(runner.run())
+        begin_shutdown_on_exit_signals(runner)
+        try:
+            yield
+        finally:
+            runner.stop_loop()
+            await task
+            await asyncio.to_thread(runner.shutdown)  # waits up to the workers' grace period
+            await asyncio.to_thread(runner.jobs.close)
+            app.state.predictor.close()
     finally:
-        runner.stop_loop()
-        await task
-        await asyncio.to_thread(runner.shutdown)  # waits up to the workers' grace period
-        await asyncio.to_thread(runner.jobs.close)
-        app.state.predictor.close()
+        lock.release()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -23,6 +23,7 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
+from app.storage.lock import DataDirLocked
 from tests.app import hostile
 from tests.app.conftest import holdout, png_bytes, submit, wait_for_job
 from tests.app.hostile import assert_clean, peak_rss_mb, reset_peak_rss
@@ -467,6 +468,45 @@ def test_stalled_uploads_time_out_and_concurrent_uploads_are_bounded(
         assert created.status_code == 201, created.text
         assert client.delete(f"/datasets/{created.json()['id']}").status_code == 204
     still_serves(server, model)
+
+
+# ------------------------------------------------------------------------------------------
+# One server per data dir
+
+
+def test_a_second_server_on_the_same_data_dir_refuses_to_start_and_touches_nothing(
+    live: tuple[LiveServer, dict, Path], tmp_path: Path
+) -> None:
+    server, model, _ = live
+    data_dir = Path(server.env["CNN_DATA_DIR"])
+    with server.client() as client:
+        running = submit(client, "mnist-sample", "tiny", epochs=50)
+        jobs_before = client.get("/jobs").json()["count"]
+    files_before = hostile.tree(data_dir / "models")
+    second = LiveServer(data_dir, tmp_path / "second.log")
+    with pytest.raises(AssertionError):  # LiveServer.start asserts the process is still up
+        second.start(timeout=30)
+    assert second.process.wait(timeout=10) != 0
+    log = (tmp_path / "second.log").read_text()
+    pid = server.process.pid
+    assert f"another cnn-service server (pid {pid}) is using the data directory" in log, log
+    with server.client() as client:
+        job = client.get(f"/jobs/{running['id']}").json()
+        assert job["status"] in ("queued", "running") and job["error"] is None
+        assert client.get("/jobs").json()["count"] == jobs_before
+        assert client.post(f"/jobs/{running['id']}/cancel").status_code == 200
+    assert hostile.tree(data_dir / "models") == files_before
+    still_serves(server, model)
+
+
+def test_the_data_dir_lock_is_released_when_its_server_stops(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    with TestClient(create_app(settings)) as first:
+        assert first.get("/health").status_code == 200
+        with pytest.raises(DataDirLocked, match="stop it first"), TestClient(create_app(settings)):
+            pass
+    with TestClient(create_app(settings)) as again:
+        assert again.get("/datasets/mnist-sample").status_code == 200
 
 
 # ------------------------------------------------------------------------------------------
