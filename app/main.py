@@ -18,6 +18,7 @@ from app.security import ApiKeyGuard, HostGuard, OriginGuard, bearer, warn_if_ex
 from app.settings import Settings
 from app.storage.datasets import FileDatasetStore
 from app.storage.files import sweep_temp_files
+from app.storage.integrity import Problems
 from app.storage.jobs import SqliteJobStore
 from app.storage.layout import DataLayout
 from app.storage.lock import DataDirLock, DataDirLocked
@@ -45,16 +46,22 @@ TAGS = [
 ]
 
 
-def build_runner(settings: Settings) -> JobRunner:
-    """Open the stores on the data directory, repair it, and wire the job runner."""
+def build_runner(settings: Settings, problems: Problems) -> JobRunner:
+    """Open the stores on the data directory, repair it, and wire the job runner; unreadable
+    records found on the way are reported in `problems`."""
     layout = DataLayout(settings.data_dir.resolve())
     layout.create()
     for directory in (layout.datasets, layout.models, layout.checkpoints):
         sweep_temp_files(directory)
-    dataset_store = FileDatasetStore(layout.datasets)
-    dataset_store.remove_orphans()
-    model_store = FileModelStore(layout.models)
-    model_store.remove_orphans()
+    dataset_store = FileDatasetStore(
+        layout.datasets, quarantine_dir=layout.quarantine / "datasets", problems=problems
+    )
+    dataset_store.quarantine_orphans()
+    dataset_store.list_all()  # finds the unreadable metadata files, for /health
+    model_store = FileModelStore(
+        layout.models, quarantine_dir=layout.quarantine / "models", problems=problems
+    )
+    model_store.quarantine_orphans()
     runner = JobRunner(
         SqliteJobStore(layout.jobs_db),
         dataset_store,
@@ -83,7 +90,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.error("refusing to start: %s", exc)
         raise
     try:
-        runner = build_runner(settings)
+        app.state.problems = Problems()
+        runner = build_runner(settings, app.state.problems)
         app.state.runner = runner
         app.state.predictor = Predictor(
             runner.models,

@@ -330,6 +330,10 @@ class Health(BaseModel):
     status: Literal["ok"]
     version: str
     jobs: WorkerStatus
+    problems: list[str] = Field(
+        description="Stored records that cannot be read, skipped until they are fixed or "
+        "removed (paths relative to the data directory)."
+    )
 
 
 class Error(BaseModel):

@@ -18,6 +18,7 @@ import numpy as np
 
 from app.ids import new_id
 from app.storage.datasets import FileDatasetStore
+from app.storage.integrity import Problems
 from app.storage.jobs import (
     EpochSummary,
     IterationCost,
@@ -210,7 +211,10 @@ def _run(
     checkpoint = layout.checkpoint(job.id)
     recorder = ProgressRecorder(jobs, job.id, interrupt)
     try:
-        data = FileDatasetStore(layout.datasets).load(job.dataset_id)
+        datasets = FileDatasetStore(
+            layout.datasets, quarantine_dir=layout.quarantine / "datasets", problems=Problems()
+        )
+        data = datasets.load(job.dataset_id)
         net, history = train(job, data, recorder, checkpoint)
     except CNNError as exc:  # divergence, or a dataset or checkpoint that cannot be used
         jobs.finish(job.id, JobStatus.failed, error=str(exc))
@@ -238,7 +242,9 @@ def _run(
         return False  # cancelled while training: publish nothing
     if recorder.interrupted:
         return True  # checkpointed at the iteration it reached
-    models = FileModelStore(layout.models)
+    models = FileModelStore(
+        layout.models, quarantine_dir=layout.quarantine / "models", problems=Problems()
+    )
     meta = model_meta(job, net, history, data)
     models.save(meta, net)
     if not jobs.finish(job.id, JobStatus.succeeded, model_id=meta.id):

@@ -56,6 +56,9 @@ RELIABILITY_CHECKLIST: dict[str, list[str]] = {
         "test_abuse::test_a_second_server_on_the_same_data_dir_refuses_to_start_and_touches_nothing",
         "test_abuse::test_the_data_dir_lock_is_released_when_its_server_stops",
     ],
+    "damaged or missing metadata is skipped, logged and reported; orphans are quarantined": [
+        "test_abuse::test_damaged_metadata_and_a_lost_jobs_database_cost_no_model",
+    ],
     "slow and idle clients are cut off; concurrent uploads are bounded": [
         "test_abuse::test_idle_and_slow_header_connections_are_closed",
         "test_abuse::test_stalled_uploads_time_out_and_concurrent_uploads_are_bounded",

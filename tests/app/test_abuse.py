@@ -25,7 +25,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.storage.lock import DataDirLocked
 from tests.app import hostile
-from tests.app.conftest import holdout, png_bytes, submit, wait_for_job
+from tests.app.conftest import digits_npz, holdout, png_bytes, submit, wait_for_job
 from tests.app.hostile import assert_clean, peak_rss_mb, reset_peak_rss
 from tests.app.live import LiveServer, live_server
 
@@ -507,6 +507,54 @@ def test_the_data_dir_lock_is_released_when_its_server_stops(tmp_path: Path) -> 
             pass
     with TestClient(create_app(settings)) as again:
         assert again.get("/datasets/mnist-sample").status_code == 200
+
+
+# ------------------------------------------------------------------------------------------
+# Damaged or missing metadata
+
+
+def test_damaged_metadata_and_a_lost_jobs_database_cost_no_model(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", poll_interval=0.05)
+    data = settings.data_dir
+    with TestClient(create_app(settings)) as client:
+        dataset = client.post("/datasets", files={"files": ("d.npz", digits_npz(100))}).json()
+        models = []
+        for _ in range(3):
+            job = wait_for_job(client, submit(client, dataset["id"], "tiny", epochs=1)["id"])
+            models.append(job["model_id"])
+        predicted = client.post(f"/models/{models[2]}/predict", files=DIGIT_FILES).json()
+    damaged, unparsable, kept = models
+    meta = json.loads((data / "models" / f"{damaged}.json").read_text())
+    del meta["classes"]  # a record missing a field
+    (data / "models" / f"{damaged}.json").write_text(json.dumps(meta))
+    (data / "models" / f"{unparsable}.json").write_text("{not json")
+    (data / "datasets" / f"{dataset['id']}.json").write_text("[]")
+    (data / "models" / "0123456789abcdef0123456789abcdef.npz").write_bytes(b"orphan weights")
+    for name in ("jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm"):
+        (data / name).unlink(missing_ok=True)  # a backup that forgot the database
+    before = {p.name: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+
+    with TestClient(create_app(settings)) as client:
+        health = client.get("/health").json()
+        listed = client.get("/models")
+        assert listed.status_code == 200
+        assert [m["id"] for m in listed.json()["models"]] == [kept]
+        assert client.post(f"/models/{kept}/predict", files=DIGIT_FILES).json() == predicted
+        assert client.get(f"/models/{damaged}").status_code == 404
+        assert client.get("/datasets").status_code == 200
+    print(f"/health problems after the damage: {health['problems']}")
+    problems = " ".join(health["problems"])
+    assert f"models/{damaged}.json: unreadable metadata (missing field(s) classes)" in problems
+    assert f"models/{unparsable}.json: unreadable metadata" in problems
+    assert f"datasets/{dataset['id']}.json: unreadable metadata" in problems
+    after = {p.name: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    # nothing stored is lost: each file is still in place, or was moved into the quarantine
+    in_place = {name for name in before if name in after}
+    moved = {name for name in before if name not in after}
+    quarantined = {p.name for p in (data / "quarantine").rglob("*") if p.is_file()}
+    assert moved == {"0123456789abcdef0123456789abcdef.npz"}
+    assert any(name.endswith("-0123456789abcdef0123456789abcdef.npz") for name in quarantined)
+    assert all(after[name] == before[name] for name in in_place if name.endswith((".npz", "json")))
 
 
 # ------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 
 from app.ids import new_id
 from app.storage.files import atomic_write_json, read_json, sweep_temp_files
+from app.storage.integrity import Problems
 from app.storage.jobs import EpochSummary, IterationCost, JobStatus, SqliteJobStore
 from app.storage.layout import DataLayout
 from app.storage.models import FileModelStore
@@ -181,7 +182,7 @@ def test_worker_resumes_a_crashed_run_to_the_same_model(
     jobs.claim_next()
     worker.run_job(uninterrupted, layout.root)
 
-    models = FileModelStore(layout.models)
+    models = FileModelStore(layout.models, quarantine_dir=layout.quarantine, problems=Problems())
     resumed, straight = (models.load(jobs.get(i).model_id) for i in (interrupted, uninterrupted))
     for name, value in straight.params.items():
         np.testing.assert_array_equal(resumed.params[name], value)
@@ -201,7 +202,7 @@ def test_startup_repair_requeues_and_drops_unpublished_models(
     jobs.claim_next()
     jobs.finish(failed, JobStatus.failed, error="boom")
     layout.checkpoint(failed).write_bytes(b"stale")
-    models = FileModelStore(layout.models)
+    models = FileModelStore(layout.models, quarantine_dir=layout.quarantine, problems=Problems())
     # the crashed job's worker stored its model but died before marking the job succeeded
     orphan = jobs.get(crashed).model_id
     jobs._conn.execute(
@@ -212,5 +213,6 @@ def test_startup_repair_requeues_and_drops_unpublished_models(
     )
     runner.recover()
     assert models.get(orphan) is None and models.get(jobs.get(published).model_id)
+    assert [p.name.endswith(f"{orphan}.npz") for p in layout.quarantine.iterdir()].count(True) == 1
     assert jobs.get(crashed).status is JobStatus.queued
     assert not layout.checkpoint(failed).exists()
