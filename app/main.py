@@ -16,14 +16,12 @@ from app.routers import architectures, datasets, health, jobs, models
 from app.schemas import error_responses, errors_as_json
 from app.security import ApiKeyGuard, HostGuard, OriginGuard, bearer, warn_if_exposed
 from app.settings import Settings
-from app.storage.datasets import FileDatasetStore
 from app.storage.files import sweep_temp_files
 from app.storage.integrity import Problems
-from app.storage.jobs import SqliteJobStore
 from app.storage.layout import DataLayout
 from app.storage.lock import DataDirLock, DataDirLocked
-from app.storage.models import FileModelStore
-from app.training.executor import ProcessExecutor
+from app.storage.stores import open_dataset_store, open_job_store, open_model_store
+from app.training.executor import open_executor
 from app.training.runner import JobRunner, begin_shutdown_on_exit_signals
 
 log = logging.getLogger("app")
@@ -49,24 +47,22 @@ TAGS = [
 def build_runner(settings: Settings, problems: Problems) -> JobRunner:
     """Open the stores on the data directory, repair it, and wire the job runner; unreadable
     records found on the way are reported in `problems`."""
-    layout = DataLayout(settings.data_dir.resolve())
+    # Resolved once, so worker processes find the same directory whatever their working one.
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    layout = DataLayout(settings.data_dir)
     layout.create()
     for directory in (layout.datasets, layout.models, layout.checkpoints):
         sweep_temp_files(directory)
-    dataset_store = FileDatasetStore(
-        layout.datasets, quarantine_dir=layout.quarantine / "datasets", problems=problems
-    )
+    dataset_store = open_dataset_store(settings, problems)
     dataset_store.quarantine_orphans()
     dataset_store.list_all()  # finds the unreadable metadata files, for /health
-    model_store = FileModelStore(
-        layout.models, quarantine_dir=layout.quarantine / "models", problems=problems
-    )
+    model_store = open_model_store(settings, problems)
     model_store.quarantine_orphans()
     runner = JobRunner(
-        SqliteJobStore(layout.jobs_db),
+        open_job_store(settings),
         dataset_store,
         model_store,
-        ProcessExecutor(layout.root, memory_mb=settings.worker_memory_mb),
+        open_executor(settings),
         layout,
         workers=settings.workers,
         max_queue=settings.max_queue,
