@@ -1,6 +1,7 @@
 """Stopping mid-epoch with a checkpoint, then resuming, gives the uninterrupted run bit for bit."""
 
 import dataclasses
+
 import numpy as np
 import pytest
 
