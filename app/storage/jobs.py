@@ -17,10 +17,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
+
+from cnn_core.history import EpochSummary, IterationCost
 
 
 class JobStatus(StrEnum):
@@ -34,24 +36,6 @@ class JobStatus(StrEnum):
     def is_active(self) -> bool:
         """Queued or running."""
         return self in (JobStatus.queued, JobStatus.running)
-
-
-@dataclass(frozen=True)
-class IterationCost:
-    epoch: int
-    iteration: int
-    cost: float | None
-
-
-@dataclass(frozen=True)
-class EpochSummary:
-    epoch: int
-    cost: float | None
-    train_accuracy: float | None
-    val_cost: float | None
-    val_accuracy: float | None
-    seconds: float | None
-    last_iteration: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,15 +141,7 @@ CREATE TABLE IF NOT EXISTS epochs (
 ) WITHOUT ROWID;
 """
 
-_EPOCH_FIELDS = (
-    "epoch",
-    "cost",
-    "train_accuracy",
-    "val_cost",
-    "val_accuracy",
-    "seconds",
-    "last_iteration",
-)
+_EPOCH_FIELDS = tuple(f.name for f in fields(EpochSummary))
 _EPOCH_COLUMNS = ", ".join(_EPOCH_FIELDS)
 
 # Job rows with what a record shows besides them, in one query: the queue position of a queued
