@@ -22,7 +22,7 @@ from app.storage.layout import DataLayout
 from app.training import worker
 from cnn_core import Network
 from cnn_core.files import load_archive
-from cnn_core.network import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from cnn_core.training import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from tests.app.conftest import (
     TINY_ARCHITECTURE,
     submit,
