@@ -21,6 +21,7 @@ training, conv and pooling layers reuse scratch arrays from step to step
 once; the network gives each training thread its own layers.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -169,6 +170,14 @@ class Layer:
     def plan(cls, index, values, input_shape):
         """The :class:`Plan` for validated field ``values`` on ``input_shape``."""
         raise NotImplementedError
+
+    @classmethod
+    def make_plan(cls, plan_type, index, input_shape, output_shape, **sizes):
+        """A ``plan_type`` of this layer type; ``floats_kept`` defaults to the output size."""
+        sizes.setdefault("floats_kept", math.prod(output_shape))
+        return plan_type(
+            index=index, type=cls.type, input_shape=input_shape, output_shape=output_shape, **sizes
+        )
 
     @classmethod
     def normalized(cls, plan, spec):

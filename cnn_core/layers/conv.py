@@ -53,11 +53,11 @@ class Conv(Layer):
         out = (filters, (ph - kernel[0]) // stride[0] + 1, (pw - kernel[1]) // stride[1] + 1)
         weights = filters * c * kernel[0] * kernel[1]
         columns = c * kernel[0] * kernel[1] * out[1] * out[2]  # im2col, kept for backward
-        return ConvPlan(
-            index=index,
-            type=cls.type,
-            input_shape=input_shape,
-            output_shape=out,
+        return cls.make_plan(
+            ConvPlan,
+            index,
+            input_shape,
+            out,
             activation=values["activation"],
             param_count=weights + filters,
             macs=weights * out[1] * out[2],

@@ -38,15 +38,14 @@ class Dense(Layer):
     def plan(cls, index, values, input_shape):
         units = values["units"]
         features = math.prod(input_shape)
-        return DensePlan(
-            index=index,
-            type=cls.type,
-            input_shape=input_shape,
-            output_shape=(units,),
+        return cls.make_plan(
+            DensePlan,
+            index,
+            input_shape,
+            (units,),
             activation=values["activation"],
             param_count=units * features + units,
             macs=units * features,
-            floats_kept=units,
             units=units,
         )
 

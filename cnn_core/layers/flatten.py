@@ -13,13 +13,7 @@ class Flatten(Layer):
     @classmethod
     def plan(cls, index, values, input_shape):
         size = math.prod(input_shape)
-        return Plan(
-            index=index,
-            type=cls.type,
-            input_shape=input_shape,
-            output_shape=(size,),
-            floats_kept=size,
-        )
+        return cls.make_plan(Plan, index, input_shape, (size,))
 
     def forward(self, x, train):
         if train:

@@ -1,6 +1,5 @@
 """Max and average pooling: ``{"type": "maxpool" | "avgpool", "pool_size", "stride"}``."""
 
-import math
 from dataclasses import dataclass
 
 from .. import functional as F
@@ -36,15 +35,7 @@ class Pool(Layer):
                 "zero",
             )
         out = (c, (h - pool[0]) // stride[0] + 1, (w - pool[1]) // stride[1] + 1)
-        return PoolPlan(
-            index=index,
-            type=cls.type,
-            input_shape=input_shape,
-            output_shape=out,
-            floats_kept=math.prod(out),
-            pool_size=pool,
-            stride=stride,
-        )
+        return cls.make_plan(PoolPlan, index, input_shape, out, pool_size=pool, stride=stride)
 
     @classmethod
     def normalized(cls, plan, spec):

@@ -18,13 +18,7 @@ class RunningMean(Layer):
 
     @classmethod
     def plan(cls, index, values, input_shape):
-        return Plan(
-            index=index,
-            type=cls.type,
-            input_shape=input_shape,
-            output_shape=input_shape,
-            floats_kept=0,
-        )
+        return cls.make_plan(Plan, index, input_shape, input_shape, floats_kept=0)
 
     def initial_buffers(self, dtype):
         return {"running_mean": np.zeros(self.plan.input_shape[0], dtype=dtype)}
