@@ -729,3 +729,45 @@ def test_preset_errors():
         build_preset("alexnet", (1, 28, 28), 10)
     with pytest.raises(ConfigError, match="at least 2 classes"):
         build_preset("lenet5", (1, 28, 28), 1)
+
+
+# Regressions once found in review: a user's reasonable call that went wrong.
+
+PADDED = {
+    "input_shape": [1, 8, 8],
+    "layers": [
+        {"type": "conv", "filters": 3, "kernel_size": 3, "padding": (1, 1), "activation": "relu"},
+        {"type": "maxpool", "pool_size": 2},
+        {"type": "dense", "units": 3, "activation": "softmax"},
+    ],
+}
+
+
+def padded_data(n=40):
+    rng = np.random.default_rng(0)
+    return rng.random((n, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, n)
+
+
+def test_a_tuple_padding_survives_save_load_and_resume(tmp_path):
+    X, y = padded_data()
+    net = Network.from_config(PADDED)
+    net.fit(X, y, epochs=1, batch_size=8, threads=1, checkpoint_path=tmp_path / "c.npz")
+    net.save(tmp_path / "m.npz")
+    assert Network.load(tmp_path / "m.npz").config == net.config
+    Network.from_config(PADDED).fit(
+        X, y, epochs=2, batch_size=8, threads=1, resume_from=tmp_path / "c.npz"
+    )
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_assigning_a_parameter_reaches_the_layers(threads):
+    X, y = padded_data()
+    net = Network.from_config(PADDED)
+    zeros = np.zeros_like(net.params["2.W"], dtype=np.float64)
+    net.params["2.W"] = zeros
+    net.params["2.b"] = [0.0, 0.0, 0.0]
+    np.testing.assert_allclose(net.predict_proba(X), 1 / 3)  # zero output layer: uniform
+    net.fit(X, y, epochs=1, batch_size=8, threads=threads)
+    assert net.params["2.W"].dtype == np.float32 and np.abs(net.params["2.W"]).sum() > 0
+    with pytest.raises(ValueError, match="shape"):
+        net.params["2.W"] = np.zeros((2, 2))
