@@ -64,24 +64,9 @@ def test_stopping_mid_epoch_and_resuming_is_bit_identical(tmp_path, stop_iterati
     assert without_seconds(history) == without_seconds(expected)
 
 
-PADDED = {
-    "input_shape": [1, 8, 8],
-    "layers": [
-        {"type": "conv", "filters": 3, "kernel_size": 3, "padding": (1, 1), "activation": "relu"},
-        {"type": "maxpool", "pool_size": 2},
-        {"type": "dense", "units": 3, "activation": "softmax"},
-    ],
-}
-
-
-def padded_data(n=40):
-    rng = np.random.default_rng(0)
-    return rng.random((n, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, n)
-
-
 def test_predicting_from_another_thread_during_fit_does_not_break_training():
-    X, y = padded_data()
-    net = Network.from_config(PADDED)
+    X, y = data()
+    net = Network.from_config(CONFIG)
     errors = []
 
     def predict_during(event):
@@ -98,8 +83,8 @@ def test_predicting_from_another_thread_during_fit_does_not_break_training():
 
 
 def test_fit_survives_helpers_reaped_by_someone_else():
-    X, y = padded_data()
-    net = Network.from_config(PADDED)
+    X, y = data()
+    net = Network.from_config(CONFIG)
     held = dict(net.params)
     previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps children itself
     try:
@@ -110,20 +95,20 @@ def test_fit_survives_helpers_reaped_by_someone_else():
 
 
 def test_resuming_with_another_thread_count_is_refused(tmp_path):
-    X, y = padded_data()
-    Network.from_config(PADDED).fit(
+    X, y = data()
+    Network.from_config(CONFIG).fit(
         X, y, epochs=1, batch_size=8, threads=2, checkpoint_path=tmp_path / "c.npz"
     )
     with pytest.raises(ModelFileError, match="threads"):
-        Network.from_config(PADDED).fit(
+        Network.from_config(CONFIG).fit(
             X, y, epochs=2, batch_size=8, threads=1, resume_from=tmp_path / "c.npz"
         )
 
 
 def test_bad_validation_data_and_numpy_seeds_are_handled_before_training(tmp_path):
-    X, y = padded_data()
+    X, y = data()
     calls = []
-    net = Network.from_config(PADDED)
+    net = Network.from_config(CONFIG)
     with pytest.raises(DatasetError, match="expects"):
         net.fit(
             X,
