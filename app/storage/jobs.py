@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from cnn_core.history import EpochSummary, IterationCost
+
 
 class JobStatus(StrEnum):
     queued = "queued"
@@ -34,24 +36,6 @@ class JobStatus(StrEnum):
     def is_active(self) -> bool:
         """Queued or running."""
         return self in (JobStatus.queued, JobStatus.running)
-
-
-@dataclass(frozen=True)
-class IterationCost:
-    epoch: int
-    iteration: int
-    cost: float | None
-
-
-@dataclass(frozen=True)
-class EpochSummary:
-    epoch: int
-    cost: float | None
-    train_accuracy: float | None
-    val_cost: float | None
-    val_accuracy: float | None
-    seconds: float | None
-    last_iteration: int = 0
 
 
 @dataclass(frozen=True)

@@ -64,15 +64,7 @@ CREATE TABLE IF NOT EXISTS epochs (
 ) WITHOUT ROWID;
 """
 
-_EPOCH_FIELDS = (
-    "epoch",
-    "cost",
-    "train_accuracy",
-    "val_cost",
-    "val_accuracy",
-    "seconds",
-    "last_iteration",
-)
+_EPOCH_FIELDS = tuple(f.name for f in fields(EpochSummary))
 _EPOCH_COLUMNS = ", ".join(_EPOCH_FIELDS)
 
 # Job rows with what a record shows besides them, in one query: the queue position of a queued

@@ -69,7 +69,6 @@ class ProgressRecorder:
         self._pending: list[IterationCost] = []
         self._last_flush = -math.inf
         self._started = False
-        self._last_iteration = 0
         self._stop_requested = False
         self.interrupted = False
 
@@ -92,7 +91,6 @@ class ProgressRecorder:
                     self._job_id, event["epoch"], event["iteration"], event["iterations_per_epoch"]
                 )
                 self._started = True
-            self._last_iteration = event["iteration"]
             self._pending.append(IterationCost(event["epoch"], event["iteration"], event["cost"]))
             due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
             if not (due or self._stop_requested):
@@ -102,20 +100,13 @@ class ProgressRecorder:
             self.interrupted = self._stop_requested
             return self.interrupted
         cancelled = self._flush()
-        self._jobs.record_epoch(self._job_id, _summary(event, self._last_iteration))
+        self._jobs.record_epoch(self._job_id, _summary(event))
         return cancelled
 
 
-def _summary(epoch: dict[str, Any], last_iteration: int) -> EpochSummary:
-    return EpochSummary(
-        epoch=epoch["epoch"],
-        cost=epoch["cost"],
-        train_accuracy=epoch["train_accuracy"],
-        val_cost=epoch["val_cost"],
-        val_accuracy=epoch["val_accuracy"],
-        seconds=epoch["seconds"],
-        last_iteration=last_iteration,
-    )
+def _summary(event: dict[str, Any]) -> EpochSummary:
+    """The record of an epoch event (the event is the record's fields plus its type)."""
+    return EpochSummary(**{k: v for k, v in event.items() if k != "type"})
 
 
 def train(
@@ -146,12 +137,10 @@ def train(
 
 def record_history(jobs: JobStore, job_id: str, history: History) -> None:
     """Store the complete history, filling anything a crash kept from the database."""
-    iterations = [IterationCost(i["epoch"], i["iteration"], i["cost"]) for i in history.iterations]
-    if iterations:
-        jobs.record_iterations(job_id, iterations)
-    last_of_epoch = {i.epoch: i.iteration for i in iterations}
+    if history.iterations:
+        jobs.record_iterations(job_id, history.iterations)
     for epoch in history.epochs:
-        jobs.record_epoch(job_id, _summary(epoch, last_of_epoch.get(epoch["epoch"], 0)))
+        jobs.record_epoch(job_id, epoch)
 
 
 def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) -> ModelMeta:
@@ -175,7 +164,7 @@ def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) ->
             "epochs_trained": len(history.epochs),
             "stopped_early": history.stopped_early,
             **{
-                key: finite_or_none(last[key])
+                key: finite_or_none(getattr(last, key))
                 for key in ("cost", "train_accuracy", "val_cost", "val_accuracy")
             },
         },

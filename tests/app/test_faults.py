@@ -21,7 +21,7 @@ from app.storage.jobs import JobStatus
 from app.storage.layout import DataLayout
 from app.storage.stores import open_job_store
 from cnn_core.files import load_archive
-from cnn_core.network import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from cnn_core.training import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from tests.app.conftest import (
     REPO,
     submit,
