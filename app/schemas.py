@@ -207,6 +207,10 @@ class CostHistory(BaseModel):
     iterations: list[IterationCost]
     epochs: list[EpochMetrics]
     last_iteration: int = Field(description="Pass as `since` to get only newer points.")
+    complete: bool = Field(
+        description="False when more iterations follow `last_iteration` than one response "
+        "holds: ask again with `since=last_iteration`."
+    )
 
 
 class Dataset(BaseModel):

@@ -55,8 +55,9 @@ def split_indices(
 
 
 class ProgressRecorder:
-    """The `fit` callback: writes iteration costs in small batches and each epoch's summary,
-    and reads the job's record with each write (the first iteration's included).
+    """The `fit` callback: writes iteration costs in small batches (and at each epoch's last
+    iteration) and each epoch's summary, and reads the job's record with each write (the
+    first iteration's included).
 
     It stops training when the job is no longer `running` (cancelled meanwhile). A stop request
     stops it at an iteration, never at an epoch end, so `fit` checkpoints the iteration reached
@@ -72,11 +73,14 @@ class ProgressRecorder:
         self._stop_requested = False
         self.interrupted = False
 
-    def _flush(self) -> bool:
-        """Write pending costs and read the job's requests; True when it was cancelled."""
+    def _write_pending(self) -> None:
         if self._pending:
             self._jobs.record_iterations(self._job_id, self._pending)
             self._pending = []
+
+    def _flush(self) -> bool:
+        """Write pending costs and read the job's requests; True when it was cancelled."""
+        self._write_pending()
         self._last_flush = time.monotonic()
         job = self._jobs.get(self._job_id)
         if job is None or job.status is not JobStatus.running:
@@ -92,6 +96,10 @@ class ProgressRecorder:
                 )
                 self._started = True
             self._pending.append(IterationCost(event["epoch"], event["iteration"], event["cost"]))
+            if event["iteration"] % event["iterations_per_epoch"] == 0:
+                # written before fit checkpoints the epoch (the checkpoint keeps no
+                # iterations): a crash after the checkpoint loses none
+                self._write_pending()
             due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
             if not (due or self._stop_requested):
                 return False
@@ -131,14 +139,15 @@ def train(
         checkpoint_path=checkpoint,
         resume_from=checkpoint if checkpoint.exists() else None,
         threads=job.threads,
+        keep_iterations=False,  # the job store has them: checkpoints stay small
     )
     return net, history
 
 
 def record_history(jobs: JobStore, job_id: str, history: History) -> None:
-    """Store the complete history, filling anything a crash kept from the database."""
-    if history.iterations:
-        jobs.record_iterations(job_id, history.iterations)
+    """Store the epoch summaries the checkpoint kept, filling any a crash kept from the
+    database (one written between the checkpoint and the epoch event); the iterations are in
+    the database already (`ProgressRecorder` writes them before each epoch ends)."""
     for epoch in history.epochs:
         jobs.record_epoch(job_id, epoch)
 
