@@ -52,6 +52,10 @@ RELIABILITY_CHECKLIST: dict[str, list[str]] = {
         "test_abuse::test_reads_through_a_rebound_host_name_are_refused_without_an_api_key",
         "test_security::test_dns_rebound_page_is_refused_unless_an_api_key_guards_the_service",
     ],
+    "cost histories: stored bounded, thinned and paged in SQL, streams send what they need": [
+        "test_abuse::test_a_long_cost_history_is_stored_bounded_and_every_read_is_capped",
+        "test_abuse::test_checkpoints_keep_no_iterations_so_they_do_not_grow",
+    ],
     "one server per data dir: a second one refuses to start and changes nothing": [
         "test_abuse::test_a_second_server_on_the_same_data_dir_refuses_to_start_and_touches_nothing",
         "test_abuse::test_the_data_dir_lock_is_released_when_its_server_stops",

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -23,9 +24,19 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
+from app.storage.jobs import MAX_STORED_ITERATIONS, RECENT_ITERATIONS
 from app.storage.lock import DataDirLocked
+from cnn_core import Network
+from cnn_core.history import EpochSummary, IterationCost
 from tests.app import hostile
-from tests.app.conftest import digits_npz, holdout, png_bytes, submit, wait_for_job
+from tests.app.conftest import (
+    TINY_ARCHITECTURE,
+    digits_npz,
+    holdout,
+    png_bytes,
+    submit,
+    wait_for_job,
+)
 from tests.app.hostile import assert_clean, peak_rss_mb, reset_peak_rss
 from tests.app.live import LiveServer, live_server
 
@@ -468,6 +479,91 @@ def test_stalled_uploads_time_out_and_concurrent_uploads_are_bounded(
         assert created.status_code == 201, created.text
         assert client.delete(f"/datasets/{created.json()['id']}").status_code == 204
     still_serves(server, model)
+
+
+# ------------------------------------------------------------------------------------------
+# Long cost histories
+
+
+def test_a_long_cost_history_is_stored_bounded_and_every_read_is_capped(
+    client: TestClient,
+) -> None:
+    job = client.post("/jobs", json={"dataset_id": "mnist-sample", "architecture": "lenet5"})
+    job_id = job.json()["id"]
+    client.post(f"/jobs/{job_id}/cancel")
+    jobs = client.app.state.runner.jobs
+    total, per_epoch = 100_000, 1_000
+    started = time.perf_counter()
+    for first in range(1, total + 1, 2_000):  # as a worker writes them, a batch at a time
+        batch = range(first, first + 2_000)
+        jobs.record_iterations(
+            job_id, [IterationCost((i - 1) // per_epoch + 1, i, 1 / i) for i in batch]
+        )
+    for epoch in range(1, total // per_epoch + 1):
+        jobs.record_epoch(
+            job_id, EpochSummary(epoch, 1 / epoch, 0.5, None, None, 1.0, epoch * per_epoch)
+        )
+    writing = time.perf_counter() - started
+    stored, _ = jobs.costs(job_id, 0)
+    kept = [row.iteration for row in stored]
+    assert len(kept) <= MAX_STORED_ITERATIONS and kept[0] == 1 and kept[-1] == total
+    assert kept[-RECENT_ITERATIONS:] == list(range(total - RECENT_ITERATIONS + 1, total + 1))
+
+    timings = {}
+
+    def timed(url: str) -> httpx.Response:
+        began = time.perf_counter()
+        response = client.get(url)
+        timings[url] = time.perf_counter() - began
+        assert response.status_code == 200, response.text
+        return response
+
+    page = timed(f"/jobs/{job_id}/costs")
+    body = page.json()
+    assert len(body["iterations"]) == 10_000 and body["complete"] is False
+    assert len(body["epochs"]) == len([e for e in body["epochs"] if e["epoch"] <= 100])
+    rest = timed(f"/jobs/{job_id}/costs?since={body['last_iteration']}").json()
+    assert rest["iterations"][0]["iteration"] > body["last_iteration"]
+    thinned = timed(f"/jobs/{job_id}/costs?max_points=100").json()
+    assert len(thinned["iterations"]) <= 100 and thinned["complete"] is True
+    assert thinned["iterations"][-1]["iteration"] == total and len(thinned["epochs"]) == 100
+    png = timed(f"/jobs/{job_id}/costs.png")
+    assert png.content.startswith(b"\x89PNG")
+    with client.stream("GET", f"/jobs/{job_id}/events") as stream:
+        first = next(line for line in stream.iter_lines() if line.startswith("data: "))
+    overview = json.loads(first.removeprefix("data: "))
+    assert len(overview["iterations"]) <= 1_000 and overview["last_iteration"] == total
+    print(
+        f"{total:,} iterations written in {writing:.1f} s, {len(kept):,} kept; "
+        + ", ".join(
+            f"{url.split(job_id)[1] or '/'} {1000 * t:.0f} ms" for url, t in timings.items()
+        )
+        + f"; first page {len(page.content) >> 10} KB"
+    )
+    assert len(page.content) < 1 << 20 and max(timings.values()) < 2.0
+
+
+def test_checkpoints_keep_no_iterations_so_they_do_not_grow(tmp_path: Path) -> None:
+    X, y = holdout()
+    X = (X[:200, None] / 255).astype(np.float32)
+    sizes = {}
+    for keep in (True, False):
+        path = tmp_path / f"keep-{keep}.npz"
+        grown = []
+
+        def on_epoch(event: dict, path: Path = path, grown: list = grown) -> bool:
+            if event["type"] == "epoch":
+                grown.append(path.stat().st_size)
+            return False
+
+        net = Network.from_config(TINY_ARCHITECTURE)
+        net.fit(X, y[:200], epochs=3, batch_size=1, checkpoint_path=path, callback=on_epoch,
+                keep_iterations=keep, threads=1)  # fmt: skip
+        sizes[keep] = grown
+    print(f"checkpoint bytes after each epoch of 200 iterations: with iterations {sizes[True]}, "
+          f"without {sizes[False]}")  # fmt: skip
+    assert sizes[True][2] - sizes[True][0] > 2 * 200 * 40  # ~70 bytes an iteration
+    assert sizes[False][2] - sizes[False][0] < 1_000  # an epoch summary or two
 
 
 # ------------------------------------------------------------------------------------------
