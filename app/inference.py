@@ -5,11 +5,11 @@ Decoding and inference are CPU work and run in the threadpool, never in the even
 is read (multipart or JSON), so parsing is bounded too; one more is refused at once with 503
 rather than queued. A request may declare at most `max_request_pixels` pixels in all (checked
 from the headers before anything is decoded), and its images are decoded, converted and shrunk
-one at a time, large ones in a single thread server-wide; so the memory predictions need is that of
-one large image plus the models' small input arrays, whatever the files declare. Inputs that are
-not finite in the model's dtype (1e300 in float32) are refused, and outputs that are not finite
-are never sent. Loaded models are kept in a small LRU cache (models are immutable, so a cached
-network never goes stale; a deleted model is evicted).
+one at a time, large ones in a single thread server-wide: the memory predictions need is that
+of one large image plus the models' small input arrays, whatever the files declare. Inputs
+that are not finite in the model's dtype (1e300 in float32) are refused, and outputs that are
+not finite are never sent. Loaded models are kept in a small LRU cache (models are immutable,
+so a cached network never goes stale; a deleted model is evicted).
 """
 
 import io
