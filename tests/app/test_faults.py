@@ -1,7 +1,7 @@
 """Training under faults: a job that needs too much memory, a worker killed with kill -9,
 SIGTERM to the server mid-epoch, and the thread count a job trains (and resumes) with.
 
-The server tests run a real uvicorn process (see `tests.app.live`); each kills its process
+The server tests run a real uvicorn process (see `tests.support.server`); each kills its process
 group on the way out.
 """
 
@@ -23,14 +23,16 @@ from app.training import worker
 from cnn_core import Network
 from cnn_core.files import load_archive
 from cnn_core.network import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-from tests.app.conftest import (
-    TINY_ARCHITECTURE,
+from tests.support.builders import TINY_ARCHITECTURE
+from tests.support.server import (
+    LiveServer,
+    live_server,
+    model_params,
     submit,
     wait_for_iteration,
     wait_for_job,
     worker_pids,
 )
-from tests.app.live import LiveServer, live_server, model_params
 
 # LeNet-5 on mnist-sample: 1,800 training digits in 113 iterations per epoch.
 LENET = {

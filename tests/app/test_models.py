@@ -15,8 +15,8 @@ from app.errors import BusyError
 from app.inference import Predictor
 from cnn_core import Network
 from cnn_core.datasets import images_to_array
-from tests.app.conftest import TINY_ARCHITECTURE, holdout, png_bytes
 from tests.app.hostile import raw_request
+from tests.support.builders import TINY_ARCHITECTURE, holdout, png_bytes
 
 X, Y = holdout()
 DIGITS = [(index, png_bytes(X[index])) for index in range(400, 420)]

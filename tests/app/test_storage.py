@@ -13,7 +13,7 @@ from app.storage.layout import DataLayout
 from app.storage.models import FileModelStore
 from app.training import worker
 from app.training.runner import JobRunner, death_reason
-from tests.app.conftest import TINY_ARCHITECTURE, TINY_TRAINING
+from tests.support.builders import TINY_ARCHITECTURE, TINY_TRAINING
 
 TRAINING = {
     **TINY_TRAINING,
