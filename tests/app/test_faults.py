@@ -23,7 +23,7 @@ from app.training import worker
 from cnn_core import Network
 from cnn_core.files import load_archive
 from cnn_core.network import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-from tests.support.builders import TINY_ARCHITECTURE
+from tests.support.builders import TINY_ARCHITECTURE, TINY_TRAINING
 from tests.support.server import (
     LiveServer,
     live_server,
@@ -232,14 +232,7 @@ def test_a_job_trains_and_resumes_with_the_thread_count_it_was_submitted_with(
     layout = DataLayout(tmp_path)
     layout.create()
     jobs = SqliteJobStore(layout.jobs_db)
-    training = {
-        "epochs": 2,
-        "batch_size": 32,
-        "validation_split": 0.1,
-        "seed": 0,
-        "optimizer": {"name": "adam", "learning_rate": 0.01},
-        "early_stopping": None,
-    }
+    training = {**TINY_TRAINING, "early_stopping": None}
     jobs.create("j", None, "mnist-sample", TINY_ARCHITECTURE, training, threads=2)
     jobs.claim_next()
     assert jobs.get("j").threads == 2
