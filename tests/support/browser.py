@@ -2,7 +2,7 @@
 
 Registered as a pytest plugin by tests/conftest.py, so any test can ask for these fixtures:
 
-- `chromium` (session): a Playwright `Browser` on /usr/bin/chromium; in CI a missing Chromium
+- `chromium` (module): a Playwright `Browser` on /usr/bin/chromium; in CI a missing Chromium
   fails, locally it skips with the apt command.
 - `live_server_settings` (module): extra `CNN_*` settings for the live server, `{}` here;
   override it in a test module (or parametrize it) to configure the server.
@@ -155,9 +155,13 @@ def proxy_sink() -> Iterator[ProxySink]:
         sink.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(proxy_sink: ProxySink) -> Iterator[Browser]:
-    """One headless Chromium for the session (each test gets a fresh context: a new profile)."""
+    """One headless Chromium per test module (each test gets a fresh context: a new profile).
+
+    Not per session: while Playwright's sync API runs, this thread has a running event loop,
+    so `asyncio.run` in a later module would fail; it ends with the module.
+    """
     executable = require_chromium()
     with sync_playwright() as playwright:
         # Playwright's own browser download cannot work here: never `playwright install`.
