@@ -1,4 +1,4 @@
-"""Fixtures for the service tests: an app on a temporary data dir, a trained model."""
+"""Fixtures for the service tests: an app on a temporary data dir, a trained model, a job store."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -6,9 +6,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.ids import new_id
 from app.main import create_app
 from app.settings import Settings
-from tests.support.builders import digits_npz
+from app.storage.jobs import JobStore
+from app.storage.layout import DataLayout
+from app.storage.stores import open_job_store
+from tests.support.builders import TINY_ARCHITECTURE, TINY_TRAINING, digits_npz
 from tests.support.server import submit, wait_for_job
 
 
@@ -35,3 +39,33 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClie
         job = wait_for_job(test_client, job["id"])
         assert job["status"] == "succeeded", job
         yield test_client, test_client.get(f"/models/{job['model_id']}").json()
+
+
+# --------------------------------------------------------------------------- job store and workers
+
+STORE_TRAINING = {**TINY_TRAINING, "epochs": 3, "early_stopping": None}  # as admission stores it
+
+
+@pytest.fixture
+def layout(settings: Settings) -> DataLayout:
+    """The data directory of `settings`, created."""
+    layout = DataLayout(settings.data_dir)
+    layout.create()
+    return layout
+
+
+@pytest.fixture
+def jobs(settings: Settings, layout: DataLayout) -> Iterator[JobStore]:
+    """The job store of `settings`, as the server and the workers open it."""
+    store = open_job_store(settings)
+    yield store
+    store.close()
+
+
+def add_job(jobs: JobStore, name: str | None = None, threads: int = 1, **training: object) -> str:
+    """Queue a tiny job on mnist-sample; its id."""
+    job_id = new_id()
+    jobs.create(
+        job_id, name, "mnist-sample", TINY_ARCHITECTURE, {**STORE_TRAINING, **training}, threads
+    )
+    return job_id

@@ -11,11 +11,12 @@ import numpy as np
 import psutil
 from fastapi.testclient import TestClient
 
-from benchmarks.live_server import LiveServer, live_server
+from benchmarks.live_server import REPO, LiveServer, live_server
 from cnn_core import Network
 from tests.support.builders import TINY_ARCHITECTURE, TINY_TRAINING
 
 __all__ = [
+    "REPO",
     "TERMINAL",
     "LiveServer",
     "live_server",
