@@ -17,8 +17,6 @@
 
 import argparse
 import io
-import os
-import signal
 import statistics
 import tempfile
 import threading
@@ -28,8 +26,9 @@ from pathlib import Path
 
 import httpx
 from fastapi.testclient import TestClient
+from live_server import LiveServer
 from PIL import Image
-from reliability_figures import start, wait
+from service_latency import wait
 
 import app.storage.sqlite_jobs
 from app.main import create_app
@@ -73,7 +72,9 @@ def predict_memory(rounds: int) -> list[str]:
     png = blank_png()
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
-        server, url = start(Path(tmp))
+        live = LiveServer(Path(tmp))
+        live.start()
+        server, url = live.process, live.url
         try:
             with httpx.Client(base_url=url, timeout=300) as client:
                 body = {
@@ -115,8 +116,7 @@ def predict_memory(rounds: int) -> list[str]:
                         f"status {sorted(set(statuses))}"
                     )
         finally:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+            live.kill_group()
     return lines
 
 

@@ -29,16 +29,9 @@ from app.storage.lock import DataDirLocked
 from cnn_core import Network
 from cnn_core.history import EpochSummary, IterationCost
 from tests.app import hostile
-from tests.app.conftest import (
-    TINY_ARCHITECTURE,
-    digits_npz,
-    holdout,
-    png_bytes,
-    submit,
-    wait_for_job,
-)
 from tests.app.hostile import assert_clean, peak_rss_mb, reset_peak_rss
-from tests.app.live import LiveServer, live_server
+from tests.support.builders import TINY_ARCHITECTURE, digits_npz, holdout, png_bytes
+from tests.support.server import LiveServer, live_server, submit, wait_for_job
 
 SIDE = 2048  # blank images of SIDE x SIDE RGBA pixels: 16 MB decoded, a few KB as PNG
 LIVE_SETTINGS = {
