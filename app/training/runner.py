@@ -24,6 +24,7 @@ from typing import Any
 from app.errors import ConflictError, NotFoundError, QueueFullError
 from app.ids import new_id
 from app.storage.datasets import DatasetStore
+from app.storage.files import remove_temp_files_of
 from app.storage.integrity import quarantine
 from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.storage.layout import DataLayout
@@ -156,7 +157,9 @@ class JobRunner:
         job = self.jobs.get(job_id)
         if not job.status.is_active:
             self._discard_unpublished(job)
-            self._layout.checkpoint(job_id).unlink(missing_ok=True)
+            checkpoint = self._layout.checkpoint(job_id)
+            checkpoint.unlink(missing_ok=True)
+            remove_temp_files_of(checkpoint)  # a worker killed while it checkpointed
 
     def _discard_unpublished(self, job: JobRecord) -> None:
         for model in self.models.list_all():
