@@ -22,7 +22,8 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: install
-	$(VENV)/bin/uvicorn app.main:app --host $(CNN_HOST) --port $(CNN_PORT) --timeout-graceful-shutdown 8
+	$(VENV)/bin/uvicorn app.main:app --host $(CNN_HOST) --port $(CNN_PORT) --timeout-graceful-shutdown 8 \
+		--http app.limits:HeaderTimeoutH11Protocol
 
 # One RQ worker taking jobs from CNN_REDIS_URL (same CNN_* settings as the servers); run one per
 # CPU budget on as many hosts as wanted, all sharing CNN_DATA_DIR and CNN_DATABASE_URL.

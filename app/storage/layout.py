@@ -6,7 +6,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class DataLayout:
-    """`root/jobs.sqlite3`, `root/datasets/`, `root/models/`, `root/checkpoints/`."""
+    """`root/jobs.sqlite3`, `root/datasets/`, `root/models/`, `root/checkpoints/`, and
+    `root/quarantine/` for files start-up repairs moved aside instead of deleting."""
 
     root: Path
 
@@ -26,6 +27,10 @@ class DataLayout:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
     def checkpoint(self, job_id: str, attempt: int) -> Path:
         """Where attempt `attempt` of job `job_id` checkpoints: a file per attempt, so a worker
         that was taken over can never overwrite the checkpoint of the run that replaced it."""
@@ -37,8 +42,12 @@ class DataLayout:
         return max(found)[1] if found else None
 
     def remove_checkpoints(self, job_id: str) -> None:
-        """Remove every checkpoint of the job (it has ended)."""
-        for path in self.checkpoints.glob(f"{job_id}.*.npz"):
+        """Remove every checkpoint of the job (it has ended), with the temp files a writer
+        killed while it checkpointed left (`.<name>.*`, as cnn_core's writer names them)."""
+        for path in [
+            *self.checkpoints.glob(f"{job_id}.*.npz"),
+            *self.checkpoints.glob(f".{job_id}.*"),
+        ]:
             path.unlink(missing_ok=True)
 
     @staticmethod

@@ -52,7 +52,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from app.storage.jobs import EpochSummary, IterationCost, JobRecord, JobStatus, finite_or_none
+from app.storage.jobs import (
+    MAX_STORED_ITERATIONS,
+    RECENT_ITERATIONS,
+    EpochSummary,
+    IterationCost,
+    JobRecord,
+    JobStatus,
+    finite_or_none,
+)
 
 SCHEMA_VERSION = 2
 
@@ -395,15 +403,39 @@ class SqlJobStore:
                 is not None
             )
 
-    def costs(self, job_id: str, since: int) -> tuple[list[IterationCost], list[EpochSummary]]:
-        """Iterations after `since` and the epochs that ended after it, in order."""
+    def costs(
+        self, job_id: str, since: int, *, max_points: int | None = None, limit: int | None = None
+    ) -> tuple[list[IterationCost], list[EpochSummary]]:
+        """Iterations after `since` and the epochs that ended after it, in order. With
+        `max_points`, the iterations are thinned to at most that many, evenly by rank, the
+        last one always kept; with `limit`, only the first `limit` (after thinning)."""
         it, ep = iterations_table.c, epochs_table.c
+        after = and_(it.job_id == job_id, it.iteration > since)
         with self._read() as conn:
-            iterations = conn.execute(
-                select(it.epoch, it.iteration, it.cost)
-                .where(it.job_id == job_id, it.iteration > since)
-                .order_by(it.iteration)
-            ).all()
+            query = select(it.epoch, it.iteration, it.cost).where(after).order_by(it.iteration)
+            if max_points is not None:
+                count = conn.execute(
+                    select(func.count()).select_from(iterations_table).where(after)
+                ).scalar_one()
+                stride = 1 if count <= max_points else -(-count // (max_points - 1))
+                ranked = (
+                    select(
+                        it.epoch,
+                        it.iteration,
+                        it.cost,
+                        (func.row_number().over(order_by=it.iteration) - 1).label("k"),
+                    )
+                    .where(after)
+                    .subquery()
+                )
+                query = (
+                    select(ranked.c.epoch, ranked.c.iteration, ranked.c.cost)
+                    .where((ranked.c.k % stride == 0) | (ranked.c.k == count - 1))
+                    .order_by(ranked.c.iteration)
+                )
+            if limit is not None:
+                query = query.limit(limit)
+            iterations = conn.execute(query).all()
             epochs = conn.execute(
                 select(*(ep[f] for f in _EPOCH_FIELDS))
                 .where(ep.job_id == job_id, ep.last_iteration > since)
@@ -412,6 +444,28 @@ class SqlJobStore:
         return (
             [IterationCost(**row._mapping) for row in iterations],
             [EpochSummary(**row._mapping) for row in epochs],
+        )
+
+    @staticmethod
+    def _thin_old_iterations(conn: Connection, job_id: str) -> None:
+        """The retention policy (`app.storage.jobs`): past `MAX_STORED_ITERATIONS` rows, drop
+        every other row older than the most recent `RECENT_ITERATIONS` (the first row stays)."""
+        it = iterations_table.c
+        count = conn.execute(
+            select(func.count()).select_from(iterations_table).where(it.job_id == job_id)
+        ).scalar_one()
+        if count <= MAX_STORED_ITERATIONS:
+            return
+        oldest = (
+            select(it.iteration, func.row_number().over(order_by=it.iteration).label("k"))
+            .where(it.job_id == job_id)
+            .order_by(it.iteration)
+            .limit(count - RECENT_ITERATIONS)
+            .subquery()
+        )
+        every_other = select(oldest.c.iteration).where(oldest.c.k % 2 == 0)
+        conn.execute(
+            delete(iterations_table).where(it.job_id == job_id, it.iteration.in_(every_other))
         )
 
     # ------------------------------------------------------------------ the queue
@@ -724,6 +778,7 @@ class SqlJobStore:
                 ],
                 ["job_id", "iteration"],
             )
+            self._thin_old_iterations(conn, job_id)
         return True
 
     def record_epoch(self, job_id: str, summary: EpochSummary, attempt: int | None = None) -> bool:

@@ -37,10 +37,10 @@ import redis
 from rq import Queue, Worker
 
 from app.settings import Settings
+from app.storage.integrity import Problems
 from app.storage.layout import DataLayout
-from app.storage.models import FileModelStore
 from app.storage.sql_jobs import Claim, SqlJobStore
-from app.storage.stores import open_job_store
+from app.storage.stores import open_job_store, open_model_store
 from app.training.executor import WORKER_NICENESS, limit_memory
 from app.training.outcomes import Outcome, OutcomeKind
 from app.training.worker import run_job
@@ -114,7 +114,7 @@ class LeaseKeeper(threading.Thread):
         self.join()
 
 
-def settle(jobs: SqlJobStore, layout: DataLayout, claim: Claim, outcome: Outcome) -> None:
+def settle(jobs: SqlJobStore, settings: Settings, claim: Claim, outcome: Outcome) -> None:
     """What the local runner does when a run ends, done by the horse: re-queue a job stopped
     at a checkpoint, and clean up after a job that has ended."""
     if outcome.kind is OutcomeKind.superseded:
@@ -124,11 +124,11 @@ def settle(jobs: SqlJobStore, layout: DataLayout, claim: Claim, outcome: Outcome
         return
     job = jobs.get(claim.job_id)
     if job is not None and not job.status.is_active:
-        models = FileModelStore(layout.models)
+        models = open_model_store(settings, Problems())
         for model in models.list_all():
             if model.job_id == job.id and model.id != job.model_id:
                 models.delete(model.id)
-        layout.remove_checkpoints(job.id)
+        DataLayout(settings.data_dir).remove_checkpoints(job.id)
 
 
 def train_next() -> str:
@@ -151,7 +151,7 @@ def train_next() -> str:
             outcome = run_job(claim.job_id, settings, claim.attempt, _stop_requested)
         finally:
             keeper.stop()
-        settle(jobs, DataLayout(settings.data_dir), claim, outcome)
+        settle(jobs, settings, claim, outcome)
         if outcome.kind is OutcomeKind.interrupted:
             with contextlib.suppress(redis.RedisError):  # else the servers re-enqueue it
                 enqueue_calls(training_queue(settings.redis_url), 1)

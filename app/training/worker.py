@@ -23,7 +23,7 @@ import numpy as np
 
 from app.ids import new_id
 from app.settings import Settings
-from app.storage.datasets import FileDatasetStore
+from app.storage.integrity import Problems
 from app.storage.jobs import (
     EpochSummary,
     IterationCost,
@@ -33,8 +33,8 @@ from app.storage.jobs import (
     finite_or_none,
 )
 from app.storage.layout import DataLayout
-from app.storage.models import FileModelStore, ModelMeta
-from app.storage.stores import open_job_store
+from app.storage.models import ModelMeta
+from app.storage.stores import open_dataset_store, open_job_store, open_model_store
 from app.training.outcomes import Outcome, OutcomeKind
 from cnn_core import CNNError, History, Network
 from cnn_core.datasets import Dataset
@@ -60,8 +60,9 @@ def split_indices(
 
 
 class ProgressRecorder:
-    """The `fit` callback: writes iteration costs in small batches and each epoch's summary,
-    and reads the job's record with each write (the first iteration's included).
+    """The `fit` callback: writes iteration costs in small batches (and at each epoch's last
+    iteration) and each epoch's summary, and reads the job's record with each write (the
+    first iteration's included).
 
     It stops training when the job is no longer `running` (cancelled meanwhile). A stop request
     stops it at an iteration, never at an epoch end, so `fit` checkpoints the iteration reached
@@ -76,25 +77,29 @@ class ProgressRecorder:
         stop: threading.Event | None = None,
     ) -> None:
         self._jobs = jobs
-        self._stop = stop  # a stop request from this process (its worker is shutting down)
         self._job_id = job_id
         self._attempt = attempt
+        self._stop = stop  # a stop request from this process (its worker is shutting down)
         self._pending: list[IterationCost] = []
         self._last_flush = -math.inf
         self._started = False
-        self._last_iteration = 0
         self._stop_requested = False
         self.interrupted = False
         self.superseded = False
 
+    def _write_pending(self) -> bool:
+        """Write pending costs; False when this run no longer holds the job."""
+        if not self._pending:
+            return True
+        written = self._jobs.record_iterations(self._job_id, self._pending, self._attempt)
+        self._pending = []
+        return written is not False
+
     def _flush(self) -> bool:
         """Write pending costs and read the job's requests; True when it was cancelled or
         taken over (`superseded` then)."""
-        if self._pending:
-            written = self._jobs.record_iterations(self._job_id, self._pending, self._attempt)
-            self._pending = []
-            if written is False:
-                return self._lost()
+        if not self._write_pending():
+            return self._lost()
         self._last_flush = time.monotonic()
         job = self._jobs.get(self._job_id)
         if job is None or job.status is not JobStatus.running:
@@ -127,8 +132,12 @@ class ProgressRecorder:
                 )
                 if started is False:
                     return self._lost()
-            self._last_iteration = event["iteration"]
             self._pending.append(IterationCost(event["epoch"], event["iteration"], event["cost"]))
+            # An epoch's last costs are written before fit checkpoints the epoch (the
+            # checkpoint keeps no iterations): a crash after the checkpoint loses none.
+            epoch_ends = event["iteration"] % event["iterations_per_epoch"] == 0
+            if epoch_ends and not self._write_pending():
+                return self._lost()
             due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
             if not (due or self._stop_requested or self._stopping_here()):
                 return False
@@ -138,22 +147,14 @@ class ProgressRecorder:
             return self.interrupted
         if self._flush():
             return True
-        summary = _summary(event, self._last_iteration)
-        if self._jobs.record_epoch(self._job_id, summary, self._attempt) is False:
+        if self._jobs.record_epoch(self._job_id, _summary(event), self._attempt) is False:
             return self._lost()
         return False
 
 
-def _summary(epoch: dict[str, Any], last_iteration: int) -> EpochSummary:
-    return EpochSummary(
-        epoch=epoch["epoch"],
-        cost=epoch["cost"],
-        train_accuracy=epoch["train_accuracy"],
-        val_cost=epoch["val_cost"],
-        val_accuracy=epoch["val_accuracy"],
-        seconds=epoch["seconds"],
-        last_iteration=last_iteration,
-    )
+def _summary(event: dict[str, Any]) -> EpochSummary:
+    """The record of an epoch event (the event is the record's fields plus its type)."""
+    return EpochSummary(**{k: v for k, v in event.items() if k != "type"})
 
 
 def train(
@@ -183,6 +184,7 @@ def train(
         checkpoint_path=checkpoint,
         resume_from=resume_from,
         threads=job.threads,
+        keep_iterations=False,  # the job store has them: checkpoints stay small
     )
     return net, history
 
@@ -190,17 +192,11 @@ def train(
 def record_history(
     jobs: JobStore, job_id: str, history: History, attempt: int | None = None
 ) -> bool:
-    """Store the complete history, filling anything a crash kept from the database; False
-    when `attempt` no longer holds the job (nothing more is written)."""
-    iterations = [IterationCost(i["epoch"], i["iteration"], i["cost"]) for i in history.iterations]
-    if iterations and jobs.record_iterations(job_id, iterations, attempt) is False:
-        return False
-    last_of_epoch = {i.epoch: i.iteration for i in iterations}
-    for epoch in history.epochs:
-        summary = _summary(epoch, last_of_epoch.get(epoch["epoch"], 0))
-        if jobs.record_epoch(job_id, summary, attempt) is False:
-            return False
-    return True
+    """Store the epoch summaries the checkpoint kept, filling any a crash kept from the
+    database (one written between the checkpoint and the epoch event); the iterations are in
+    the database already (`ProgressRecorder` writes them before each epoch ends). False when
+    `attempt` no longer holds the job (nothing more is written)."""
+    return all(jobs.record_epoch(job_id, epoch, attempt) is not False for epoch in history.epochs)
 
 
 def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) -> ModelMeta:
@@ -224,7 +220,7 @@ def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) ->
             "epochs_trained": len(history.epochs),
             "stopped_early": history.stopped_early,
             **{
-                key: finite_or_none(last[key])
+                key: finite_or_none(getattr(last, key))
                 for key in ("cost", "train_accuracy", "val_cost", "val_accuracy")
             },
         },
@@ -248,7 +244,7 @@ def run_job(
         attempt = job.attempt if attempt is None else attempt
         if job.attempt != attempt:
             return Outcome(OutcomeKind.superseded)
-        return _run(job, attempt, DataLayout(settings.data_dir), jobs, stop)
+        return _run(job, attempt, settings, jobs, stop)
     finally:
         jobs.close()
 
@@ -270,13 +266,15 @@ def _not_held(jobs: JobStore, job_id: str, attempt: int) -> Outcome:
 def _run(
     job: JobRecord,
     attempt: int,
-    layout: DataLayout,
+    settings: Settings,
     jobs: JobStore,
     stop: threading.Event | None = None,
 ) -> Outcome:
+    layout = DataLayout(settings.data_dir)
     recorder = ProgressRecorder(jobs, job.id, attempt, stop)
     try:
-        data = FileDatasetStore(layout.datasets).load(job.dataset_id)
+        datasets = open_dataset_store(settings, Problems())
+        data = datasets.load(job.dataset_id)
         resume_from = layout.latest_checkpoint(job.id)
         net, history = train(job, data, recorder, layout.checkpoint(job.id, attempt), resume_from)
     except CNNError as exc:  # divergence, or a dataset or checkpoint that cannot be used
@@ -295,7 +293,7 @@ def _run(
         return _not_held(jobs, job.id, attempt)  # cancelled or taken over: publish nothing
     if recorder.interrupted:
         return Outcome(OutcomeKind.interrupted)  # checkpointed at the iteration it reached
-    models = FileModelStore(layout.models)
+    models = open_model_store(settings, Problems())
     meta = model_meta(job, net, history, data)
     models.save(meta, net)
     if not jobs.finish(job.id, JobStatus.succeeded, model_id=meta.id, attempt=attempt):

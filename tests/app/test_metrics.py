@@ -5,7 +5,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.conftest import holdout, png_bytes
+from tests.support.builders import holdout, png_bytes
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

@@ -20,9 +20,9 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.app.conftest import REPO, TINY_ARCHITECTURE
-from tests.app.live import LiveServer, model_params
-from tests.app.servers import PostgresServer, RedisServer, running
+from tests.support.builders import TINY_ARCHITECTURE
+from tests.support.server import REPO, LiveServer, model_params
+from tests.support.servers import PostgresServer, RedisServer, running
 
 # mnist-sample (1,800 training digits) in batches of 16: 113 iterations an epoch, 1-10 s of
 # training in all (as the shared machine goes), long enough to interrupt a job mid-epoch.
@@ -69,11 +69,16 @@ class Cluster:
     def __init__(self, tmp: Path, redis_server: RedisServer, database_url: str) -> None:
         self.redis = redis_server
         self.data_dir = tmp / "shared-volume"
-        env = {**os.environ, "CNN_DATA_DIR": str(self.data_dir), "CNN_DATABASE_URL": database_url,
-               "CNN_REDIS_URL": redis_server.url, "CNN_TRAIN_THREADS": "1",
-               "CNN_POLL_INTERVAL": "0.1", "PYTHONPATH": str(REPO)}  # fmt: skip
+        settings = {"CNN_DATABASE_URL": database_url, "CNN_REDIS_URL": redis_server.url,
+                    "CNN_TRAIN_THREADS": "1", "CNN_POLL_INTERVAL": "0.1"}  # fmt: skip
+        env = {
+            **os.environ,
+            "CNN_DATA_DIR": str(self.data_dir),
+            "PYTHONPATH": str(REPO),
+            **settings,
+        }
         self.env = env
-        self.apis = [LiveServer(self.data_dir, tmp / f"api{i}.log", **env) for i in (1, 2)]
+        self.apis = [LiveServer(self.data_dir, tmp / f"api{i}.log", **settings) for i in (1, 2)]
         self.workers = [WorkerProcess(env, tmp / f"worker{i}.log") for i in (1, 2)]
         self.tmp = tmp
 

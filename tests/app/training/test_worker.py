@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from app.settings import Settings
+from app.storage.integrity import Problems
 from app.storage.jobs import JobStatus, JobStore
 from app.storage.layout import DataLayout
-from app.storage.models import FileModelStore
+from app.storage.stores import open_model_store
 from app.training import worker
 from app.training.outcomes import Outcome, OutcomeKind
 from cnn_core import Network
@@ -102,7 +103,7 @@ def test_worker_resumes_a_crashed_run_to_the_same_model(
     jobs.claim_next()
     worker.run_job(uninterrupted, settings)
 
-    models = FileModelStore(layout.models)
+    models = open_model_store(settings, Problems())
     resumed, straight = (models.load(jobs.get(i).model_id) for i in (interrupted, uninterrupted))
     for name, value in straight.params.items():
         np.testing.assert_array_equal(resumed.params[name], value)
@@ -156,6 +157,6 @@ def test_a_run_taken_over_stops_and_publishes_nothing(
     assert job.status is JobStatus.running and job.attempt == 2 and job.model_id is None
     recorded = [i.iteration for i in jobs.costs(job_id, 0)[0]]
     assert recorded[0] == 1 and max(recorded) < 5  # nothing from after the takeover
-    assert FileModelStore(layout.models).list_all() == []
+    assert open_model_store(settings, Problems()).list_all() == []
     assert not layout.checkpoint(job_id, 2).exists()  # the new attempt's file is its own
     assert worker.run_job(job_id, settings, attempt=1) == Outcome(OutcomeKind.superseded)
