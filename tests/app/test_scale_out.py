@@ -252,3 +252,20 @@ def test_a_cancel_on_one_server_stops_the_job_on_its_worker_and_publishes_nothin
         assert all(m["job_id"] != job["id"] for m in api2.get("/models").json()["models"])
         health = api2.get("/health").json()["jobs"]
         assert health["executor"] == "rq" and health["workers"] == 2 and health["queued"] == 0
+
+
+def test_the_scale_out_compose_file_has_every_part_checked_and_no_secret() -> None:
+    yaml = pytest.importorskip("yaml")
+    text = (REPO / "docker-compose.scale.yml").read_text()
+    services = yaml.safe_load(text)["services"]
+    assert {"postgres", "redis", "api1", "api2", "worker1", "worker2"} <= services.keys()
+    for name in ("api1", "api2"):
+        assert all(port.startswith("127.0.0.1:") for port in services[name]["ports"])
+    for name in ("postgres", "redis", "worker1", "worker2"):
+        assert services[name]["healthcheck"]["test"], name
+    for name in ("worker1", "worker2"):
+        assert services[name]["command"] == worker_command()[1:] and services[name]["init"]
+        assert int(services[name]["stop_grace_period"].rstrip("s")) >= 10
+        env = services[name]["environment"]
+        assert env["CNN_REDIS_URL"] and env["CNN_DATABASE_URL"].startswith("postgresql://")
+    assert "${POSTGRES_PASSWORD:?" in text and "${CNN_API_KEY:?" in text  # from the environment

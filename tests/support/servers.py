@@ -23,7 +23,12 @@ from sqlalchemy import create_engine, text
 
 from benchmarks.live_server import free_port
 
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+# Debian's layout: /usr/lib/postgresql/<major>/bin; the newest installed is used.
+POSTGRES_BIN = max(
+    Path("/usr/lib/postgresql").glob("*/bin"),
+    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    default=Path("/usr/lib/postgresql/15/bin"),
+)
 
 
 def require(binary: Path | str, package: str) -> str:
@@ -100,7 +105,7 @@ class RedisServer:
 
 
 class PostgresServer:
-    """A PostgreSQL 15 cluster (trust authentication, no fsync) on a free port; as root it is
+    """A PostgreSQL cluster (trust authentication, no fsync) on a free port; as root it is
     initialised and run as the `postgres` user, who must own its data directory."""
 
     def __init__(self) -> None:
