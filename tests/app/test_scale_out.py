@@ -19,7 +19,10 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+from fastapi.testclient import TestClient
 
+from app.main import create_app
+from app.settings import Settings
 from tests.support.builders import TINY_ARCHITECTURE
 from tests.support.server import REPO, LiveServer, model_params
 from tests.support.servers import PostgresServer, RedisServer, running
@@ -269,3 +272,17 @@ def test_the_scale_out_compose_file_has_every_part_checked_and_no_secret() -> No
         env = services[name]["environment"]
         assert env["CNN_REDIS_URL"] and env["CNN_DATABASE_URL"].startswith("postgresql://")
     assert "${POSTGRES_PASSWORD:?" in text and "${CNN_API_KEY:?" in text  # from the environment
+
+
+def test_the_api_answers_503_while_postgresql_is_away(tmp_path: Path) -> None:
+    postgres = PostgresServer()
+    with running(postgres):
+        settings = Settings(data_dir=tmp_path / "data", database_url=postgres.new_database())
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/jobs").status_code == 200
+            postgres.stop()
+            response = client.get("/jobs")
+            assert response.status_code == 503 and "job database" in response.json()["detail"]
+            assert response.headers["Retry-After"]
+            postgres.start_again()
+            assert wait_until(lambda: client.get("/jobs").status_code == 200, 30, "back")

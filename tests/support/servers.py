@@ -124,6 +124,14 @@ class PostgresServer:
 
     def start(self) -> None:
         self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self.start_again()
+
+    def stop(self) -> None:
+        """Stop the server at once (its data stays, for `start_again`)."""
+        self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def start_again(self) -> None:
+        """Start the server on its existing data and return once it accepts connections."""
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='' "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
