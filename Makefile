@@ -28,8 +28,8 @@ test: install-test lint
 	$(PY) -m pytest
 
 lint: install-test
-	$(VENV)/bin/ruff check cnn_core app tests benchmarks scripts
-	$(VENV)/bin/ruff format --check cnn_core app tests benchmarks scripts
+	$(VENV)/bin/ruff check cnn_core app cnn_client tests benchmarks scripts
+	$(VENV)/bin/ruff format --check cnn_core app cnn_client tests benchmarks scripts
 	$(VENV)/bin/hadolint Dockerfile
 
 bench: install-test

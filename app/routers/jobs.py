@@ -25,6 +25,7 @@ from app.schemas import (
     Progress,
     error_responses,
 )
+from app.storage.jobs import EpochSummary as StoredEpoch
 from app.storage.jobs import IterationCost as StoredCost
 from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.training.admission import admit
@@ -90,12 +91,28 @@ def thin(points: list[StoredCost], max_points: int) -> list[StoredCost]:
     return kept
 
 
+def summarized_only(
+    iterations: list[StoredCost], epochs: list[StoredEpoch], per_epoch: int
+) -> list[StoredCost]:
+    """`iterations` up to the first epoch end whose summary is not stored yet. A worker stores
+    an epoch's last costs, then its summary: a reader between the two writes would otherwise
+    move its cursor (`since`, the events' id) past the epoch, and never see its summary."""
+    summarized = {e.epoch for e in epochs}
+    for n, point in enumerate(iterations):
+        if point.iteration % per_epoch == 0 and point.epoch not in summarized:
+            return iterations[:n]
+    return iterations
+
+
 def cost_history(
     jobs: JobStore, job: JobRecord, since: int, max_points: int | None = None
 ) -> CostHistory:
-    """`job`'s status and its costs after iteration `since`. The record must have been read
-    before the costs are: then a finished status comes with the complete history."""
+    """`job`'s status and its costs after iteration `since`, each epoch's summary together with
+    its last iteration. The record must have been read before the costs are: then a finished
+    status comes with the complete history."""
     iterations, epochs = jobs.costs(job.id, since)
+    if job.status.is_active and job.iterations_per_epoch:
+        iterations = summarized_only(iterations, epochs, job.iterations_per_epoch)
     last = iterations[-1].iteration if iterations else since
     if max_points:
         iterations = thin(iterations, max_points)
