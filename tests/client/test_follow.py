@@ -1,0 +1,52 @@
+"""`Client.follow` across dropped connections: every cost point and epoch summary arrives once,
+in order, and the reconnection resumes from the last point seen (Last-Event-ID)."""
+
+import re
+
+from cnn_client import Client, CostsEvent, EndEvent, ProgressEvent
+from tests.app.live import LiveServer
+from tests.client.proxy import DroppingProxy
+
+# LeNet-5 in batches of 16: ~113 iterations per epoch, long enough to cut the stream mid-job.
+EPOCHS = 2
+SLOW_TRAINING = {"epochs": EPOCHS, "batch_size": 16, "validation_split": 0.1, "seed": 1}
+DROP_AT_EVENTS = (2, 6)  # the costs events after which the proxy cuts every connection
+
+
+def test_follow_survives_dropped_connections_without_gaps_or_duplicates(
+    server: LiveServer,
+) -> None:
+    proxy = DroppingProxy(server.port)
+    try:
+        with Client(proxy.url, reconnect_for=20) as client:
+            job = client.submit_job("mnist-sample", "lenet5", SLOW_TRAINING)
+            iterations, epochs, resumed_from, costs_events = [], [], [], 0
+            last = None
+            for event in client.follow(job.id):
+                if isinstance(event, CostsEvent):
+                    costs_events += 1
+                    iterations += [point.iteration for point in event.data.iterations]
+                    epochs += [summary.epoch for summary in event.data.epochs]
+                    if costs_events in DROP_AT_EVENTS:
+                        resumed_from.append(event.id)
+                        proxy.drop()
+                else:
+                    assert isinstance(event, ProgressEvent | EndEvent)
+                last = event
+            full = client.job_costs(job.id)
+    finally:
+        proxy.close()
+
+    assert isinstance(last, EndEvent) and last.data.status == "succeeded", last
+    total = last.data.progress.total_iterations
+    assert iterations == list(range(1, total + 1))  # no gap, no duplicate, in order
+    assert iterations == [point.iteration for point in full.iterations]
+    assert epochs == list(range(1, EPOCHS + 1))
+    # Both cuts happened mid-job and each reconnection asked to resume after the last point.
+    assert len(resumed_from) == len(DROP_AT_EVENTS) and resumed_from[-1] < total
+    sent_ids = [
+        int(found.group(1))
+        for request in proxy.requests
+        if (found := re.search(rb"(?i)\r\nlast-event-id: (\d+)\r\n", request))
+    ]
+    assert sent_ids == resumed_from
