@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import Result
 from typer.testing import CliRunner
@@ -38,13 +39,20 @@ def client(server: LiveServer) -> Iterator[Client]:
 
 @pytest.fixture
 def cnn(server: LiveServer) -> Cnn:
-    """Run `cnn ARGS...` against the live server; the result has `.stdout` and `.stderr`."""
+    """Run `cnn ARGS...` against the live server (`env`: more environment variables); the
+    result has `.stdout` and `.stderr`."""
 
-    def run(*args: str, url: str | None = None) -> Result:
-        env = {"CNN_URL": url or server.url, "CNN_API_KEY": ""}
+    def run(*args: str, url: str | None = None, **env: str) -> Result:
+        env = {"CNN_URL": url or server.url, "CNN_API_KEY": "", **env}
         return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def spec(server: LiveServer) -> dict:
+    """The live server's OpenAPI document."""
+    return httpx.get(f"{server.url}/openapi.json", timeout=30).json()
 
 
 @pytest.fixture(scope="session")

@@ -294,3 +294,56 @@ def test_predict_a_folder(cnn: Cnn, model_id: str, tmp_path: Path) -> None:
     assert len(json_lines(recursive.stdout)[0]["predictions"]) == 6
     table = cnn("predict", model_id, str(folder / "0.png"))
     assert table.exit_code == 0 and str(folder / "0.png") in table.stdout
+
+
+def test_a_terminal_gets_a_live_progress_bar(cnn: Cnn, digits_id: str, tmp_path: Path) -> None:
+    config = write_architecture(tmp_path, TINY_ARCHITECTURE)
+    terminal = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "120"}
+    result = cnn(
+        "train", "--dataset", digits_id, "--architecture", str(config), "--epochs", "2",
+        "--batch-size", "8", "--follow", **terminal,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b[" in result.stderr and "━" in result.stderr  # redrawn in place
+    assert "running epoch 1/2" in result.stderr and "iteration " in result.stderr
+    assert "epoch 1/2  cost " in result.stderr and "epoch 2/2  cost " in result.stderr
+    assert result.stdout.strip().isalnum()  # stdout still holds the job id alone
+
+
+# -- what DESIGN.md announces and the server may not serve yet -----------------------------------
+
+
+def test_train_the_convnet_preset(cnn: Cnn, spec: dict, digits_id: str) -> None:
+    presets = spec["components"]["schemas"].get("PresetName", {}).get("enum", [])
+    if "convnet" not in presets:
+        pytest.skip(f"this server's presets are {presets}: no convnet yet")
+    result = cnn(
+        "train", "--dataset", digits_id, "--architecture", "convnet", "--epochs", "1", "--wait"
+    )
+    assert result.exit_code == 0, result.stderr
+
+
+def test_evaluate_prints_accuracy_and_a_confusion_matrix(
+    cnn: Cnn, spec: dict, model_id: str, digits_id: str
+) -> None:
+    if "/models/{model_id}/evaluate" not in spec["paths"]:
+        pytest.skip("POST /models/{model_id}/evaluate is not on this server yet")
+    result = cnn("evaluate", model_id, "--dataset", digits_id, "--json")
+    assert result.exit_code == 0, result.stderr
+    [report] = json_lines(result.stdout)
+    assert report["n_samples"] == 300 and 0 <= report["accuracy"] <= 1
+    assert sum(map(sum, report["confusion_matrix"])) == 300
+    table = cnn("evaluate", model_id, "--dataset", digits_id)
+    assert table.exit_code == 0 and "precision" in table.stdout and "accuracy" in table.stderr
+
+
+def test_download_as_onnx(cnn: Cnn, spec: dict, model_id: str, tmp_path: Path) -> None:
+    parameters = spec["paths"]["/models/{model_id}/download"]["get"].get("parameters", [])
+    if "format" not in {p["name"] for p in parameters}:
+        pytest.skip("GET /models/{model_id}/download?format=onnx is not served yet")
+    target = tmp_path / "tiny.onnx"
+    result = cnn("models", "download", model_id, "--format", "onnx", "-o", str(target))
+    assert result.exit_code == 0, result.stderr
+    import onnx  # the server exports with it, so it is installed where the endpoint exists
+
+    onnx.checker.check_model(onnx.load(target), full_check=True)

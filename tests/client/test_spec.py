@@ -12,12 +12,10 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal, get_args, get_origin
 
-import httpx
 import pytest
 from pydantic import BaseModel
 
 from cnn_client import models
-from tests.app.live import LiveServer
 
 # (method, path, status, the client's record of its JSON answer)
 RESPONSES = [
@@ -48,11 +46,6 @@ PARAMETERS = [
 AWAITED_ENDPOINTS = {("post", "/models/{model_id}/evaluate")}
 AWAITED_PARAMETERS = {("get", "/models/{model_id}/download", "format")}
 AWAITED_FIELDS = {("Prediction", "filename"), ("Prediction", "inverted")}
-
-
-@pytest.fixture(scope="module")
-def spec(server: LiveServer) -> dict[str, Any]:
-    return httpx.get(f"{server.url}/openapi.json", timeout=30).json()
 
 
 def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
