@@ -22,7 +22,15 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from cnn_client.client import DEFAULT_URL, ApiError, Client
-from cnn_client.models import CostsEvent, EndEvent, EpochMetrics, Job, JobStatus, ProgressEvent
+from cnn_client.models import (
+    CostsEvent,
+    Dataset,
+    EndEvent,
+    EpochMetrics,
+    Job,
+    JobStatus,
+    ProgressEvent,
+)
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -41,8 +49,8 @@ IMAGES_PER_REQUEST = 32  # under the server's default limit of 64 files per pred
 
 
 class CnnGroup(TyperGroup):
-    """The root command: turns an `ApiError` into its one-line message and exit code 4, and
-    Ctrl-C into exit code 130, instead of a traceback."""
+    """The root command: turns an `ApiError` into its one-line message and exit code 4, an
+    unreadable file into exit code 2, and Ctrl-C into exit code 130, instead of a traceback."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -53,11 +61,15 @@ class CnnGroup(TyperGroup):
         except KeyboardInterrupt:
             say("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            raise  # stdout closed by a reader such as `head`: click exits quietly
+        except OSError as exc:  # a file named on the command line that cannot be read or written
+            say(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}")
+            raise typer.Exit(EXIT_USAGE) from None
 
 
 app = typer.Typer(
     cls=CnnGroup,
-    help="Train convolutional networks on a cnn-service server, follow them, predict with them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -265,7 +277,7 @@ def health(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 # -- datasets ------------------------------------------------------------------------------------
 
 
-def dataset_fields(dataset: Any) -> dict[str, Any]:
+def dataset_fields(dataset: Dataset) -> dict[str, Any]:
     counts = ", ".join(f"{name} {count}" for name, count in dataset.class_counts.items())
     return {
         "id": dataset.id,

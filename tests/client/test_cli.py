@@ -270,6 +270,8 @@ def test_models_list_show_and_download_a_file_that_loads(
     net = Network.load(target)
     assert sum(p.size for name, p in net.params.items()) == shown["param_count"]
     assert not list(tmp_path.glob("*.part"))
+    unwritable = cnn("models", "download", model_id, "-o", str(tmp_path / "missing" / "m.npz"))
+    assert unwritable.exit_code == 2 and "No such file or directory" in unwritable.stderr
 
 
 def test_predict_a_folder(cnn: Cnn, model_id: str, tmp_path: Path) -> None:
