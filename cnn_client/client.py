@@ -255,7 +255,7 @@ class Client:
         """The job's events until it ends: `CostsEvent` (new points), `ProgressEvent` and a last
         `EndEvent`. A dropped stream is reopened from the last cost point seen. `TimeoutError`
         after `timeout` seconds (the job keeps running); `ApiError` when the server refuses the
-        request or stays unreachable for `reconnect_for` seconds."""
+        request, or sends no event for `reconnect_for` seconds of reconnecting."""
         give_up = None if timeout is None else time.monotonic() + timeout
         last_id: int | None = None
         wait = 0.5
@@ -280,13 +280,13 @@ class Client:
                         response.read()
                         raise ApiError(response.status_code, error_message(response))
                     else:
-                        reconnect_until = time.monotonic() + self.reconnect_for
                         for sse in EventSource(response).iter_sse():
                             if sse.retry is not None:
                                 wait = sse.retry / 1000
                             event = _job_event(sse.event, sse.id, sse.data)
                             if event is None:
                                 continue
+                            reconnect_until = time.monotonic() + self.reconnect_for
                             if isinstance(event, CostsEvent):
                                 last_id = event.id
                             yield event

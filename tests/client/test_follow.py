@@ -1,7 +1,11 @@
-"""`Client.follow` across dropped connections: every cost point and epoch summary arrives once,
-in order, and the reconnection resumes from the last point seen (Last-Event-ID)."""
+"""`Client.follow` across dropped connections and a server restart: every cost point and epoch
+summary arrives once, in order, and each reconnection resumes after the last point seen
+(Last-Event-ID)."""
 
 import re
+import signal
+import threading
+from pathlib import Path
 
 from cnn_client import Client, CostsEvent, EndEvent, ProgressEvent
 from tests.app.live import LiveServer
@@ -50,3 +54,42 @@ def test_follow_survives_dropped_connections_without_gaps_or_duplicates(
         if (found := re.search(rb"(?i)\r\nlast-event-id: (\d+)\r\n", request))
     ]
     assert sent_ids == resumed_from
+
+
+def test_follow_survives_a_server_restart_mid_job(tmp_path: Path) -> None:
+    restarted = LiveServer(tmp_path / "data", tmp_path / "server.log", CNN_POLL_INTERVAL="0.05")
+
+    def restart() -> None:
+        """SIGTERM (running jobs checkpoint and stop), then start again on the same port."""
+        restarted.process.send_signal(signal.SIGTERM)
+        restarted.process.wait(timeout=30)
+        restarted.start()
+
+    try:
+        restarted.start()
+        first_pid = restarted.process.pid
+        with Client(restarted.url, reconnect_for=60) as client:
+            job = client.submit_job("mnist-sample", "lenet5", SLOW_TRAINING)
+            iterations, epochs, stopped_at, statuses = [], [], None, []
+            restarter = threading.Thread(target=restart)
+            for event in client.follow(job.id):
+                if isinstance(event, CostsEvent):
+                    iterations += [point.iteration for point in event.data.iterations]
+                    epochs += [summary.epoch for summary in event.data.epochs]
+                    if stopped_at is None and iterations[-1] > 20:
+                        stopped_at = iterations[-1]
+                        restarter.start()
+                else:
+                    statuses.append(event.data.status)
+            restarter.join()
+            full = client.job_costs(job.id)
+    finally:
+        restarted.kill_group()
+
+    assert restarted.process.pid != first_pid and stopped_at is not None
+    assert statuses[-1] == "succeeded"
+    total = event.data.progress.total_iterations
+    assert stopped_at < total  # the restart came mid-job
+    assert iterations == list(range(1, total + 1))
+    assert iterations == [point.iteration for point in full.iterations]
+    assert epochs == list(range(1, EPOCHS + 1))
