@@ -2,6 +2,9 @@
 type with the server's message, and a stream that ends early being resumed where it stopped."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -10,6 +13,7 @@ import httpx
 import pytest
 
 from cnn_client import ApiError, Client, CostsEvent, EndEvent, ProgressEvent
+from tests.app.conftest import REPO
 
 JOB = {
     "id": "j1",
@@ -155,3 +159,16 @@ def test_a_stream_that_ends_early_resumes_after_the_last_point(sleeps: list[floa
     ]
     assert "last-event-id" not in sent[0].headers and sent[1].headers["Last-Event-ID"] == "2"
     assert events[-1].data.model_id == "m1" and len(sleeps) == 1
+
+
+def test_the_client_and_the_command_import_no_server_or_training_code() -> None:
+    probe = (
+        "import sys, cnn_client, cnn_client.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'app', 'cnn_core', 'fastapi', 'starlette', 'uvicorn', 'numpy'}))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    found = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "[]"
