@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from cnn_client import ApiError, Client, CostsEvent, EndEvent, ProgressEvent
-from tests.app.conftest import REPO
+from tests.app.conftest import REPO, TINY_ARCHITECTURE, holdout
 
 JOB = {
     "id": "j1",
@@ -172,3 +172,19 @@ def test_the_client_and_the_command_import_no_server_or_training_code() -> None:
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
     )
     assert found.stdout.strip() == "[]"
+
+
+def test_validate_and_predict_instances_on_the_live_server(client: Client, model_id: str) -> None:
+    summary = client.validate_architecture(TINY_ARCHITECTURE)
+    assert [layer.type for layer in summary.layers][-1] == "dense" and summary.n_classes == 10
+    assert summary.param_count == sum(layer.param_count for layer in summary.layers)
+    broken = {**TINY_ARCHITECTURE, "input_shape": [1, 4, 4]}
+    with pytest.raises(ApiError) as caught:
+        client.validate_architecture(broken)
+    assert caught.value.status == 422 and "layer 0 (conv)" in caught.value.message
+
+    X, y = holdout()
+    instances = (X[:3, None] / 255.0).tolist()  # (C, H, W) in the training data's scale
+    predictions = client.predict_instances(model_id, instances, top_k=1).predictions
+    assert len(predictions) == 3 and all(len(p.top_k) == 1 for p in predictions)
+    assert all(p.filename is None for p in predictions)
