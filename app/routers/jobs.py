@@ -25,10 +25,9 @@ from app.schemas import (
     Progress,
     error_responses,
 )
-from app.storage.jobs import EpochSummary as StoredEpoch
-from app.storage.jobs import IterationCost as StoredCost
 from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.training.admission import admit
+from cnn_core.history import EpochSummary
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -82,7 +81,7 @@ def job_out(job: JobRecord) -> Job:
     )
 
 
-def thin(points: list[StoredCost], max_points: int) -> list[StoredCost]:
+def thin(points: list[IterationCost], max_points: int) -> list[IterationCost]:
     """At most `max_points` evenly spaced points, always keeping the last one."""
     if len(points) <= max_points:
         return points
@@ -92,8 +91,8 @@ def thin(points: list[StoredCost], max_points: int) -> list[StoredCost]:
 
 
 def summarized_only(
-    iterations: list[StoredCost], epochs: list[StoredEpoch], per_epoch: int
-) -> list[StoredCost]:
+    iterations: list[IterationCost], epochs: list[EpochSummary], per_epoch: int
+) -> list[IterationCost]:
     """`iterations` up to the first epoch end whose summary is not stored yet. A worker stores
     an epoch's last costs, then its summary: a reader between the two writes would otherwise
     move its cursor (`since`, the events' id) past the epoch, and never see its summary."""
@@ -118,7 +117,7 @@ def cost_history(
         iterations = thin(iterations, max_points)
     return CostHistory(
         status=job.status,
-        iterations=[IterationCost.model_validate(i, from_attributes=True) for i in iterations],
+        iterations=iterations,
         epochs=[EpochMetrics.model_validate(e, from_attributes=True) for e in epochs],
         last_iteration=last,
     )

@@ -5,7 +5,8 @@ them would otherwise skip that summary for good."""
 from types import SimpleNamespace
 
 from app.routers.jobs import cost_history
-from app.storage.jobs import EpochSummary, IterationCost, JobStatus
+from app.storage.jobs import JobStatus
+from cnn_core.history import EpochSummary, IterationCost
 
 PER_EPOCH = 3
 

@@ -168,8 +168,10 @@ def test_job_bodies_the_cli_builds_use_the_servers_field_names(spec: dict[str, A
     assert {"epochs", "batch_size", "optimizer", "validation_split", "seed"} <= set(training)
     presets = resolve(spec, schemas["JobCreate"]["properties"]["architecture"]["anyOf"][1])
     assert "lenet5" in presets["enum"]
-    for optimizer in ("Sgd", "Momentum", "RmsProp", "Adam"):
-        assert {"name", "learning_rate"} <= set(schemas[optimizer]["properties"])
+    optimizers = training["optimizer"]["discriminator"]["mapping"]  # name -> its schema
+    assert {"sgd", "momentum", "rmsprop", "adam"} <= set(optimizers)  # as `cnn train --help` says
+    for ref in optimizers.values():
+        assert {"name", "learning_rate"} <= set(resolve(spec, {"$ref": ref})["properties"])
 
 
 def test_the_comparison_catches_a_renamed_a_retyped_and_a_loosened_field(
