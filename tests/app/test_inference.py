@@ -11,7 +11,7 @@ import pytest
 from app.errors import BusyError
 from app.inference import Predictor, rank
 from cnn_core import Network
-from tests.app.conftest import TINY_ARCHITECTURE
+from tests.support.builders import TINY_ARCHITECTURE
 
 
 def test_predictions_beyond_the_concurrency_limit_get_503_at_once() -> None:
