@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from cnn_client import Client
 from cnn_client.cli import app
-from tests.app.conftest import TINY_ARCHITECTURE, TINY_TRAINING, digits_npz
-from tests.app.live import LiveServer
+from tests.support.builders import TINY_ARCHITECTURE, TINY_TRAINING, digits_npz
+from tests.support.server import LiveServer
 
 Cnn = Callable[..., Result]
 
@@ -23,7 +23,9 @@ Cnn = Callable[..., Result]
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A live server with fast polling, shared by every test here."""
     root = tmp_path_factory.mktemp("client-server")
-    live = LiveServer(root / "data", root / "server.log", CNN_POLL_INTERVAL="0.05")
+    live = LiveServer(
+        root / "data", root / "server.log", inherit_settings=False, CNN_POLL_INTERVAL="0.05"
+    )
     try:
         live.start()
         yield live

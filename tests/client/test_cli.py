@@ -14,20 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.live_server import free_port
 from cnn_client import Client
 from cnn_client.cli import IMAGES_PER_REQUEST
 from cnn_core import Network
-from tests.app.conftest import (
-    REPO,
+from tests.client.conftest import Cnn, write_architecture
+from tests.support.builders import (
     TINY_ARCHITECTURE,
     digits_npz,
     holdout,
+    idx_bytes,
     image_zip_bytes,
     png_bytes,
 )
-from tests.app.live import LiveServer, free_port
-from tests.app.test_datasets import idx_bytes
-from tests.client.conftest import Cnn, write_architecture
+from tests.support.server import REPO, LiveServer
 
 DIVERGING = {  # linear layers trained with SGD at learning rate 10: the cost becomes NaN
     "input_shape": [1, 28, 28],

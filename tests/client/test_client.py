@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from cnn_client import ApiError, Client, CostsEvent, EndEvent, ProgressEvent
-from tests.app.conftest import REPO, TINY_ARCHITECTURE, holdout
+from tests.support.builders import TINY_ARCHITECTURE, holdout
+from tests.support.server import REPO
 
 JOB = {
     "id": "j1",

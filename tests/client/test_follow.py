@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 
 from cnn_client import Client, CostsEvent, EndEvent, ProgressEvent
-from tests.app.live import LiveServer
 from tests.client.proxy import DroppingProxy
+from tests.support.server import LiveServer
 
 # LeNet-5 in batches of 16: ~113 iterations per epoch, long enough to cut the stream mid-job.
 EPOCHS = 2
@@ -57,7 +57,9 @@ def test_follow_survives_dropped_connections_without_gaps_or_duplicates(
 
 
 def test_follow_survives_a_server_restart_mid_job(tmp_path: Path) -> None:
-    restarted = LiveServer(tmp_path / "data", tmp_path / "server.log", CNN_POLL_INTERVAL="0.05")
+    restarted = LiveServer(
+        tmp_path / "data", tmp_path / "server.log", inherit_settings=False, CNN_POLL_INTERVAL="0.05"
+    )
 
     def restart() -> None:
         """SIGTERM (running jobs checkpoint and stop), then start again on the same port."""
