@@ -309,7 +309,7 @@ def test_a_terminal_gets_a_live_progress_bar(cnn: Cnn, digits_id: str, tmp_path:
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert "\x1b[" in result.stderr and "━" in result.stderr  # redrawn in place
-    assert "running epoch 1/2" in result.stderr and "iteration " in result.stderr
+    assert "running epoch " in result.stderr and "iteration " in result.stderr
     assert "epoch 1/2  cost " in result.stderr and "epoch 2/2  cost " in result.stderr
     assert result.stdout.strip().isalnum()  # stdout still holds the job id alone
 
