@@ -545,6 +545,14 @@ def jobs_costs(
     """A job's cost history: a table of epochs, every iteration with --csv."""
     client = client_of(ctx)
     history = client.job_costs(job_id, max_points=max_points)
+    while not history.complete:  # a long history comes in pages
+        page = client.job_costs(job_id, since=history.last_iteration)
+        history = page.model_copy(
+            update={
+                "iterations": history.iterations + page.iterations,
+                "epochs": history.epochs + page.epochs,
+            }
+        )
     if png is not None:
         png.write_bytes(client.cost_plot(job_id))
         say(f"saved the cost curve to {png}")

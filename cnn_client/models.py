@@ -131,6 +131,7 @@ class CostHistory(Record):
     iterations: list[IterationCost]
     epochs: list[EpochMetrics]
     last_iteration: int
+    complete: bool = True  # False: more points follow `last_iteration` (ask again from there)
 
 
 class ModelMetrics(Record):

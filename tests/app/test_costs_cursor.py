@@ -18,7 +18,9 @@ class Store:
         self.iterations: list[IterationCost] = []
         self.epochs: list[EpochSummary] = []
 
-    def costs(self, job_id: str, since: int) -> tuple[list[IterationCost], list[EpochSummary]]:
+    def costs(
+        self, job_id: str, since: int, max_points: int | None = None, limit: int | None = None
+    ) -> tuple[list[IterationCost], list[EpochSummary]]:
         return (
             [i for i in self.iterations if i.iteration > since],
             [e for e in self.epochs if e.last_iteration > since],
