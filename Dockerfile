@@ -19,8 +19,7 @@
 # pyproject.toml changes; the image's code goes on top of it.
 FROM python:3.11-slim AS dependencies
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
+ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -34,8 +33,8 @@ RUN groupadd --system --gid 10001 cnn \
 WORKDIR /srv/cnn-service
 
 # The list is read from [project].dependencies, so it is never duplicated. Then whatever only
-# building, testing, type-checking or debugging needs goes: pip's cache and byte-code (not
-# written; modules compile in memory at import), compilers (wheels only), the numpy and
+# building, testing, type-checking or debugging needs goes: pip's cache and byte-code (cached
+# at run time instead, see PYTHONPYCACHEPREFIX), compilers (wheels only), the numpy and
 # matplotlib test suites, numpy's f2py and C headers, type stubs, source maps, and fontTools'
 # optional compiled speedups (12 MB; matplotlib calls fontTools only to embed fonts in PDF and
 # PostScript, and the pure-Python modules they were compiled from stay).
@@ -49,7 +48,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && rm -rf "$site/numpy/f2py" "$site/numpy/_core/include" "$site/numpy/_core/lib" \
     && find "$site" \( -name '*.pyi' -o -name '*.map' \) -delete \
     && find "$site/fontTools" -name '*.so' -delete \
-    && MPLCONFIGDIR=/home/cnn/.config/matplotlib python -c "import matplotlib.font_manager" \
+    && PYTHONDONTWRITEBYTECODE=1 MPLCONFIGDIR=/home/cnn/.config/matplotlib \
+        python -c "import matplotlib.font_manager" \
     && chown -R cnn:cnn /home/cnn
 
 # The code, run from this folder: nothing to build or install.
@@ -57,7 +57,10 @@ FROM dependencies
 COPY cnn_core/ cnn_core/
 COPY app/ app/
 
+# Byte-code is written on first import into the container's own layer, not the image: a
+# container's first start compiles what it imports, its restarts reuse it.
 ENV PYTHONPATH=/srv/cnn-service \
+    PYTHONPYCACHEPREFIX=/home/cnn/.cache/python \
     CNN_DATA_DIR=/data \
     CNN_HOST=0.0.0.0 \
     CNN_PORT=8000 \

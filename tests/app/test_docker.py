@@ -370,7 +370,9 @@ def test_image_trains_stops_cleanly_resumes_and_its_volume_outlives_the_containe
         assert stop_s < STOP_TIMEOUT_S
         assert f"{interrupted['id']}.npz" in files_in_volume(image, volume, "checkpoints")
 
+        started = time.monotonic()
         container.start()
+        restart_s = time.monotonic() - started
         with httpx.Client(base_url=container.url, timeout=30) as client:
             resumed = wait_for_job(client, interrupted["id"], timeout=600)
             uninterrupted = wait_for_job(client, reference["id"], timeout=600)
@@ -413,8 +415,8 @@ def test_image_trains_stops_cleanly_resumes_and_its_volume_outlives_the_containe
         print(
             f"\ndocker: build {image.build_s:.1f} s from the base, rebuild after a code-only "
             f"change {image.rebuild_s:.1f} s, image {image.size_mb:.0f} MB; /health "
-            f"{serving_s:.1f} s after `docker run` ({compose_serving_s:.1f} s after `compose "
-            f"up`); `docker stop` {stop_s:.2f} s while training, {idle_stop_s:.2f} s idle, "
+            f"{serving_s:.1f} s after `docker run`, {restart_s:.1f} s after `docker start`, "
+            f"{compose_serving_s:.1f} s after `compose up`; `docker stop` {stop_s:.2f} s while training, {idle_stop_s:.2f} s idle, "
             "exit code 0"
         )
     assert image.size_mb < IMAGE_BUDGET_MB, f"the image is {image.size_mb:.0f} MB"
