@@ -15,8 +15,8 @@ from app.deps import get_dataset_store
 from app.main import create_app
 from app.security import origin_refusal
 from app.settings import Settings
-from tests.app.conftest import TINY_ARCHITECTURE, digits_npz
 from tests.app.hostile import assert_clean, raw_request, tree
+from tests.support.builders import TINY_ARCHITECTURE, digits_npz
 
 KEY = "correct horse battery staple"
 AUTH = {"Authorization": f"Bearer {KEY}"}
