@@ -34,8 +34,9 @@ import psutil
 import pytest
 import yaml
 
-from tests.app.conftest import REPO, holdout, png_bytes, submit, wait_for_iteration, wait_for_job
-from tests.app.live import free_port, model_params
+from benchmarks.live_server import free_port
+from tests.support.builders import holdout, png_bytes
+from tests.support.server import REPO, model_params, submit, wait_for_iteration, wait_for_job
 
 pytestmark = pytest.mark.docker
 
@@ -416,8 +417,8 @@ def test_image_trains_stops_cleanly_resumes_and_its_volume_outlives_the_containe
             f"\ndocker: build {image.build_s:.1f} s from the base, rebuild after a code-only "
             f"change {image.rebuild_s:.1f} s, image {image.size_mb:.0f} MB; /health "
             f"{serving_s:.1f} s after `docker run`, {restart_s:.1f} s after `docker start`, "
-            f"{compose_serving_s:.1f} s after `compose up`; `docker stop` {stop_s:.2f} s while training, {idle_stop_s:.2f} s idle, "
-            "exit code 0"
+            f"{compose_serving_s:.1f} s after `compose up`; `docker stop` {stop_s:.2f} s while "
+            f"training, {idle_stop_s:.2f} s idle, exit code 0"
         )
     assert image.size_mb < IMAGE_BUDGET_MB, f"the image is {image.size_mb:.0f} MB"
 

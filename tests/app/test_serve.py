@@ -11,8 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.app.conftest import REPO
-from tests.app.live import free_port
+from benchmarks.live_server import REPO, free_port
 
 STOP_DEADLINE_S = 9  # Docker kills the container 10 s after SIGTERM
 
