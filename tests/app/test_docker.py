@@ -63,7 +63,7 @@ def unavailable(reason: str) -> None:
     """Skip, saying how to run the Docker tests; in CI they must run, so fail."""
     if IN_CI:
         pytest.fail(f"{reason} (CI is set: the Docker tests must run)")
-    pytest.skip(f"{reason}; run them with `make docker-test` as root (it runs {STANDIN.name})")
+    pytest.skip(f"{reason}; run them with `make docker-test` as root (it runs .ci/{STANDIN.name})")
 
 
 def succeeds(*command: str) -> bool:
