@@ -1,4 +1,8 @@
-"""The cost curve as a PNG, drawn as the seed's `show_cost` drew it: cost against iteration."""
+"""The cost curve as a PNG, drawn as the seed's `show_cost` drew it: cost against iteration.
+
+The title, the one string a user chose, is drawn as plain text (`parse_math=False`): a job
+named `$x^$` gets that title, not mathtext that matplotlib fails to parse.
+"""
 
 import io
 from collections.abc import Sequence
@@ -29,7 +33,7 @@ def cost_curve_png(
         axes.legend()
     axes.set_ylabel("Cost")
     axes.set_xlabel("# Iteration")
-    axes.set_title(f"{title}\nLearning rate = {learning_rate}")
+    axes.set_title(f"{title}\nLearning rate = {learning_rate}", parse_math=False)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     buffer = io.BytesIO()

@@ -4,7 +4,8 @@ Once its graceful shutdown is done, uvicorn restores the signal handlers it foun
 the signal it caught again, so under the `uvicorn` command a server stopped as asked ends
 "killed by SIGTERM" (exit code 143 under `docker stop`), which supervisors report as a crash.
 Here the handler it finds ends the process with exit code 0 instead; the shutdown itself
-(connections drained, running jobs checkpointed, database closed) is uvicorn's and the app's.
+(connections drained, running jobs checkpointed, database closed) is uvicorn's and the app's,
+and so is the protocol: `make run`'s, with its header deadline.
 """
 
 import logging
@@ -14,6 +15,7 @@ import sys
 
 import uvicorn
 
+from app.limits import HeaderTimeoutH11Protocol
 from app.settings import Settings
 
 # Docker sends SIGKILL 10 s after SIGTERM: drain connections for 8 s at most, leaving time for
@@ -40,6 +42,7 @@ def main() -> None:
         "app.main:app",
         host=settings.host,
         port=settings.port,
+        http=HeaderTimeoutH11Protocol,  # as `make run` serves: slow headers are cut off
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
 
