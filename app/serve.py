@@ -1,11 +1,11 @@
-"""Serve the app on `CNN_HOST:CNN_PORT` (`python -m app.serve`: the Docker image's command).
+"""Serve the app on `CNN_HOST:CNN_PORT` (`python -m app.serve`: `make run` and the Docker image).
 
 Once its graceful shutdown is done, uvicorn restores the signal handlers it found and raises
 the signal it caught again, so under the `uvicorn` command a server stopped as asked ends
 "killed by SIGTERM" (exit code 143 under `docker stop`), which supervisors report as a crash.
 Here the handler it finds ends the process with exit code 0 instead; the shutdown itself
 (connections drained, running jobs checkpointed, database closed) is uvicorn's and the app's,
-and so is the protocol: `make run`'s, with its header deadline.
+and so is the protocol, with its header deadline.
 """
 
 import logging
@@ -42,7 +42,7 @@ def main() -> None:
         "app.main:app",
         host=settings.host,
         port=settings.port,
-        http=HeaderTimeoutH11Protocol,  # as `make run` serves: slow headers are cut off
+        http=HeaderTimeoutH11Protocol,  # slow headers are cut off
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
 
