@@ -21,6 +21,8 @@ from app.storage.layout import DataLayout
 from app.storage.models import FileModelStore
 from app.training.executor import ProcessExecutor
 from app.training.runner import JobRunner, begin_shutdown_on_exit_signals
+from app.ui import OPEN_PATHS as UI_PATHS
+from app.ui import mount_dashboard
 
 DESCRIPTION = """
 Train convolutional networks written from scratch in NumPy, follow their cost while they train,
@@ -103,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     register_error_handlers(app)
-    open_paths = (health.HEALTH_URL, app.openapi_url, DOCS_URL, REDOC_URL, FAVICON_URL)
+    open_paths = (health.HEALTH_URL, app.openapi_url, DOCS_URL, REDOC_URL, FAVICON_URL, *UI_PATHS)
     app.add_middleware(ApiKeyGuard, api_key=settings.api_key, open_paths=open_paths)
     app.add_middleware(OriginGuard, api_key_set=settings.api_key is not None)  # runs first
     protected = {"dependencies": [Depends(bearer)], "responses": error_responses(401)}
@@ -113,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router, max_body_size=settings.max_json_bytes, **protected)
     app.include_router(models.router, max_body_size=settings.max_predict_bytes, **protected)
     mount_offline_docs(app)
+    mount_dashboard(app)
     generate_openapi = app.openapi
     app.openapi = lambda: errors_as_json(generate_openapi())  # idempotent on the cached spec
     return app
