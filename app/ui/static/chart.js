@@ -6,6 +6,8 @@
 import uPlot from "./vendor/uplot/uPlot.esm.js";
 
 const COLORS = ["#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df"];
+// Whole-number ticks for iterations and epochs: 1, 2, 5, 10, 20, 50, ...
+const WHOLE_STEPS = Array.from({ length: 24 }, (_, i) => [1, 2, 5][i % 3] * 10 ** Math.floor(i / 3));
 
 /** The moving average of `values` with weight `weight` (0: none); nulls stay gaps. */
 export function smooth(values, weight) {
@@ -31,7 +33,7 @@ export class LiveChart {
     this.columns = series.map(() => []);
     this.zoomed = false;
     const scales = new Set(series.map((s) => s.scale ?? "y"));
-    const axes = [{ label: xLabel }];
+    const axes = [{ label: xLabel, incrs: WHOLE_STEPS }];
     if (scales.has("y")) axes.push({ scale: "y", label: "cost" });
     if (scales.has("acc")) {
       axes.push({ scale: "acc", label: "accuracy", side: 1, grid: { show: false } });

@@ -13,7 +13,8 @@ export async function datasetsPage(view) {
 
   async function showList(openId) {
     const { datasets } = await getJSON("/datasets");
-    fill(list, datasets.map((d) => datasetCard(d, d.id === openId, () => showList())));
+    const open = openId ?? datasets[0]?.id;
+    fill(list, datasets.map((d) => datasetCard(d, d.id === open, () => showList())));
     if (openId) list.querySelector(`[data-dataset-id="${openId}"]`)?.scrollIntoView({ block: "start" });
   }
 

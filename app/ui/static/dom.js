@@ -31,7 +31,8 @@ export function duration(seconds) {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
-export const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
+export const when = (iso) =>
+  iso ? new Date(iso).toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" }) : "–";
 
 /** A table in a horizontally scrolling wrapper (usable on a phone). */
 export function table(headers, rows, { caption, className } = {}) {
