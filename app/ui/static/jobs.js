@@ -13,7 +13,7 @@ export async function jobsPage(view) {
   fill(
     view,
     h("h1", {}, "Training jobs"),
-    h("div", { class: "columns" }, jobForm(datasets.datasets, presets), list.element),
+    h("div", { class: "columns form-and-list" }, jobForm(datasets.datasets, presets), list.element),
   );
   list.start();
 }
@@ -63,7 +63,7 @@ function jobList() {
       action: h("td"),
     };
     const tr = h("tr", { "data-job-id": job.id }, Object.values(cells));
-    fill(cells.name, h("a", { href: rooted(`/ui/jobs/${job.id}`) }, job.name || job.id));
+    fill(cells.name, h("a", { href: rooted(`/ui/jobs/${job.id}`), title: job.id }, job.name || `${job.id.slice(0, 8)}…`));
     cells.created.textContent = when(job.created_at);
     return { tr, cells, status: null };
   }
