@@ -52,21 +52,50 @@ def tab(browser, served) -> Iterator[Tab]:
 
 
 def chart_state(tab: Tab) -> dict:
-    """The job page's drawn points: iterations, and epochs that have a summary."""
+    """The job page's drawn points: iterations, and epochs that have a summary (empty until
+    the page has drawn its charts)."""
     return tab.page.evaluate(
-        "() => ({iterations: [...window.cnnDashboard.job.iterations],"
-        " epochs: [...window.cnnDashboard.job.epochs.keys()].sort((a, b) => a - b),"
-        " connections: window.cnnDashboard.job.connections})"
+        """() => {
+            const state = window.cnnDashboard?.job;
+            if (!state) return {iterations: [], epochs: [], connections: 0};
+            return {
+                iterations: [...state.iterations],
+                epochs: [...state.epochs.keys()].sort((a, b) => a - b),
+                connections: state.connections,
+            };
+        }"""
     )
 
 
-def wait_until(condition, timeout: float = 30, interval: float = 0.05):
+def x_range(tab: Tab, chart: str) -> list[float]:
+    return tab.page.evaluate(
+        f"() => {{ const x = window.cnnDashboard.charts.{chart}.plot.scales.x;"
+        " return [x.min, x.max]; }"
+    )
+
+
+def drag_zoom(tab: Tab, selector: str) -> list[float]:
+    """Drag across the left third of a chart's plot area; the x range it zoomed to."""
+    box = tab.page.locator(f"{selector} .u-over").bounding_box()
+    y = box["y"] + box["height"] / 2
+    tab.page.mouse.move(box["x"] + 5, y)
+    tab.page.mouse.down()
+    tab.page.mouse.move(box["x"] + box["width"] / 3, y, steps=5)
+    tab.page.mouse.up()
+    zoomed = x_range(tab, "iteration")
+    assert zoomed[1] - zoomed[0] > 0
+    return zoomed
+
+
+def wait_until(tab: Tab, condition, timeout: float = 30):
+    """Poll `condition` until it is true, letting the page run (and its events reach the
+    test: a sync Playwright page delivers them only while the test waits on it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(interval)
+        tab.page.wait_for_timeout(50)
     raise AssertionError(f"condition not met in {timeout} s")
 
 
@@ -93,7 +122,7 @@ def test_start_a_job_from_the_form_and_watch_its_curve_grow(tab: Tab, served) ->
     assert client.get("/jobs").json()["count"] == 0
 
     page.locator("#job-epochs").fill("2")
-    page.locator("#job-batch-size").fill("8")
+    page.locator("#job-batch-size").fill("16")
     page.locator("#job-learning-rate").fill("0.01")
     page.get_by_role("button", name="Start training").click()
     page.wait_for_url("**/ui/jobs/*")
@@ -105,7 +134,7 @@ def test_start_a_job_from_the_form_and_watch_its_curve_grow(tab: Tab, served) ->
     while page.locator("#stream-state").get_attribute("data-state") != "ended":
         counts.add(len(chart_state(tab)["iterations"]))
         assert time.monotonic() < deadline, "the job did not finish in 60 s"
-        time.sleep(0.05)
+        page.wait_for_timeout(50)
     assert len(counts - {0}) >= 2, f"the curve did not grow live: counts seen {sorted(counts)}"
 
     history = client.get(f"/jobs/{job_id}/costs").json()
@@ -114,7 +143,7 @@ def test_start_a_job_from_the_form_and_watch_its_curve_grow(tab: Tab, served) ->
     assert drawn["epochs"] == [1, 2]
     assert page.locator("#epoch-table tbody tr").count() == 2
     assert page.locator("#point-count").inner_text() == f"{len(history['iterations'])} points"
-    assert client.get(f"/jobs/{job_id}").json()["training"]["batch_size"] == 8
+    assert client.get(f"/jobs/{job_id}").json()["training"]["batch_size"] == 16
     page.get_by_role("link", name="Open model").wait_for()
     # The refused submission's 422 is logged by the browser as a failed resource.
     tab.assert_clean(allowed_errors=("status of 422",))
@@ -127,16 +156,23 @@ def test_a_dropped_stream_resumes_without_gaps_or_duplicates(browser, served) ->
     tab = Tab(browser, proxy.url)
     try:
         tab.open(f"/ui/jobs/{job['id']}")
-        wait_until(lambda: len(chart_state(tab)["iterations"]) > 0)
+        wait_until(tab, lambda: len(chart_state(tab)["iterations"]) > 0)
         assert tab.page.locator("#stream-state").get_attribute("data-state") == "live"
         assert proxy.cut() > 0
         tab.page.locator("#stream-state[data-state=reconnecting]").wait_for()
+        tab.page.locator("#stream-state[data-state=live]").wait_for()
+        # Zoom into the first points by dragging; the view stays while more points arrive.
+        zoomed = drag_zoom(tab, "#iteration-chart")
+        seen = len(chart_state(tab)["iterations"])
+        assert zoomed[1] < seen
         tab.page.locator("#stream-state[data-state=ended]").wait_for(timeout=90_000)
     finally:
         proxy.close()
     drawn = chart_state(tab)
     history = client.get(f"/jobs/{job['id']}/costs").json()
     assert history["status"] == "succeeded"
+    assert len(drawn["iterations"]) > seen, "no points arrived after zooming"
+    assert x_range(tab, "iteration") == zoomed
     assert drawn["connections"] >= 2
     assert drawn["iterations"] == [p["iteration"] for p in history["iterations"]]
     assert drawn["epochs"] == [1, 2]
@@ -192,20 +228,30 @@ def test_draw_a_digit_with_the_mouse_and_get_a_prediction(tab: Tab, model: dict)
     canvas = tab.page.locator("#draw")
     canvas.wait_for()
     box = canvas.bounding_box()
-    with tab.page.expect_response(lambda r: r.url.endswith("/predict?top_k=5")) as answer:
-        mouse = tab.page.mouse
-        mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15)
-        mouse.down()
-        mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.85, steps=12)
-        mouse.up()
-    predictions = answer.value.json()["predictions"]
-    tab.page.locator("#draw-result li").first.wait_for()
+    answers = []
+    tab.page.on(
+        "response", lambda r: answers.append(r) if r.url.endswith("/predict?top_k=5") else None
+    )
+    mouse = tab.page.mouse
+    mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15)
+    mouse.down()
+    mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5, steps=6)
+    wait_until(tab, lambda: answers)  # a prediction while the stroke is still being drawn
+    mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.85, steps=6)
+    mouse.up()
     bars = tab.page.locator("#draw-result li")
-    assert bars.count() == 5
-    # The bars show what the server answered, best first; a vertical stroke reads as a 1.
-    shown = [bars.nth(i).get_attribute("data-class") for i in range(5)]
-    assert shown == [score["class_name"] for score in predictions[-1]["top_k"]]
-    assert shown[0] == "1"
+
+    def shown() -> list[str]:
+        return [bars.nth(i).get_attribute("data-class") for i in range(bars.count())]
+
+    def latest() -> list[str]:
+        top_k = answers[-1].json()["predictions"][0]["top_k"] if answers else []
+        return [score["class_name"] for score in top_k]
+
+    # The bars show what the server answered last, best first; a vertical stroke reads as 1.
+    wait_until(tab, lambda: len(answers) >= 2 and shown() == latest())
+    assert len(shown()) == 5
+    assert shown()[0] == "1"
     tab.assert_clean()
 
 
@@ -240,3 +286,53 @@ def test_the_page_asks_for_the_api_key_once_and_uses_it_everywhere(browser, tmp_
             tab.assert_clean(allowed_errors=("status of 401",))
         finally:
             tab.close()
+
+
+def test_the_job_form_is_reachable_by_keyboard(tab: Tab) -> None:
+    tab.open("/")
+    tab.page.locator("#job-form").wait_for()
+    reached = []
+    for _ in range(40):
+        tab.page.keyboard.press("Tab")
+        reached.append(
+            tab.page.evaluate("document.activeElement.id || document.activeElement.textContent")
+        )
+        if reached[-1] == "Start training":
+            break
+    for control in ("job-dataset", "kind-preset", "job-preset", "job-epochs", "job-seed"):
+        assert control in reached, reached
+    assert reached[-1] == "Start training", reached
+    tab.assert_clean()
+
+
+def test_confusion_matrix_and_its_misclassified_samples(tab: Tab, served, model: dict) -> None:
+    _, client = served
+    paths = client.get("/openapi.json").json()["paths"]
+    if "/models/{model_id}/evaluate" not in paths:
+        pytest.skip("POST /models/{id}/evaluate is not on this branch yet")
+    expected = client.post(
+        f"/models/{model['id']}/evaluate", json={"dataset_id": "mnist-sample"}
+    ).json()
+    tab.open(f"/ui/models/{model['id']}")
+    tab.page.locator("#eval-dataset").select_option("mnist-sample")
+    tab.page.get_by_role("button", name="Evaluate").click()
+    matrix = tab.page.locator("#confusion tbody tr")
+    matrix.first.wait_for()
+    assert matrix.count() == len(expected["classes"])
+    cells = tab.page.locator("#confusion button.cell")
+    shown = [int(t) for t in cells.all_inner_texts()]
+    assert shown == [n for row in expected["confusion_matrix"] for n in row]
+    rows = tab.page.locator("table.per-class tbody tr")
+    assert rows.count() == len(expected["per_class"])
+    # The most confused pair: its cell opens the samples the model got wrong there.
+    k = len(expected["classes"])
+    true, predicted = max(
+        ((t, p) for t in range(k) for p in range(k) if t != p),
+        key=lambda tp: expected["confusion_matrix"][tp[0]][tp[1]],
+    )
+    count = expected["confusion_matrix"][true][predicted]
+    tab.page.locator(f"button.cell[data-true='{true}'][data-predicted='{predicted}']").click()
+    tiles = tab.page.locator("#cell-samples canvas.tile")
+    tiles.first.wait_for()
+    assert tiles.count() == min(count, 64)
+    tab.assert_clean()

@@ -16,7 +16,6 @@ const ACTIVE = new Set(["queued", "running"]);
 export async function jobPage(view, jobId) {
   let job = await getJSON(`/jobs/${jobId}`);
   const state = { iterations: [], costs: [], epochs: new Map(), lastOfEpoch: new Map(), connections: 0 };
-  window.cnnDashboard = { job: state };
 
   const title = h("h1");
   const badge = h("span");
@@ -78,6 +77,9 @@ export async function jobPage(view, jobId) {
       { label: "validation accuracy", scale: "acc", dash: [6, 4], points: true },
     ],
   });
+
+  // The page's state, for the browser console and the tests.
+  window.cnnDashboard = { job: state, charts: { iteration: iterationChart, epoch: epochChart } };
 
   let drawPending = false;
   function draw() {
