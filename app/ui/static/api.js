@@ -169,14 +169,13 @@ export async function download(path, filename) {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Follow a server-sent event stream until an `end` event. After a dropped connection it
- * reconnects (after the server's `retry`, 1 s by default) with `Last-Event-ID`, so the
- * server sends only what came after. `onEvent(name, data)` gets every event with JSON data;
- * `onState` gets "connecting", "live", "reconnecting", "ended" or an ApiError. Returns a
- * function that stops following.
+ * Follow a server-sent event stream until an `end` event, from `lastId` on (null: from the
+ * start). After a dropped connection it reconnects (after the server's `retry`, 1 s by
+ * default) with `Last-Event-ID`, so the server sends only what came after. `onEvent(name,
+ * data)` gets every event with JSON data; `onState` gets "connecting", "live",
+ * "reconnecting", "ended" or an ApiError. Returns a function that stops following.
  */
-export function follow(path, onEvent, onState) {
-  let lastId = null;
+export function follow(path, lastId, onEvent, onState) {
   let retryMs = 1000;
   let stopped = false;
   let controller = null;

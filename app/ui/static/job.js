@@ -1,7 +1,9 @@
 // One job's page: cost curves drawn live from the event stream, progress, settings, results.
 //
-// The stream sends each iteration once per connection and names its last one as the event
-// id; after a dropped connection `follow` resumes with Last-Event-ID. Points are still keyed
+// The history so far comes from /costs (thinned when it is very long); the stream then
+// continues from its last iteration: each `costs` event's id is its last iteration, so both
+// the first connection and any reconnection after a drop send Last-Event-ID and get only what
+// is newer. Points are still keyed
 // (iterations by number, epochs by epoch), so nothing is drawn twice whatever the server
 // repeats. An epoch's summary is written just after its last iteration; a summary the stream
 // skipped (it can pass between the two writes) is fetched from /costs once the next epoch
@@ -12,6 +14,7 @@ import { LiveChart, smooth } from "./chart.js";
 import { duration, fill, fmt, h, layerTable, messageArea, percent, progressBar, statusBadge, table, when } from "./dom.js";
 
 const ACTIVE = new Set(["queued", "running"]);
+const HISTORY_POINTS = 5000;
 
 export async function jobPage(view, jobId) {
   let job = await getJSON(`/jobs/${jobId}`);
@@ -216,8 +219,11 @@ export async function jobPage(view, jobId) {
   showJob();
   showSettings();
   showResults();
+  const history = await getJSON(`/jobs/${jobId}/costs?max_points=${HISTORY_POINTS}`);
+  addCosts(history);
   follow(
     `/jobs/${jobId}/events`,
+    String(history.last_iteration),
     (name, data) => {
       if (name === "costs") addCosts(data);
       else if (name === "progress" || name === "end") {

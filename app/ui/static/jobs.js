@@ -128,13 +128,15 @@ function jobList() {
   }
 
   async function loop() {
-    try {
-      await refresh();
-      message.textContent = "";
-    } catch (error) {
-      message.textContent = `Could not refresh the jobs: ${error.message}`;
+    if (!document.hidden || !rows.size) {
+      try {
+        await refresh();
+        message.textContent = "";
+      } catch (error) {
+        message.textContent = `Could not refresh the jobs: ${error.message}`;
+      }
     }
-    setTimeout(loop, REFRESH_MS);
+    setTimeout(loop, REFRESH_MS); // a background tab waits until it is shown again
   }
 
   return { element, start: loop };
