@@ -15,7 +15,9 @@ from importlib import resources
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
+from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from app import __version__
 
@@ -80,7 +82,18 @@ def model_page(request: Request, model_id: str) -> HTMLResponse:
     return _page(request)
 
 
+class _RevalidatedFiles(StaticFiles):
+    """Static files that the browser revalidates on every load (a 304 when unchanged): the
+    modules import each other by plain relative URLs, so a heuristically cached old module
+    could otherwise meet a new one after an upgrade."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 def mount_dashboard(app: FastAPI) -> None:
     """Serve the dashboard's pages and its static files from `app`."""
     app.include_router(router)
-    app.mount(STATIC_URL, StaticFiles(directory=str(_STATIC_DIR)), name="ui-static")
+    app.mount(STATIC_URL, _RevalidatedFiles(directory=str(_STATIC_DIR)), name="ui-static")

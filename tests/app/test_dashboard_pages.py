@@ -85,6 +85,13 @@ def test_with_an_api_key_pages_open_and_data_guarded(tmp_path: Path) -> None:
         assert keyed.status_code == 200
 
 
+def test_static_files_are_revalidated_on_each_load(client: TestClient) -> None:
+    first = client.get("/ui/static/api.js")
+    assert first.headers["cache-control"] == "no-cache"
+    again = client.get("/ui/static/api.js", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+
+
 def test_unknown_static_files_are_404(client: TestClient) -> None:
     for path in ("/ui/static/nope.js", "/ui/static/../__init__.py", "/ui/static/../shell.html"):
         assert client.get(path).status_code == 404, path

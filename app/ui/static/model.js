@@ -325,7 +325,14 @@ function evaluatePanel(model, datasets, available) {
   return panel;
 }
 
-/** The evaluation of `datasetId` (whose samples have `inputShape`), with a clickable matrix. */
+/**
+ * The evaluation of `datasetId` (whose samples have `inputShape`), with a clickable matrix.
+ * `result` is POST /models/{id}/evaluate's answer: n_samples, accuracy, classes,
+ * confusion_matrix (rows true, columns predicted), per_class. A cell's images need one more
+ * field, `misclassified`: [{index, label, predicted}] for every wrongly predicted sample
+ * (index into the dataset, true label, predicted label); the images then come from
+ * GET /datasets/{id}/samples?index=...
+ */
 function evaluation(result, datasetId, inputShape) {
   const samples = h("div", { id: "cell-samples", "aria-live": "polite" });
   const k = result.classes.length;
