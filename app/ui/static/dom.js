@@ -35,14 +35,13 @@ export const when = (iso) =>
   iso ? new Date(iso).toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" }) : "–";
 
 /** A table in a horizontally scrolling wrapper (usable on a phone). */
-export function table(headers, rows, { caption, className } = {}) {
+export function table(headers, rows, { className } = {}) {
   return h(
     "div",
     { class: "table-wrap" },
     h(
       "table",
       { class: className },
-      caption ? h("caption", {}, caption) : null,
       h("thead", {}, h("tr", {}, headers.map((text) => h("th", { scope: "col" }, text)))),
       h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((cell) => h("td", {}, cell))))),
     ),
@@ -57,9 +56,9 @@ export function statusBadge(status) {
   return h("span", { class: `badge status-${status}` }, status);
 }
 
-/** A message area for an error or a notice, announced to screen readers. */
-export function messageArea(className = "error") {
-  return h("p", { class: className, role: "alert", "aria-live": "polite" });
+/** A message area for an error, announced to screen readers. */
+export function messageArea() {
+  return h("p", { class: "error", role: "alert", "aria-live": "polite" });
 }
 
 /** Replace the children of `element` (children may be null). */
