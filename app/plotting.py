@@ -46,12 +46,11 @@ def sample_sheet_png(rows: Sequence[np.ndarray], image_scale: float) -> bytes:
     by `image_scale` (how 8-bit images became the dataset's values), so they show as stored."""
     columns = max(len(row) for row in rows)
     c, h, w = rows[0].shape[1:]
-    sheet = np.zeros((len(rows), columns, c, h, w), dtype=np.float32)
+    sheet = np.zeros((len(rows), columns, c, h, w), dtype=np.uint8)  # floats one row at a time
     for r, row in enumerate(rows):
-        sheet[r, : len(row)] = row
-    pixels = np.clip(np.rint(sheet / image_scale), 0, 255).astype(np.uint8)
+        sheet[r, : len(row)] = np.clip(np.rint(row / image_scale), 0, 255)
     # (rows, columns, C, H, W) -> (rows * H, columns * W, C): tiles side by side.
-    pixels = pixels.transpose(0, 3, 1, 4, 2).reshape(len(rows) * h, columns * w, c)
+    pixels = sheet.transpose(0, 3, 1, 4, 2).reshape(len(rows) * h, columns * w, c)
     image = Image.fromarray(pixels[:, :, 0] if c == 1 else pixels, "L" if c == 1 else "RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

@@ -17,7 +17,7 @@ from cnn_core.datasets import load_dataset
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 MAX_SAMPLE_TILES = 1024
-MAX_SAMPLE_PIXELS = 4096 * 4096
+MAX_SAMPLE_PIXELS = 2048 * 2048
 
 
 def dataset_out(meta: DatasetMeta) -> Dataset:

@@ -5,6 +5,7 @@ import { ApiError, blobUrl, getJSON, request, upload } from "./api.js";
 import { fill, fmt, h, messageArea, progressBar, when } from "./dom.js";
 
 const PER_CLASS = 8;
+const MAX_TILES = 1024; // the most tiles GET /datasets/{id}/samples draws in one sheet
 
 export async function datasetsPage(view) {
   const list = h("div", { id: "dataset-list" });
@@ -156,10 +157,11 @@ export async function sheetTiles(path, [, height, width], rowCounts) {
 async function sampleGrid(dataset) {
   const counts = dataset.classes.map((name) => dataset.class_counts[name] ?? 0);
   const most = Math.max(...counts, 1);
+  const perClass = Math.max(1, Math.min(PER_CLASS, Math.floor(MAX_TILES / counts.length)));
   const tiles = await sheetTiles(
-    `/datasets/${dataset.id}/samples?per_class=${PER_CLASS}`,
+    `/datasets/${dataset.id}/samples?per_class=${perClass}`,
     dataset.input_shape,
-    counts.map((n) => Math.min(n, PER_CLASS)),
+    counts.map((n) => Math.min(n, perClass)),
   );
   return h(
     "div",
