@@ -22,7 +22,8 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: install
-	$(VENV)/bin/uvicorn app.main:app --host $(CNN_HOST) --port $(CNN_PORT) --timeout-graceful-shutdown 8
+	$(VENV)/bin/uvicorn app.main:app --host $(CNN_HOST) --port $(CNN_PORT) --timeout-graceful-shutdown 8 \
+		--http app.limits:HeaderTimeoutH11Protocol
 
 test: install-test lint
 	$(PY) -m pytest

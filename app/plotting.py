@@ -1,5 +1,9 @@
 """Images the service draws: the cost curve as the seed's `show_cost` drew it (cost against
-iteration), and sheets of dataset samples."""
+iteration), and sheets of dataset samples.
+
+The title, the one string a user chose, is drawn as plain text (`parse_math=False`): a job
+named `$x^$` gets that title, not mathtext that matplotlib fails to parse.
+"""
 
 import io
 from collections.abc import Sequence
@@ -32,7 +36,7 @@ def cost_curve_png(
         axes.legend()
     axes.set_ylabel("Cost")
     axes.set_xlabel("# Iteration")
-    axes.set_title(f"{title}\nLearning rate = {learning_rate}")
+    axes.set_title(f"{title}\nLearning rate = {learning_rate}", parse_math=False)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     buffer = io.BytesIO()

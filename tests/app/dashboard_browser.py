@@ -1,59 +1,22 @@
-"""Browser helpers for the dashboard tests: Playwright on Debian's Chromium, a tab that records
-every request and console error, a TCP proxy whose connections a test can cut, and screenshot
-comparison against committed baselines.
-
-A stand-in until the shared fixture in tests/support/browser.py lands on main.
-"""
+"""Browser helpers for the dashboard tests, on top of tests/support/browser.py's `chromium`:
+a tab that records every request (with its headers: the tests check Last-Event-ID and
+Authorization) and console error, a TCP proxy whose connections a test can cut, and screenshot
+comparison against committed baselines."""
 
 import contextlib
 import io
 import os
-import shutil
 import socket
 import struct
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
-import pytest
 from PIL import Image
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-    # Every name but the server under test fails to resolve: an offline machine.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 BASELINES = Path(__file__).parent / "dashboard_baselines"
 UPDATE_BASELINES = os.environ.get("UPDATE_DASHBOARD_BASELINES") == "1"
-
-
-@contextlib.contextmanager
-def chromium() -> Iterator[object]:
-    """A headless Chromium (a fresh profile per launch), or a skip/fail when it is missing."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed, though .ci/run installs it")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class Tab:

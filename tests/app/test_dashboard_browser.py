@@ -13,24 +13,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.conftest import (
-    TINY_ARCHITECTURE,
-    holdout,
-    image_zip_bytes,
-    png_bytes,
-    submit,
-    wait_for_job,
-)
-from tests.app.dashboard_browser import CuttableProxy, Tab, chromium
-from tests.app.live import LiveServer, live_server
+from tests.app.dashboard_browser import CuttableProxy, Tab
+from tests.support.builders import TINY_ARCHITECTURE, holdout, image_zip_bytes, png_bytes
+from tests.support.server import LiveServer, live_server, submit, wait_for_job
 
 API_KEY = "dashboard-test-key"
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with chromium() as launched:
-        yield launched
+def browser(chromium):
+    """tests/support/browser.py's Chromium (offline, a fresh context per tab)."""
+    return chromium
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +151,7 @@ def test_start_a_job_from_the_form_and_watch_its_curve_grow(tab: Tab, served) ->
 
 def test_a_dropped_stream_resumes_without_gaps_or_duplicates(browser, served) -> None:
     server, client = served
-    job = submit(client, "mnist-sample", "tiny", epochs=2, batch_size=4)
+    job = submit(client, "mnist-sample", "tiny", epochs=3, batch_size=2)
     proxy = CuttableProxy(server.port)
     tab = Tab(browser, proxy.url)
     try:
@@ -182,7 +175,7 @@ def test_a_dropped_stream_resumes_without_gaps_or_duplicates(browser, served) ->
     assert x_range(tab, "iteration") == zoomed
     assert drawn["connections"] >= 2
     assert drawn["iterations"] == [p["iteration"] for p in history["iterations"]]
-    assert drawn["epochs"] == [1, 2]
+    assert drawn["epochs"] == [1, 2, 3]
     # Each connection, the first included, asks only for what is newer than it has.
     since = [
         int(r.headers["last-event-id"])

@@ -12,22 +12,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.conftest import TINY_ARCHITECTURE, TINY_TRAINING, wait_for_job
-from tests.app.dashboard_browser import Tab, assert_looks_like, chromium
-from tests.app.live import live_server
+from tests.app.dashboard_browser import Tab, assert_looks_like
+from tests.support.builders import TINY_ARCHITECTURE, TINY_TRAINING
+from tests.support.server import live_server, wait_for_job
 
 WIDE = (1280, 800)
 PHONE = (390, 844)
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, str, dict]]:
+def setup(chromium, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, str, dict]]:
     tmp = tmp_path_factory.mktemp("look")
-    with (
-        live_server(tmp / "data", tmp / "server.log", CNN_TRAIN_THREADS="1") as (server, client),
-        chromium() as browser,
-    ):
-        yield browser, server.url, finished_job(client)
+    with live_server(tmp / "data", tmp / "server.log", CNN_TRAIN_THREADS="1") as (server, client):
+        yield chromium, server.url, finished_job(client)
 
 
 def finished_job(client: httpx.Client) -> dict:

@@ -14,8 +14,9 @@ from PIL import Image
 from app.main import create_app
 from app.settings import Settings
 from app.ui import CONTENT_SECURITY_POLICY
-from tests.app.conftest import REPO, holdout, npz_bytes
+from tests.support.builders import holdout, npz_bytes
 
+REPO = Path(__file__).resolve().parents[2]
 UI = REPO / "app" / "ui"
 PAGES = ("/", "/ui/datasets", "/ui/models", "/ui/jobs/0123abcd", "/ui/models/0123abcd")
 
@@ -100,7 +101,7 @@ def test_unknown_static_files_are_404(client: TestClient) -> None:
 def test_samples_are_the_first_of_each_class_at_their_stored_pixels(client: TestClient) -> None:
     X, y = holdout()
     X, y = X[:40], y[:40]
-    dataset = client.post("/datasets", files={"files": ("d.npz", npz_bytes(X, y))}).json()
+    dataset = client.post("/datasets", files={"files": ("d.npz", npz_bytes(X=X, y=y))}).json()
     pixels = sheet(client.get(f"/datasets/{dataset['id']}/samples", params={"per_class": 3}))
     assert pixels.shape == (10 * 28, 3 * 28)
     for label in range(10):
@@ -115,7 +116,7 @@ def test_samples_are_the_first_of_each_class_at_their_stored_pixels(client: Test
 
 def test_samples_by_index_keep_the_order_asked_for(client: TestClient) -> None:
     X, y = holdout()
-    dataset = client.post("/datasets", files={"files": ("d.npz", npz_bytes(X[:30], y[:30]))})
+    dataset = client.post("/datasets", files={"files": ("d.npz", npz_bytes(X=X[:30], y=y[:30]))})
     dataset_id = dataset.json()["id"]
     pixels = sheet(client.get(f"/datasets/{dataset_id}/samples?index=7&index=2&index=7"))
     assert pixels.shape == (28, 3 * 28)
@@ -127,7 +128,7 @@ def test_colour_samples_in_float_scale_come_back_as_8_bit(client: TestClient) ->
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, size=(4, 3, 5, 6)).astype(np.float32) / 255  # floats in 0..1
     y = np.array([0, 1, 0, 1])
-    dataset = client.post("/datasets", files={"files": ("c.npz", npz_bytes(X, y))}).json()
+    dataset = client.post("/datasets", files={"files": ("c.npz", npz_bytes(X=X, y=y))}).json()
     pixels = sheet(client.get(f"/datasets/{dataset['id']}/samples?index=3"))
     assert pixels.shape == (5, 6, 3)
     np.testing.assert_array_equal(pixels, np.rint(X[3] * 255).transpose(1, 2, 0))

@@ -12,16 +12,13 @@ checks the conv gradients, averaged over three seeds: 0.83-0.85 when correct (se
 axes swapped in the weight gradient).
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from cnn_core import Network, build_preset
 from cnn_core import functional as F
 from cnn_core.datasets import load_mnist_sample, load_npz
-
-HOLDOUT = Path(__file__).resolve().parents[1] / "data" / "mnist_holdout.npz"
+from tests.support.builders import HOLDOUT
 
 CONV_BOUND = {
     "input_shape": [1, 28, 28],
@@ -62,9 +59,9 @@ def train_and_score(config, digits, epochs, seed=0):
 
 def test_lenet5_learns_mnist(digits):
     accuracy, history = train_and_score(build_preset("lenet5", (1, 28, 28), 10), digits, epochs=3)
-    costs = [e["cost"] for e in history.epochs]
+    costs = [e.cost for e in history.epochs]
     assert costs[2] < costs[1] < costs[0]
-    assert history.epochs[-1]["train_accuracy"] > 0.9
+    assert history.epochs[-1].train_accuracy > 0.9
     assert accuracy > 0.90, f"held-out accuracy {accuracy:.3f}"
 
 
