@@ -54,7 +54,7 @@ def workload(name):
     """(config, images X (N, C, H, W) float32, labels y int64) of a benchmark network."""
     if name == "lenet5":
         data = load_mnist_sample()
-        X, y = np.ascontiguousarray(data.X, dtype=np.float32), data.y.astype(np.int64)
+        X, y = np.array(data.X, dtype=np.float32), data.y.astype(np.int64)
         return build_preset("lenet5", (1, 28, 28), 10), X, y
     shape, widths, count = {
         "vgg32": ((3, 32, 32), (32, 64), 1024),
