@@ -16,10 +16,10 @@ from app.security import ApiKeyGuard, OriginGuard, bearer, warn_if_exposed
 from app.settings import Settings
 from app.storage.datasets import FileDatasetStore
 from app.storage.files import sweep_temp_files
-from app.storage.jobs import SqliteJobStore
 from app.storage.layout import DataLayout
 from app.storage.models import FileModelStore
-from app.training.executor import ProcessExecutor
+from app.storage.stores import open_job_store
+from app.training.executor import open_executor
 from app.training.runner import JobRunner, begin_shutdown_on_exit_signals
 
 DESCRIPTION = """
@@ -42,7 +42,9 @@ TAGS = [
 
 def build_runner(settings: Settings) -> JobRunner:
     """Open the stores on the data directory, repair it, and wire the job runner."""
-    layout = DataLayout(settings.data_dir.resolve())
+    # Resolved once, so worker processes find the same directory whatever their working one.
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    layout = DataLayout(settings.data_dir)
     layout.create()
     for directory in (layout.datasets, layout.models, layout.checkpoints):
         sweep_temp_files(directory)
@@ -51,10 +53,10 @@ def build_runner(settings: Settings) -> JobRunner:
     model_store = FileModelStore(layout.models)
     model_store.remove_orphans()
     runner = JobRunner(
-        SqliteJobStore(layout.jobs_db),
+        open_job_store(settings),
         dataset_store,
         model_store,
-        ProcessExecutor(layout.root, memory_mb=settings.worker_memory_mb),
+        open_executor(settings),
         layout,
         workers=settings.workers,
         max_queue=settings.max_queue,

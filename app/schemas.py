@@ -1,33 +1,18 @@
 """Request and response bodies. Examples are complete, so "Try it out" in /docs works as is."""
 
+from dataclasses import fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from app.storage.jobs import JobStatus
-from cnn_core import PRESETS
+from cnn_core import PRESETS, build_preset, layers, optimizers
+from cnn_core.activations import ACTIVATIONS
+from cnn_core.history import EPOCH_METRICS, EpochSummary, IterationCost
 
-LENET5_CONFIG = {
-    "input_shape": [1, 28, 28],
-    "layers": [
-        {
-            "type": "conv",
-            "filters": 6,
-            "kernel_size": 5,
-            "stride": 1,
-            "padding": 2,
-            "activation": "relu",
-        },
-        {"type": "maxpool", "pool_size": 2, "stride": 2},
-        {"type": "conv", "filters": 16, "kernel_size": 5, "activation": "relu"},
-        {"type": "maxpool", "pool_size": 2},
-        {"type": "dense", "units": 120, "activation": "relu"},
-        {"type": "dense", "units": 84, "activation": "relu"},
-        {"type": "dense", "units": 10, "activation": "softmax"},
-    ],
-}
+LENET5_CONFIG = build_preset("lenet5", (1, 28, 28), 10)
 
 
 class Body(BaseModel):
@@ -37,37 +22,37 @@ class Body(BaseModel):
 
 
 Size = Annotated[int, Field(ge=1, le=4096)]
-Pair = Size | tuple[Size, Size]
-Activation = Literal["relu", "sigmoid", "tanh", "softmax", "linear"]
 PresetName = StrEnum("PresetName", {name: name for name in PRESETS})
 
 
-class ConvLayer(Body):
-    type: Literal["conv"]
-    filters: Annotated[int, Field(ge=1, le=4096)]
-    kernel_size: Pair
-    stride: Pair = 1
-    padding: Annotated[int, Field(ge=0, le=4096)] | tuple[int, int] | Literal["same", "valid"] = 0
-    activation: Activation | None = None
+def _field_type(spec: layers.FieldSpec) -> Any:
+    """The pydantic type of a layer field of each kind (see cnn_core.layers.FieldSpec)."""
+    if spec.kind == "activation":
+        return Literal[ACTIVATIONS]
+    bounded = Annotated[int, Field(ge=spec.minimum, le=spec.maximum)]
+    if spec.kind == "count":
+        return bounded
+    if spec.kind == "size":
+        return bounded | tuple[bounded, bounded]
+    if spec.kind == "padding":
+        return bounded | tuple[bounded, bounded] | Literal["same", "valid"]
+    raise ValueError(f"no schema for layer field kind {spec.kind!r}")
 
 
-class PoolLayer(Body):
-    type: Literal["maxpool", "avgpool"]
-    pool_size: Pair
-    stride: Pair | None = None
+def _layer_schema(cls: type[layers.Layer]) -> type[BaseModel]:
+    """The request body of one layer type, derived from the type's declared fields."""
+    body: dict[str, Any] = {"type": (Literal[(cls.type, *cls.aliases)], ...)}
+    for spec in cls.fields:
+        annotation = _field_type(spec)
+        if spec.default is None:
+            annotation = annotation | None
+        default = ... if spec.required else spec.default
+        body[spec.name] = (annotation, Field(default, description=spec.description))
+    return create_model(f"{cls.__name__}Layer", __base__=Body, __doc__=cls.__doc__, **body)
 
 
-class FlattenLayer(Body):
-    type: Literal["flatten"]
-
-
-class DenseLayer(Body):
-    type: Literal["dense", "fc"]
-    units: Annotated[int, Field(ge=1, le=1_000_000)]
-    activation: Activation | None = None
-
-
-Layer = Annotated[ConvLayer | PoolLayer | FlattenLayer | DenseLayer, Field(discriminator="type")]
+LAYER_SCHEMAS = [_layer_schema(cls) for cls in layers.LAYERS.values()]
+Layer = Annotated[Union[tuple(LAYER_SCHEMAS)], Field(discriminator="type")]  # noqa: UP007
 
 
 class Architecture(Body):
@@ -106,38 +91,22 @@ class ArchitectureSummary(BaseModel):
     macs: int
 
 
-LearningRate = Annotated[float, Field(gt=0, le=10)]
-Beta = Annotated[float, Field(ge=0, lt=1)]
-Epsilon = Annotated[float, Field(gt=0, le=1)]
+def _hyper_type(h: optimizers.Hyper) -> Any:
+    low = {"gt": h.low} if h.low_open else {"ge": h.low}
+    high = {"lt": h.high} if h.high_open else {"le": h.high}
+    return Annotated[float, Field(**low, **high)]
 
 
-class Sgd(Body):
-    name: Literal["sgd"]
-    learning_rate: LearningRate = 0.01
+def _optimizer_schema(cls: type[optimizers.Optimizer]) -> type[BaseModel]:
+    """The request body of one optimizer, derived from its declared hyperparameters."""
+    body: dict[str, Any] = {"name": (Literal[cls.name], ...)}
+    for key, h in cls.hyperparameters.items():
+        body[key] = (_hyper_type(h), Field(h.default, description=h.description))
+    return create_model(cls.__name__, __base__=Body, __doc__=cls.__doc__, **body)
 
 
-class Momentum(Body):
-    name: Literal["momentum"]
-    learning_rate: LearningRate = 0.01
-    beta: Beta = 0.9
-
-
-class RmsProp(Body):
-    name: Literal["rmsprop"]
-    learning_rate: LearningRate = 0.001
-    beta: Beta = 0.999
-    epsilon: Epsilon = 1e-8
-
-
-class Adam(Body):
-    name: Literal["adam"]
-    learning_rate: LearningRate = 0.001
-    beta1: Beta = 0.9
-    beta2: Beta = 0.999
-    epsilon: Epsilon = 1e-8
-
-
-Optimizer = Annotated[Sgd | Momentum | RmsProp | Adam, Field(discriminator="name")]
+OPTIMIZER_SCHEMAS = {name: _optimizer_schema(cls) for name, cls in optimizers.OPTIMIZERS.items()}
+Optimizer = Annotated[Union[tuple(OPTIMIZER_SCHEMAS.values())], Field(discriminator="name")]  # noqa: UP007
 
 
 class EarlyStopping(Body):
@@ -148,7 +117,7 @@ class EarlyStopping(Body):
 class TrainingSettings(Body):
     epochs: Annotated[int, Field(ge=1, le=1000)] = 5
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
-    optimizer: Optimizer = Field(default_factory=lambda: Adam(name="adam"))
+    optimizer: Optimizer = Field(default_factory=lambda: OPTIMIZER_SCHEMAS["adam"](name="adam"))
     validation_split: Annotated[float, Field(ge=0, le=0.5)] = 0.1
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     early_stopping: EarlyStopping | None = Field(
@@ -194,13 +163,14 @@ class Progress(BaseModel):
     eta_seconds: float | None
 
 
-class EpochMetrics(BaseModel):
-    epoch: int
-    cost: float | None
-    train_accuracy: float | None
-    val_cost: float | None
-    val_accuracy: float | None
-    seconds: float | None
+def _metrics_fields() -> dict[str, Any]:
+    types = {f.name: f.type for f in fields(EpochSummary)}
+    return {name: (types[name], ...) for name in EPOCH_METRICS}
+
+
+EpochMetrics = create_model(
+    "EpochMetrics", __doc__="One epoch's summary (cnn_core.EpochSummary).", **_metrics_fields()
+)
 
 
 class Job(BaseModel):
@@ -227,12 +197,6 @@ class JobList(BaseModel):
     offset: int
 
 
-class IterationCost(BaseModel):
-    epoch: int
-    iteration: int
-    cost: float | None
-
-
 class CostHistory(BaseModel):
     status: JobStatus
     iterations: list[IterationCost]
@@ -257,13 +221,13 @@ class DatasetList(BaseModel):
     count: int
 
 
-class ModelMetrics(BaseModel):
-    epochs_trained: int
-    stopped_early: bool
-    cost: float | None
-    train_accuracy: float | None
-    val_cost: float | None
-    val_accuracy: float | None
+ModelMetrics = create_model(
+    "ModelMetrics",
+    __doc__="The last epoch's summary of the training that made the model.",
+    epochs_trained=(int, ...),
+    stopped_early=(bool, ...),
+    **{k: v for k, v in _metrics_fields().items() if k not in ("epoch", "seconds")},
+)
 
 
 class Model(BaseModel):

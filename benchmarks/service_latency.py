@@ -175,7 +175,7 @@ def in_process_fit(X: np.ndarray, y: np.ndarray, threads: int) -> tuple[float, f
         seed=TRAINING["seed"],
         threads=threads,
     )
-    return time.perf_counter() - started, sum(epoch["seconds"] for epoch in history.epochs)
+    return time.perf_counter() - started, sum(epoch.seconds for epoch in history.epochs)
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ history = net.fit(X, y, epochs=5, batch_size=64, optimizer={"name": "adam", "lea
 """
 
 from .errors import CNNError, ConfigError, DatasetError, DivergenceError, ModelFileError
-from .network import History, Network
+from .history import EpochSummary, History, IterationCost
+from .network import Network
 from .presets import PRESETS, build_preset
 
 __version__ = "0.1.0"
@@ -16,7 +17,9 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "DivergenceError",
+    "EpochSummary",
     "History",
+    "IterationCost",
     "ModelFileError",
     "Network",
     "__version__",

@@ -15,6 +15,7 @@ Update rules, for a parameter p with gradient g at step t (t counts from 1):
 """
 
 import math
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -22,23 +23,67 @@ import numpy as np
 from .errors import ConfigError
 
 
+@dataclass(frozen=True)
+class Hyper:
+    """One hyperparameter: its default and the interval it must lie in (``low_open`` /
+    ``high_open``: the bound itself is excluded). The API's optimizer schema is derived from
+    these."""
+
+    default: float
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    description: str = ""
+
+    def interval(self):
+        return (
+            f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+            f"{')' if self.high_open else ']'}"
+        )
+
+    def contains(self, value):
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+
+def learning_rate(default):
+    return Hyper(default, 0, 10, low_open=True, description="Step size.")
+
+
+def beta(default, description):
+    return Hyper(default, 0, 1, high_open=True, description=description)
+
+
+EPSILON = Hyper(1e-8, 0, 1, low_open=True, description="Added to the denominator for stability.")
+
+
 class Optimizer:
-    """Bookkeeping shared by all optimizers: hyperparameters, step count and state slots."""
+    """Bookkeeping shared by all optimizers: hyperparameters, step count and state slots.
+
+    A subclass declares ``name``, ``hyperparameters`` (name -> :class:`Hyper`), the ``slots``
+    of its per-parameter state, and ``update``.
+    """
 
     name: ClassVar[str] = ""
-    defaults: ClassVar[dict] = {}
+    hyperparameters: ClassVar[dict] = {}
     slots: ClassVar[tuple] = ()
 
+    @classmethod
+    def defaults(cls):
+        return {key: h.default for key, h in cls.hyperparameters.items()}
+
     def __init__(self, **hyper):
-        unknown = set(hyper) - set(self.defaults)
+        unknown = set(hyper) - set(self.hyperparameters)
         if unknown:
             raise ConfigError(
                 f"optimizer {self.name}: unknown setting(s) {sorted(unknown)} "
-                f"(allowed: {', '.join(self.defaults)})"
+                f"(allowed: {', '.join(self.hyperparameters)})"
             )
-        self.hyper = {**self.defaults, **hyper}
+        self.hyper = {**self.defaults(), **hyper}
         for key, value in self.hyper.items():
-            _check_hyper(self.name, key, value)
+            self._check(key, value)
         self.t = 0
         self.state = {}
 
@@ -65,24 +110,28 @@ class Optimizer:
         self.t = int(state["t"])
         self.state = {key: np.array(value) for key, value in state["arrays"].items()}
 
+    def _check(self, key, value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise ConfigError(
+                f"optimizer {self.name}: {key} must be a finite number, got {value!r}"
+            )
+        bounds = self.hyperparameters[key]
+        if not bounds.contains(value):
+            raise ConfigError(
+                f"optimizer {self.name}: {key} must be in {bounds.interval()}, got {value}"
+            )
+
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.hyper.items())})"
 
 
-def _check_hyper(optimizer, key, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"optimizer {optimizer}: {key} must be a finite number, got {value!r}")
-    if key == "learning_rate" and not 0 < value <= 10:
-        raise ConfigError(f"optimizer {optimizer}: learning_rate must be in (0, 10], got {value}")
-    if key.startswith("beta") and not 0 <= value < 1:
-        raise ConfigError(f"optimizer {optimizer}: {key} must be in [0, 1), got {value}")
-    if key == "epsilon" and not 0 < value <= 1:
-        raise ConfigError(f"optimizer {optimizer}: epsilon must be in (0, 1], got {value}")
-
-
 class SGD(Optimizer):
     name = "sgd"
-    defaults: ClassVar[dict] = {"learning_rate": 0.01}
+    hyperparameters: ClassVar[dict] = {"learning_rate": learning_rate(0.01)}
 
     def update(self, name, p, g):
         p -= self.hyper["learning_rate"] * g
@@ -90,7 +139,10 @@ class SGD(Optimizer):
 
 class Momentum(Optimizer):
     name = "momentum"
-    defaults: ClassVar[dict] = {"learning_rate": 0.01, "beta": 0.9}
+    hyperparameters: ClassVar[dict] = {
+        "learning_rate": learning_rate(0.01),
+        "beta": beta(0.9, "Decay of the moving average of gradients."),
+    }
     slots = ("v",)
 
     def update(self, name, p, g):
@@ -103,7 +155,11 @@ class Momentum(Optimizer):
 
 class RMSprop(Optimizer):
     name = "rmsprop"
-    defaults: ClassVar[dict] = {"learning_rate": 0.001, "beta": 0.999, "epsilon": 1e-8}
+    hyperparameters: ClassVar[dict] = {
+        "learning_rate": learning_rate(0.001),
+        "beta": beta(0.999, "Decay of the moving average of squared gradients."),
+        "epsilon": EPSILON,
+    }
     slots = ("s",)
 
     def update(self, name, p, g):
@@ -116,11 +172,11 @@ class RMSprop(Optimizer):
 
 class Adam(Optimizer):
     name = "adam"
-    defaults: ClassVar[dict] = {
-        "learning_rate": 0.001,
-        "beta1": 0.9,
-        "beta2": 0.999,
-        "epsilon": 1e-8,
+    hyperparameters: ClassVar[dict] = {
+        "learning_rate": learning_rate(0.001),
+        "beta1": beta(0.9, "Decay of the first moment (mean of gradients)."),
+        "beta2": beta(0.999, "Decay of the second moment (mean of squared gradients)."),
+        "epsilon": EPSILON,
     }
     slots = ("m", "v")
 

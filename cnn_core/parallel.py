@@ -7,10 +7,11 @@ thread, two processes about 1.7x.
 
 How: while a :class:`ShardPool` is open, the network's parameters live in an anonymous shared
 memory map. Each helper is forked once (so it inherits the training data without a copy),
-builds its own layer stack on the shared parameters, and then for every step receives its
-shard's sample indices over a pipe, writes the shard's gradient into its own slice of shared
-memory and answers with the shard's cost and correct count. The calling process computes the
-first shard meanwhile and sums the gradients in a fixed order, so results are exactly those of
+builds its own layer stack on the shared parameters and buffers, and then for every step
+receives its shard's sample indices over a pipe, writes the shard's gradient into its own slice
+of shared memory and answers with the shard's cost, correct count and buffer updates (small
+arrays, sent over the pipe). The calling process computes the first shard meanwhile, sums the
+gradients and merges the buffer updates in shard order, so results are exactly those of
 computing the shards one after another, whatever the timing.
 
 A helper exits when the pool closes, when its pipe breaks (the trainer died, even by kill -9),
@@ -38,28 +39,33 @@ class ShardPool:
 
     def __init__(self, net, X, y, helpers):
         self.net, self.X, self.y = net, X, y
-        self.names = list(net.params)
-        self.shapes = [net.params[name].shape for name in self.names]
-        self.sizes = [net.params[name].size for name in self.names]
+        state = net.state_dict()
+        self.names = list(state)  # parameters first, then buffers
+        self.param_names = list(net.params)
+        self.shapes = [state[name].shape for name in self.names]
+        self.sizes = [state[name].size for name in self.names]
         self.helpers = helpers
         self.pids, self.pipes = [], []
 
-    def _views(self, flat):
+    def _views(self, flat, names):
         views, start = {}, 0
         for name, shape, size in zip(self.names, self.shapes, self.sizes, strict=True):
-            views[name] = flat[start : start + size].reshape(shape)
-            start += size
+            if name in names:
+                views[name] = flat[start : start + size].reshape(shape)
+                start += size
         return views
 
     def __enter__(self):
         dtype, total = self.net.dtype, sum(self.sizes)
-        self._memory = mmap.mmap(-1, total * (1 + self.helpers) * dtype.itemsize)
+        n_params = sum(a.size for a in self.net.params.values())
+        self._memory = mmap.mmap(-1, (total + n_params * self.helpers) * dtype.itemsize)
         flat = np.frombuffer(self._memory, dtype=dtype)
-        self.shared = self._views(flat[:total])
+        self.shared = self._views(flat[:total], self.names)
         self.grads = [
-            self._views(flat[total * (h + 1) : total * (h + 2)]) for h in range(self.helpers)
+            self._views(flat[total + n_params * h : total + n_params * (h + 1)], self.param_names)
+            for h in range(self.helpers)
         ]
-        self.own = dict(self.net.params)
+        self.own = self.net.state_dict()
         for name, view in self.shared.items():
             np.copyto(view, self.own[name])
         self._point_params(self.shared)
@@ -93,16 +99,18 @@ class ShardPool:
             _wait_or_kill(pid, timeout=5)
 
     def _point_params(self, arrays):
-        """Make the network's parameter dict and its layers use ``arrays``."""
-        self.net.params = Parameters(arrays)
+        """Make the network's parameter and buffer dicts and its layers use ``arrays``."""
+        self.net.params = Parameters({n: arrays[n] for n in self.net.params})
+        self.net.buffers = Parameters({n: arrays[n] for n in self.net.buffers})
         for i, layer in enumerate(self.net.layers):
-            for key in layer.params:
-                layer.params[key] = arrays[f"{i}.{key}"]
+            for owned in (layer.params, layer.buffers):
+                for key in owned:
+                    owned[key] = arrays[f"{i}.{key}"]
 
     def _serve(self, pipe, helper):
         """The helper's loop, in the forked process."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        layers = self.net._build_layers(self.net.layers)
+        layers = self.net.replica_layers()
         grads = self.grads[helper]
         with threadpool_limits(1, user_api="blas"):
             while True:
@@ -111,12 +119,12 @@ class ShardPool:
                 except (EOFError, OSError):
                     return
                 try:
-                    cost, correct, shard_grads = self.net._shard_step(
+                    cost, correct, shard_grads, updates = self.net.shard_step(
                         layers, self.X[idx], self.y[idx], batch_n
                     )
                     for name, g in shard_grads.items():
                         np.copyto(grads[name], g)
-                    pipe.send((cost, correct))
+                    pipe.send((cost, correct, updates))
                 except Exception as exc:  # noqa: BLE001  any failure must reach the trainer, not hang it
                     pipe.send(RuntimeError(f"a training helper process failed: {exc!r}"))
                     return
@@ -124,7 +132,8 @@ class ShardPool:
     def step(self, shards, batch_n):
         """Compute ``shards`` (a list of index arrays, at most helpers + 1) of a mini-batch.
 
-        Returns [(cost, correct, grads), ...] in shard order; the first is computed here.
+        Returns [(cost, correct, grads, buffer updates), ...] in shard order; the first is
+        computed here.
         """
         for pipe, idx in zip(self.pipes, shards[1:], strict=False):
             try:
@@ -132,7 +141,7 @@ class ShardPool:
             except OSError:  # a broken pipe: the helper is gone
                 raise RuntimeError("a training helper process died") from None
         results = [
-            self.net._shard_step(self.net.layers, self.X[shards[0]], self.y[shards[0]], batch_n)
+            self.net.shard_step(self.net.layers, self.X[shards[0]], self.y[shards[0]], batch_n)
         ]
         for h, (pipe, _) in enumerate(zip(self.pipes, shards[1:], strict=False)):
             try:
@@ -141,7 +150,8 @@ class ShardPool:
                 raise RuntimeError("a training helper process died") from None
             if isinstance(answer, Exception):
                 raise answer
-            results.append((*answer, self.grads[h]))
+            cost, correct, updates = answer
+            results.append((cost, correct, self.grads[h], updates))
         return results
 
 

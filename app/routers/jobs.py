@@ -25,7 +25,6 @@ from app.schemas import (
     Progress,
     error_responses,
 )
-from app.storage.jobs import IterationCost as StoredCost
 from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.training.admission import admit
 
@@ -81,7 +80,7 @@ def job_out(job: JobRecord) -> Job:
     )
 
 
-def thin(points: list[StoredCost], max_points: int) -> list[StoredCost]:
+def thin(points: list[IterationCost], max_points: int) -> list[IterationCost]:
     """At most `max_points` evenly spaced points, always keeping the last one."""
     if len(points) <= max_points:
         return points
@@ -101,7 +100,7 @@ def cost_history(
         iterations = thin(iterations, max_points)
     return CostHistory(
         status=job.status,
-        iterations=[IterationCost.model_validate(i, from_attributes=True) for i in iterations],
+        iterations=iterations,
         epochs=[EpochMetrics.model_validate(e, from_attributes=True) for e in epochs],
         last_iteration=last,
     )

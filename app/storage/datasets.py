@@ -16,8 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.ids import BUILTIN_DATASET_ID
-from app.storage.files import atomic_save, atomic_write_json, read_json
+from app.storage.files import atomic_write_json, read_json
 from cnn_core.datasets import Dataset, load_mnist_sample
+from cnn_core.files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ class FileDatasetStore:
     def create(self, dataset_id: str, name: str, dataset: Dataset) -> DatasetMeta:
         """Store `dataset` under `dataset_id`: arrays first, then the metadata that publishes it."""
         meta = describe(dataset_id, name, dataset)
-        atomic_save(
-            self._data_path(dataset_id), lambda tmp: np.savez(tmp, X=dataset.X, y=dataset.y)
+        atomic_write(
+            self._data_path(dataset_id), lambda file: np.savez(file, X=dataset.X, y=dataset.y)
         )
         atomic_write_json(self._meta_path(dataset_id), asdict(meta))
         return meta

@@ -1,47 +1,21 @@
-"""Atomic, durable file writes: a unique temp file in the target's directory, fsync, rename.
+"""Atomic, durable file writes (cnn_core's one writer: a hidden temp file beside the target,
+fsync, rename), JSON on top of it, and the sweep of temp files a dead writer left.
 
 A reader therefore sees either the previous file or the complete new one, never a torn write,
-even after a kill -9 or a power loss. Temp files are hidden (a leading dot, as cnn_core's own
-writer names them too); those a dead writer left are removed by `sweep_temp_files` at startup.
+even after a kill -9 or a power loss. Temp files are hidden (a leading dot); those a dead writer
+left are removed by `sweep_temp_files` at startup.
 """
 
 import json
-import os
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-TEMP_PREFIX = ".tmp-"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_save(path: Path, save: Callable[[Path], None]) -> None:
-    """Call `save(tmp)` on a temp path next to `path` (same suffix), then move it into place."""
-    tmp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    try:
-        save(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+from cnn_core.files import atomic_write
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write `payload` to `path` atomically."""
-    atomic_save(path, lambda tmp: tmp.write_bytes(payload))
+    atomic_write(path, lambda file: file.write(payload))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -6,10 +6,11 @@ starting processes) runs in a thread, never on the event loop. It wakes on every
 cancellation and otherwise polls the executor every `poll_interval` seconds, so a worker that
 dies is noticed within that time: its job fails with the reason and the next job starts.
 
-When the server stops, `begin_shutdown` asks the workers to checkpoint (they stop at their next
-iteration) and no further job starts; their jobs go back to the queue and resume on the next
-start. A worker that has not stopped `STOP_GRACE_SECONDS` later is killed; its job resumes
-from its last epoch checkpoint instead.
+When the server stops, `begin_shutdown` records a stop request for each job its executor runs
+(the workers checkpoint at the iteration they read it, within a second) and no further job
+starts; their jobs go back to the queue and resume on the next start. A worker that has not
+stopped `STOP_GRACE_SECONDS` later is killed; its job resumes from its last epoch checkpoint
+instead.
 """
 
 import asyncio
@@ -26,20 +27,12 @@ from app.storage.datasets import DatasetStore
 from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.storage.layout import DataLayout
 from app.storage.models import ModelStore
-from app.training.executor import EXIT_INTERRUPTED, JobExecutor
+from app.training.executor import JobExecutor
+from app.training.outcomes import Outcome, OutcomeKind
 
 log = logging.getLogger("app.runner")
 
 STOP_GRACE_SECONDS = 5.0
-
-
-def death_reason(exitcode: int) -> str:
-    """Why a worker that ended without reporting a result ended, in words."""
-    if exitcode < 0:
-        return f"worker process died (signal {-exitcode}, {signal.Signals(-exitcode).name})"
-    if exitcode == 0:
-        return "worker process exited without reporting a result"
-    return f"worker process exited with code {exitcode}"
 
 
 class JobRunner:
@@ -101,7 +94,7 @@ class JobRunner:
         with self._lock:
             before = self.jobs.cancel(job_id)
             if before is JobStatus.running:
-                self.executor.stop(job_id)
+                self.executor.kill(job_id)
         if before in (JobStatus.succeeded, JobStatus.failed):
             raise ConflictError(f"Job already finished (status: {before})")
         self.wake()
@@ -140,8 +133,8 @@ class JobRunner:
         self.wake()
 
     def _tick(self) -> None:
-        for job_id, exitcode in self.executor.reap():
-            self._settle(job_id, exitcode)
+        for job_id, outcome in self.executor.reap():
+            self._settle(job_id, outcome)
         with self._lock:
             while not self.stopping and len(self.executor.running()) < self.workers:
                 job_id = self.jobs.claim_next()
@@ -149,15 +142,16 @@ class JobRunner:
                     break
                 self.executor.start(job_id)
 
-    def _settle(self, job_id: str, exitcode: int) -> None:
-        """Clean up after a worker: re-queue its job if it stopped at a checkpoint on request,
-        fail it if it did not finish it, drop leftovers."""
-        if exitcode == EXIT_INTERRUPTED and self.jobs.requeue(job_id):
+    def _settle(self, job_id: str, outcome: Outcome) -> None:
+        """Clean up after a run: re-queue its job if it stopped at a checkpoint on request,
+        fail it if its worker died, drop leftovers."""
+        if outcome.kind is OutcomeKind.interrupted and self.jobs.requeue(job_id):
             log.info("job %s checkpointed and re-queued", job_id)
             return
-        reason = death_reason(exitcode)
-        if self.jobs.finish(job_id, JobStatus.failed, error=reason):
-            log.warning("job %s failed: %s", job_id, reason)
+        if outcome.kind is OutcomeKind.died and self.jobs.finish(
+            job_id, JobStatus.failed, error=outcome.reason
+        ):
+            log.warning("job %s failed: %s", job_id, outcome.reason)
         job = self.jobs.get(job_id)
         if not job.status.is_active:
             self._discard_unpublished(job)
@@ -178,15 +172,16 @@ class JobRunner:
         with self._lock:  # a round starting a job either precedes this or sees `stopping`
             if self._stop_deadline is None:
                 self._stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
-                self.executor.interrupt_all()
+                for job_id in self.executor.running():
+                    self.jobs.request_stop(job_id)
 
     def shutdown(self) -> None:
         """Stop every worker, within the grace period: jobs checkpointed at their current
         iteration go back to the queue, the others stay `running` and resume from their last
         checkpoint on the next start."""
         self.begin_shutdown()
-        for job_id, exitcode in self.executor.shutdown(self._stop_deadline):
-            if exitcode == EXIT_INTERRUPTED:
+        for job_id, outcome in self.executor.shutdown(self._stop_deadline):
+            if outcome.kind is OutcomeKind.interrupted:
                 self.jobs.requeue(job_id)
 
     # ------------------------------------------------------------------ startup

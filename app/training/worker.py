@@ -1,15 +1,15 @@
 """The worker: train one job, record its progress, publish its model.
 
-`run_job` is a plain function that talks only to the stores in the data directory, so the
-process executor runs it in a child process and a test can call it in-process. It resumes from
-the job's checkpoint when there is one, which makes the result identical to an uninterrupted run.
-When its `interrupt` event is set (the server is shutting down), it checkpoints at the next
-iteration and returns without finishing the job, which resumes there on the next start.
+`run_job` is a plain function that talks only to the stores the settings name, so an executor
+runs it wherever it runs workers and a test can call it in-process; it returns the `Outcome`.
+It resumes from the job's checkpoint when there is one, which makes the result identical to an
+uninterrupted run. It reads the job's record every `FLUSH_SECONDS` while it trains: once the
+job is cancelled it stops, and once a stop is requested (the server is shutting down) it
+checkpoints at that iteration and reports `interrupted`, leaving the job to resume there.
 """
 
 import logging
-import os
-import threading
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.ids import new_id
+from app.settings import Settings
 from app.storage.datasets import FileDatasetStore
 from app.storage.jobs import (
     EpochSummary,
@@ -24,21 +25,19 @@ from app.storage.jobs import (
     JobRecord,
     JobStatus,
     JobStore,
-    SqliteJobStore,
     finite_or_none,
 )
 from app.storage.layout import DataLayout
 from app.storage.models import FileModelStore, ModelMeta
+from app.storage.stores import open_job_store
+from app.training.outcomes import Outcome, OutcomeKind
 from cnn_core import CNNError, History, Network
 from cnn_core.datasets import Dataset
 
 log = logging.getLogger("app.worker")
 
 FLUSH_SECONDS = 0.5
-
-# Test-only fault hook, inert unless set: "NAME:MB" makes jobs named NAME allocate MB megabytes
-# before training, standing in for a job that needs more memory than a worker may use.
-FAULT_ALLOCATE = "CNN_FAULT_WORKER_ALLOCATE"
+OUT_OF_MEMORY = "out of memory: use a smaller network, batch size or dataset"
 
 
 def validation_count(n_samples: int, validation_split: float) -> int:
@@ -56,32 +55,34 @@ def split_indices(
 
 
 class ProgressRecorder:
-    """The `fit` callback: writes iteration costs in small batches and each epoch's summary.
+    """The `fit` callback: writes iteration costs in small batches and each epoch's summary,
+    and reads the job's record with each write (the first iteration's included).
 
-    It stops training when the job is no longer `running` (cancelled meanwhile), and after the
-    current iteration once `interrupt` is set (fit then checkpoints that iteration).
+    It stops training when the job is no longer `running` (cancelled meanwhile). A stop request
+    stops it at an iteration, never at an epoch end, so `fit` checkpoints the iteration reached
+    (one seen at an epoch end stops the next iteration); `interrupted` then tells so.
     """
 
-    def __init__(
-        self, jobs: JobStore, job_id: str, interrupt: threading.Event | None = None
-    ) -> None:
+    def __init__(self, jobs: JobStore, job_id: str) -> None:
         self._jobs = jobs
         self._job_id = job_id
-        self._interrupt = interrupt
         self._pending: list[IterationCost] = []
-        self._last_flush = time.monotonic()
+        self._last_flush = -math.inf
         self._started = False
-        self._last_iteration = 0
+        self._stop_requested = False
         self.interrupted = False
 
     def _flush(self) -> bool:
-        """Write pending costs; True when training should stop."""
+        """Write pending costs and read the job's requests; True when it was cancelled."""
         if self._pending:
             self._jobs.record_iterations(self._job_id, self._pending)
             self._pending = []
         self._last_flush = time.monotonic()
         job = self._jobs.get(self._job_id)
-        return job is None or job.status is not JobStatus.running
+        if job is None or job.status is not JobStatus.running:
+            return True
+        self._stop_requested = job.stop_requested
+        return False
 
     def __call__(self, event: dict[str, Any]) -> bool:
         if event["type"] == "iteration":
@@ -90,43 +91,28 @@ class ProgressRecorder:
                     self._job_id, event["epoch"], event["iteration"], event["iterations_per_epoch"]
                 )
                 self._started = True
-            self._last_iteration = event["iteration"]
             self._pending.append(IterationCost(event["epoch"], event["iteration"], event["cost"]))
-            if self._interrupt is not None and self._interrupt.is_set():
-                self.interrupted = True
-                self._flush()
+            due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
+            if not (due or self._stop_requested):
+                return False
+            if self._flush():
                 return True
-            return time.monotonic() - self._last_flush >= FLUSH_SECONDS and self._flush()
-        stop = self._flush()
-        self._jobs.record_epoch(self._job_id, _summary(event, self._last_iteration))
-        return stop
+            self.interrupted = self._stop_requested
+            return self.interrupted
+        cancelled = self._flush()
+        self._jobs.record_epoch(self._job_id, _summary(event))
+        return cancelled
 
 
-def _summary(epoch: dict[str, Any], last_iteration: int) -> EpochSummary:
-    return EpochSummary(
-        epoch=epoch["epoch"],
-        cost=epoch["cost"],
-        train_accuracy=epoch["train_accuracy"],
-        val_cost=epoch["val_cost"],
-        val_accuracy=epoch["val_accuracy"],
-        seconds=epoch["seconds"],
-        last_iteration=last_iteration,
-    )
-
-
-def fault_allocation(job: JobRecord) -> np.ndarray | None:
-    """The test-only fault hook: the allocation `CNN_FAULT_WORKER_ALLOCATE` asks of `job`."""
-    name, _, megabytes = os.environ.get(FAULT_ALLOCATE, "").rpartition(":")
-    if not name or name != job.name:
-        return None
-    return np.empty(int(megabytes) * 2**20, dtype=np.uint8)
+def _summary(event: dict[str, Any]) -> EpochSummary:
+    """The record of an epoch event (the event is the record's fields plus its type)."""
+    return EpochSummary(**{k: v for k, v in event.items() if k != "type"})
 
 
 def train(
     job: JobRecord, data: Dataset, callback: ProgressRecorder, checkpoint: Path
 ) -> tuple[Network, History]:
     """Fit the job's network on its dataset, resuming from `checkpoint` if it exists."""
-    fault_allocation(job)
     settings = job.training
     seed = settings["seed"]
     train_idx, val_idx = split_indices(data.n_samples, settings["validation_split"], seed)
@@ -151,12 +137,10 @@ def train(
 
 def record_history(jobs: JobStore, job_id: str, history: History) -> None:
     """Store the complete history, filling anything a crash kept from the database."""
-    iterations = [IterationCost(i["epoch"], i["iteration"], i["cost"]) for i in history.iterations]
-    if iterations:
-        jobs.record_iterations(job_id, iterations)
-    last_of_epoch = {i.epoch: i.iteration for i in iterations}
+    if history.iterations:
+        jobs.record_iterations(job_id, history.iterations)
     for epoch in history.epochs:
-        jobs.record_epoch(job_id, _summary(epoch, last_of_epoch.get(epoch["epoch"], 0)))
+        jobs.record_epoch(job_id, epoch)
 
 
 def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) -> ModelMeta:
@@ -180,68 +164,56 @@ def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) ->
             "epochs_trained": len(history.epochs),
             "stopped_early": history.stopped_early,
             **{
-                key: finite_or_none(last[key])
+                key: finite_or_none(getattr(last, key))
                 for key in ("cost", "train_accuracy", "val_cost", "val_accuracy")
             },
         },
     )
 
 
-def run_job(job_id: str, data_dir: Path, interrupt: threading.Event | None = None) -> bool:
-    """Train job `job_id` to its end: succeeded with a model, or failed with a reason.
-
-    True when `interrupt` stopped it instead: the job is still `running`, checkpointed at the
-    iteration it reached, and resumes from there when it runs again.
-    """
-    layout = DataLayout(data_dir)
-    jobs = SqliteJobStore(layout.jobs_db)
+def run_job(job_id: str, settings: Settings) -> Outcome:
+    """Train job `job_id`, which must be `running`, until it ends or a stop is requested."""
+    jobs = open_job_store(settings)
     try:
         job = jobs.get(job_id)
-        if job is not None and job.status is JobStatus.running:
-            return _run(job, layout, jobs, interrupt)
-        return False
+        if job is None or job.status is not JobStatus.running:
+            return Outcome(OutcomeKind.cancelled)
+        return _run(job, DataLayout(settings.data_dir), jobs)
     finally:
         jobs.close()
 
 
-def _run(
-    job: JobRecord, layout: DataLayout, jobs: SqliteJobStore, interrupt: threading.Event | None
-) -> bool:
+def _fail(jobs: JobStore, job: JobRecord, checkpoint: Path, reason: str) -> Outcome:
+    jobs.finish(job.id, JobStatus.failed, error=reason)
+    checkpoint.unlink(missing_ok=True)
+    return Outcome(OutcomeKind.failed, reason)
+
+
+def _run(job: JobRecord, layout: DataLayout, jobs: JobStore) -> Outcome:
     checkpoint = layout.checkpoint(job.id)
-    recorder = ProgressRecorder(jobs, job.id, interrupt)
+    recorder = ProgressRecorder(jobs, job.id)
     try:
         data = FileDatasetStore(layout.datasets).load(job.dataset_id)
         net, history = train(job, data, recorder, checkpoint)
     except CNNError as exc:  # divergence, or a dataset or checkpoint that cannot be used
-        jobs.finish(job.id, JobStatus.failed, error=str(exc))
-        checkpoint.unlink(missing_ok=True)
-        return False
+        return _fail(jobs, job, checkpoint, str(exc))
     except MemoryError:
-        jobs.finish(
-            job.id,
-            JobStatus.failed,
-            error="out of memory: use a smaller network, batch size or dataset",
-        )
-        checkpoint.unlink(missing_ok=True)
-        return False
+        return _fail(jobs, job, checkpoint, OUT_OF_MEMORY)
     except Exception:
         log.exception("job %s: training failed", job.id)
-        jobs.finish(
-            job.id,
-            JobStatus.failed,
-            error="internal error in the training worker (see the server log)",
+        return _fail(
+            jobs, job, checkpoint, "internal error in the training worker (see the server log)"
         )
-        checkpoint.unlink(missing_ok=True)
-        return False
     record_history(jobs, job.id, history)
     if jobs.get(job.id).status is not JobStatus.running:
-        return False  # cancelled while training: publish nothing
+        return Outcome(OutcomeKind.cancelled)  # cancelled while training: publish nothing
     if recorder.interrupted:
-        return True  # checkpointed at the iteration it reached
+        return Outcome(OutcomeKind.interrupted)  # checkpointed at the iteration it reached
     models = FileModelStore(layout.models)
     meta = model_meta(job, net, history, data)
     models.save(meta, net)
-    if not jobs.finish(job.id, JobStatus.succeeded, model_id=meta.id):
+    published = jobs.finish(job.id, JobStatus.succeeded, model_id=meta.id)
+    if not published:
         models.delete(meta.id)  # cancelled while publishing
     checkpoint.unlink(missing_ok=True)
-    return False
+    return Outcome(OutcomeKind.succeeded if published else OutcomeKind.cancelled)

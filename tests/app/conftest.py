@@ -13,8 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.ids import new_id
 from app.main import create_app
 from app.settings import Settings
+from app.storage.jobs import JobStore
+from app.storage.layout import DataLayout
+from app.storage.stores import open_job_store
 
 REPO = Path(__file__).resolve().parents[2]
 HOLDOUT = REPO / "tests" / "data" / "mnist_holdout.npz"
@@ -160,3 +164,33 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClie
         job = wait_for_job(test_client, job["id"])
         assert job["status"] == "succeeded", job
         yield test_client, test_client.get(f"/models/{job['model_id']}").json()
+
+
+# --------------------------------------------------------------------------- job store and workers
+
+STORE_TRAINING = {**TINY_TRAINING, "epochs": 3, "early_stopping": None}  # as admission stores it
+
+
+@pytest.fixture
+def layout(settings: Settings) -> DataLayout:
+    """The data directory of `settings`, created."""
+    layout = DataLayout(settings.data_dir)
+    layout.create()
+    return layout
+
+
+@pytest.fixture
+def jobs(settings: Settings, layout: DataLayout) -> Iterator[JobStore]:
+    """The job store of `settings`, as the server and the workers open it."""
+    store = open_job_store(settings)
+    yield store
+    store.close()
+
+
+def add_job(jobs: JobStore, name: str | None = None, threads: int = 1, **training: object) -> str:
+    """Queue a tiny job on mnist-sample; its id."""
+    job_id = new_id()
+    jobs.create(
+        job_id, name, "mnist-sample", TINY_ARCHITECTURE, {**STORE_TRAINING, **training}, threads
+    )
+    return job_id

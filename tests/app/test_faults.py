@@ -1,5 +1,5 @@
-"""Training under faults: a job that needs too much memory, a worker killed with kill -9,
-SIGTERM to the server mid-epoch, and the thread count a job trains (and resumes) with.
+"""Training under faults, against a real server: a job that needs too much memory, a worker
+killed with kill -9, and SIGTERM to the server mid-epoch.
 
 The server tests run a real uvicorn process (see `tests.app.live`); each kills its process
 group on the way out.
@@ -17,14 +17,13 @@ import numpy as np
 import pytest
 
 from app.settings import Settings
-from app.storage.jobs import JobRecord, JobStatus, SqliteJobStore
+from app.storage.jobs import JobStatus
 from app.storage.layout import DataLayout
-from app.training import worker
-from cnn_core import Network
+from app.storage.stores import open_job_store
 from cnn_core.files import load_archive
-from cnn_core.network import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from cnn_core.training import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from tests.app.conftest import (
-    TINY_ARCHITECTURE,
+    REPO,
     submit,
     wait_for_iteration,
     wait_for_job,
@@ -47,48 +46,15 @@ STOP_DEADLINE_S = 9.0  # docker stop sends SIGKILL 10 s after SIGTERM
 # --------------------------------------------------------------------------- memory limit
 
 
-def test_fault_allocation_hook_is_inert_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    job = worker_job_named("oom")
-    monkeypatch.delenv(worker.FAULT_ALLOCATE, raising=False)
-    assert worker.fault_allocation(job) is None
-    monkeypatch.setenv(worker.FAULT_ALLOCATE, "another-job:1")
-    assert worker.fault_allocation(job) is None
-    monkeypatch.setenv(worker.FAULT_ALLOCATE, "oom:1")
-    assert worker.fault_allocation(job).nbytes == 2**20
-
-
-def worker_job_named(name: str) -> JobRecord:
-    return JobRecord(
-        id="x",
-        name=name,
-        dataset_id="mnist-sample",
-        architecture={},
-        training={},
-        status=JobStatus.running,
-        created_at=0.0,
-    )
-
-
-def default_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The settings with no `CNN_*` variable set, whatever the environment running the tests."""
-    for name in list(os.environ):
-        if name.upper().startswith("CNN_"):
-            monkeypatch.delenv(name)
-    return Settings(_env_file=None)
-
-
-def test_worker_memory_limit_defaults_to_a_size_that_trains_lenet(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Every other worker test trains under this default; NumPy and OpenBLAS reserve far more
-    # address space than they touch, so the limit must leave room for that.
-    assert default_settings(monkeypatch).worker_memory_mb == 4096
+FAULT_INJECTION = REPO / "tests" / "app" / "fault_injection"  # see its sitecustomize.py
 
 
 def test_job_over_the_worker_memory_limit_fails_out_of_memory_and_the_server_carries_on(
     tmp_path: Path,
 ) -> None:
-    env = {"CNN_WORKER_MEMORY_MB": "1024", "CNN_FAULT_WORKER_ALLOCATE": "greedy:2048"}
+    # Jobs named "greedy" allocate 2,048 MB before they train, under a limit of 1,024 MB.
+    path = os.pathsep.join([str(FAULT_INJECTION), str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {"CNN_WORKER_MEMORY_MB": "1024", "PYTHONPATH": path}
     with live_server(tmp_path / "data", tmp_path / "server.log", **env) as (_, client):
         greedy = client.post(
             "/jobs", json={"dataset_id": "mnist-sample", "architecture": "lenet5", "name": "greedy"}
@@ -175,7 +141,7 @@ def test_sigterm_checkpoints_mid_epoch_exits_within_9s_and_the_job_resumes_to_th
         assert stream_ended.wait(5)
 
         # Between the two servers: the job is back in the queue, checkpointed mid-epoch.
-        jobs = SqliteJobStore(DataLayout(data_dir).jobs_db)
+        jobs = open_job_store(Settings(data_dir=data_dir))
         try:
             stopped = jobs.get(job["id"])
             recorded, _ = jobs.costs(job["id"], 0)
@@ -215,45 +181,3 @@ def test_sigterm_checkpoints_mid_epoch_exits_within_9s_and_the_job_resumes_to_th
             assert [e["cost"] for e in straight["epochs"]] == [e["cost"] for e in costs["epochs"]]
     finally:
         server.kill_group()
-
-
-# --------------------------------------------------------------------------- thread count
-
-
-def test_train_threads_default_to_at_most_two(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert default_settings(monkeypatch).train_threads == min(2, os.cpu_count() or 1)
-
-
-def test_a_job_trains_and_resumes_with_the_thread_count_it_was_submitted_with(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    layout = DataLayout(tmp_path)
-    layout.create()
-    jobs = SqliteJobStore(layout.jobs_db)
-    training = {
-        "epochs": 2,
-        "batch_size": 32,
-        "validation_split": 0.1,
-        "seed": 0,
-        "optimizer": {"name": "adam", "learning_rate": 0.01},
-        "early_stopping": None,
-    }
-    jobs.create("j", None, "mnist-sample", TINY_ARCHITECTURE, training, threads=2)
-    jobs.claim_next()
-    assert jobs.get("j").threads == 2
-    seen = []
-    fit = Network.fit
-
-    def recording_fit(self, *args, **kwargs):
-        seen.append(kwargs["threads"])
-        return fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(Network, "fit", recording_fit)
-    interrupt = threading.Event()
-    interrupt.set()  # stop (and checkpoint) at the first iteration, then resume
-    assert worker.run_job("j", layout.root, interrupt) is True
-    assert jobs.get("j").status is JobStatus.running
-    assert worker.run_job("j", layout.root) is False
-    assert jobs.get("j").status is JobStatus.succeeded
-    assert seen == [2, 2]
-    jobs.close()

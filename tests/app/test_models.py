@@ -1,21 +1,14 @@
 """GET/DELETE /models, download, and predictions from images or arrays."""
 
-import asyncio
 import io
-import threading
-import time
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.errors import BusyError
-from app.inference import Predictor
 from cnn_core import Network
 from cnn_core.datasets import images_to_array
-from tests.app.conftest import TINY_ARCHITECTURE, holdout, png_bytes
+from tests.app.conftest import holdout, png_bytes
 from tests.app.hostile import raw_request
 
 X, Y = holdout()
@@ -161,31 +154,6 @@ def test_predict_needs_files_or_json(client: TestClient, model: dict) -> None:
     url = f"/models/{model['id']}/predict"
     assert client.post(url, content=b"x", headers={"content-type": "text/plain"}).status_code == 415
     assert client.post(url, files={"other": ("d.png", DIGITS[0][1])}).status_code == 422
-
-
-def test_predictions_beyond_the_concurrency_limit_get_503_at_once() -> None:
-    release = threading.Event()
-
-    class SlowStore:
-        def load(self, model_id: str) -> Network:
-            release.wait(5)
-            return Network.from_config(TINY_ARCHITECTURE)
-
-    predictor = Predictor(SlowStore(), cache_size=1, concurrency=1, max_image_pixels=100)
-    model = SimpleNamespace(id="m", classes=[str(d) for d in range(10)])
-    batch = np.zeros((1, 1, 28, 28), np.float32)
-
-    async def two_at_once() -> None:
-        first = asyncio.create_task(predictor.predict_array(model, batch, 1))
-        await asyncio.sleep(0.05)
-        started = time.monotonic()
-        with pytest.raises(BusyError):
-            await predictor.predict_array(model, batch, 1)
-        assert time.monotonic() - started < 0.1
-        release.set()
-        assert len(await first) == 1
-
-    asyncio.run(two_at_once())
 
 
 def test_a_busy_predictor_refuses_before_reading_the_body(

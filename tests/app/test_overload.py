@@ -3,9 +3,10 @@ predictions are in flight, and predictions beyond the concurrency limit are refu
 with 503 and Retry-After instead of piling up. Request counts are bounded; the latency bounds
 are generous (the machine is shared and noisy) and the measured figures are printed."""
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -26,19 +27,52 @@ def train_model(client: httpx.Client) -> str:
     return job["model_id"]
 
 
+def capturing(work: Callable[..., None], errors: list[BaseException]) -> Callable[..., None]:
+    """`work`, appending what it raises to `errors` instead of losing it with its thread."""
+
+    def run(*args: object) -> None:
+        try:
+            work(*args)
+        except BaseException as exc:
+            errors.append(exc)
+
+    return run
+
+
+def join_all(threads: list[threading.Thread], errors: list[BaseException]) -> None:
+    """Wait for `threads`, then raise the first exception one of them raised."""
+    for thread in threads:
+        thread.join(timeout=120)
+        assert not thread.is_alive(), f"{thread.name} did not finish in 120 s"
+    if errors:
+        raise errors[0]
+
+
 def in_threads(count: int, work: Callable[[int], None]) -> None:
     """Run `work(i)` for i in range(count) in threads that start together; wait for all."""
     barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
 
     def run(i: int) -> None:
         barrier.wait()
         work(i)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    threads = [threading.Thread(target=capturing(run, errors), args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    join_all(threads, errors)
+
+
+@contextlib.contextmanager
+def in_background(work: Callable[[], None]) -> Iterator[None]:
+    """Run `work` in a thread during the block; then wait for it and raise what it raised."""
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=capturing(work, errors))
+    thread.start()
+    try:
+        yield
+    finally:
+        join_all([thread], errors)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -72,11 +106,11 @@ def test_health_p99_stays_under_200ms_while_a_job_trains_and_predictions_are_in_
                     time.sleep(0.01)
 
         predicting.set()
-        prober = threading.Thread(target=probe)
-        prober.start()
-        in_threads(4, predict)
-        predicting.clear()
-        prober.join(timeout=30)
+        with in_background(probe):
+            try:
+                in_threads(4, predict)
+            finally:
+                predicting.clear()
 
         assert client.get(f"/jobs/{training['id']}").json()["status"] == "running"
         p50, p99 = percentile(health_ms, 50), percentile(health_ms, 99)

@@ -388,7 +388,7 @@ def test_pairs_are_normalized_and_compacted():
     )
     conv_spec, pool_spec = normalized["layers"][:2]
     assert conv_spec["kernel_size"] == 3 and conv_spec["stride"] == [2, 1]
-    assert plans[0].kernel == (3, 3) and plans[0].stride == (2, 1)
+    assert plans[0].kernel_size == (3, 3) and plans[0].stride == (2, 1)
     assert plans[0].padding == (1, 1, 0, 0)
     assert plans[0].output_shape == (2, (9 + 2 - 3) // 2 + 1, (8 - 3) // 1 + 1)  # (2, 5, 6)
     assert pool_spec == {"type": "avgpool", "pool_size": [2, 1], "stride": [2, 1]}

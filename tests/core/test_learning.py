@@ -62,9 +62,9 @@ def train_and_score(config, digits, epochs, seed=0):
 
 def test_lenet5_learns_mnist(digits):
     accuracy, history = train_and_score(build_preset("lenet5", (1, 28, 28), 10), digits, epochs=3)
-    costs = [e["cost"] for e in history.epochs]
+    costs = [e.cost for e in history.epochs]
     assert costs[2] < costs[1] < costs[0]
-    assert history.epochs[-1]["train_accuracy"] > 0.9
+    assert history.epochs[-1].train_accuracy > 0.9
     assert accuracy > 0.90, f"held-out accuracy {accuracy:.3f}"
 
 

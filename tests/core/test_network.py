@@ -1,6 +1,7 @@
 """Network: save/load, seeds, checkpoints, fit (callbacks, early stopping, divergence),
 predictions, dtypes, summary and the LeNet-5 preset."""
 
+import dataclasses
 import json
 import math
 import pickle
@@ -50,7 +51,7 @@ def copy_params(net):
 
 
 def without_seconds(history):
-    return [{k: v for k, v in e.items() if k != "seconds"} for e in history.epochs]
+    return [dataclasses.replace(e, seconds=None) for e in history.epochs]
 
 
 # ----------------------------------------------------------------------------- save and load
@@ -353,15 +354,17 @@ def test_callback_receives_iteration_and_epoch_events():
         "val_cost",
         "val_accuracy",
         "seconds",
+        "last_iteration",
     }
+    assert epoch["last_iteration"] == events[-2]["iteration"] == 6
     assert epoch["epoch"] == 2 and 0 <= epoch["val_accuracy"] <= 1 and epoch["val_cost"] > 0
     assert [e["cost"] for e in events if e["type"] == "iteration"] == [
-        i["cost"] for i in history.iterations
+        i.cost for i in history.iterations
     ]
     # the epoch cost is the sample-weighted mean of its batches (8, 8 and 4 samples)
     costs = [e["cost"] for e in events[4:7]]
     assert epoch["cost"] == pytest.approx((8 * costs[0] + 8 * costs[1] + 4 * costs[2]) / 20)
-    assert history.epochs[-1] == {k: v for k, v in epoch.items() if k != "type"}
+    assert dataclasses.asdict(history.epochs[-1]) == {k: v for k, v in epoch.items() if k != "type"}
     # and its validation figures are those of the final weights
     net = Network.from_config(TINY, seed=0)
     net.fit(X, y, epochs=2, batch_size=8, optimizer=ADAM, threads=1)
@@ -449,9 +452,11 @@ def expected_stop(values, patience, min_delta=0.0):
 def test_early_stopping_restores_the_best_weights(validation):
     _, reference, snapshots = early_stopping_run(12, validation=validation)
     key = "val_cost" if validation else "cost"
-    stop, best = expected_stop([e[key] for e in reference.epochs], patience=2)
+    stop, best = expected_stop([getattr(e, key) for e in reference.epochs], patience=2)
     if not validation:  # the training cost keeps falling: no stop; use a min_delta instead
-        stop, best = expected_stop([e[key] for e in reference.epochs], patience=2, min_delta=0.15)
+        stop, best = expected_stop(
+            [getattr(e, key) for e in reference.epochs], patience=2, min_delta=0.15
+        )
     assert stop is not None and stop < 12 and best < stop
     spec = {"patience": 2} if validation else {"patience": 2, "min_delta": 0.15}
     net, history, _ = early_stopping_run(12, spec, validation=validation)
@@ -462,7 +467,7 @@ def test_early_stopping_restores_the_best_weights(validation):
 
 def test_early_stopping_without_restore_keeps_the_last_weights():
     _, reference, snapshots = early_stopping_run(12)
-    stop, _ = expected_stop([e["val_cost"] for e in reference.epochs], patience=2)
+    stop, _ = expected_stop([e.val_cost for e in reference.epochs], patience=2)
     net, history, _ = early_stopping_run(12, {"patience": 2, "restore_best": False})
     assert len(history.epochs) == stop
     assert same_params(net.params, snapshots[stop])
@@ -560,9 +565,9 @@ def test_two_threads_compute_the_same_gradient_as_one(config):
     for k in one.params:
         np.testing.assert_allclose(two.params[k], one.params[k], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(
-        [i["cost"] for i in h2.iterations], [i["cost"] for i in h1.iterations], rtol=1e-12
+        [i.cost for i in h2.iterations], [i.cost for i in h1.iterations], rtol=1e-12
     )
-    assert [e["train_accuracy"] for e in h2.epochs] == [e["train_accuracy"] for e in h1.epochs]
+    assert [e.train_accuracy for e in h2.epochs] == [e.train_accuracy for e in h1.epochs]
 
 
 def test_a_batch_smaller_than_the_thread_count():
@@ -663,7 +668,7 @@ def test_dtype_is_kept_end_to_end(dtype, optimizer):
     assert net.predict_proba(X).dtype == np.dtype(dtype)
     loss, grads = net.loss_and_grads(X, y)
     assert isinstance(loss, float) and all(g.dtype == np.dtype(dtype) for g in grads.values())
-    assert all(isinstance(e["cost"], float) for e in history.epochs)
+    assert all(isinstance(e.cost, float) for e in history.epochs)
 
 
 # --------------------------------------------------------------------- summary and presets
@@ -724,3 +729,45 @@ def test_preset_errors():
         build_preset("alexnet", (1, 28, 28), 10)
     with pytest.raises(ConfigError, match="at least 2 classes"):
         build_preset("lenet5", (1, 28, 28), 1)
+
+
+# Regressions once found in review: a user's reasonable call that went wrong.
+
+PADDED = {
+    "input_shape": [1, 8, 8],
+    "layers": [
+        {"type": "conv", "filters": 3, "kernel_size": 3, "padding": (1, 1), "activation": "relu"},
+        {"type": "maxpool", "pool_size": 2},
+        {"type": "dense", "units": 3, "activation": "softmax"},
+    ],
+}
+
+
+def padded_data(n=40):
+    rng = np.random.default_rng(0)
+    return rng.random((n, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, n)
+
+
+def test_a_tuple_padding_survives_save_load_and_resume(tmp_path):
+    X, y = padded_data()
+    net = Network.from_config(PADDED)
+    net.fit(X, y, epochs=1, batch_size=8, threads=1, checkpoint_path=tmp_path / "c.npz")
+    net.save(tmp_path / "m.npz")
+    assert Network.load(tmp_path / "m.npz").config == net.config
+    Network.from_config(PADDED).fit(
+        X, y, epochs=2, batch_size=8, threads=1, resume_from=tmp_path / "c.npz"
+    )
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_assigning_a_parameter_reaches_the_layers(threads):
+    X, y = padded_data()
+    net = Network.from_config(PADDED)
+    zeros = np.zeros_like(net.params["2.W"], dtype=np.float64)
+    net.params["2.W"] = zeros
+    net.params["2.b"] = [0.0, 0.0, 0.0]
+    np.testing.assert_allclose(net.predict_proba(X), 1 / 3)  # zero output layer: uniform
+    net.fit(X, y, epochs=1, batch_size=8, threads=threads)
+    assert net.params["2.W"].dtype == np.float32 and np.abs(net.params["2.W"]).sum() > 0
+    with pytest.raises(ValueError, match="shape"):
+        net.params["2.W"] = np.zeros((2, 2))

@@ -1,0 +1,161 @@
+"""Opening untrusted PNG/JPEG images and converting them to arrays: used by the image zip
+reader and by prediction, so both scale pixels the same way."""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps
+
+from cnn_core.errors import CorruptFile, DatasetError, DatasetTooLarge, UnsupportedFormat
+
+from .checks import _check_sample_shape, _scale_pixels
+from .dataset import Source
+from .limits import MAX_DATASET_BYTES, MAX_IMAGE_PIXELS
+from .sources import _read_limited
+
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
+
+
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+"""How PNG and JPEG files start: bytes that do but fail to open are corrupt, not another format."""
+
+
+IMAGE_FORMATS = ("PNG", "JPEG")
+
+
+def _open_image(data: bytes, max_pixels: int, what: str) -> Image.Image:
+    """Open PNG/JPEG bytes, reading only the header; refuse too many pixels before decoding."""
+    try:
+        with warnings.catch_warnings():  # Pillow only warns between 1x and 2x its own limit
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DatasetTooLarge(
+            f"{what} declares far too many pixels (a decompression bomb): use "
+            f"images of at most {max_pixels:,} pixels"
+        ) from None
+    except Image.UnidentifiedImageError:
+        if data.startswith(IMAGE_SIGNATURES):
+            raise CorruptFile(f"{what} is a truncated or corrupt PNG or JPEG image") from None
+        raise UnsupportedFormat(
+            f"{what} is not a PNG or JPEG image: convert it to PNG or JPEG"
+        ) from None
+    except _DECODE_ERRORS as exc:
+        raise CorruptFile(f"{what} is not a readable PNG or JPEG image ({exc})") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise DatasetTooLarge(
+            f"{what} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}: downscale it"
+        )
+    return img
+
+
+def open_image(
+    source: Source, *, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None
+) -> Image.Image:
+    """Decode one untrusted PNG or JPEG (frame 0 of an animated one), refusing other formats
+    and over max_pixels pixels. A given name (such as the uploaded file's) starts every error
+    message, as in "digit.png: the image is not a PNG or JPEG image: ..."."""
+    what = "the image" if name is None else f"{name}: the image"
+    data = _read_limited(source, MAX_DATASET_BYTES, what)
+    img = _open_image(data, max_pixels, what)
+    try:
+        img.load()
+    except _DECODE_ERRORS as exc:  # truncated or corrupt pixel data
+        raise CorruptFile(
+            f"{what} could not be decoded ({exc}): it is truncated or corrupt"
+        ) from None
+    return img
+
+
+def _is_grayscale(img: Image.Image) -> bool:
+    """Whether an image has no colour, judged by its mode (and palette) rather than pixels."""
+    if img.mode in _GRAY_MODES:
+        return True
+    if img.mode == "P":  # optimisers often store grayscale PNGs with a gray palette
+        rgb = np.asarray(img.getpalette("RGB") or [0, 0, 0], dtype=np.uint8).reshape(-1, 3)
+        return bool((rgb == rgb[:, :1]).all())
+    return False
+
+
+def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """img as "L" or "RGB": 16-bit rescaled to 8, transparency composited on black."""
+    if img.mode.startswith("I"):
+        wide = np.asarray(img).astype(np.int64)
+        img = Image.fromarray(((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8))
+    elif img.mode == "F":
+        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).round().astype(np.uint8))
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    if img.mode not in ("1", "L", "P", "RGB", "RGBA"):
+        img = img.convert("RGB")  # CMYK, YCbCr, LAB, ...
+    return img if img.mode == mode else img.convert(mode)
+
+
+def _image_pixels(img: Image.Image, channels: int, height: int, width: int) -> np.ndarray:
+    """uint8 (H, W, C) pixels of img in the wanted channels and size."""
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    if orientation != 1:
+        img = ImageOps.exif_transpose(img)
+    img = _to_mode(img, "L" if channels == 1 else "RGB")
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8).reshape(height, width, channels)
+
+
+def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(input_shape) != 3 or not all(int(d) >= 1 for d in input_shape):
+        raise DatasetError(f"input_shape {tuple(input_shape)} must be (C, H, W) of positive sizes")
+    c, h, w = (int(d) for d in input_shape)
+    _check_sample_shape(c, h, w, f"input_shape {(c, h, w)}")
+    return c, h, w
+
+
+def images_to_array(
+    images: Sequence[Image.Image], input_shape: Sequence[int], preprocessing: dict
+) -> np.ndarray:
+    """Convert images to a model's input: float32 (N, C, H, W).
+
+    Each image is converted to C channels (1: "L", 3: "RGB"; transparency is composited on
+    black, as MNIST draws white on black), resized to (H, W) with Lanczos, and multiplied by
+    preprocessing["image_scale"]. The image zip reader uses this same path, so training and
+    prediction see identical numbers for identical images.
+    """
+    c, h, w = _check_input_shape(input_shape)
+    try:
+        image_scale = float(preprocessing["image_scale"])
+    except (KeyError, TypeError, ValueError):
+        raise DatasetError("preprocessing must hold a numeric 'image_scale'") from None
+    pixels = np.empty((len(images), h, w, c), dtype=np.uint8)
+    for i, img in enumerate(images):
+        try:
+            pixels[i] = _image_pixels(img, c, h, w)
+        except _DECODE_ERRORS as exc:  # decoding happens here for images not yet loaded
+            raise CorruptFile(
+                f"image {i} could not be decoded ({exc}): it is truncated or corrupt"
+            ) from None
+    return _scale_pixels(pixels.transpose(0, 3, 1, 2), image_scale)

@@ -1,0 +1,315 @@
+"""Training: mini-batch gradient descent over a :class:`~cnn_core.network.Network`, with early
+stopping, checkpoints that resume bit-exactly, and mini-batches sharded over CPU threads.
+
+A checkpoint holds everything the numbers depend on: parameters and buffers, optimizer state,
+the random generator's state, the position within the epoch, the early-stopping state (with
+its best parameters and buffers) and the history so far.
+"""
+
+import contextlib
+import math
+import operator
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from . import optimizers, parallel
+from .errors import ConfigError, DivergenceError, ModelFileError
+from .files import load_archive, save_archive
+from .history import EpochSummary, History, IterationCost
+
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cnn_core.checkpoint", 1
+
+
+@dataclass
+class _Position:
+    """Where training continues from: an epoch, the generator state before its shuffle, and how
+    far into it training got, with the running sums of its summary. A checkpoint stores one."""
+
+    epoch: int
+    rng_state: dict
+    next_batch: int = 0
+    cost_sum: float = 0.0
+    correct: int = 0
+    seconds: float = 0.0
+
+
+def fit(
+    net,
+    X,
+    y,
+    epochs=5,
+    batch_size=64,
+    optimizer="adam",
+    validation_data=None,
+    callback=None,
+    seed=0,
+    early_stopping=None,
+    checkpoint_path=None,
+    resume_from=None,
+    threads=None,
+):
+    """Train with mini-batch gradient descent; returns a :class:`History`.
+
+    - Each epoch shuffles with a generator seeded by ``seed``; the epoch's cost and train
+      accuracy are means over its mini-batches (as Keras reports them).
+    - ``callback(event)`` gets ``{"type": "iteration", "epoch", "iteration", "cost",
+      "accuracy", "iterations_per_epoch"}`` after every step and ``{"type": "epoch", ...}``
+      (the epoch summary) after every epoch; returning True stops training.
+    - ``early_stopping={"patience": p, "min_delta": d, "restore_best": True}`` stops when the
+      validation cost (the training cost without validation data) has not improved by more
+      than d for p epochs, then restores the best weights.
+    - ``checkpoint_path``: written atomically at each epoch end (before the epoch event) and
+      when the callback stops training mid-epoch. ``resume_from``: a checkpoint to continue
+      from, with the same arguments; the result is bit-identical to an uninterrupted run.
+    - ``threads``: CPU threads to train with (default: the BLAS thread limit, as set e.g. by
+      threadpoolctl): each mini-batch is cut into that many shards, computed in parallel by
+      this process and ``threads - 1`` forked helpers. Results are deterministic for a given
+      thread count.
+    - Raises DivergenceError when the cost becomes NaN or infinite.
+    """
+    _check_training_args(epochs, batch_size)
+    threads = _blas_threads() if threads is None else threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
+        raise ConfigError(f"threads must be an integer in 1..64, got {threads!r}")
+    seed = operator.index(seed)  # a plain int: it goes into JSON checkpoints
+    opt = optimizers.get(optimizer)
+    stopping = _EarlyStopping.from_spec(early_stopping)
+    X, y = net._check_data(X, y)
+    if validation_data is not None:
+        Xv, yv = net._check_data(*validation_data)
+    rng = np.random.default_rng(seed)
+    # Everything the numbers depend on: the shard count changes how gradients are rounded.
+    fingerprint = {
+        "n_samples": len(X),
+        "batch_size": batch_size,
+        "seed": seed,
+        "optimizer": opt.hyper | {"name": opt.name},
+        "threads": threads,
+    }
+    history, position = History(), _Position(1, rng.bit_generator.state)
+    if resume_from is not None:
+        history, position = _restore_checkpoint(net, resume_from, opt, stopping, fingerprint)
+        if history.stopped_early:
+            return history
+    save = None
+    if checkpoint_path is not None:
+
+        def save(position):
+            _write_checkpoint(net, checkpoint_path, position, opt, stopping, history, fingerprint)
+
+    with contextlib.ExitStack() as resources:
+        pool = None
+        if threads > 1:
+            resources.enter_context(threadpool_limits(1, user_api="blas"))
+            if parallel.can_fork():
+                pool = resources.enter_context(parallel.ShardPool(net, X, y, threads - 1))
+        n = len(X)
+        per_epoch = math.ceil(n / batch_size)
+        for epoch in range(position.epoch, epochs + 1):
+            if position.epoch != epoch:
+                position = _Position(epoch, rng.bit_generator.state)
+            rng.bit_generator.state = position.rng_state
+            order = rng.permutation(n)
+            started = time.perf_counter() - position.seconds
+            for b in range(position.next_batch, per_epoch):
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                cost, batch_correct, grads = train_step(net, X, y, idx, threads, pool)
+                iteration = (epoch - 1) * per_epoch + b + 1
+                if not math.isfinite(cost):
+                    raise DivergenceError(
+                        f"cost became {cost} at epoch {epoch}, iteration {iteration} "
+                        f"(learning_rate={opt.hyper['learning_rate']}); "
+                        "try a lower learning rate"
+                    )
+                opt.step(net.params, grads)
+                position.cost_sum += cost * len(idx)
+                position.correct += batch_correct
+                history.iterations.append(IterationCost(epoch, iteration, cost))
+                event = {
+                    "type": "iteration",
+                    "epoch": epoch,
+                    "iteration": iteration,
+                    "cost": cost,
+                    "accuracy": batch_correct / len(idx),
+                    "iterations_per_epoch": per_epoch,
+                }
+                if callback and callback(event):
+                    if save:
+                        position.next_batch, position.seconds = (
+                            b + 1,
+                            time.perf_counter() - started,
+                        )
+                        save(position)
+                    return history
+            val_cost = val_accuracy = None
+            if validation_data is not None:
+                val_cost, val_accuracy = net.evaluate(Xv, yv)
+            summary = EpochSummary(
+                epoch=epoch,
+                cost=position.cost_sum / n,
+                train_accuracy=position.correct / n,
+                val_cost=val_cost,
+                val_accuracy=val_accuracy,
+                seconds=time.perf_counter() - started,
+                last_iteration=epoch * per_epoch,
+            )
+            history.epochs.append(summary)
+            stop = stopping is not None and stopping.update(summary, net.state_dict())
+            if stop:
+                history.stopped_early = True
+                stopping.restore(net.state_dict())
+            if save:
+                save(_Position(epoch + 1, rng.bit_generator.state))
+            if (callback and callback({"type": "epoch", **asdict(summary)})) or stop:
+                break
+    return history
+
+
+def _write_checkpoint(net, path, position, opt, stopping, history, fingerprint):
+    state = opt.state_dict()
+    arrays = {f"param/{k}": v for k, v in net.params.items()}
+    arrays |= {f"buffer/{k}": v for k, v in net.buffers.items()}
+    arrays |= {f"opt/{k}": v for k, v in state["arrays"].items()}
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "config": net.config,
+        "dtype": net.dtype.name,
+        "position": asdict(position),
+        "optimizer_step": state["t"],
+        "history": history.to_dict(),
+        "fingerprint": fingerprint,
+        "early_stopping": None,
+    }
+    if stopping is not None:
+        meta["early_stopping"] = stopping.state()
+        arrays |= {f"best/{k}": v for k, v in (stopping.best_params or {}).items()}
+    save_archive(path, arrays, meta)
+
+
+def _restore_checkpoint(net, path, opt, stopping, fingerprint):
+    arrays, meta = load_archive(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
+    if meta["config"] != net.config or meta["dtype"] != net.dtype.name:
+        raise ModelFileError(
+            "the checkpoint belongs to a network with another architecture or dtype"
+        )
+    if meta["fingerprint"] != fingerprint:
+        raise ModelFileError(
+            f"the checkpoint was made with other training settings ({meta['fingerprint']}); "
+            "resume with the same data, batch size, seed, optimizer and threads"
+        )
+    net.load_state_dict(
+        {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(("param/", "buffer/"))}
+    )
+    opt.load_state_dict(
+        {
+            "t": meta["optimizer_step"],
+            "arrays": {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")},
+        }
+    )
+    if stopping is not None and meta["early_stopping"] is not None:
+        best = {k[5:]: v for k, v in arrays.items() if k.startswith("best/")}
+        stopping.load_state(meta["early_stopping"], best or None)
+    return History.from_dict(meta["history"]), _Position(**meta["position"])
+
+
+def train_step(net, X, y, idx, shards, pool):
+    """Mean cost, correct count and gradients of the mini-batch ``X[idx]``, ``y[idx]``; the
+    batch's buffer updates are applied to ``net``.
+
+    With ``shards`` > 1 the batch is cut into that many contiguous shards whose gradients are
+    summed (and buffer updates merged) in a fixed order, computed in parallel by a
+    :class:`~cnn_core.parallel.ShardPool` when there is one and one after another otherwise:
+    the numbers depend on the shard count, never on timing or on how the shards were run.
+    """
+    if shards == 1:
+        parts = [idx]
+        results = [net.shard_step(net.layers, X[idx], y[idx], len(idx))]
+    else:
+        parts = [part for part in np.array_split(idx, shards) if len(part)]
+        if pool is not None:
+            results = pool.step(parts, len(idx))
+        else:
+            results = [net.shard_step(net.layers, X[p], y[p], len(idx)) for p in parts]
+    if results[0][3]:
+        net.apply_buffer_updates([r[3] for r in results], [len(p) for p in parts])
+    if shards == 1:
+        return results[0][:3]
+    grads = results[0][2]
+    for _, _, more, _ in results[1:]:
+        for name, g in more.items():
+            grads[name] += g
+    cost = sum(r[0] * len(part) for r, part in zip(results, parts, strict=True)) / len(idx)
+    return cost, sum(r[1] for r in results), grads
+
+
+def _blas_threads():
+    """The BLAS thread limit in force (1 when no BLAS library reports one)."""
+    counts = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    return max(1, min(counts, default=1))
+
+
+def _check_training_args(epochs, batch_size):
+    for name, value, limit in (("epochs", epochs, 10_000), ("batch_size", batch_size, 65_536)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise ConfigError(f"{name} must be an integer in 1..{limit}, got {value!r}")
+
+
+class _EarlyStopping:
+    """Patience on the validation cost (or the training cost), keeping the best weights."""
+
+    def __init__(self, patience, min_delta=0.0, restore_best=True):
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ConfigError(
+                f"early_stopping.patience must be a positive integer, got {patience!r}"
+            )
+        if not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta) or min_delta < 0:
+            raise ConfigError(
+                f"early_stopping.min_delta must be a finite number >= 0, got {min_delta!r}"
+            )
+        self.patience, self.min_delta, self.restore_best = (
+            patience,
+            float(min_delta),
+            bool(restore_best),
+        )
+        self.best, self.wait, self.best_params = math.inf, 0, None
+
+    @classmethod
+    def from_spec(cls, spec):
+        if spec is None:
+            return None
+        if not isinstance(spec, dict):
+            raise ConfigError(
+                f"early_stopping must be an object like {{'patience': 3}}, got {spec!r}"
+            )
+        unknown = set(spec) - {"patience", "min_delta", "restore_best"}
+        if unknown:
+            raise ConfigError(f"early_stopping: unknown field(s) {sorted(unknown)}")
+        return cls(**spec)
+
+    def update(self, summary, state):
+        """Record an epoch (``state``: the network's parameters and buffers); True when
+        training should stop."""
+        value = summary.val_cost if summary.val_cost is not None else summary.cost
+        if value < self.best - self.min_delta:
+            self.best, self.wait = value, 0
+            if self.restore_best:
+                self.best_params = {k: v.copy() for k, v in state.items()}
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+    def restore(self, state):
+        if self.restore_best and self.best_params is not None:
+            for name, array in state.items():
+                np.copyto(array, self.best_params[name])
+
+    def state(self):
+        return {"best": self.best if math.isfinite(self.best) else None, "wait": self.wait}
+
+    def load_state(self, state, best_params):
+        self.best = math.inf if state["best"] is None else state["best"]
+        self.wait, self.best_params = state["wait"], best_params
