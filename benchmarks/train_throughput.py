@@ -76,11 +76,11 @@ def torch_model(net):
                 modules.append(torch.nn.ZeroPad2d((left, right, top, bottom)))
                 top = left = 0
             layer = torch.nn.Conv2d(
-                plan.input_shape[0], plan.units, plan.kernel, plan.stride, (top, left)
+                plan.input_shape[0], plan.filters, plan.kernel_size, plan.stride, (top, left)
             )
         elif plan.type in ("maxpool", "avgpool"):
             pool = torch.nn.MaxPool2d if plan.type == "maxpool" else torch.nn.AvgPool2d
-            modules.append(pool(plan.kernel, plan.stride))
+            modules.append(pool(plan.pool_size, plan.stride))
             continue
         elif plan.type == "flatten":
             modules.append(torch.nn.Flatten())
@@ -149,7 +149,7 @@ def serve(framework, network, threads, epochs, conn):
                 conn.send(
                     (
                         statistics.median(timed(lambda: predict(one)) for _ in range(repeats)),
-                        statistics.median(timed(lambda: predict(batch)) for _ in range(5)),
+                        statistics.median(timed(lambda: predict(batch)) for _ in range(3)),
                     )
                 )
             else:
@@ -165,6 +165,7 @@ def bench(network, threads, rounds, epochs):
         mine, theirs = context.Pipe()
         process = context.Process(target=serve, args=(framework, network, threads, epochs, theirs))
         process.start()
+        theirs.close()  # so that a crashed side is an EOFError here, not a hang
         sides[framework] = (process, mine)
     results = {framework: {"train": [], "one": [], "batch": []} for framework in sides}
     for r in range(rounds):
