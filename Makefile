@@ -5,7 +5,7 @@ CNN_PORT ?= 8000
 CNN_DATA_DIR ?= ./data
 export CNN_HOST CNN_PORT CNN_DATA_DIR
 
-.PHONY: install install-test run worker test bench lint clean
+.PHONY: install install-test run worker test docker-test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,8 +22,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: install
-	$(VENV)/bin/uvicorn app.main:app --host $(CNN_HOST) --port $(CNN_PORT) --timeout-graceful-shutdown 8 \
-		--http app.limits:HeaderTimeoutH11Protocol
+	$(PY) -m app.serve
 
 # One RQ worker taking jobs from CNN_REDIS_URL (same CNN_* settings as the servers); run one per
 # CPU budget on as many hosts as wanted, all sharing CNN_DATA_DIR and CNN_DATABASE_URL.
@@ -33,9 +32,14 @@ worker: install
 test: install-test lint
 	$(PY) -m pytest
 
+# The Docker tests alone (also part of `make test`); needs root to start the engine.
+docker-test: install-test
+	.ci/docker-standin.sh
+	$(PY) -m pytest -m docker
+
 lint: install-test
-	$(VENV)/bin/ruff check cnn_core app tests benchmarks scripts
-	$(VENV)/bin/ruff format --check cnn_core app tests benchmarks scripts
+	$(VENV)/bin/ruff check cnn_core app cnn_client tests benchmarks scripts
+	$(VENV)/bin/ruff format --check cnn_core app cnn_client tests benchmarks scripts
 	$(VENV)/bin/hadolint Dockerfile
 
 bench: install-test

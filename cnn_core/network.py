@@ -6,7 +6,12 @@ softmax cross-entropy (softmax output) or the binary cross-entropy (one sigmoid 
 from the logits.
 """
 
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import config as config_lib
 from . import functional as F
@@ -19,6 +24,7 @@ from .history import History
 MODEL_FORMAT, MODEL_VERSION = "cnn_core.model", 1
 DTYPES = ("float32", "float64")
 PREDICT_BATCH = 512
+PARALLEL_PREDICT_MIN = 128  # images; fewer are predicted in one thread (the service's case)
 
 __all__ = ["DTYPES", "History", "Network"]
 
@@ -234,13 +240,27 @@ class Network:
         return z.T
 
     def logits(self, X):
-        """(N, C, H, W) -> (N, K) output-layer values before softmax or sigmoid."""
+        """(N, C, H, W) -> (N, K) output-layer values before softmax or sigmoid.
+
+        A batch of at least PARALLEL_PREDICT_MIN images is cut into one part per BLAS thread
+        (the limit in force, as for :meth:`fit`), computed by that many threads: prediction
+        allocates its own arrays, and its kernels are long enough to overlap despite the GIL.
+        """
         X = np.asarray(X)
-        chunks = [
-            self._forward(self._to_internal(X[i : i + PREDICT_BATCH]), train=False).T
-            for i in range(0, len(X), PREDICT_BATCH)
-        ]
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.plans[-1].units), self.dtype)
+        if len(X) == 0:
+            return np.zeros((0, self.plans[-1].units), self.dtype)
+        threads = training.blas_threads() if len(X) >= PARALLEL_PREDICT_MIN else 1
+        parts = max(threads, -(-len(X) // PREDICT_BATCH))
+        bounds = np.linspace(0, len(X), parts + 1).astype(int)
+        chunks = [X[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+        def chunk_logits(chunk):
+            return self._forward(self._to_internal(chunk), train=False).T
+
+        if threads == 1:
+            return np.concatenate([chunk_logits(chunk) for chunk in chunks])
+        with _one_blas_thread(), ThreadPoolExecutor(threads) as pool:
+            return np.concatenate(list(pool.map(chunk_logits, chunks)))
 
     def predict_proba(self, X):
         """(N, C, H, W) -> (N, K) class probabilities, or (N, 1) for one sigmoid unit."""
@@ -316,6 +336,28 @@ class Network:
         net.load_state_dict(arrays)
         net.metadata = meta.get("metadata", {})
         return net
+
+
+_blas_lock = threading.Lock()
+_blas_users = []  # the parallel predictions running, and the one limiter they share
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS limited to one thread while any parallel prediction runs: each prediction thread
+    is one core's worth of work, and a BLAS pool on top of it oversubscribes the cores
+    (measured 30x slower on a loaded machine). threadpoolctl's limit is process-wide, so
+    concurrent predictions share one limiter and the last to finish restores the limit."""
+    with _blas_lock:
+        limiter = _blas_users[0] if _blas_users else threadpool_limits(1, user_api="blas")
+        _blas_users.append(limiter)
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users.pop()
+            if not _blas_users:
+                limiter.restore_original_limits()
 
 
 def _take_buffer_updates(layers):

@@ -76,7 +76,7 @@ def fit(
     - Raises DivergenceError when the cost becomes NaN or infinite.
     """
     _check_training_args(epochs, batch_size)
-    threads = _blas_threads() if threads is None else threads
+    threads = blas_threads() if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
         raise ConfigError(f"threads must be an integer in 1..64, got {threads!r}")
     seed = operator.index(seed)  # a plain int: it goes into JSON checkpoints
@@ -252,7 +252,7 @@ def train_step(net, X, y, idx, shards, pool):
     return cost, sum(r[1] for r in results), grads
 
 
-def _blas_threads():
+def blas_threads():
     """The BLAS thread limit in force (1 when no BLAS library reports one)."""
     counts = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
     return max(1, min(counts, default=1))
