@@ -54,7 +54,7 @@ from cnn_core.errors import DatasetError, UnsupportedFormat
 from .dataset import Dataset, Source
 from .idx import _GZIP_MAGIC, _idx_dataset, _read_idx, load_idx
 from .image_zip import load_image_zip
-from .images import IMAGE_SIGNATURES, images_to_array, open_image
+from .images import IMAGE_SIGNATURES, convert_images, images_to_array, open_image
 from .limits import (
     MAX_CLASSES,
     MAX_DATASET_BYTES,
@@ -76,6 +76,7 @@ __all__ = [
     "MAX_ZIP_ENTRIES",
     "Dataset",
     "Source",
+    "convert_images",
     "images_to_array",
     "load_dataset",
     "load_idx",
