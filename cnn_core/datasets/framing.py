@@ -171,12 +171,12 @@ def convert_image(
     if framing and planes.shape[1:] == (h, w) and _framed_like(planes[0], background, framing):
         out = planes  # a digit framed as the training digits were (one of them) is kept as is
     elif framing:
-        ink = np.abs(planes[0] - np.median(_border(planes[None])[0]))
+        sign = 1 if polarity == "dark" else -1  # ink is brighter than dark paper, or darker
+        ink = np.clip(sign * (planes[0] - np.median(_border(planes[None])[0])), 0, None)
         floor = max(_INK * ink.max(), np.percentile(_border(ink[None, None])[0], 95))
         peak = np.percentile(ink[ink > floor], 90) if (ink > floor).any() else 1.0
         ink = np.clip((ink - floor) / max(peak - floor, 1e-9), 0, 1) * 255
         ink = _frame(ink, framing, h, w)
-        sign = 1 if polarity == "dark" else -1
         out = (background[0] + sign * ink)[None]
     else:
         out = _fit(planes, background[:c] if len(background) == c else fill[:c], h, w)

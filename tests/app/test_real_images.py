@@ -133,9 +133,23 @@ def test_invert_can_be_forced(digit_model):
     sent = {"seven.png": encode(drawn(7))}
     forced_off = predict(client, model, sent, invert="false")[0]
     assert forced_off["inverted"] is False
+    assert forced_off["top_k"] != predict(client, model, sent)[0]["top_k"]  # left as drawn
     forced_on = predict(client, model, sent, invert="true")[0]
     assert forced_on["inverted"] is True and forced_on["label"] == 7
     bad = client.post(
         f"/models/{model['id']}/predict", files={"files": sent}, params={"invert": "x"}
     )
     assert bad.status_code == 422 and "invert" in bad.text
+
+
+def test_instances_out_of_the_training_scale_are_refused(digit_model):
+    client, model = digit_model
+    X, _ = holdout()
+    url = f"/models/{model['id']}/predict"
+    raw = client.post(url, json={"instances": [X[0][None].tolist()]})  # 0..255 to a 0..1 model
+    assert raw.status_code == 422
+    assert "0..1" in raw.json()["detail"] and "divide 8-bit pixels by 255" in raw.json()["detail"]
+    scaled = client.post(url, json={"instances": [(X[0][None] / 255).tolist()]})
+    assert scaled.status_code == 200
+    (prediction,) = scaled.json()["predictions"]
+    assert (prediction["index"], prediction["filename"], prediction["inverted"]) == (0, None, False)

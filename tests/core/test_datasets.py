@@ -923,3 +923,20 @@ def test_dataset_is_frozen_and_checks_its_arrays():
         Dataset(X=np.zeros((2, 1, 3, 3), np.float32), y=np.array([0]), class_names=["a", "b"])
     with pytest.raises(DatasetError, match="0..1"):
         Dataset(X=np.zeros((2, 1, 3, 3), np.float32), y=np.array([0, 2]), class_names=["a", "b"])
+
+
+def test_mnist_style_data_records_its_polarity_and_framing():
+    prep = load_mnist_sample().preprocessing
+    assert prep["background"] == [0.0] and prep["polarity"] == "dark"
+    assert prep["framing"]["box"] == 20
+    assert np.allclose(prep["framing"]["centre"], [14, 14], atol=0.5)
+
+
+def test_light_background_is_recorded_and_unframed_data_records_no_framing(rng):
+    X = np.full((20, 12, 12), 250, dtype=np.uint8)
+    for i, image in enumerate(X):  # dark marks of many sizes and places
+        side = 2 + i % 8
+        image[i % 3 : i % 3 + side, : side + 1] = rng.integers(0, 100, (side, side + 1))
+    prep = load_npz(npz_bytes(X=X, y=labels(20))).preprocessing
+    assert prep["background"] == [250.0] and prep["polarity"] == "light"
+    assert "framing" not in prep  # no box and centre that the images share
