@@ -23,6 +23,8 @@ from app.storage.lock import DataDirLock, DataDirLocked
 from app.storage.stores import open_dataset_store, open_job_store, open_model_store
 from app.training.executor import open_executor
 from app.training.runner import JobRunner, begin_shutdown_on_exit_signals
+from app.ui import OPEN_PATHS as UI_PATHS
+from app.ui import mount_dashboard
 
 log = logging.getLogger("app")
 
@@ -132,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit=settings.max_concurrent_uploads,
         what="dataset uploads",
     )
-    open_paths = (health.HEALTH_URL, app.openapi_url, DOCS_URL, REDOC_URL, FAVICON_URL)
+    open_paths = (health.HEALTH_URL, app.openapi_url, DOCS_URL, REDOC_URL, FAVICON_URL, *UI_PATHS)
     app.add_middleware(ApiKeyGuard, api_key=settings.api_key, open_paths=open_paths)
     app.add_middleware(
         OriginGuard, api_key_set=settings.api_key is not None, allowed_hosts=settings.allowed_hosts
@@ -146,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router, max_body_size=settings.max_json_bytes, **protected)
     app.include_router(models.router, max_body_size=settings.max_predict_bytes, **protected)
     mount_offline_docs(app)
+    mount_dashboard(app)
     generate_openapi = app.openapi
     app.openapi = lambda: errors_as_json(generate_openapi())  # idempotent on the cached spec
     return app
