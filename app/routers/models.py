@@ -151,8 +151,10 @@ def check_instance_range(X: np.ndarray, model: ModelMeta) -> None:
     """Refuse instances outside the scale the model was trained in (0..1 for 8-bit data
     scaled by 1/255, 0..255 for float data kept as given): 0..255 values sent to a 0..1 model
     would be read as a blinding white, not the image meant."""
+    if not (np.abs(X) <= np.finfo(np.float32).max).all():
+        return  # NaN, infinite or huge: the predictor refuses them with its own message
     top = 255 * float(model.preprocessing.get("image_scale", 1 / 255))
-    lo, hi = float(np.nanmin(X)), float(np.nanmax(X))
+    lo, hi = float(X.min()), float(X.max())
     if lo < -1e-6 * top or hi > top * (1 + 1e-6):
         hint = " (divide 8-bit pixels by 255)" if top < 255 and hi <= 255 else ""
         raise InvalidRequestError(
