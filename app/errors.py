@@ -141,8 +141,15 @@ MAX_REPORTED_ERRORS = 10
 
 async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """A 422 listing location, message and type of the first few problems (and how many more
-    there are), never the offending input."""
+    there are), never the offending input; a 400 for a body that is not JSON at all."""
     found = exc.errors()
+    malformed = next((err for err in found if err.get("type") == "json_invalid"), None)
+    if malformed is not None:  # not a wrong value but no JSON at all: the request is bad
+        where = str((malformed.get("ctx") or {}).get("error", ""))[:200]
+        return JSONResponse(
+            {"detail": f"the body is not valid JSON ({where}): send a JSON object"},
+            status_code=400,
+        )
     errors = [
         {
             "loc": [_finite(part) for part in err.get("loc", ())][:20],

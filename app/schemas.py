@@ -268,7 +268,10 @@ Instance = Annotated[list[Plane], Field(fail_fast=True)]
 
 
 class PredictInstances(Body):
-    """Inputs already in the model's scale (as its training X), each (C, H, W)."""
+    """Inputs already in the model's scale, each (C, H, W): the model's `input_shape`, values
+    in 0..1 for a model trained on 8-bit pixels or 0..1 floats (its preprocessing's
+    `image_scale` is 1/255), in 0..255 for one trained on 0..255 floats (`image_scale` 1).
+    Instances are used as sent: never inverted or reframed."""
 
     instances: Annotated[list[Instance], Field(min_length=1, fail_fast=True)]
 
@@ -281,6 +284,13 @@ class ClassScore(BaseModel):
 
 class Prediction(ClassScore):
     top_k: list[ClassScore]
+    index: int = Field(description="Position of the input in the request, from 0.")
+    filename: str | None = Field(description="The uploaded file's name; null for instances.")
+    inverted: bool = Field(
+        description="Whether the image's polarity was flipped to match the training data "
+        "(dark ink on light paper for a model trained on light digits on black, or the "
+        "reverse); always false for instances."
+    )
 
 
 class Predictions(BaseModel):
