@@ -3,8 +3,8 @@ each write a short transaction. For one machine only: WAL does not work over a n
 system, so jobs shared between machines need a server database behind the same protocol.
 
 The schema carries a version (`PRAGMA user_version`): a new file gets `SCHEMA_VERSION`, a file
-of another version is refused with a message saying so. When the schema next changes, the
-upgrade from the version before goes in `SqliteJobStore._open_schema`.
+of another version is refused with a message saying so, except the version before, which is
+upgraded in place (`SqliteJobStore._open_schema`).
 """
 
 import json
@@ -19,7 +19,7 @@ from typing import Any
 
 from app.storage.jobs import EpochSummary, IterationCost, JobRecord, JobStatus, finite_or_none
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: epochs.learning_rate
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS epochs (
     val_accuracy REAL,
     seconds REAL,
     last_iteration INTEGER NOT NULL,
+    learning_rate REAL,
     PRIMARY KEY (job_id, epoch)
 ) WITHOUT ROWID;
 """
@@ -114,6 +115,11 @@ class SqliteJobStore:
             # One transaction: a process opening the file meanwhile sees no schema or all of it.
             self._conn.executescript(
                 f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )
+        elif version == 1:  # before learning-rate schedules
+            self._conn.executescript(
+                "BEGIN IMMEDIATE; ALTER TABLE epochs ADD COLUMN learning_rate REAL;"
+                f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             )
         elif version != SCHEMA_VERSION:
             self._conn.close()
@@ -351,7 +357,7 @@ class SqliteJobStore:
             (
                 (
                     f"INSERT OR REPLACE INTO epochs (job_id, {_EPOCH_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    f" VALUES (?, {', '.join('?' * len(_EPOCH_FIELDS))})"
                 ),
                 (
                     job_id,
@@ -362,6 +368,7 @@ class SqliteJobStore:
                     finite_or_none(summary.val_accuracy),
                     finite_or_none(summary.seconds),
                     summary.last_iteration,
+                    finite_or_none(summary.learning_rate),
                 ),
             )
         )

@@ -128,6 +128,8 @@ def train(
         callback=callback,
         seed=seed,
         early_stopping=settings["early_stopping"],
+        lr_schedule=settings.get("lr_schedule"),
+        augmentation=settings.get("augmentation"),
         checkpoint_path=checkpoint,
         resume_from=checkpoint if checkpoint.exists() else None,
         threads=job.threads,
