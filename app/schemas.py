@@ -262,9 +262,7 @@ ModelMetrics = create_model(
     epochs_trained=(int, ...),
     stopped_early=(bool, ...),
     **{
-        k: v
-        for k, v in _metrics_fields().items()
-        if k not in ("epoch", "seconds", "learning_rate")
+        k: v for k, v in _metrics_fields().items() if k not in ("epoch", "seconds", "learning_rate")
     },
 )
 

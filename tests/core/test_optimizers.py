@@ -227,7 +227,8 @@ BAD_HYPER = {
     "unknown-setting": (
         "sgd",
         {"momentum": 0.9},
-        r"optimizer sgd: unknown setting\(s\) \['momentum'\] \(allowed: learning_rate, weight_decay\)",
+        r"optimizer sgd: unknown setting\(s\) \['momentum'\] "
+        r"\(allowed: learning_rate, weight_decay\)",
     ),
     "adam-beta-not-beta1": ("adam", {"beta": 0.9}, r"unknown setting\(s\) \['beta'\]"),
 }
