@@ -72,10 +72,10 @@ class Augmentation:
 
 
 def warp(X, angle, shift, flip):
-    """Images X (N, C, H, W) mirrored left-right where ``flip``, rotated by ``angle`` (radians,
-    counter-clockwise on screen) about their centre and moved by ``shift`` (N, 2) pixels (down,
-    right); bilinear, zeros outside. Each output pixel p samples the input at the inverse map
-    ``R(-angle) (p - centre - shift) + centre`` after undoing the flip."""
+    """Images X (N, C, H, W) mirrored left-right where ``flip``, rotated by ``angle`` radians
+    (clockwise as displayed, rows downwards) about their centre and moved by ``shift`` (N, 2)
+    pixels (down, right); bilinear, zeros outside. Each output pixel p samples the input at the
+    inverse map ``R(-angle) (p - centre - shift) + centre`` after undoing the flip."""
     n, c, h, w = X.shape
     rows, cols = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w), indexing="ij")
     cy, cx = (h - 1) / 2, (w - 1) / 2
