@@ -15,10 +15,7 @@ Starts `uvicorn app.main:app` on a temporary data dir (as `make run` does) and m
 """
 
 import argparse
-import os
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,40 +24,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
-from service_latency import REPO, free_port, png_bytes, wait
+from live_server import LiveServer, live_server
+from service_latency import png_bytes, wait
 
 from cnn_core.datasets import load_mnist_sample
-
-
-def start(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--timeout-graceful-shutdown",
-            "8",
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO,
-        env={**os.environ, "CNN_DATA_DIR": str(data_dir)},
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    return process, url
 
 
 def workers(server_pid: int) -> list[psutil.Process]:
@@ -149,16 +116,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        server, url = start(data_dir)
+        server = LiveServer(data_dir)
+        server.start()
+        url = server.url
         try:
-            with httpx.Client(base_url=url, timeout=60) as client:
+            with server.client() as client:
                 model_id = wait(client, job(client, 1), {"succeeded"})["model_id"]
                 long_job = job(client, 500)
                 wait_training(client, long_job)
                 health = health_under_load(url, model_id, pngs, args.seconds)
                 refused, served = overload(url, model_id, pngs)
 
-                [worker] = workers(server.pid)
+                [worker] = workers(server.process.pid)
                 worker.kill()
                 killed = time.perf_counter()
                 failed = wait(client, long_job, {"failed"}, poll=0.01)
@@ -167,26 +136,20 @@ def main() -> None:
 
                 resumable = job(client, 500)
                 wait_training(client, resumable)
-            children = psutil.Process(server.pid).children(recursive=True)
-            server.send_signal(signal.SIGTERM)
+            children = psutil.Process(server.process.pid).children(recursive=True)
+            server.process.send_signal(signal.SIGTERM)  # the server alone, as `docker stop` does
             signalled = time.perf_counter()
-            server.wait(timeout=30)
+            server.process.wait(timeout=30)
             exit_seconds = time.perf_counter() - signalled
             time.sleep(0.5)
             leftover = [
                 p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
             ]
         finally:
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGKILL)
+            server.kill_group()
 
-        restarted, url = start(data_dir)
-        try:
-            with httpx.Client(base_url=url, timeout=60) as client:
-                after_restart = client.get(f"/jobs/{resumable}").json()["status"]
-        finally:
-            os.killpg(restarted.pid, signal.SIGKILL)
-            restarted.wait()
+        with live_server(data_dir) as (_, client):
+            after_restart = client.get(f"/jobs/{resumable}").json()["status"]
 
     print(f"/health while a job trains and 4 clients predict: {stats(health)}")
     print(

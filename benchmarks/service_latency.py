@@ -18,29 +18,22 @@ Starts `uvicorn app.main:app` on a temporary data dir and a free port, then meas
 """
 
 import argparse
-import contextlib
 import io
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import httpx
 import numpy as np
+from live_server import live_server
 from PIL import Image
 
 from app.settings import Settings
 from cnn_core import Network, build_preset
 from cnn_core.datasets import load_mnist_sample
 
-REPO = Path(__file__).resolve().parents[1]
 TRAINING = {
     "epochs": 5,
     "batch_size": 64,
@@ -48,46 +41,6 @@ TRAINING = {
     "seed": 0,
     "optimizer": {"name": "adam", "learning_rate": 0.001},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def server(data_dir: Path) -> Iterator[httpx.Client]:
-    """A uvicorn process on `data_dir`, killed (with its workers) on the way out."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO,
-        env={**os.environ, "CNN_DATA_DIR": str(data_dir)},
-        start_new_session=True,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            for _ in range(300):
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get("/health").status_code == 200:
-                        break
-                time.sleep(0.05)
-            yield client
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def eight_thousand_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +140,7 @@ def main() -> None:
     X8, y8 = eight_thousand_digits()
     X_fit = X8[:, None].astype(np.float32) * np.float32(1 / 255)
     png = png_bytes(X8[7])
-    with tempfile.TemporaryDirectory() as tmp, server(Path(tmp)) as client:
+    with tempfile.TemporaryDirectory() as tmp, live_server(Path(tmp)) as (_, client):
         dataset = client.post("/datasets", files={"files": ("digits.npz", npz_bytes(X8, y8))})
         dataset_id = dataset.json()["id"]
         quick = wait(

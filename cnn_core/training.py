@@ -56,6 +56,7 @@ def fit(
     threads=None,
     lr_schedule=None,
     augmentation=None,
+    keep_iterations=True,
 ):
     """Train with mini-batch gradient descent; returns a :class:`History`.
 
@@ -78,6 +79,10 @@ def fit(
       :mod:`cnn_core.schedules`), stepped per epoch; each epoch's rate is in its summary.
     - ``augmentation``: ``{"shift": pixels, "rotate": degrees, "flip": bool}`` (see
       :mod:`cnn_core.augmentation`), applied to training batches only.
+    - ``keep_iterations=False``: the per-iteration costs are neither kept in the returned
+      History nor written into checkpoints (the epochs still are), for a caller that records
+      them from the callback's events: a checkpoint then stays the same size however long
+      the run (with them it grows by ~70 bytes an iteration, rewritten at every epoch end).
     - Raises DivergenceError when the cost becomes NaN or infinite.
     """
     _check_training_args(epochs, batch_size)
@@ -149,7 +154,8 @@ def fit(
                 opt.step(net.params, grads)
                 position.cost_sum += cost * len(idx)
                 position.correct += batch_correct
-                history.iterations.append(IterationCost(epoch, iteration, cost))
+                if keep_iterations:
+                    history.iterations.append(IterationCost(epoch, iteration, cost))
                 event = {
                     "type": "iteration",
                     "epoch": epoch,

@@ -1,20 +1,11 @@
 """POST/GET/DELETE /datasets."""
 
 import gzip
-import struct
 
-import numpy as np
 from fastapi.testclient import TestClient
 
-from tests.app.conftest import digits_npz, holdout, image_zip_bytes, submit
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """An MNIST IDX file of a uint8 array."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    return header + array.astype(np.uint8).tobytes()
+from tests.support.builders import digits_npz, holdout, idx_bytes, image_zip_bytes
+from tests.support.server import submit
 
 
 def test_builtin_sample_is_listed_and_described(client: TestClient) -> None:

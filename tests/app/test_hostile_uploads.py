@@ -25,8 +25,8 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.conftest import digits_npz, holdout, image_zip_bytes, npz_bytes, png_bytes
 from tests.app.hostile import assert_clean, open_fds_under, tree
+from tests.support.builders import digits_npz, holdout, image_zip_bytes, npz_bytes, png_bytes
 
 
 @pytest.fixture
@@ -235,11 +235,11 @@ def test_npz_with_pickled_object_array_is_refused_without_running_it(
     marker = tmp_path / "pwned"
     X, y = holdout()
     payload = npz_bytes(
-        X[:20], y[:20], class_names=np.array([OpensAFile(marker)] * 10, dtype=object)
+        X=X[:20], y=y[:20], class_names=np.array([OpensAFile(marker)] * 10, dtype=object)
     )
     response = upload(client, payload)
     assert response.status_code == 422 and "pickle" in response.json()["detail"]
-    X_objects = npz_bytes(np.array([OpensAFile(marker)], dtype=object), y[:1])
+    X_objects = npz_bytes(X=np.array([OpensAFile(marker)], dtype=object), y=y[:1])
     assert upload(client, X_objects).status_code == 422
     assert not marker.exists()
     assert_untouched(client, tmp_path, temp_dir)
@@ -347,7 +347,7 @@ def test_npz_with_unusable_arrays_is_422(
         X = np.zeros((20, 8, 8, 4), np.float32)
     else:
         X = X.reshape(20, -1)
-    response = upload(client, npz_bytes(X, y, **extra))
+    response = upload(client, npz_bytes(X=X, y=y, **extra))
     assert response.status_code == 422, (case, response.text)
     assert_untouched(client, tmp_path, temp_dir)
 

@@ -8,15 +8,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.conftest import (
-    TINY_ARCHITECTURE,
-    digits_npz,
-    image_zip_bytes,
-    submit,
-    wait_for_iteration,
-    wait_for_job,
-    worker_pids,
-)
+from tests.support.builders import TINY_ARCHITECTURE, digits_npz, image_zip_bytes
+from tests.support.server import submit, wait_for_iteration, wait_for_job, worker_pids
 
 DIVERGING = {
     "input_shape": [1, 28, 28],

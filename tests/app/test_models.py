@@ -8,8 +8,8 @@ from PIL import Image
 
 from cnn_core import Network
 from cnn_core.datasets import images_to_array
-from tests.app.conftest import holdout, png_bytes
 from tests.app.hostile import raw_request
+from tests.support.builders import holdout, png_bytes
 
 X, Y = holdout()
 DIGITS = [(index, png_bytes(X[index])) for index in range(400, 420)]

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.app.conftest import holdout, png_bytes, submit, wait_for_iteration, wait_for_job
-from tests.app.live import live_server
+from tests.support.builders import holdout, png_bytes
+from tests.support.server import live_server, submit, wait_for_iteration, wait_for_job
 
 
 def digit_files(count: int) -> list[tuple[str, tuple[str, bytes, str]]]:

@@ -16,15 +16,16 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.app.conftest import (
-    holdout,
-    png_bytes,
+from tests.support.builders import holdout, png_bytes
+from tests.support.server import (
+    LiveServer,
+    live_server,
+    model_params,
     submit,
     wait_for_iteration,
     wait_for_job,
     worker_pids,
 )
-from tests.app.live import LiveServer, live_server, model_params
 
 LONG_LENET = {
     "epochs": 6,

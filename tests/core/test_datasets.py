@@ -10,7 +10,6 @@ import struct
 import time
 import zipfile
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,19 +26,13 @@ from cnn_core.datasets import (
     open_image,
 )
 from cnn_core.errors import DatasetError
+from tests.support.builders import HOLDOUT, idx_bytes, npz_bytes
 
-HOLDOUT = Path(__file__).resolve().parents[1] / "data" / "mnist_holdout.npz"
 BYTE = np.float32(1 / 255)
 
 
 # ---------------------------------------------------------------------------------------------
 # Builders
-
-
-def npz_bytes(**arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
 
 
 def npy_member(shape, descr="<f4", data=b"") -> bytes:
@@ -57,11 +50,6 @@ def zip_bytes(entries, compression=zipfile.ZIP_DEFLATED) -> bytes:
         for name, data in entries.items():
             zf.writestr(name, data)
     return buf.getvalue()
-
-
-def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
-    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
 
 
 def image_bytes(pixels: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:

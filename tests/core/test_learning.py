@@ -12,16 +12,13 @@ checks the conv gradients, averaged over three seeds: 0.83-0.85 when correct (se
 axes swapped in the weight gradient).
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from cnn_core import Network, build_preset
 from cnn_core import functional as F
 from cnn_core.datasets import load_mnist_sample, load_npz
-
-HOLDOUT = Path(__file__).resolve().parents[1] / "data" / "mnist_holdout.npz"
+from tests.support.builders import HOLDOUT
 
 CONV_BOUND = {
     "input_shape": [1, 28, 28],

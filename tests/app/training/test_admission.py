@@ -7,7 +7,7 @@ from app.schemas import JobCreate
 from app.storage.datasets import DatasetMeta
 from app.training.admission import admit, summarize
 from cnn_core import ConfigError
-from tests.app.conftest import TINY_ARCHITECTURE
+from tests.support.builders import TINY_ARCHITECTURE
 
 DIGITS = DatasetMeta(
     id="digits",

@@ -1,0 +1,74 @@
+"""Small inputs that several test modules build: digits, uploadable files, a tiny network."""
+
+import io
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HOLDOUT = Path(__file__).resolve().parents[1] / "data" / "mnist_holdout.npz"
+
+# Trains on a few hundred digits in well under a second per epoch.
+TINY_ARCHITECTURE = {
+    "input_shape": [1, 28, 28],
+    "layers": [
+        {"type": "conv", "filters": 4, "kernel_size": 5, "stride": 2, "activation": "relu"},
+        {"type": "maxpool", "pool_size": 2},
+        {"type": "dense", "units": 10, "activation": "softmax"},
+    ],
+}
+TINY_TRAINING = {
+    "epochs": 2,
+    "batch_size": 32,
+    "validation_split": 0.1,
+    "seed": 0,
+    "optimizer": {"name": "adam", "learning_rate": 0.01},
+}
+
+
+def holdout() -> tuple[np.ndarray, np.ndarray]:
+    """500 real MNIST digits that are not in the built-in sample: uint8 (N, 28, 28), labels."""
+    with np.load(HOLDOUT, allow_pickle=False) as data:
+        return data["X"], data["y"]
+
+
+def npz_bytes(**arrays: object) -> bytes:
+    """An .npz of the named arrays (usually X and y), as an upload would carry it."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def digits_npz(n: int = 300) -> bytes:
+    """The first `n` holdout digits as an uploadable .npz."""
+    X, y = holdout()
+    return npz_bytes(X=X[:n], y=y[:n])
+
+
+def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
+    """An MNIST IDX file of `array` as bytes, its header declaring `type_code`."""
+    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def png_bytes(pixels: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:
+    """`pixels` (H, W) uint8 encoded as an image, optionally converted to `mode` first."""
+    image = Image.fromarray(pixels)
+    if mode:
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def image_zip_bytes(per_class: int = 4) -> bytes:
+    """A .zip of one folder per class ("3", "7") of PNG digits."""
+    X, y = holdout()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for label in (3, 7):
+            for i, index in enumerate(np.flatnonzero(y == label)[:per_class]):
+                archive.writestr(f"digits/{label}/{i}.png", png_bytes(X[index]))
+    return buffer.getvalue()
