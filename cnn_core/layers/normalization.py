@@ -8,12 +8,17 @@ times the biased one, for the running variance); in evaluation it normalizes wit
 statistics. Parameters ``gamma`` (ones) and ``beta`` (zeros); buffers ``running_mean`` (zeros)
 and ``running_var`` (ones).
 
-With training shards each shard normalizes over its own samples (ghost batch norm): syncing
-the statistics as SyncBatchNorm does would cost two round trips to every helper process per
-batchnorm layer per step, and the measurement in ``benchmarks/batchnorm_shards.py`` found no
-accuracy to win back for it. The shards' running-statistic updates are merged by the base
-class's rule, the mean weighted by shard size in shard order: deterministic, and equal to the
-full-batch update for the running mean.
+With training shards each shard normalizes over its own samples (ghost batch norm), and the
+shards' running-statistic updates are merged by the base class's rule: the mean weighted by
+shard size, in shard order, so deterministic (for the running mean it equals the full-batch
+update; the running variance is the mean of the shards' variances, the statistics the layer
+actually normalized with). Why not SyncBatchNorm: measured by
+``benchmarks/batchnorm_shards.py``, moving the sums is cheap (a pipe round trip is ~0.1-0.6 ms
+against a ~2-4 s convnet shard step here) but it turns the one exchange per step of
+:class:`~cnn_core.parallel.ShardPool` into a barrier at every batchnorm layer, forward and
+backward, which would split each shard's pass into pieces the trainer schedules; and
+``benchmarks/convnet_accuracy.py`` at 2 threads (ghost batches of 32) against 1 thread (full
+batches of 64) found GHOST_RESULT.
 """
 
 import math

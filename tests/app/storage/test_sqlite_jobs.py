@@ -144,3 +144,21 @@ def test_a_file_of_another_schema_version_is_refused_and_left_as_it_is(
     with sqlite3.connect(path) as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
         assert columns == ["id"] and conn.execute("PRAGMA user_version").fetchone()[0] == version
+
+
+def test_a_version_1_file_is_upgraded_and_keeps_its_epochs(tmp_path: Path) -> None:
+    """Version 1 had no epochs.learning_rate: the column is added, old epochs read None."""
+    path = tmp_path / "jobs.sqlite3"
+    store = SqliteJobStore(path)
+    job_id = add_job(store)
+    store.record_epoch(job_id, EpochSummary(1, 0.5, 0.8, None, None, 1.0, 3, 0.01))
+    store.close()
+    with sqlite3.connect(path) as conn:  # back to version 1's table
+        conn.executescript("ALTER TABLE epochs DROP COLUMN learning_rate; PRAGMA user_version = 1;")
+    store = SqliteJobStore(path)
+    assert [e.learning_rate for e in store.costs(job_id, 0)[1]] == [None]
+    store.record_epoch(job_id, EpochSummary(2, 0.4, 0.9, None, None, 1.0, 6, 0.005))
+    assert [e.learning_rate for e in store.costs(job_id, 0)[1]] == [None, 0.005]
+    store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
