@@ -366,3 +366,77 @@ def binary_cross_entropy(z, y):
     loss = float(np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))))
     dz = (sigmoid(z) - t) * z.dtype.type(1.0 / n)
     return loss, dz
+
+
+# ------------------------------------------------------------------------------ normalization
+
+
+def batchnorm_forward(x, gamma, beta, epsilon, mean=None, var=None):
+    """Batch normalization per channel of (C, H, W, N) maps or per unit of (D, N) vectors.
+
+    With ``mean``/``var`` None (training) the statistics are the batch's, over every axis but
+    the first: ``var`` is the biased variance, as PyTorch normalizes with. Otherwise (evaluation)
+    the given running statistics are used. Returns (out, cache, batch mean, batch var); the
+    cache is what :func:`batchnorm_backward` needs (training only).
+    """
+    c = x.shape[0]
+    x2 = x.reshape(c, -1)
+    if mean is None:
+        mean = x2.mean(axis=1)
+        centred = x2 - mean[:, None]
+        var = np.einsum("ij,ij->i", centred, centred) / x2.shape[1]
+    else:
+        centred = x2 - mean[:, None]
+    inv_std = (1.0 / np.sqrt(var + epsilon)).astype(x.dtype, copy=False)
+    normalized = centred * inv_std[:, None]
+    out = normalized * gamma[:, None] + beta[:, None]
+    return out.reshape(x.shape), (normalized, inv_std, gamma), mean, var
+
+
+def batchnorm_backward(dout, cache):
+    """Gradients of :func:`batchnorm_forward` in training (through the batch statistics).
+
+    dout: like x -> dx: like x, dgamma: (C,), dbeta: (C,); with M values per channel,
+    ``dx = inv_std / M * (M * g - sum(g) - xhat * sum(g * xhat))`` for ``g = dout * gamma``.
+    """
+    normalized, inv_std, gamma = cache
+    c, m = normalized.shape
+    d2 = dout.reshape(c, m)
+    dbeta = d2.sum(axis=1)
+    dgamma = np.einsum("ij,ij->i", d2, normalized)
+    dx = d2 - (dbeta / m)[:, None]
+    dx -= normalized * (dgamma / m)[:, None]
+    dx *= (gamma * inv_std)[:, None]
+    return dx.reshape(dout.shape), dgamma, dbeta
+
+
+# ------------------------------------------------------------------------------------ dropout
+
+
+def dropout_mask(rng, rate, shape, rows, dtype):
+    """The inverted-dropout multipliers for the samples ``rows`` (a slice) of a batch.
+
+    ``rng`` (fresh, keyed by the step) draws uniforms sample-major, (sample, *shape), up to the
+    shard's last sample: a prefix of the draw for the whole batch, so each shard cuts its rows
+    from the same numbers and the masks do not depend on the shard count. A value is kept
+    (multiplier ``1 / (1 - rate)``) when its uniform is at least ``rate``, else zeroed.
+    Returns (*shape, len(rows)) in the batch-innermost layout.
+    """
+    uniforms = rng.random((rows.stop, *shape), dtype=np.float32)[rows]
+    keep = np.moveaxis(uniforms >= np.float32(rate), 0, -1)
+    return keep * dtype.type(1.0 / (1.0 - rate))
+
+
+# ------------------------------------------------------------------------ global avg pooling
+
+
+def global_avgpool_forward(x):
+    """Mean of each map. x: (C, H, W, N) -> (C, N)."""
+    return x.mean(axis=(1, 2)), x.shape
+
+
+def global_avgpool_backward(dout, shape):
+    """dout: (C, N) -> dx: (C, H, W, N), each map's gradient spread evenly."""
+    _, h, w, _ = shape
+    share = dout * dout.dtype.type(1.0 / (h * w))
+    return np.broadcast_to(share[:, None, None, :], shape).copy()

@@ -20,6 +20,7 @@ from . import training
 from .errors import ConfigError, DatasetError, ModelFileError
 from .files import load_archive, save_archive
 from .history import History
+from .noise import StepNoise
 
 MODEL_FORMAT, MODEL_VERSION = "cnn_core.model", 1
 DTYPES = ("float32", "float64")
@@ -47,6 +48,7 @@ class Network:
         self.dtype = np.dtype(dtype)
         self.seed = seed
         self.training = False
+        self.noise_calls = 0  # training-mode computations outside fit (see _next_noise)
         self._first_param_layer = next((i for i, p in enumerate(self.plans) if p.param_count), 0)
         last = len(self.plans) - 1
         self.layers = [layers_lib.build(plan, i == last) for i, plan in enumerate(self.plans)]
@@ -169,9 +171,10 @@ class Network:
             )
         return y.astype(np.intp)
 
-    def _forward(self, x, train, layers=None):
-        """Internal-layout batch -> logits (K, N)."""
+    def _forward(self, x, train, layers=None, noise=None):
+        """Internal-layout batch -> logits (K, N); ``noise`` keys a training step's draws."""
         for layer in layers or self.layers:
+            layer.noise = noise
             x = layer.forward(x, train)
         return x
 
@@ -181,22 +184,35 @@ class Network:
             dz = layer.backward(dz)
         return {f"{i}.{key}": g for i, layer in enumerate(layers) for key, g in layer.grads.items()}
 
-    def shard_step(self, layers, X, y, batch_n):
+    def shard_step(self, layers, X, y, batch_n, noise=None, augmentation=None):
         """Forward and backward in training mode over one shard of a batch of ``batch_n``
         samples, on the layer stack ``layers`` (``self.layers`` or a :meth:`replica_layers`).
 
-        Returns (the shard's mean cost, its correct predictions, the gradient of the batch's mean
-        loss restricted to this shard, and the shard's buffer updates), so shard gradients add
-        up to the batch gradient and :meth:`apply_buffer_updates` merges the updates. Nothing
-        of the network is changed.
+        ``noise`` (a :class:`~cnn_core.noise.StepNoise` for this shard's rows of the batch)
+        keys the step's random draws: the dropout masks and, with ``augmentation`` (an
+        :class:`~cnn_core.augmentation.Augmentation`), the transforms of the images. Returns
+        (the shard's mean cost, its correct predictions, the gradient of the batch's mean loss
+        restricted to this shard, and the shard's buffer updates), so shard gradients add up
+        to the batch gradient and :meth:`apply_buffer_updates` merges the updates. Nothing of
+        the network is changed.
         """
-        z = self._forward(self._to_internal(X), True, layers)
+        if noise is None:
+            noise = self._next_noise(len(y))
+        if augmentation is not None:
+            X = augmentation.apply(X, noise)
+        z = self._forward(self._to_internal(X), True, layers, noise)
         cost, dz = self._loss(z, y)
         if len(y) != batch_n:
             dz *= dz.dtype.type(len(y) / batch_n)
         grads = self._backward(dz, layers)
         updates = _take_buffer_updates(layers)
         return cost, self._correct(z, y), grads, updates
+
+    def _next_noise(self, n):
+        """The draws of a training-mode computation outside :meth:`fit`: keyed by the
+        network's seed and a count of such computations, so they differ from call to call."""
+        self.noise_calls += 1
+        return StepNoise(self.seed, self.noise_calls, 0, n, outside_fit=True)
 
     def apply_buffer_updates(self, updates, weights):
         """Write the buffer updates of shards (a list in shard order, with each shard's sample
@@ -231,7 +247,7 @@ class Network:
         mode the batch's buffer updates are applied."""
         if not self.training:
             return self.logits(X)
-        z = self._forward(self._to_internal(X), True)
+        z = self._forward(self._to_internal(X), True, noise=self._next_noise(len(X)))
         for layer in self.layers:
             layer.cache = None  # nothing will flow back
         updates = _take_buffer_updates(self.layers)

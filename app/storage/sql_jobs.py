@@ -13,9 +13,10 @@ makes (`start_run`, costs, `finish`, `requeue`) name the attempt they belong to:
 claim has taken the job over, they change nothing and say so. Times are Unix seconds from the
 writer's clock, so the hosts of one deployment keep their clocks in sync (NTP).
 
-The schema carries a version (table `schema_version`): a new database gets `SCHEMA_VERSION`, a
-SQLite file of version 1 (the sqlite3 store before leases) is upgraded in place, keeping its
-jobs, and any other version is refused with a message saying so.
+The schema carries a version (table `schema_version`): a new database gets `SCHEMA_VERSION`; an
+older one (version 2, or a SQLite file of the sqlite3 store before it: `PRAGMA user_version` 0
+or 1) is upgraded in place by adding the columns it lacks, keeping its jobs; anything else is
+refused with a message saying so.
 """
 
 import json
@@ -62,7 +63,7 @@ from app.storage.jobs import (
     finite_or_none,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: leases and workers; 3: epochs.learning_rate
 
 metadata = MetaData()
 
@@ -115,6 +116,7 @@ epochs_table = Table(
     Column("val_accuracy", Float),
     Column("seconds", Float),
     Column("last_iteration", Integer, nullable=False),
+    Column("learning_rate", Float),  # added in version 3
     sqlite_with_rowid=False,
 )
 workers_table = Table(
@@ -126,13 +128,21 @@ workers_table = Table(
 )
 version_table = Table("schema_version", metadata, Column("version", Integer, nullable=False))
 
-# The columns version 1 lacked, as SQLite's ALTER TABLE adds them.
-_V2_COLUMNS = (
-    "attempt INTEGER NOT NULL DEFAULT 0",
-    "worker TEXT",
-    "lease_expires_at REAL",
-    "lease_losses INTEGER NOT NULL DEFAULT 0",
-)
+# The columns older versions lacked, by table, as ALTER TABLE adds them (an upgrade adds the
+# ones a database does not have, so every older version takes the same path).
+_ADDED_COLUMNS = {
+    "jobs": (
+        ("threads", "INTEGER"),
+        ("stop_requested", "BOOLEAN NOT NULL DEFAULT FALSE"),
+        ("attempt", "INTEGER NOT NULL DEFAULT 0"),
+        ("worker", "TEXT"),
+        ("lease_expires_at", "FLOAT"),
+        ("lease_losses", "INTEGER NOT NULL DEFAULT 0"),
+    ),
+    "epochs": (("learning_rate", "FLOAT"),),
+}
+# What a jobs table of the sqlite3 store (versions 0 and 1) certainly has.
+_SQLITE3_STORE_COLUMNS = {"seq", "id", "status", "training", "iteration"}
 # An index for the queue and the lease sweep (status first, then queue order).
 _STATUS_INDEX = "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq)"
 # The advisory lock (a PostgreSQL-wide integer) held while the schema is set up or a job is
@@ -281,11 +291,15 @@ class SqlJobStore:
             tables = set(inspect(conn).get_table_names())
             if "schema_version" in tables:
                 version = conn.execute(select(version_table.c.version)).scalar_one()
+                if version == 2:
+                    self._add_missing_columns(conn)
+                    conn.execute(update(version_table).values(version=SCHEMA_VERSION))
+                    version = SCHEMA_VERSION
             elif self.dialect == "sqlite" and "jobs" in tables:
                 version = conn.exec_driver_sql("PRAGMA user_version").scalar_one()
-                if version == 1:
-                    for column in _V2_COLUMNS:
-                        conn.exec_driver_sql(f"ALTER TABLE jobs ADD COLUMN {column}")
+                columns = {c["name"] for c in inspect(conn).get_columns("jobs")}
+                if version in (0, 1) and columns >= _SQLITE3_STORE_COLUMNS:
+                    self._add_missing_columns(conn)
                     metadata.create_all(conn, tables=[workers_table, version_table])
                     conn.execute(insert(version_table).values(version=SCHEMA_VERSION))
                     version = SCHEMA_VERSION
@@ -306,6 +320,15 @@ class SqlJobStore:
                 f"this build reads version {SCHEMA_VERSION}: move the file away (or use a new "
                 "database) to start afresh"
             )
+
+    @staticmethod
+    def _add_missing_columns(conn) -> None:
+        """Bring an older schema's tables up to this version's columns."""
+        for table, added in _ADDED_COLUMNS.items():
+            have = {c["name"] for c in inspect(conn).get_columns(table)}
+            for name, kind in added:
+                if name not in have:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         """Close every connection."""

@@ -181,6 +181,8 @@ def train(
         callback=callback,
         seed=seed,
         early_stopping=settings["early_stopping"],
+        lr_schedule=settings.get("lr_schedule"),
+        augmentation=settings.get("augmentation"),
         checkpoint_path=checkpoint,
         resume_from=resume_from,
         threads=job.threads,

@@ -356,6 +356,7 @@ def test_callback_receives_iteration_and_epoch_events():
         "val_accuracy",
         "seconds",
         "last_iteration",
+        "learning_rate",
     }
     assert epoch["last_iteration"] == events[-2]["iteration"] == 6
     assert epoch["epoch"] == 2 and 0 <= epoch["val_accuracy"] <= 1 and epoch["val_cost"] > 0

@@ -244,22 +244,31 @@ def test_workers_are_live_until_they_are_not_seen(jobs: SqlJobStore) -> None:
     assert jobs.live_workers(within=0.01) == []
 
 
-def test_a_version_1_sqlite_file_is_upgraded_with_its_jobs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [0, 1], ids=["landed-0", "1"])
+def test_a_sqlite3_store_file_is_upgraded_with_its_jobs(tmp_path: Path, version: int) -> None:
+    """Version 0 (the first release's file) lacks stop_requested, version 1 has it; neither
+    has leases or epochs.learning_rate. Both open with their jobs, costs and epochs."""
     path = tmp_path / "jobs.sqlite3"
-    with sqlite3.connect(path) as conn:  # the sqlite3 store's schema, version 1
-        conn.executescript(VERSION_1_SCHEMA)
+    schema = VERSION_1_SCHEMA
+    if version == 0:
+        schema = schema.replace(",\n    stop_requested INTEGER NOT NULL DEFAULT 0", "")
+    with sqlite3.connect(path) as conn:  # the sqlite3 store's schema
+        conn.executescript(schema)
         conn.execute(
             "INSERT INTO jobs (id, dataset_id, architecture, training, status, created_at,"
             " iteration) VALUES ('old', 'mnist-sample', '{}', ?, 'running', 1.0, 7)",
             (json.dumps(STORE_TRAINING),),
         )
         conn.execute("INSERT INTO iterations VALUES ('old', 7, 1, 0.5)")
-        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO epochs VALUES ('old', 1, 0.5, 0.8, NULL, NULL, 1.0, 7)")
+        conn.execute(f"PRAGMA user_version = {version}")
     conn.close()
     store = SqlJobStore(database_url(None, tmp_path))
     old = store.get("old")
     assert old.status is JobStatus.running and old.iteration == 7 and old.attempt == 0
-    assert store.costs("old", 0)[0] == [IterationCost(1, 7, 0.5)]
+    iterations, epochs = store.costs("old", 0)
+    assert iterations == [IterationCost(1, 7, 0.5)]
+    assert [(e.epoch, e.cost, e.learning_rate) for e in epochs] == [(1, 0.5, None)]
     assert store.requeue_running() == ["old"] and store.claim("w", 5) == Claim("old", 1)
     store.close()
     with sqlite3.connect(path) as conn:
