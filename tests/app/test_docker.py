@@ -20,6 +20,7 @@ them; with CI=true they start it or fail.
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -46,7 +47,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 COMPOSE_OVERRIDE = REPO / "docker-compose.override.yml"  # read with it by default
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 STOP_TIMEOUT_S = 10  # Docker's default: SIGKILL 10 s after SIGTERM
-IMAGE_BUDGET_MB = 350  # on the stand-in base, itself 212 MB
+IMAGE_BUDGET_MB = 400  # on the stand-in base, itself 212 MB; 384 MB with the scale-out libraries
 # Long enough to be still running when `docker stop` comes, a few iterations in.
 LONG_LENET = {
     "epochs": 8,
@@ -117,9 +118,21 @@ def compose() -> list[str]:
     unavailable("neither `docker compose` nor `docker-compose` is installed")
 
 
-def run_compose(compose: list[str], *args: str, timeout: float = 120) -> None:
+# The secrets compose files demand from the environment (`${NAME:?...}`), as an operator sets them.
+COMPOSE_SECRETS = {"POSTGRES_PASSWORD": "compose-check", "CNN_API_KEY": "compose-check"}
+
+
+def run_compose(
+    compose: list[str], *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> None:
     result = subprocess.run(
-        [*compose, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+        [*compose, *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     assert result.returncode == 0, f"{' '.join([*compose, *args])}:\n{result.stdout}{result.stderr}"
 
@@ -369,7 +382,8 @@ def test_image_trains_stops_cleanly_resumes_and_its_volume_outlives_the_containe
         stopped = container.state()
         assert stopped["ExitCode"] == 0, f"docker stop: {stopped}:\n{container.logs()}"
         assert stop_s < STOP_TIMEOUT_S
-        assert f"{interrupted['id']}.npz" in files_in_volume(image, volume, "checkpoints")
+        checkpoints = files_in_volume(image, volume, "checkpoints")
+        assert any(re.fullmatch(rf"{interrupted['id']}\.\d+\.npz", f) for f in checkpoints)
 
         started = time.monotonic()
         container.start()
@@ -430,7 +444,8 @@ def test_every_compose_file_is_valid(compose: list[str]) -> None:
     projects = compose_projects()
     assert [COMPOSE_FILE] in projects and [COMPOSE_FILE, COMPOSE_OVERRIDE] in projects
     for files in projects:
-        run_compose(compose, *(f"--file={path}" for path in files), "config", "--quiet")
+        paths = (f"--file={path}" for path in files)
+        run_compose(compose, *paths, "config", "--quiet", env=COMPOSE_SECRETS)
 
 
 def test_compose_publishes_loopback_only_with_a_named_volume_and_init() -> None:
