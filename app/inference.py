@@ -1,4 +1,5 @@
-"""Predictions: decode images, convert them like the training data, run the model.
+"""Predictions and evaluations: decode images, convert data like the training data, run the
+model.
 
 Decoding and inference are CPU work and run in the threadpool, never in the event loop. At most
 `predict_concurrency` predictions run at once; one more is refused at once with 503 rather than
@@ -8,16 +9,16 @@ never goes stale; a deleted model is evicted).
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from app.errors import BusyError, ConflictError
+from app.errors import BusyError, ConflictError, InvalidRequestError
 from app.storage.models import ModelMeta, ModelStore
 from cnn_core import ModelFileError, Network
-from cnn_core.datasets import images_to_array, open_image
+from cnn_core.datasets import Dataset, images_to_array, open_image
 
 
 def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> list[dict]:
@@ -35,6 +36,36 @@ def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> list[
     return results
 
 
+def evaluation_data(model: ModelMeta, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The dataset's (X, y) as the model sees them, or a 422 saying why it cannot be scored.
+
+    Labels are matched by class name, so a dataset may hold a subset of the model's classes in
+    any order. X is rescaled when the two were scaled differently (both scalings are recorded
+    as the factor applied to 8-bit pixels, `image_scale`).
+    """
+    if list(dataset.input_shape) != list(model.input_shape):
+        raise InvalidRequestError(
+            f"the dataset's images are {list(dataset.input_shape)} (channels, height, width) "
+            f"but the model takes {model.input_shape}: evaluate on a dataset of that shape"
+        )
+    unknown = [name for name in dataset.class_names if name not in model.classes]
+    if unknown:
+        raise InvalidRequestError(
+            f"the dataset has classes the model does not know: {unknown[:10]}; the model's "
+            f"classes are {model.classes[:20]}"
+        )
+    labels = np.array([model.classes.index(name) for name in dataset.class_names], np.intp)
+    X = dataset.X
+    ratio = _image_scale(model.preprocessing) / _image_scale(dataset.preprocessing)
+    if ratio != 1:
+        X = X * np.float32(ratio)
+    return X, labels[dataset.y]
+
+
+def _image_scale(preprocessing: dict) -> float:
+    return float(preprocessing.get("image_scale", 1.0))
+
+
 class Predictor:
     """Runs predictions with bounded concurrency over an LRU cache of loaded models."""
 
@@ -49,7 +80,8 @@ class Predictor:
         self._in_flight = 0
         self._max_pixels = max_image_pixels
 
-    def _network(self, model_id: str) -> Network:
+    def network(self, model_id: str) -> Network:
+        """The model's network, from the cache or loaded (409 when its file is unusable)."""
         with self._cache_lock:
             if model_id in self._cache:
                 self._cache.move_to_end(model_id)
@@ -98,10 +130,21 @@ class Predictor:
         # with 413 (over the pixel cap), 415 (not PNG or JPEG) or 400 (truncated or corrupt).
         images = [open_image(data, max_pixels=self._max_pixels, name=name) for name, data in files]
         X = images_to_array(images, model.input_shape, model.preprocessing)
-        return rank(self._network(model.id).predict_proba(X), model.classes, top_k)
+        return rank(self.network(model.id).predict_proba(X), model.classes, top_k)
 
     def _predict_array(self, model: ModelMeta, X: np.ndarray, top_k: int) -> list[dict]:
-        return rank(self._network(model.id).predict_proba(X), model.classes, top_k)
+        return rank(self.network(model.id).predict_proba(X), model.classes, top_k)
+
+    def _evaluate(self, model: ModelMeta, load_dataset: Callable[[], Dataset]) -> dict:
+        X, y = evaluation_data(model, load_dataset())
+        return self.network(model.id).evaluate(X, y).to_dict(model.classes)
+
+    async def evaluate(self, model: ModelMeta, load_dataset: Callable[[], Dataset]) -> dict:
+        """Score the model on the labelled dataset `load_dataset()` returns (see
+        `cnn_core.evaluation`). Loading and scoring run in the threadpool and hold one of the
+        prediction slots, so evaluations too are bounded in number."""
+        with self._slot():
+            return await run_in_threadpool(self._evaluate, model, load_dataset)
 
     async def predict_images(
         self, model: ModelMeta, files: list[tuple[str, bytes]], top_k: int
