@@ -5,7 +5,7 @@ CNN_PORT ?= 8000
 CNN_DATA_DIR ?= ./data
 export CNN_HOST CNN_PORT CNN_DATA_DIR
 
-.PHONY: install install-test run test bench lint clean
+.PHONY: install install-test run test docker-test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,10 +22,15 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: install
-	$(VENV)/bin/uvicorn app.main:app --host $(CNN_HOST) --port $(CNN_PORT) --timeout-graceful-shutdown 8
+	$(PY) -m app.serve
 
 test: install-test lint
 	$(PY) -m pytest
+
+# The Docker tests alone (also part of `make test`); needs root to start the engine.
+docker-test: install-test
+	.ci/docker-standin.sh
+	$(PY) -m pytest -m docker
 
 lint: install-test
 	$(VENV)/bin/ruff check cnn_core app tests benchmarks scripts

@@ -13,6 +13,7 @@ from app.ids import is_valid_id
 from app.inference import Predictor
 from app.settings import Settings
 from app.storage.datasets import DatasetMeta, DatasetStore
+from app.storage.integrity import Problems
 from app.storage.jobs import JobRecord, JobStore
 from app.storage.models import ModelMeta, ModelStore
 from app.training.runner import JobRunner
@@ -33,7 +34,13 @@ def get_predictor(request: Request) -> Predictor:
     return request.app.state.predictor
 
 
+def get_problems(request: Request) -> Problems:
+    """The unreadable records found since startup."""
+    return request.app.state.problems
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ProblemsDep = Annotated[Problems, Depends(get_problems)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 

@@ -5,12 +5,13 @@
     ├── UnauthorizedError      401  missing or wrong API key
     ├── ForbiddenError         403  a cross-origin request that would change data
     ├── NotFoundError          404  unknown id
+    ├── RequestTimeoutError    408  a request body that stalled
     ├── ConflictError          409  the resource is in a state that forbids the action
     ├── PayloadTooLargeError   413  input over a configured limit
     ├── UnsupportedMediaError  415  a file format the route does not accept
     ├── InvalidRequestError    422  well-formed input that cannot work (admission control)
     ├── QueueFullError         429  the job queue is full (Retry-After)
-    └── BusyError              503  too many predictions in flight (Retry-After)
+    └── BusyError              503  too many predictions or uploads in flight (Retry-After)
 
 cnn_core's errors are client mistakes too: a `DatasetError` is 413 when over a limit
 (`DatasetTooLarge`), 415 for bytes of no accepted format (`UnsupportedFormat`), 400 for a
@@ -19,7 +20,8 @@ used); a `ConfigError` is 422. So, across the API: 400 means bytes that cannot b
 malformed multipart), 422 means a well-formed request whose content is invalid (including any
 body that fails validation, malformed JSON among them, as FastAPI answers it). Request
 validation errors are answered without echoing the input, so a NaN in a body can never turn the
-422 into a 500.
+422 into a 500, and only the first `MAX_REPORTED_ERRORS` are listed (then how many more), so
+the reply stays small and cheap to build on the event loop whatever the body holds.
 """
 
 import logging
@@ -66,6 +68,10 @@ class ForbiddenError(ServiceError):
 
 class NotFoundError(ServiceError):
     status_code = 404
+
+
+class RequestTimeoutError(ServiceError):
+    status_code = 408
 
 
 class ConflictError(ServiceError):
@@ -121,16 +127,29 @@ def _finite(value: object) -> object:
     return value
 
 
+MAX_REPORTED_ERRORS = 10
+
+
 async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """A 422 listing location, message and type of each problem, never the offending input."""
+    """A 422 listing location, message and type of the first few problems (and how many more
+    there are), never the offending input."""
+    found = exc.errors()
     errors = [
         {
-            "loc": [_finite(part) for part in err.get("loc", ())],
-            "msg": err.get("msg", ""),
-            "type": err.get("type", ""),
+            "loc": [_finite(part) for part in err.get("loc", ())][:20],
+            "msg": str(err.get("msg", ""))[:500],
+            "type": str(err.get("type", ""))[:100],
         }
-        for err in exc.errors()
+        for err in found[:MAX_REPORTED_ERRORS]
     ]
+    if len(found) > MAX_REPORTED_ERRORS:
+        errors.append(
+            {
+                "loc": [],
+                "msg": f"and {len(found) - MAX_REPORTED_ERRORS} more errors; fix these first",
+                "type": "too_many_errors",
+            }
+        )
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 

@@ -2,20 +2,30 @@
 model.
 
 Decoding and inference are CPU work and run in the threadpool, never in the event loop. At most
-`predict_concurrency` predictions run at once; one more is refused at once with 503 rather than
-queued. Loaded models are kept in a small LRU cache (models are immutable, so a cached network
-never goes stale; a deleted model is evicted).
+`predict_concurrency` predictions are in flight at once, counted from before the request body
+is read (multipart or JSON), so parsing is bounded too; one more is refused at once with 503
+rather than queued. A request may declare at most `max_request_pixels` pixels in all (checked
+from the headers before anything is decoded), and its images are decoded, converted and shrunk
+one at a time, large ones in a single thread server-wide: the memory predictions need is that
+of one large image plus the models' small input arrays, whatever the files declare. Inputs
+that are not finite in the model's dtype (1e300 in float32) are refused, and outputs that are
+not finite are never sent. Loaded models are kept in a small LRU cache (models are immutable,
+so a cached network never goes stale; a deleted model is evicted).
 """
 
+import io
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from app.errors import BusyError, ConflictError, InvalidRequestError
+from app.errors import BusyError, ConflictError, InvalidRequestError, PayloadTooLargeError
 from app.storage.models import ModelMeta, ModelStore
 from cnn_core import ModelFileError, Network
 from cnn_core.datasets import Dataset, images_to_array, open_image
@@ -23,6 +33,12 @@ from cnn_core.datasets import Dataset, images_to_array, open_image
 
 def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> list[dict]:
     """Per row of (N, K) probabilities: the best class and the `top_k` best, as plain floats."""
+    if not np.isfinite(probabilities).all():
+        bad = int(np.flatnonzero(~np.isfinite(probabilities).all(axis=1))[0])
+        raise InvalidRequestError(
+            f"the model's output for input {bad} is not a finite number: the input is far "
+            f"outside the scale of the training data"
+        )
     if probabilities.shape[1] == 1:  # one sigmoid unit: P(class 1)
         probabilities = np.hstack([1 - probabilities, probabilities])
     k = min(top_k, probabilities.shape[1])
@@ -66,11 +82,37 @@ def _image_scale(preprocessing: dict) -> float:
     return float(preprocessing.get("image_scale", 1.0))
 
 
+# Above this many pixels an image is decoded and converted in one dedicated thread, one at a
+# time server-wide: a 4096x4096 RGBA image needs ~250 MB while it is converted, so concurrent
+# predictions of large images would add up, and memory freed in the many threadpool threads
+# stays in each thread's malloc arena (measured: 4 concurrent requests left 640 MB resident).
+# Small images (a 28x28 digit) never wait.
+LARGE_IMAGE_PIXELS = 1024 * 1024
+
+
+def declared_pixels(data: bytes) -> int:
+    """Width x height as the image's header declares it, without decoding the pixels; 0 when
+    the header is unreadable (`open_image` then says what is wrong with the file)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                return probe.width * probe.height
+    except Exception:  # any header PIL cannot read: the decoder reports it properly
+        return 0
+
+
 class Predictor:
     """Runs predictions with bounded concurrency over an LRU cache of loaded models."""
 
     def __init__(
-        self, models: ModelStore, *, cache_size: int, concurrency: int, max_image_pixels: int
+        self,
+        models: ModelStore,
+        *,
+        cache_size: int,
+        concurrency: int,
+        max_image_pixels: int,
+        max_request_pixels: int,
     ) -> None:
         self._models = models
         self._cache: OrderedDict[str, Network] = OrderedDict()
@@ -79,6 +121,8 @@ class Predictor:
         self._concurrency = concurrency
         self._in_flight = 0
         self._max_pixels = max_image_pixels
+        self._max_request_pixels = max_request_pixels
+        self._large_images = ThreadPoolExecutor(1, thread_name_prefix="large-images")
 
     def network(self, model_id: str) -> Network:
         """The model's network, from the cache or loaded (409 when its file is unusable)."""
@@ -101,22 +145,18 @@ class Predictor:
         with self._cache_lock:
             self._cache.pop(model_id, None)
 
-    def refuse_if_busy(self) -> None:
-        """503 when every slot is taken. Called before the request body is read, so a request
-        that would be refused anyway costs no parsing; the slot itself is taken only once the
-        body is in (`_slot`), so a slow upload never holds one."""
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the concurrency slots, or refuse with 503 when none is free. Taken
+        before the request body is read, so refused requests cost no parsing and at most
+        `concurrency` bodies are parsed at once.
+
+        Entered on the event loop only, so the counter needs no lock.
+        """
         if self._in_flight >= self._concurrency:
             raise BusyError(
                 "Server busy: too many predictions in flight; retry after Retry-After seconds"
             )
-
-    @contextmanager
-    def _slot(self) -> Iterator[None]:
-        """Hold one of the concurrency slots, or refuse with 503 when none is free.
-
-        Entered on the event loop only, so the counter needs no lock.
-        """
-        self.refuse_if_busy()
         self._in_flight += 1
         try:
             yield
@@ -128,12 +168,43 @@ class Predictor:
     ) -> list[dict]:
         # A file that cannot be used raises a DatasetError naming it, which app.errors answers
         # with 413 (over the pixel cap), 415 (not PNG or JPEG) or 400 (truncated or corrupt).
-        images = [open_image(data, max_pixels=self._max_pixels, name=name) for name, data in files]
-        X = images_to_array(images, model.input_shape, model.preprocessing)
-        return rank(self.network(model.id).predict_proba(X), model.classes, top_k)
+        declared = [declared_pixels(data) for _, data in files]
+        if sum(declared) > self._max_request_pixels:
+            raise PayloadTooLargeError(
+                f"the images of this request declare {sum(declared):,} pixels in all, over the "
+                f"limit of {self._max_request_pixels:,}: send fewer or smaller images per request"
+            )
+        c, h, w = model.input_shape
+        X = np.empty((len(files), c, h, w), dtype=np.float32)
+        for i, ((name, data), pixels) in enumerate(zip(files, declared, strict=True)):
+            if pixels > LARGE_IMAGE_PIXELS:
+                X[i] = self._large_images.submit(self._convert, model, name, data).result()
+            else:
+                X[i] = self._convert(model, name, data)
+        return self._predict_array(model, X, top_k)
+
+    def _convert(self, model: ModelMeta, name: str, data: bytes) -> np.ndarray:
+        """One image as the model's (C, H, W) input."""
+        with open_image(data, max_pixels=self._max_pixels, name=name) as image:
+            return images_to_array([image], model.input_shape, model.preprocessing)[0]
+
+    def close(self) -> None:
+        """Stop the large-image thread (at shutdown)."""
+        self._large_images.shutdown(cancel_futures=True)
 
     def _predict_array(self, model: ModelMeta, X: np.ndarray, top_k: int) -> list[dict]:
-        return rank(self.network(model.id).predict_proba(X), model.classes, top_k)
+        net = self.network(model.id)
+        with np.errstate(over="ignore", invalid="ignore"):
+            X = X.astype(net.dtype, copy=False)
+        if not np.isfinite(X).all():
+            raise InvalidRequestError(
+                f"instances hold values that are not finite in the model's {net.dtype.name} "
+                f"(NaN, infinite, or beyond +-{np.finfo(net.dtype).max:.3g}): send inputs in "
+                f"the training data's scale"
+            )
+        with np.errstate(all="ignore"):  # an overflow shows as a non-finite output: refused
+            probabilities = net.predict_proba(X)
+        return rank(probabilities, model.classes, top_k)
 
     def _evaluate(self, model: ModelMeta, load_dataset: Callable[[], Dataset]) -> dict:
         X, y = evaluation_data(model, load_dataset())
@@ -141,19 +212,17 @@ class Predictor:
 
     async def evaluate(self, model: ModelMeta, load_dataset: Callable[[], Dataset]) -> dict:
         """Score the model on the labelled dataset `load_dataset()` returns (see
-        `cnn_core.evaluation`). Loading and scoring run in the threadpool and hold one of the
-        prediction slots, so evaluations too are bounded in number."""
-        with self._slot():
-            return await run_in_threadpool(self._evaluate, model, load_dataset)
+        `cnn_core.evaluation`), inside `slot()`: loading and scoring run in the threadpool,
+        and evaluations count among the predictions in flight."""
+        return await run_in_threadpool(self._evaluate, model, load_dataset)
 
     async def predict_images(
         self, model: ModelMeta, files: list[tuple[str, bytes]], top_k: int
     ) -> list[dict]:
-        """Predict (file name, bytes) pairs of PNG/JPEG images."""
-        with self._slot():
-            return await run_in_threadpool(self._predict_images, model, files, top_k)
+        """Predict (file name, bytes) pairs of PNG/JPEG images (inside `slot()`)."""
+        return await run_in_threadpool(self._predict_images, model, files, top_k)
 
     async def predict_array(self, model: ModelMeta, X: np.ndarray, top_k: int) -> list[dict]:
-        """Predict a float (N, C, H, W) array already in the model's input scale."""
-        with self._slot():
-            return await run_in_threadpool(self._predict_array, model, X, top_k)
+        """Predict a float (N, C, H, W) array already in the model's input scale (inside
+        `slot()`)."""
+        return await run_in_threadpool(self._predict_array, model, X, top_k)

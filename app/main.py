@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
@@ -10,17 +11,22 @@ from app import __version__
 from app.docs import DOCS_URL, FAVICON_URL, REDOC_URL, mount_offline_docs
 from app.errors import register_error_handlers
 from app.inference import Predictor
+from app.limits import BodyTimeout, ConcurrencyLimit
 from app.routers import architectures, datasets, health, jobs, models
 from app.schemas import error_responses, errors_as_json
-from app.security import ApiKeyGuard, OriginGuard, bearer, warn_if_exposed
+from app.security import ApiKeyGuard, HostGuard, OriginGuard, bearer, warn_if_exposed
 from app.settings import Settings
-from app.storage.datasets import FileDatasetStore
 from app.storage.files import sweep_temp_files
+from app.storage.integrity import Problems
 from app.storage.layout import DataLayout
-from app.storage.models import FileModelStore
-from app.storage.stores import open_job_store
+from app.storage.lock import DataDirLock, DataDirLocked
+from app.storage.stores import open_dataset_store, open_job_store, open_model_store
 from app.training.executor import open_executor
 from app.training.runner import JobRunner, begin_shutdown_on_exit_signals
+from app.ui import OPEN_PATHS as UI_PATHS
+from app.ui import mount_dashboard
+
+log = logging.getLogger("app")
 
 DESCRIPTION = """
 Train convolutional networks written from scratch in NumPy, follow their cost while they train,
@@ -40,18 +46,20 @@ TAGS = [
 ]
 
 
-def build_runner(settings: Settings) -> JobRunner:
-    """Open the stores on the data directory, repair it, and wire the job runner."""
+def build_runner(settings: Settings, problems: Problems) -> JobRunner:
+    """Open the stores on the data directory, repair it, and wire the job runner; unreadable
+    records found on the way are reported in `problems`."""
     # Resolved once, so worker processes find the same directory whatever their working one.
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     layout = DataLayout(settings.data_dir)
     layout.create()
     for directory in (layout.datasets, layout.models, layout.checkpoints):
         sweep_temp_files(directory)
-    dataset_store = FileDatasetStore(layout.datasets)
-    dataset_store.remove_orphans()
-    model_store = FileModelStore(layout.models)
-    model_store.remove_orphans()
+    dataset_store = open_dataset_store(settings, problems)
+    dataset_store.quarantine_orphans()
+    dataset_store.list_all()  # finds the unreadable metadata files, for /health
+    model_store = open_model_store(settings, problems)
+    model_store.quarantine_orphans()
     runner = JobRunner(
         open_job_store(settings),
         dataset_store,
@@ -69,26 +77,39 @@ def build_runner(settings: Settings) -> JobRunner:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Create the stores, the runner and the predictor; stop the workers on shutdown."""
+    """Lock the data dir; create the stores, the runner and the predictor; stop the workers on
+    shutdown."""
     settings: Settings = app.state.settings
     warn_if_exposed(settings)
-    runner = build_runner(settings)
-    app.state.runner = runner
-    app.state.predictor = Predictor(
-        runner.models,
-        cache_size=settings.model_cache_size,
-        concurrency=settings.predict_concurrency,
-        max_image_pixels=settings.max_image_pixels,
-    )
-    task = asyncio.create_task(runner.run())
-    begin_shutdown_on_exit_signals(runner)
+    lock = DataDirLock(settings.data_dir.resolve())
     try:
-        yield
+        lock.acquire()
+    except DataDirLocked as exc:
+        log.error("refusing to start: %s", exc)
+        raise
+    try:
+        app.state.problems = Problems()
+        runner = build_runner(settings, app.state.problems)
+        app.state.runner = runner
+        app.state.predictor = Predictor(
+            runner.models,
+            cache_size=settings.model_cache_size,
+            concurrency=settings.predict_concurrency,
+            max_image_pixels=settings.max_image_pixels,
+            max_request_pixels=settings.max_request_pixels,
+        )
+        task = asyncio.create_task(runner.run())
+        begin_shutdown_on_exit_signals(runner)
+        try:
+            yield
+        finally:
+            runner.stop_loop()
+            await task
+            await asyncio.to_thread(runner.shutdown)  # waits up to the workers' grace period
+            await asyncio.to_thread(runner.jobs.close)
+            app.state.predictor.close()
     finally:
-        runner.stop_loop()
-        await task
-        await asyncio.to_thread(runner.shutdown)  # waits up to the workers' grace period
-        await asyncio.to_thread(runner.jobs.close)
+        lock.release()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -105,9 +126,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     register_error_handlers(app)
-    open_paths = (health.HEALTH_URL, app.openapi_url, DOCS_URL, REDOC_URL, FAVICON_URL)
+    app.add_middleware(BodyTimeout, seconds=settings.body_timeout)
+    app.add_middleware(
+        ConcurrencyLimit,
+        method="POST",
+        path=datasets.router.prefix,
+        limit=settings.max_concurrent_uploads,
+        what="dataset uploads",
+    )
+    open_paths = (health.HEALTH_URL, app.openapi_url, DOCS_URL, REDOC_URL, FAVICON_URL, *UI_PATHS)
     app.add_middleware(ApiKeyGuard, api_key=settings.api_key, open_paths=open_paths)
-    app.add_middleware(OriginGuard, api_key_set=settings.api_key is not None)  # runs first
+    app.add_middleware(
+        OriginGuard, api_key_set=settings.api_key is not None, allowed_hosts=settings.allowed_hosts
+    )
+    if settings.api_key is None:
+        app.add_middleware(HostGuard, allowed_hosts=settings.allowed_hosts)  # runs first
     protected = {"dependencies": [Depends(bearer)], "responses": error_responses(401)}
     app.include_router(health.router)
     app.include_router(architectures.router, max_body_size=settings.max_json_bytes, **protected)
@@ -115,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router, max_body_size=settings.max_json_bytes, **protected)
     app.include_router(models.router, max_body_size=settings.max_predict_bytes, **protected)
     mount_offline_docs(app)
+    mount_dashboard(app)
     generate_openapi = app.openapi
     app.openapi = lambda: errors_as_json(generate_openapi())  # idempotent on the cached spec
     return app

@@ -1,5 +1,10 @@
 """Images the service draws: the cost curve as the seed's `show_cost` drew it (cost against
-iteration) and the heat map of a confusion matrix."""
+iteration), sheets of dataset samples, and the heat map of a confusion matrix.
+
+Strings a user chose (a job's name, a model's, class names) are drawn as plain text
+(`parse_math=False`): a job named `$x^$` gets that title, not mathtext that matplotlib fails to
+parse.
+"""
 
 import io
 from collections.abc import Sequence
@@ -7,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from app.storage.jobs import EpochSummary, IterationCost
 
@@ -31,11 +37,28 @@ def cost_curve_png(
         axes.legend()
     axes.set_ylabel("Cost")
     axes.set_xlabel("# Iteration")
-    axes.set_title(f"{title}\nLearning rate = {learning_rate}", parse_math=False)  # a user string
+    axes.set_title(f"{title}\nLearning rate = {learning_rate}", parse_math=False)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def sample_sheet_png(rows: Sequence[np.ndarray], image_scale: float) -> bytes:
+    """Samples as one PNG of tiles: `rows[r]` holds row r's samples, each (C, H, W) in the
+    dataset's scale (C of 1 or 3); a short row is padded with black tiles. Pixels are divided
+    by `image_scale` (how 8-bit images became the dataset's values), so they show as stored."""
+    columns = max(len(row) for row in rows)
+    c, h, w = rows[0].shape[1:]
+    sheet = np.zeros((len(rows), columns, c, h, w), dtype=np.uint8)  # floats one row at a time
+    for r, row in enumerate(rows):
+        sheet[r, : len(row)] = np.clip(np.rint(row / image_scale), 0, 255)
+    # (rows, columns, C, H, W) -> (rows * H, columns * W, C): tiles side by side.
+    pixels = sheet.transpose(0, 3, 1, 4, 2).reshape(len(rows) * h, columns * w, c)
+    image = Image.fromarray(pixels[:, :, 0] if c == 1 else pixels, "L" if c == 1 else "RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -15,6 +15,11 @@ from cnn_core.history import EPOCH_METRICS, EpochSummary, IterationCost
 LENET5_CONFIG = build_preset("lenet5", (1, 28, 28), 10)
 
 
+# The largest position (offset, iteration) the API accepts: exact as a JSON number in any
+# client and far inside SQLite's 64-bit integers, so no bound check is left to the database.
+MAX_POSITION = 2**53 - 1
+
+
 class Body(BaseModel):
     """Base of request bodies: unknown fields and NaN/Infinity are refused."""
 
@@ -202,6 +207,10 @@ class CostHistory(BaseModel):
     iterations: list[IterationCost]
     epochs: list[EpochMetrics]
     last_iteration: int = Field(description="Pass as `since` to get only newer points.")
+    complete: bool = Field(
+        description="False when more iterations follow `last_iteration` than one response "
+        "holds: ask again with `since=last_iteration`."
+    )
 
 
 class Dataset(BaseModel):
@@ -252,10 +261,16 @@ class ModelList(BaseModel):
     count: int
 
 
+# Each list's validation stops at its first wrong item: one error, not one per element.
+Row = Annotated[list[float], Field(fail_fast=True)]
+Plane = Annotated[list[Row], Field(fail_fast=True)]
+Instance = Annotated[list[Plane], Field(fail_fast=True)]
+
+
 class PredictInstances(Body):
     """Inputs already in the model's scale (as its training X), each (C, H, W)."""
 
-    instances: Annotated[list[list[list[list[float]]]], Field(min_length=1)]
+    instances: Annotated[list[Instance], Field(min_length=1, fail_fast=True)]
 
 
 class ClassScore(BaseModel):
@@ -331,6 +346,10 @@ class Health(BaseModel):
     status: Literal["ok"]
     version: str
     jobs: WorkerStatus
+    problems: list[str] = Field(
+        description="Stored records that cannot be read, skipped until they are fixed or "
+        "removed (paths relative to the data directory)."
+    )
 
 
 class Error(BaseModel):

@@ -25,6 +25,12 @@ before its body is read, unless one of these holds:
 Everything else is refused: another host or port, `Origin: null` (sandboxed frames, file:
 pages), anything that is not an http(s) origin. Requests without `Origin` (curl, scripts, the
 Python client) are not browser requests and pass; GET and HEAD are never refused here.
+
+Host: reads need a guard of their own. After DNS rebinding, a page's own name points at this
+server, so its requests are same-origin for the browser, carry no `Origin` on GET, and can read
+`/models`, `/jobs` and model downloads. They do carry the page's name in `Host`. So when no API
+key is set, any request (every method, every path) whose `Host` is not a loopback name, an IP
+address or a name listed in `CNN_ALLOWED_HOSTS` is refused with 403 before it reaches a route.
 """
 
 import hmac
@@ -73,7 +79,20 @@ def _host_and_port(authority: str, scheme: str) -> tuple[str, int] | None:
     return host, port or DEFAULT_PORTS.get(scheme, 80)
 
 
-def origin_refusal(origin: str, host_header: str, scheme: str, api_key_set: bool) -> str | None:
+def unbindable(host: str, allowed_hosts: Iterable[str] = ()) -> bool:
+    """Whether a request naming `host` cannot come from a rebound page: an IP address,
+    `localhost`, or a name the operator listed."""
+    host = host.lower()
+    return _ip(host) is not None or host == "localhost" or host in allowed_hosts
+
+
+def origin_refusal(
+    origin: str,
+    host_header: str,
+    scheme: str,
+    api_key_set: bool,
+    allowed_hosts: Iterable[str] = (),
+) -> str | None:
     """Why a state-changing request with this `Origin` is refused, or None when it is allowed."""
     refused = (
         f"Cross-origin request refused: Origin {origin[:100]!r} is not this server's "
@@ -90,7 +109,7 @@ def origin_refusal(origin: str, host_header: str, scheme: str, api_key_set: bool
     if source is None or target is None:
         return refused
     if parts.netloc.lower() == host_header.lower():
-        if api_key_set or _ip(target[0]) is not None or target[0] == "localhost":
+        if api_key_set or unbindable(target[0], allowed_hosts):
             return None
         return (
             f"Request refused: a page on {target[0]!r} may only change data here when "
@@ -105,9 +124,12 @@ def origin_refusal(origin: str, host_header: str, scheme: str, api_key_set: bool
 class OriginGuard:
     """ASGI middleware applying `origin_refusal` to every state-changing request."""
 
-    def __init__(self, app: ASGIApp, *, api_key_set: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, *, api_key_set: bool, allowed_hosts: Iterable[str] = ()
+    ) -> None:
         self.app = app
         self.api_key_set = api_key_set
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in STATE_CHANGING_METHODS:
@@ -115,11 +137,48 @@ class OriginGuard:
             origin = headers.get("origin")
             if origin is not None:
                 reason = origin_refusal(
-                    origin, headers.get("host", ""), scope["scheme"], self.api_key_set
+                    origin,
+                    headers.get("host", ""),
+                    scope["scheme"],
+                    self.api_key_set,
+                    self.allowed_hosts,
                 )
                 if reason is not None:
                     await error_response(ForbiddenError(reason))(scope, receive, send)
                     return
+        await self.app(scope, receive, send)
+
+
+def host_refusal(host_header: str, scheme: str, allowed_hosts: Iterable[str]) -> str | None:
+    """Why a request with this `Host` header is refused when no API key is set, or None."""
+    target = _host_and_port(host_header, scheme)
+    if target is not None and unbindable(target[0], allowed_hosts):
+        return None
+    return (
+        f"Request refused: Host {host_header[:100]!r} is not a loopback name or an IP address "
+        f"and no API key is set (it could be a web page's DNS-rebinding attack). Open the "
+        f"service at an IP address or localhost, add the name to CNN_ALLOWED_HOSTS, or set "
+        f"CNN_API_KEY"
+    )
+
+
+class HostGuard:
+    """ASGI middleware applying `host_refusal` to every request; only installed when no API
+    key is set (a rebound page cannot know the key). A request without `Host` (HTTP/1.0) is
+    no browser's and passes."""
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str]) -> None:
+        self.app = app
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = Headers(scope=scope).get("host")
+            if host is not None and (
+                reason := host_refusal(host, scope["scheme"], self.allowed_hosts)
+            ):
+                await error_response(ForbiddenError(reason))(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 

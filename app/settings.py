@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="When set (and not empty), required as a Bearer token."
     )
+    allowed_hosts: list[str] = Field(
+        [],
+        description="Host names (besides loopback names and IP addresses) that requests may "
+        "name in their Host header when no API key is set, e.g. '[\"cnn.lan\"]'.",
+    )
 
     max_upload_mb: int = Field(100, ge=1, description="Largest dataset upload (MB).")
     max_predict_mb: int = Field(10, ge=1, description="Largest predict request body (MB).")
@@ -41,8 +46,20 @@ class Settings(BaseSettings):
     max_queue: int = Field(16, ge=1, description="Queued jobs accepted before 429.")
     max_images_per_request: int = Field(64, ge=1, description="Files or instances per predict.")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="Largest decoded image (pixels).")
+    max_request_pixels: int = Field(
+        2 * 4096 * 4096, ge=1, description="Pixels all images of one predict may declare."
+    )
     predict_concurrency: int = Field(4, ge=1, description="Predictions in flight before 503.")
     model_cache_size: int = Field(8, ge=1, description="Loaded models kept in memory.")
+    max_concurrent_uploads: int = Field(
+        2, ge=1, description="Dataset uploads received at once before 503."
+    )
+    header_timeout: float = Field(
+        10, gt=0, description="Seconds a connection may take to send a request's headers."
+    )
+    body_timeout: float = Field(
+        30, gt=0, description="Seconds a request body may pause before the request fails (408)."
+    )
     poll_interval: float = Field(0.25, gt=0, le=5, description="Seconds between job-state polls.")
 
     @field_validator("api_key", mode="after")

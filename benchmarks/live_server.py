@@ -56,6 +56,7 @@ class LiveServer:
         """Start the server and return once /health answers 200."""
         command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--timeout-graceful-shutdown", "8"]
+        command += ["--http", "app.limits:HeaderTimeoutH11Protocol"]
         with contextlib.ExitStack() as stack:
             if self.log is None:
                 command += ["--log-level", "warning"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EXAMPLES_PER_CELL = 5
+EXAMPLES_PER_CELL = 10
 MOST_CONFUSED = 10
 
 

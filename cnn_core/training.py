@@ -50,6 +50,7 @@ def fit(
     checkpoint_path=None,
     resume_from=None,
     threads=None,
+    keep_iterations=True,
 ):
     """Train with mini-batch gradient descent; returns a :class:`History`.
 
@@ -68,6 +69,10 @@ def fit(
       threadpoolctl): each mini-batch is cut into that many shards, computed in parallel by
       this process and ``threads - 1`` forked helpers. Results are deterministic for a given
       thread count.
+    - ``keep_iterations=False``: the per-iteration costs are neither kept in the returned
+      History nor written into checkpoints (the epochs still are), for a caller that records
+      them from the callback's events: a checkpoint then stays the same size however long
+      the run (with them it grows by ~70 bytes an iteration, rewritten at every epoch end).
     - Raises DivergenceError when the cost becomes NaN or infinite.
     """
     _check_training_args(epochs, batch_size)
@@ -127,7 +132,8 @@ def fit(
                 opt.step(net.params, grads)
                 position.cost_sum += cost * len(idx)
                 position.correct += batch_correct
-                history.iterations.append(IterationCost(epoch, iteration, cost))
+                if keep_iterations:
+                    history.iterations.append(IterationCost(epoch, iteration, cost))
                 event = {
                     "type": "iteration",
                     "epoch": epoch,

@@ -3,16 +3,21 @@
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+import numpy as np
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from app.deps import DatasetDep, DatasetStoreDep, RunnerDep, SettingsDep
-from app.errors import ConflictError
+from app.errors import ConflictError, InvalidRequestError
 from app.ids import new_id
+from app.plotting import sample_sheet_png
 from app.schemas import Dataset, DatasetList, error_responses
 from app.storage.datasets import DatasetMeta
 from cnn_core.datasets import load_dataset
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+MAX_SAMPLE_TILES = 1024
+MAX_SAMPLE_PIXELS = 2048 * 2048
 
 
 def dataset_out(meta: DatasetMeta) -> Dataset:
@@ -70,6 +75,55 @@ def list_datasets(datasets: DatasetStoreDep) -> DatasetList:
 def read_dataset(dataset: DatasetDep) -> Dataset:
     """One dataset: samples, input shape, classes and samples per class."""
     return dataset_out(dataset)
+
+
+@router.get(
+    "/{dataset_id}/samples",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/png": {}},
+            "description": "One row of tiles per class (label order), or one row of the "
+            "samples asked for by index; each tile is one sample at its stored size",
+        },
+        **error_responses(404, 422),
+    },
+)
+def read_dataset_samples(
+    dataset: DatasetDep,
+    datasets: DatasetStoreDep,
+    per_class: Annotated[int, Query(ge=1, le=64, description="Tiles per class row.")] = 8,
+    index: Annotated[
+        list[Annotated[int, Query(ge=0)]] | None,
+        Query(
+            max_length=MAX_SAMPLE_TILES,
+            description="Sample indices (repeat the parameter): one row of exactly these "
+            "samples, in this order, instead of the rows per class.",
+        ),
+    ] = None,
+) -> Response:
+    """A few samples as a PNG sheet: the first `per_class` of each class, or those by index."""
+    _, h, w = dataset.input_shape
+    tiles = len(index) if index else len(dataset.classes) * per_class
+    if tiles > MAX_SAMPLE_TILES or tiles * h * w > MAX_SAMPLE_PIXELS:
+        raise InvalidRequestError(
+            f"{tiles} tiles of {h}x{w} pixels is over the limit of {MAX_SAMPLE_TILES} tiles "
+            f"and {MAX_SAMPLE_PIXELS:,} pixels: lower per_class, or ask for samples by index"
+        )
+    if index and max(index) >= dataset.n_samples:
+        raise InvalidRequestError(
+            f"index {max(index)} is out of range: dataset {dataset.id!r} has "
+            f"{dataset.n_samples} samples (0..{dataset.n_samples - 1})"
+        )
+    data = datasets.load(dataset.id)
+    if index:
+        rows = [data.X[index]]
+    else:
+        rows = [
+            data.X[np.flatnonzero(data.y == k)[:per_class]] for k in range(len(dataset.classes))
+        ]
+    image_scale = float(dataset.preprocessing.get("image_scale", 1 / 255))
+    return Response(sample_sheet_png(rows, image_scale), media_type="image/png")
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=error_responses(403, 404, 409))

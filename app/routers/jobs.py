@@ -1,7 +1,6 @@
 """Submit, follow and cancel training jobs."""
 
 import asyncio
-import math
 import time
 from collections.abc import AsyncIterable
 from datetime import UTC, datetime
@@ -16,9 +15,9 @@ from app.errors import NotFoundError
 from app.ids import is_valid_id
 from app.plotting import cost_curve_png
 from app.schemas import (
+    MAX_POSITION,
     CostHistory,
     EpochMetrics,
-    IterationCost,
     Job,
     JobCreate,
     JobList,
@@ -29,6 +28,10 @@ from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.training.admission import admit
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+COST_PAGE = 10_000  # iterations in one costs response or event
+STREAM_OVERVIEW_POINTS = 1_000  # the history sent on a stream's first connection
+PLOT_POINTS = 2_000  # iterations drawn in costs.png
 
 
 def _time(timestamp: float | None) -> datetime | None:
@@ -80,29 +83,25 @@ def job_out(job: JobRecord) -> Job:
     )
 
 
-def thin(points: list[IterationCost], max_points: int) -> list[IterationCost]:
-    """At most `max_points` evenly spaced points, always keeping the last one."""
-    if len(points) <= max_points:
-        return points
-    kept = points[:: math.ceil(len(points) / max_points)]
-    kept[-1] = points[-1]
-    return kept
-
-
 def cost_history(
     jobs: JobStore, job: JobRecord, since: int, max_points: int | None = None
 ) -> CostHistory:
-    """`job`'s status and its costs after iteration `since`. The record must have been read
-    before the costs are: then a finished status comes with the complete history."""
-    iterations, epochs = jobs.costs(job.id, since)
+    """`job`'s status and its costs after iteration `since`: at most `COST_PAGE` iterations
+    (`complete` false when more follow `last_iteration`), or the whole range thinned to
+    `max_points`. The record must have been read before the costs are: then a finished status
+    comes with the complete history."""
+    rows, epochs = jobs.costs(job.id, since, max_points=max_points, limit=COST_PAGE + 1)
+    complete = len(rows) <= COST_PAGE
+    iterations = rows[:COST_PAGE]
     last = iterations[-1].iteration if iterations else since
-    if max_points:
-        iterations = thin(iterations, max_points)
+    if not complete:
+        epochs = [e for e in epochs if e.last_iteration <= last]
     return CostHistory(
         status=job.status,
         iterations=iterations,
         epochs=[EpochMetrics.model_validate(e, from_attributes=True) for e in epochs],
         last_iteration=last,
+        complete=complete,
     )
 
 
@@ -133,7 +132,7 @@ def list_jobs(
     jobs: JobStoreDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
 ) -> JobList:
     """Jobs, newest first, optionally only those with one status."""
     records, total = jobs.list_page(status, limit, offset)
@@ -150,12 +149,17 @@ def read_job(job: JobDep) -> Job:
 def read_job_costs(
     job: JobDep,
     jobs: JobStoreDep,
-    since: Annotated[int, Query(ge=0, description="Only iterations after this one.")] = 0,
+    since: Annotated[
+        int, Query(ge=0, le=MAX_POSITION, description="Only iterations after this one.")
+    ] = 0,
     max_points: Annotated[
-        int | None, Query(ge=2, le=100_000, description="Thin the iterations to this many.")
+        int | None, Query(ge=2, le=COST_PAGE, description="Thin the iterations to this many.")
     ] = None,
 ) -> CostHistory:
-    """The cost of every iteration and the summary of every epoch."""
+    """The cost of each iteration after `since` (at most 10,000 per response: page on with
+    `since=last_iteration` while `complete` is false, or thin with `max_points`) and the
+    summary of every epoch. Long histories are stored thinned: the most recent 10,000
+    iterations in full, older ones at a coarser spacing (at most 20,000 per job)."""
     return cost_history(jobs, job, since, max_points)
 
 
@@ -169,7 +173,7 @@ def read_job_costs(
 )
 def read_job_cost_plot(job: JobDep, jobs: JobStoreDep) -> Response:
     """The cost curve as a PNG image."""
-    iterations, epochs = jobs.costs(job.id, 0)
+    iterations, epochs = jobs.costs(job.id, 0, max_points=PLOT_POINTS)
     title = job.name or f"job {job.id}"
     png = cost_curve_png(iterations, epochs, job.training["optimizer"]["learning_rate"], title)
     return Response(png, media_type="image/png")
@@ -181,19 +185,25 @@ async def stream_job_events(
     jobs: JobStoreDep,
     runner: RunnerDep,
     settings: SettingsDep,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_POSITION)] = None,
 ) -> AsyncIterable[ServerSentEvent]:
     """Server-sent events until the job ends: `costs` (new points), `progress` (the job) and a
     final `end`. Each `costs` event's id is its last iteration, so a reconnecting client
-    continues where it stopped (the stream also ends early when the server shuts down)."""
+    continues where it stopped (the stream also ends early when the server shuts down). A
+    first connection (no `Last-Event-ID`) gets the history so far thinned to 1,000 points,
+    then every new point; a reconnection gets the points after its last event, in pages."""
     since = last_event_id or 0
+    overview = STREAM_OVERVIEW_POINTS if last_event_id is None else None
     shown = None
     while True:
         record = await run_in_threadpool(jobs.get, job.id)
-        history = await run_in_threadpool(cost_history, jobs, record, since)
+        history = await run_in_threadpool(cost_history, jobs, record, since, overview)
+        overview = None
         if history.iterations or history.epochs:
             since = history.last_iteration
             yield ServerSentEvent(event="costs", id=str(since), data=history)
+        if not history.complete:
+            continue  # the next page at once
         state = job_out(record)
         if not record.status.is_active:
             yield ServerSentEvent(event="end", data=state)

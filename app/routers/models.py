@@ -13,7 +13,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.deps import DatasetStoreDep, ModelDep, ModelStoreDep, PredictorDep, SettingsDep
-from app.errors import InvalidRequestError, NotFoundError, UnsupportedMediaError
+from app.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaError,
+)
 from app.ids import is_valid_id
 from app.inference import Predictor
 from app.plotting import confusion_matrix_png
@@ -160,7 +165,8 @@ async def evaluate_model(
     dataset = datasets.get(body.dataset_id) if is_valid_id(body.dataset_id) else None
     if dataset is None:
         raise NotFoundError(f"Dataset {body.dataset_id!r} not found: upload it with POST /datasets")
-    scores = await predictor.evaluate(model, lambda: datasets.load(dataset.id))
+    with predictor.slot():
+        scores = await predictor.evaluate(model, lambda: datasets.load(dataset.id))
     if format == "png":
         title = f"{model.name or model.id} on {dataset.name}: accuracy {scores['accuracy']:.2%}"
         png = await run_in_threadpool(
@@ -178,18 +184,27 @@ def delete_model(model: ModelDep, models: ModelStoreDep, predictor: PredictorDep
 
 
 def parse_instances(body: bytes, model: ModelMeta, limit: int) -> np.ndarray:
-    """The (N, C, H, W) float32 array of a JSON `{"instances": [...]}` body, or a 422 (CPU work
-    on up to a whole body's worth of numbers: called in the threadpool)."""
+    """The (N, C, H, W) float64 array of a JSON `{"instances": [...]}` body, or a 422 (CPU work
+    on up to a whole body's worth of numbers: called in the threadpool). The work is bounded by
+    what the model can take, not by the body cap: a body with more separators than `limit`
+    instances of the model's shape can need is refused from one scan of its bytes, and
+    validation stops at the first wrong element."""
+    c, h, w = model.input_shape
+    if body.count(b",") > 2 * limit * c * h * w + 16:  # a number and a list end per value
+        raise PayloadTooLargeError(
+            f"the body holds more values than {limit} instances of shape {model.input_shape} "
+            f"can: send at most {limit} instances of that shape per request"
+        )
     try:
         instances = PredictInstances.model_validate_json(body).instances
     except ValidationError as exc:
         raise RequestValidationError(
-            [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
+            [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_input=False)]
         ) from None
     if len(instances) > limit:
         raise InvalidRequestError(f"{len(instances)} instances; at most {limit} per request")
     try:
-        X = np.asarray(instances, dtype=np.float32)
+        X = np.asarray(instances, dtype=np.float64)
     except ValueError:
         raise InvalidRequestError("instances must all have the same shape") from None
     if X.shape[1:] != tuple(model.input_shape):
@@ -213,24 +228,24 @@ async def predict(
     top_k: Annotated[int, Query(ge=1, le=1000, description="Clamped to the class count.")] = 3,
 ) -> Predictions:
     """Predict images (multipart parts named `files`) or JSON `{"instances": [...]}`."""
-    predictor.refuse_if_busy()
     content_type = request.headers.get("content-type", "")
     limit = settings.max_images_per_request
-    if content_type.startswith("multipart/form-data"):
-        async with request.form(max_files=limit, max_fields=1) as form:
-            files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
-            if not files:
-                raise InvalidRequestError(
-                    "send one or more images as multipart parts named 'files'"
-                )
-            images = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
-        results = await predictor.predict_images(model, images, top_k)
-    elif content_type.startswith("application/json"):
-        X = await run_in_threadpool(parse_instances, await request.body(), model, limit)
-        results = await predictor.predict_array(model, X, top_k)
-    else:
-        raise UnsupportedMediaError(
-            "send multipart/form-data with image files named 'files', "
-            "or application/json with 'instances'"
-        )
+    with predictor.slot():  # before the body is read: refused requests cost no parsing
+        if content_type.startswith("multipart/form-data"):
+            async with request.form(max_files=limit, max_fields=1) as form:
+                files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+                if not files:
+                    raise InvalidRequestError(
+                        "send one or more images as multipart parts named 'files'"
+                    )
+                images = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
+            results = await predictor.predict_images(model, images, top_k)
+        elif content_type.startswith("application/json"):
+            X = await run_in_threadpool(parse_instances, await request.body(), model, limit)
+            results = await predictor.predict_array(model, X, top_k)
+        else:
+            raise UnsupportedMediaError(
+                "send multipart/form-data with image files named 'files', "
+                "or application/json with 'instances'"
+            )
     return Predictions(model_id=model.id, predictions=results)

@@ -3,7 +3,8 @@
 The JSON is written last, so a dataset exists exactly when its metadata file does. The built-in
 `mnist-sample` ships with cnn_core; it is always listed and cannot be deleted. Datasets never
 change once stored, so their metadata is cached in memory, as models' is (every job submission
-looks it up); deleting a dataset evicts it.
+looks it up); deleting a dataset evicts it. A metadata file that cannot be read is skipped and
+reported (`app.storage.integrity`); arrays without metadata are quarantined, never deleted.
 """
 
 import threading
@@ -16,7 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.ids import BUILTIN_DATASET_ID
-from app.storage.files import atomic_write_json, read_json
+from app.storage.files import atomic_write_json
+from app.storage.integrity import Problems, quarantine, read_record
 from cnn_core.datasets import Dataset, load_mnist_sample
 from cnn_core.files import atomic_write
 
@@ -62,8 +64,10 @@ class DatasetStore(Protocol):
 class FileDatasetStore:
     """`DatasetStore` on a directory of npz + JSON pairs, plus the built-in sample."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, quarantine_dir: Path, problems: Problems) -> None:
         self._dir = directory
+        self._quarantine = quarantine_dir
+        self._problems = problems
         self._cache: dict[str, DatasetMeta] = {}
         self._cache_lock = threading.Lock()
 
@@ -81,9 +85,10 @@ class FileDatasetStore:
         return self._dir / f"{dataset_id}.npz"
 
     def list_all(self) -> list[DatasetMeta]:
-        """Every dataset, the built-in one first, then by creation time."""
-        stored = [DatasetMeta(**read_json(p)) for p in self._dir.glob("*.json")]
-        return [self._builtin, *sorted(stored, key=lambda m: m.created_at)]
+        """Every readable dataset, the built-in one first, then by creation time."""
+        stored = [read_record(p, DatasetMeta, self._problems) for p in self._dir.glob("*.json")]
+        readable = (m for m in stored if m is not None)
+        return [self._builtin, *sorted(readable, key=lambda m: m.created_at)]
 
     def get(self, dataset_id: str) -> DatasetMeta | None:
         """The dataset's metadata, or None."""
@@ -91,10 +96,10 @@ class FileDatasetStore:
             return self._builtin
         with self._cache_lock:
             if dataset_id not in self._cache:
-                path = self._meta_path(dataset_id)
-                if not path.exists():
+                meta = read_record(self._meta_path(dataset_id), DatasetMeta, self._problems)
+                if meta is None:
                     return None
-                self._cache[dataset_id] = DatasetMeta(**read_json(path))
+                self._cache[dataset_id] = meta
             return self._cache[dataset_id]
 
     def create(self, dataset_id: str, name: str, dataset: Dataset) -> DatasetMeta:
@@ -126,8 +131,8 @@ class FileDatasetStore:
             self._cache.pop(dataset_id, None)
         self._data_path(dataset_id).unlink(missing_ok=True)
 
-    def remove_orphans(self) -> None:
-        """Delete arrays whose metadata was never written (a crash mid-upload)."""
+    def quarantine_orphans(self) -> None:
+        """Move aside arrays whose metadata was never written (a crash mid-upload)."""
         for data in self._dir.glob("*.npz"):
             if not self._meta_path(data.stem).exists():
-                data.unlink(missing_ok=True)
+                quarantine(data, self._quarantine, "dataset arrays without metadata")

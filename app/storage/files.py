@@ -23,9 +23,11 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, json.dumps(data, allow_nan=False, indent=1).encode())
 
 
-def read_json(path: Path) -> Any:
-    """Parse the JSON file at `path`."""
-    return json.loads(path.read_text())
+def remove_temp_files_of(path: Path) -> None:
+    """Remove the temp files a killed writer of `path` left (`.<name>.*`, as cnn_core's writer
+    names them); call it only once that writer is dead."""
+    for leftover in path.parent.glob(f".{path.name}.*"):
+        leftover.unlink(missing_ok=True)
 
 
 def sweep_temp_files(directory: Path) -> None:

@@ -15,6 +15,11 @@ guarantee, for every process that shares it (the server and any number of worker
   machine sees them when it next reads its job.
 - Costs are keyed by iteration and summaries by epoch: writing one again replaces it, so a run
   resumed from a checkpoint can redo what a killed run had already recorded.
+- Retention: every epoch summary is kept; of the iteration costs, the most recent
+  `RECENT_ITERATIONS` are kept at full resolution and older ones are thinned (every other one
+  dropped, the first kept) whenever a job holds more than `MAX_STORED_ITERATIONS`, so a
+  job's stored history, and every read of it, stays bounded however long it trains.
+- `costs` thins and pages in the store (the caller never loads rows it will not return).
 """
 
 import math
@@ -23,6 +28,9 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from cnn_core.history import EpochSummary, IterationCost
+
+MAX_STORED_ITERATIONS = 20_000
+RECENT_ITERATIONS = 10_000
 
 
 class JobStatus(StrEnum):
@@ -98,7 +106,9 @@ class JobStore(Protocol):
     ) -> None: ...
     def record_iterations(self, job_id: str, rows: list[IterationCost]) -> None: ...
     def record_epoch(self, job_id: str, summary: EpochSummary) -> None: ...
-    def costs(self, job_id: str, since: int) -> tuple[list[IterationCost], list[EpochSummary]]: ...
+    def costs(
+        self, job_id: str, since: int, *, max_points: int | None = None, limit: int | None = None
+    ) -> tuple[list[IterationCost], list[EpochSummary]]: ...
     def close(self) -> None: ...
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class DataLayout:
-    """`root/jobs.sqlite3`, `root/datasets/`, `root/models/`, `root/checkpoints/`."""
+    """`root/jobs.sqlite3`, `root/datasets/`, `root/models/`, `root/checkpoints/`, and
+    `root/quarantine/` for files start-up repairs moved aside instead of deleting."""
 
     root: Path
 
@@ -25,6 +26,10 @@ class DataLayout:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
 
     def checkpoint(self, job_id: str) -> Path:
         """Where job `job_id` checkpoints at each epoch end."""

@@ -2,7 +2,8 @@
 
 As for datasets, the JSON is written last and removed first, so a model is listed only when its
 weights are complete. Models are immutable once stored, so their metadata is cached in memory
-(predictions look it up on every request).
+(predictions look it up on every request). A metadata file that cannot be read is skipped and
+reported (`app.storage.integrity`); weights without metadata are quarantined, never deleted.
 """
 
 import threading
@@ -10,7 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.storage.files import atomic_write_json, read_json
+from app.storage.files import atomic_write_json
+from app.storage.integrity import Problems, quarantine, read_record
 from cnn_core import Network
 
 
@@ -41,13 +43,16 @@ class ModelStore(Protocol):
     def load(self, model_id: str) -> Network: ...
     def file_path(self, model_id: str) -> Path: ...
     def delete(self, model_id: str) -> None: ...
+    def quarantine(self, model_id: str, reason: str) -> None: ...
 
 
 class FileModelStore:
     """`ModelStore` on a directory of npz + JSON pairs."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, quarantine_dir: Path, problems: Problems) -> None:
         self._dir = directory
+        self._quarantine = quarantine_dir
+        self._problems = problems
         self._cache: dict[str, ModelMeta] = {}
         self._cache_lock = threading.Lock()
 
@@ -59,18 +64,18 @@ class FileModelStore:
         return self._dir / f"{model_id}.npz"
 
     def list_all(self) -> list[ModelMeta]:
-        """Every model, oldest first."""
-        models = [ModelMeta(**read_json(p)) for p in self._dir.glob("*.json")]
-        return sorted(models, key=lambda m: m.created_at)
+        """Every readable model, oldest first."""
+        models = [read_record(p, ModelMeta, self._problems) for p in self._dir.glob("*.json")]
+        return sorted((m for m in models if m is not None), key=lambda m: m.created_at)
 
     def get(self, model_id: str) -> ModelMeta | None:
         """The model's metadata, or None."""
         with self._cache_lock:
             if model_id not in self._cache:
-                path = self._meta_path(model_id)
-                if not path.exists():
+                meta = read_record(self._meta_path(model_id), ModelMeta, self._problems)
+                if meta is None:
                     return None
-                self._cache[model_id] = ModelMeta(**read_json(path))
+                self._cache[model_id] = meta
             return self._cache[model_id]
 
     def save(self, meta: ModelMeta, net: Network) -> None:
@@ -90,8 +95,17 @@ class FileModelStore:
             self._cache.pop(model_id, None)
         self.file_path(model_id).unlink(missing_ok=True)
 
-    def remove_orphans(self) -> None:
-        """Delete weights whose metadata was never written (a worker killed mid-publish)."""
+    def quarantine(self, model_id: str, reason: str) -> None:
+        """Unpublish the model and move its files into the quarantine folder."""
+        with self._cache_lock:
+            self._cache.pop(model_id, None)
+            for path in (self._meta_path(model_id), self.file_path(model_id)):
+                if path.exists():
+                    quarantine(path, self._quarantine, reason)
+                    self._problems.cleared(path)
+
+    def quarantine_orphans(self) -> None:
+        """Move aside weights whose metadata was never written (a worker killed mid-publish)."""
         for weights in self._dir.glob("*.npz"):
             if not self._meta_path(weights.stem).exists():
-                weights.unlink(missing_ok=True)
+                quarantine(weights, self._quarantine, "model weights without metadata")

@@ -17,7 +17,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from app.storage.jobs import EpochSummary, IterationCost, JobRecord, JobStatus, finite_or_none
+from app.storage.jobs import (
+    MAX_STORED_ITERATIONS,
+    RECENT_ITERATIONS,
+    EpochSummary,
+    IterationCost,
+    JobRecord,
+    JobStatus,
+    finite_or_none,
+)
 
 SCHEMA_VERSION = 1
 
@@ -87,6 +95,20 @@ _RECORD_COLUMNS = [
     for f in fields(JobRecord)
     if f.name not in ("architecture", "training", "status", "stop_requested", "latest")
 ]
+
+
+def _thin_old_iterations(conn: sqlite3.Connection, job_id: str) -> None:
+    """The retention policy (`app.storage.jobs`): past `MAX_STORED_ITERATIONS` rows, drop every
+    other row older than the most recent `RECENT_ITERATIONS` (the first row stays)."""
+    [[count]] = conn.execute("SELECT COUNT(*) FROM iterations WHERE job_id = ?", (job_id,))
+    if count <= MAX_STORED_ITERATIONS:
+        return
+    conn.execute(
+        "DELETE FROM iterations WHERE job_id = ? AND iteration IN (SELECT iteration FROM"
+        " (SELECT iteration, ROW_NUMBER() OVER (ORDER BY iteration) AS k FROM iterations"
+        " WHERE job_id = ? ORDER BY iteration LIMIT ?) WHERE k % 2 = 0)",
+        (job_id, job_id, count - RECENT_ITERATIONS),
+    )
 
 
 class JobStoreVersionError(RuntimeError):
@@ -344,6 +366,7 @@ class SqliteJobStore:
                 "UPDATE jobs SET epoch = ?, iteration = ? WHERE id = ?",
                 (last.epoch, last.iteration, job_id),
             )
+            _thin_old_iterations(conn, job_id)
 
     def record_epoch(self, job_id: str, summary: EpochSummary) -> None:
         """Store one epoch's summary (replacing an earlier one for the same epoch)."""
@@ -366,13 +389,28 @@ class SqliteJobStore:
             )
         )
 
-    def costs(self, job_id: str, since: int) -> tuple[list[IterationCost], list[EpochSummary]]:
-        """Iterations after `since` and the epochs that ended after it, in order."""
-        iterations = self._read(
-            "SELECT epoch, iteration, cost FROM iterations WHERE job_id = ? AND iteration > ?"
-            " ORDER BY iteration",
-            (job_id, since),
-        )
+    def costs(
+        self, job_id: str, since: int, *, max_points: int | None = None, limit: int | None = None
+    ) -> tuple[list[IterationCost], list[EpochSummary]]:
+        """Iterations after `since` and the epochs that ended after it, in order. With
+        `max_points`, the iterations are thinned to at most that many, evenly by rank, the
+        last one always kept; with `limit`, only the first `limit` (after thinning)."""
+        where = "FROM iterations WHERE job_id = ? AND iteration > ?"
+        params: tuple = (job_id, since)
+        if max_points is None:
+            sql = f"SELECT epoch, iteration, cost {where} ORDER BY iteration"
+        else:
+            [[count]] = self._read(f"SELECT COUNT(*) {where}", params)
+            stride = 1 if count <= max_points else -(-count // (max_points - 1))
+            sql = (
+                "SELECT epoch, iteration, cost FROM (SELECT epoch, iteration, cost,"
+                f" ROW_NUMBER() OVER (ORDER BY iteration) - 1 AS k {where})"
+                " WHERE k % ? = 0 OR k = ? ORDER BY iteration"
+            )
+            params = (*params, stride, count - 1)
+        if limit is not None:
+            sql, params = f"{sql} LIMIT ?", (*params, limit)
+        iterations = self._read(sql, params)
         epochs = self._read(
             f"SELECT {_EPOCH_COLUMNS} FROM epochs WHERE job_id = ? AND last_iteration > ?"
             " ORDER BY epoch",

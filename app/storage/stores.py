@@ -1,15 +1,35 @@
 """Opening the stores the settings name: the one place the server and the workers get them.
 
 The job store is SQLite in the data directory (`SqliteJobStore`); a server database for many
-machines plugs in here, behind the same `JobStore` protocol.
+machines plugs in here, behind the same `JobStore` protocol. Datasets and models are files in
+the data directory; what start-up repairs move aside goes to its `quarantine/` folder.
 """
 
 from app.settings import Settings
+from app.storage.datasets import FileDatasetStore
+from app.storage.integrity import Problems
 from app.storage.jobs import JobStore
 from app.storage.layout import DataLayout
+from app.storage.models import FileModelStore
 from app.storage.sqlite_jobs import SqliteJobStore
 
 
 def open_job_store(settings: Settings) -> JobStore:
     """The job store of `settings`; the caller closes it."""
     return SqliteJobStore(DataLayout(settings.data_dir).jobs_db)
+
+
+def open_dataset_store(settings: Settings, problems: Problems) -> FileDatasetStore:
+    """The dataset store of `settings`; unreadable records go to `problems`."""
+    layout = DataLayout(settings.data_dir)
+    return FileDatasetStore(
+        layout.datasets, quarantine_dir=layout.quarantine / "datasets", problems=problems
+    )
+
+
+def open_model_store(settings: Settings, problems: Problems) -> FileModelStore:
+    """The model store of `settings`; unreadable records go to `problems`."""
+    layout = DataLayout(settings.data_dir)
+    return FileModelStore(
+        layout.models, quarantine_dir=layout.quarantine / "models", problems=problems
+    )

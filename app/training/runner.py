@@ -24,6 +24,8 @@ from typing import Any
 from app.errors import ConflictError, NotFoundError, QueueFullError
 from app.ids import new_id
 from app.storage.datasets import DatasetStore
+from app.storage.files import remove_temp_files_of
+from app.storage.integrity import quarantine
 from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.storage.layout import DataLayout
 from app.storage.models import ModelStore
@@ -155,7 +157,9 @@ class JobRunner:
         job = self.jobs.get(job_id)
         if not job.status.is_active:
             self._discard_unpublished(job)
-            self._layout.checkpoint(job_id).unlink(missing_ok=True)
+            checkpoint = self._layout.checkpoint(job_id)
+            checkpoint.unlink(missing_ok=True)
+            remove_temp_files_of(checkpoint)  # a worker killed while it checkpointed
 
     def _discard_unpublished(self, job: JobRecord) -> None:
         for model in self.models.list_all():
@@ -187,8 +191,11 @@ class JobRunner:
     # ------------------------------------------------------------------ startup
 
     def recover(self) -> None:
-        """Repair what a crash may have left: re-queue interrupted jobs, drop unpublished
-        models and checkpoints of finished jobs."""
+        """Repair what a crash may have left: re-queue interrupted jobs, quarantine models a
+        job replaced (a worker that died between publishing and recording its model), delete
+        checkpoints of finished jobs. Nothing is removed because a job row is absent: a
+        database restored from a backup without its WAL, or lost, must not cost the models
+        (they stay served) or the checkpoints (they are quarantined)."""
         requeued = self.jobs.requeue_running()
         if requeued:
             log.info(
@@ -196,11 +203,13 @@ class JobRunner:
             )
         for model in self.models.list_all():
             job = self.jobs.get(model.job_id)
-            if job is None or job.model_id != model.id:
-                self.models.delete(model.id)
+            if job is not None and job.model_id != model.id:
+                self.models.quarantine(model.id, f"job {job.id} does not name this model")
         for checkpoint in self._layout.checkpoints.glob("*.npz"):
             job = self.jobs.get(checkpoint.stem)
-            if job is None or not job.status.is_active:
+            if job is None:
+                quarantine(checkpoint, self._layout.quarantine / "checkpoints", "no such job")
+            elif not job.status.is_active:
                 checkpoint.unlink(missing_ok=True)
 
 

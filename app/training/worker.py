@@ -18,7 +18,7 @@ import numpy as np
 
 from app.ids import new_id
 from app.settings import Settings
-from app.storage.datasets import FileDatasetStore
+from app.storage.integrity import Problems
 from app.storage.jobs import (
     EpochSummary,
     IterationCost,
@@ -28,8 +28,8 @@ from app.storage.jobs import (
     finite_or_none,
 )
 from app.storage.layout import DataLayout
-from app.storage.models import FileModelStore, ModelMeta
-from app.storage.stores import open_job_store
+from app.storage.models import ModelMeta
+from app.storage.stores import open_dataset_store, open_job_store, open_model_store
 from app.training.outcomes import Outcome, OutcomeKind
 from cnn_core import CNNError, History, Network
 from cnn_core.datasets import Dataset
@@ -55,8 +55,9 @@ def split_indices(
 
 
 class ProgressRecorder:
-    """The `fit` callback: writes iteration costs in small batches and each epoch's summary,
-    and reads the job's record with each write (the first iteration's included).
+    """The `fit` callback: writes iteration costs in small batches (and at each epoch's last
+    iteration) and each epoch's summary, and reads the job's record with each write (the
+    first iteration's included).
 
     It stops training when the job is no longer `running` (cancelled meanwhile). A stop request
     stops it at an iteration, never at an epoch end, so `fit` checkpoints the iteration reached
@@ -72,11 +73,14 @@ class ProgressRecorder:
         self._stop_requested = False
         self.interrupted = False
 
-    def _flush(self) -> bool:
-        """Write pending costs and read the job's requests; True when it was cancelled."""
+    def _write_pending(self) -> None:
         if self._pending:
             self._jobs.record_iterations(self._job_id, self._pending)
             self._pending = []
+
+    def _flush(self) -> bool:
+        """Write pending costs and read the job's requests; True when it was cancelled."""
+        self._write_pending()
         self._last_flush = time.monotonic()
         job = self._jobs.get(self._job_id)
         if job is None or job.status is not JobStatus.running:
@@ -92,6 +96,10 @@ class ProgressRecorder:
                 )
                 self._started = True
             self._pending.append(IterationCost(event["epoch"], event["iteration"], event["cost"]))
+            if event["iteration"] % event["iterations_per_epoch"] == 0:
+                # written before fit checkpoints the epoch (the checkpoint keeps no
+                # iterations): a crash after the checkpoint loses none
+                self._write_pending()
             due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
             if not (due or self._stop_requested):
                 return False
@@ -131,14 +139,15 @@ def train(
         checkpoint_path=checkpoint,
         resume_from=checkpoint if checkpoint.exists() else None,
         threads=job.threads,
+        keep_iterations=False,  # the job store has them: checkpoints stay small
     )
     return net, history
 
 
 def record_history(jobs: JobStore, job_id: str, history: History) -> None:
-    """Store the complete history, filling anything a crash kept from the database."""
-    if history.iterations:
-        jobs.record_iterations(job_id, history.iterations)
+    """Store the epoch summaries the checkpoint kept, filling any a crash kept from the
+    database (one written between the checkpoint and the epoch event); the iterations are in
+    the database already (`ProgressRecorder` writes them before each epoch ends)."""
     for epoch in history.epochs:
         jobs.record_epoch(job_id, epoch)
 
@@ -178,7 +187,7 @@ def run_job(job_id: str, settings: Settings) -> Outcome:
         job = jobs.get(job_id)
         if job is None or job.status is not JobStatus.running:
             return Outcome(OutcomeKind.cancelled)
-        return _run(job, DataLayout(settings.data_dir), jobs)
+        return _run(job, settings, jobs)
     finally:
         jobs.close()
 
@@ -189,11 +198,12 @@ def _fail(jobs: JobStore, job: JobRecord, checkpoint: Path, reason: str) -> Outc
     return Outcome(OutcomeKind.failed, reason)
 
 
-def _run(job: JobRecord, layout: DataLayout, jobs: JobStore) -> Outcome:
-    checkpoint = layout.checkpoint(job.id)
+def _run(job: JobRecord, settings: Settings, jobs: JobStore) -> Outcome:
+    checkpoint = DataLayout(settings.data_dir).checkpoint(job.id)
     recorder = ProgressRecorder(jobs, job.id)
     try:
-        data = FileDatasetStore(layout.datasets).load(job.dataset_id)
+        datasets = open_dataset_store(settings, Problems())
+        data = datasets.load(job.dataset_id)
         net, history = train(job, data, recorder, checkpoint)
     except CNNError as exc:  # divergence, or a dataset or checkpoint that cannot be used
         return _fail(jobs, job, checkpoint, str(exc))
@@ -209,7 +219,7 @@ def _run(job: JobRecord, layout: DataLayout, jobs: JobStore) -> Outcome:
         return Outcome(OutcomeKind.cancelled)  # cancelled while training: publish nothing
     if recorder.interrupted:
         return Outcome(OutcomeKind.interrupted)  # checkpointed at the iteration it reached
-    models = FileModelStore(layout.models)
+    models = open_model_store(settings, Problems())
     meta = model_meta(job, net, history, data)
     models.save(meta, net)
     published = jobs.finish(job.id, JobStatus.succeeded, model_id=meta.id)

@@ -1,5 +1,6 @@
 """Fixtures for the service tests: an app on a temporary data dir, a trained model, a job store."""
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from app.storage.layout import DataLayout
 from app.storage.stores import open_job_store
 from tests.support.builders import TINY_ARCHITECTURE, TINY_TRAINING, digits_npz
 from tests.support.server import submit, wait_for_job
+
+# Starlette's TestClient names its server "testserver": allow it as an operator would allow a
+# deployment's host name (the Host-header tests set `allowed_hosts` themselves).
+os.environ.setdefault("CNN_ALLOWED_HOSTS", '["testserver"]')
 
 
 @pytest.fixture

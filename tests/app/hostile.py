@@ -1,12 +1,73 @@
-"""Shared by the hostile-input tests: raw ASGI requests, body scans, side-effect snapshots."""
+"""Shared by the hostile-input tests: the reliability checklist, raw ASGI requests, body scans,
+side-effect snapshots and memory peaks."""
 
 import asyncio
+import contextlib
 import json
 import re
 from pathlib import Path
 from urllib.parse import unquote
 
+import psutil
 from fastapi import FastAPI
+
+# Each class of abuse the service is built to survive, and the tests that defend it
+# ("module::test"); `test_abuse.py` checks that every named test exists.
+RELIABILITY_CHECKLIST: dict[str, list[str]] = {
+    "request bodies over their caps are 413 before they are stored": [
+        "test_hostile_uploads::test_dataset_upload_over_the_cap_is_413_and_leaves_nothing",
+        "test_hostile_uploads::test_predict_body_over_the_cap_is_413",
+        "test_hostile_uploads::test_json_body_over_the_cap_is_413_and_creates_no_job",
+    ],
+    "dataset files: pickles, huge shapes, bombs, zip slip are refused without side effects": [
+        "test_hostile_uploads::test_npz_with_pickled_object_array_is_refused_without_running_it",
+        "test_hostile_uploads::test_npz_declaring_a_huge_shape_is_413_before_allocating",
+        "test_hostile_uploads::test_idx_gzip_bomb_is_413_after_reading_only_the_cap",
+        "test_hostile_uploads::test_hostile_image_zips_are_refused_and_write_nothing",
+    ],
+    "image bombs are 413 from the header": [
+        "test_hostile_uploads::test_decompression_bomb_is_413_well_under_a_second",
+    ],
+    "memory per predict request is bounded (decoded pixels per request, one at a time)": [
+        "test_abuse::test_predict_memory_is_bounded_per_request_whatever_the_images_declare",
+    ],
+    "error replies stay small and are built off the event loop": [
+        "test_abuse::test_validation_error_replies_stay_small_and_health_stays_fast",
+        "test_abuse::test_validation_error_list_is_capped_with_a_count_of_the_rest",
+    ],
+    "the predict concurrency slot is taken before any body is read": [
+        "test_abuse::test_predict_slot_is_taken_before_json_bodies_are_read",
+        "test_overload::test_predictions_beyond_the_concurrency_limit_get_503_with_retry_after_at_once",
+    ],
+    "user strings are plain text wherever they are rendered": [
+        "test_abuse::test_cost_plot_draws_a_job_name_as_plain_text",
+    ],
+    "every integer is bounded; no non-finite number in or out": [
+        "test_abuse::test_integers_beyond_64_bits_are_422",
+        "test_abuse::test_huge_last_event_id_is_422_before_the_stream_starts",
+        "test_abuse::test_instances_not_finite_in_float32_are_422",
+        "test_abuse::test_predictions_never_carry_a_non_finite_number",
+    ],
+    "reads and writes from rebound host names are refused without an API key": [
+        "test_abuse::test_reads_through_a_rebound_host_name_are_refused_without_an_api_key",
+        "test_security::test_dns_rebound_page_is_refused_unless_an_api_key_guards_the_service",
+    ],
+    "cost histories: stored bounded, thinned and paged in SQL, streams send what they need": [
+        "test_abuse::test_a_long_cost_history_is_stored_bounded_and_every_read_is_capped",
+        "test_abuse::test_checkpoints_keep_no_iterations_so_they_do_not_grow",
+    ],
+    "one server per data dir: a second one refuses to start and changes nothing": [
+        "test_abuse::test_a_second_server_on_the_same_data_dir_refuses_to_start_and_touches_nothing",
+        "test_abuse::test_the_data_dir_lock_is_released_when_its_server_stops",
+    ],
+    "damaged or missing metadata is skipped, logged and reported; orphans are quarantined": [
+        "test_abuse::test_damaged_metadata_and_a_lost_jobs_database_cost_no_model",
+    ],
+    "slow and idle clients are cut off; concurrent uploads are bounded": [
+        "test_abuse::test_idle_and_slow_header_connections_are_closed",
+        "test_abuse::test_stalled_uploads_time_out_and_concurrent_uploads_are_bounded",
+    ],
+}
 
 # What must never appear in a response body: tracebacks, source locations, server paths,
 # library internals.
@@ -90,3 +151,26 @@ def open_fds_under(directory: Path) -> list[str]:
         if str(target).startswith(str(directory)):
             found.append(str(target))
     return found
+
+
+def _process_tree(pid: int) -> list[int]:
+    root = psutil.Process(pid)
+    return [root.pid] + [child.pid for child in root.children(recursive=True)]
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Reset the peak-RSS mark (VmHWM) of `pid` and its descendants to their current RSS."""
+    for member in _process_tree(pid):
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{member}/clear_refs").write_text("5")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Sum of the peak RSS (VmHWM) of `pid` and its descendants since the last reset, in MB."""
+    total = 0
+    for member in _process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+    return total / 1024

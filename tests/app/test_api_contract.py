@@ -20,6 +20,7 @@ from schemathesis.config import SchemathesisConfig
 import app.main
 from app.main import create_app
 from app.settings import Settings
+from app.storage.integrity import Problems
 from app.training.runner import JobRunner
 
 MAX_EXAMPLES = 50
@@ -31,8 +32,8 @@ def api_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> schemathesis.
     """The app's schema, bound to an app on a fresh data dir whose jobs only queue."""
     build_runner = app.main.build_runner
 
-    def queue_only(settings: Settings) -> JobRunner:
-        runner = build_runner(settings)
+    def queue_only(settings: Settings, problems: Problems) -> JobRunner:
+        runner = build_runner(settings, problems)
         runner.workers = 0
         return runner
 

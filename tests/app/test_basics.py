@@ -11,6 +11,7 @@ def test_health_reports_version_and_workers(client: TestClient) -> None:
         "status": "ok",
         "version": "0.1.0",
         "jobs": {"workers": 1, "running": 0, "queued": 0},
+        "problems": [],
     }
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from app.plotting import confusion_matrix_png
 from cnn_core import Network
+from cnn_core.evaluation import EXAMPLES_PER_CELL
 from tests.support.builders import holdout, npz_bytes
 
 X, Y = holdout()
@@ -64,7 +65,8 @@ def test_evaluate_answers_the_library_scores(client: TestClient, model: dict, ne
     predicted = net.predict(X[300:, None].astype(np.float32) / 255)
     for cell in out["misclassified"]:
         t, p = cell["true"], cell["predicted"]
-        assert cell["indices"] == np.flatnonzero((Y[300:] == t) & (predicted == p))[:5].tolist()
+        in_cell = np.flatnonzero((Y[300:] == t) & (predicted == p))
+        assert cell["indices"] == in_cell[:EXAMPLES_PER_CELL].tolist()
 
 
 def test_a_subset_of_classes_in_another_order_is_matched_by_name(

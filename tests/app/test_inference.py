@@ -22,16 +22,22 @@ def test_predictions_beyond_the_concurrency_limit_get_503_at_once() -> None:
             release.wait(5)
             return Network.from_config(TINY_ARCHITECTURE)
 
-    predictor = Predictor(SlowStore(), cache_size=1, concurrency=1, max_image_pixels=100)
+    predictor = Predictor(
+        SlowStore(), cache_size=1, concurrency=1, max_image_pixels=100, max_request_pixels=100
+    )
     model = SimpleNamespace(id="m", classes=[str(d) for d in range(10)])
     batch = np.zeros((1, 1, 28, 28), np.float32)
 
+    async def predict() -> list[dict]:
+        with predictor.slot():
+            return await predictor.predict_array(model, batch, 1)
+
     async def two_at_once() -> None:
-        first = asyncio.create_task(predictor.predict_array(model, batch, 1))
+        first = asyncio.create_task(predict())
         await asyncio.sleep(0.05)
         started = time.monotonic()
         with pytest.raises(BusyError):
-            await predictor.predict_array(model, batch, 1)
+            await predict()
         assert time.monotonic() - started < 0.1
         release.set()
         assert len(await first) == 1
@@ -52,7 +58,9 @@ class CountingStore:
 
 def test_models_are_loaded_once_kept_least_recently_used_and_evicted_on_delete() -> None:
     store = CountingStore()
-    predictor = Predictor(store, cache_size=2, concurrency=1, max_image_pixels=100)
+    predictor = Predictor(
+        store, cache_size=2, concurrency=1, max_image_pixels=100, max_request_pixels=100
+    )
     batch = np.zeros((1, 1, 28, 28), np.float32)
 
     def predict(model_id: str) -> list[dict]:

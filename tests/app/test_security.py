@@ -289,13 +289,15 @@ def test_same_origin_and_loopback_pages_may_post(
 
 
 def test_dns_rebound_page_is_refused_unless_an_api_key_guards_the_service(
-    client: TestClient, keyed: TestClient
+    tmp_path: Path, keyed: TestClient
 ) -> None:
     rebound = {"Origin": "http://attacker.example:8000", "Host": "attacker.example:8000"}
     body = {"dataset_id": "mnist-sample", "architecture": "lenet5"}
-    response = client.post("/jobs", json=body, headers=rebound)
-    assert response.status_code == 403 and "DNS-rebinding" in response.json()["detail"]
-    assert client.get("/jobs").json()["count"] == 0
+    # an unkeyed server of its own: one server per data dir
+    with TestClient(create_app(Settings(data_dir=tmp_path / "unkeyed"))) as client:
+        response = client.post("/jobs", json=body, headers=rebound)
+        assert response.status_code == 403 and "DNS-rebinding" in response.json()["detail"]
+        assert client.get("/jobs").json()["count"] == 0
     # With a key, a page on the service's own name (e.g. behind a proxy) may post.
     named = {"Origin": "https://cnn.example.org", "Host": "cnn.example.org", **AUTH}
     response = keyed.post(

@@ -4,11 +4,11 @@ startup (the repair of what a crash left)."""
 import pytest
 
 from app.settings import Settings
-from app.storage.datasets import FileDatasetStore
+from app.storage.integrity import Problems
 from app.storage.jobs import JobStatus, JobStore
 from app.storage.layout import DataLayout
-from app.storage.models import FileModelStore
 from app.storage.sqlite_jobs import SqliteJobStore
+from app.storage.stores import open_dataset_store, open_model_store
 from app.training import worker
 from app.training.outcomes import Outcome, OutcomeKind
 from app.training.runner import JobRunner
@@ -50,11 +50,13 @@ def executor() -> ScriptedExecutor:
 
 
 @pytest.fixture
-def runner(jobs: JobStore, layout: DataLayout, executor: ScriptedExecutor) -> JobRunner:
+def runner(
+    settings: Settings, jobs: JobStore, layout: DataLayout, executor: ScriptedExecutor
+) -> JobRunner:
     return JobRunner(
         jobs,
-        FileDatasetStore(layout.datasets),
-        FileModelStore(layout.models),
+        open_dataset_store(settings, Problems()),
+        open_model_store(settings, Problems()),
         executor,
         layout,
         workers=1,
@@ -119,7 +121,7 @@ class Crash(BaseException):
     """Stands in for a kill: escapes every handler in the worker."""
 
 
-def test_startup_repair_requeues_and_drops_unpublished_models(
+def test_startup_repair_requeues_and_quarantines_unpublished_models(
     settings: Settings,
     layout: DataLayout,
     jobs: JobStore,
@@ -141,12 +143,14 @@ def test_startup_repair_requeues_and_drops_unpublished_models(
     with pytest.raises(Crash):
         worker.run_job(crashed, settings)
     monkeypatch.setattr(SqliteJobStore, "finish", finish)
-    models = FileModelStore(layout.models)
+    models = open_model_store(settings, Problems())
     [orphan] = [m for m in models.list_all() if m.job_id == crashed]
     jobs.claim_next()
     jobs.finish(failed, JobStatus.failed, error="boom")
     layout.checkpoint(failed).write_bytes(b"stale")
     runner.recover()
     assert models.get(orphan.id) is None and models.get(jobs.get(published).model_id)
+    moved = sorted(p.name.split("-", 2)[2] for p in (layout.quarantine / "models").iterdir())
+    assert moved == [f"{orphan.id}.json", f"{orphan.id}.npz"]
     assert jobs.get(crashed).status is JobStatus.queued
     assert not layout.checkpoint(failed).exists()

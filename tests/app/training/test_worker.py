@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from app.settings import Settings
+from app.storage.integrity import Problems
 from app.storage.jobs import JobStatus, JobStore
 from app.storage.layout import DataLayout
-from app.storage.models import FileModelStore
+from app.storage.stores import open_model_store
 from app.training import worker
 from app.training.outcomes import Outcome, OutcomeKind
 from cnn_core import Network
@@ -102,7 +103,7 @@ def test_worker_resumes_a_crashed_run_to_the_same_model(
     jobs.claim_next()
     worker.run_job(uninterrupted, settings)
 
-    models = FileModelStore(layout.models)
+    models = open_model_store(settings, Problems())
     resumed, straight = (models.load(jobs.get(i).model_id) for i in (interrupted, uninterrupted))
     for name, value in straight.params.items():
         np.testing.assert_array_equal(resumed.params[name], value)
