@@ -5,7 +5,7 @@ CNN_PORT ?= 8000
 CNN_DATA_DIR ?= ./data
 export CNN_HOST CNN_PORT CNN_DATA_DIR
 
-.PHONY: install install-test run test docker-test bench lint clean
+.PHONY: install install-test run worker test docker-test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,6 +24,11 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(PY) -m app.serve
 
+# One RQ worker taking jobs from CNN_REDIS_URL (same CNN_* settings as the servers); run one per
+# CPU budget on as many hosts as wanted, all sharing CNN_DATA_DIR and CNN_DATABASE_URL.
+worker: install
+	$(PY) -m app.training.rq_worker
+
 test: install-test lint
 	$(PY) -m pytest
 
@@ -33,8 +38,8 @@ docker-test: install-test
 	$(PY) -m pytest -m docker
 
 lint: install-test
-	$(VENV)/bin/ruff check cnn_core app tests benchmarks scripts
-	$(VENV)/bin/ruff format --check cnn_core app tests benchmarks scripts
+	$(VENV)/bin/ruff check cnn_core app cnn_client tests benchmarks scripts
+	$(VENV)/bin/ruff format --check cnn_core app cnn_client tests benchmarks scripts
 	$(VENV)/bin/hadolint Dockerfile
 
 bench: install-test

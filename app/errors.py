@@ -13,6 +13,9 @@
     ├── QueueFullError         429  the job queue is full (Retry-After)
     └── BusyError              503  too many predictions or uploads in flight (Retry-After)
 
+The job database being unreachable (a PostgreSQL restarting) is a 503 with Retry-After too:
+the service answers again as soon as it is back.
+
 cnn_core's errors are client mistakes too: a `DatasetError` is 413 when over a limit
 (`DatasetTooLarge`), 415 for bytes of no accepted format (`UnsupportedFormat`), 400 for a
 truncated or corrupt file (`CorruptFile`) and 422 otherwise (well-formed data that cannot be
@@ -33,6 +36,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -100,6 +104,11 @@ class BusyError(ServiceError):
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
 
 
+class DatabaseUnavailableError(ServiceError):
+    status_code = 503
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": "5"}
+
+
 def error_response(exc: ServiceError) -> JSONResponse:
     """The answer to a service error: its status, headers and `{"detail": message}`. Also sent
     directly by the middlewares that refuse a request before it reaches a route."""
@@ -132,8 +141,15 @@ MAX_REPORTED_ERRORS = 10
 
 async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """A 422 listing location, message and type of the first few problems (and how many more
-    there are), never the offending input."""
+    there are), never the offending input; a 400 for a body that is not JSON at all."""
     found = exc.errors()
+    malformed = next((err for err in found if err.get("type") == "json_invalid"), None)
+    if malformed is not None:  # not a wrong value but no JSON at all: the request is bad
+        where = str((malformed.get("ctx") or {}).get("error", ""))[:200]
+        return JSONResponse(
+            {"detail": f"the body is not valid JSON ({where}): send a JSON object"},
+            status_code=400,
+        )
     errors = [
         {
             "loc": [_finite(part) for part in err.get("loc", ())][:20],
@@ -193,11 +209,20 @@ class JsonContentTooLarge:
         await self.app(scope, receive, send_json if scope["type"] == "http" else send)
 
 
+async def handle_database_unreachable(request: Request, exc: OperationalError) -> JSONResponse:
+    """Answer 503 while the job database cannot be reached."""
+    log.warning("job database unreachable: %s", exc.orig or exc)
+    return error_response(
+        DatabaseUnavailableError("The job database is unreachable; retry in a few seconds")
+    )
+
+
 def register_error_handlers(app: FastAPI) -> None:
     """Install every handler above on `app`."""
     app.add_exception_handler(ServiceError, handle_service_error)
     app.add_exception_handler(ConfigError, handle_core_error)
     app.add_exception_handler(DatasetError, handle_core_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(OperationalError, handle_database_unreachable)
     app.add_exception_handler(Exception, handle_unexpected_error)
     app.add_middleware(JsonContentTooLarge)

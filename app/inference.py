@@ -26,9 +26,10 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import BusyError, ConflictError, InvalidRequestError, PayloadTooLargeError
+from app.metrics import PREDICTIONS
 from app.storage.models import ModelMeta, ModelStore
 from cnn_core import ModelFileError, Network
-from cnn_core.datasets import Dataset, images_to_array, open_image
+from cnn_core.datasets import Dataset, convert_images, open_image
 
 
 def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> list[dict]:
@@ -164,7 +165,7 @@ class Predictor:
             self._in_flight -= 1
 
     def _predict_images(
-        self, model: ModelMeta, files: list[tuple[str, bytes]], top_k: int
+        self, model: ModelMeta, files: list[tuple[str, bytes]], top_k: int, invert: str
     ) -> list[dict]:
         # A file that cannot be used raises a DatasetError naming it, which app.errors answers
         # with 413 (over the pixel cap), 415 (not PNG or JPEG) or 400 (truncated or corrupt).
@@ -176,17 +177,26 @@ class Predictor:
             )
         c, h, w = model.input_shape
         X = np.empty((len(files), c, h, w), dtype=np.float32)
+        inverted = []
         for i, ((name, data), pixels) in enumerate(zip(files, declared, strict=True)):
             if pixels > LARGE_IMAGE_PIXELS:
-                X[i] = self._large_images.submit(self._convert, model, name, data).result()
+                job = self._large_images.submit(self._convert, model, name, data, invert)
+                X[i], flipped = job.result()
             else:
-                X[i] = self._convert(model, name, data)
-        return self._predict_array(model, X, top_k)
+                X[i], flipped = self._convert(model, name, data, invert)
+            inverted.append(flipped)
+        results = self._predict_array(model, X, top_k)
+        for result, (name, _), flipped in zip(results, files, inverted, strict=True):
+            result.update(filename=name, inverted=flipped)
+        return results
 
-    def _convert(self, model: ModelMeta, name: str, data: bytes) -> np.ndarray:
-        """One image as the model's (C, H, W) input."""
+    def _convert(
+        self, model: ModelMeta, name: str, data: bytes, invert: str
+    ) -> tuple[np.ndarray, bool]:
+        """One image as the model's (C, H, W) input, and whether it was inverted."""
         with open_image(data, max_pixels=self._max_pixels, name=name) as image:
-            return images_to_array([image], model.input_shape, model.preprocessing)[0]
+            X, inverted = convert_images([image], model.input_shape, model.preprocessing, invert)
+        return X[0], inverted[0]
 
     def close(self) -> None:
         """Stop the large-image thread (at shutdown)."""
@@ -204,7 +214,10 @@ class Predictor:
             )
         with np.errstate(all="ignore"):  # an overflow shows as a non-finite output: refused
             probabilities = net.predict_proba(X)
-        return rank(probabilities, model.classes, top_k)
+        results = rank(probabilities, model.classes, top_k)
+        for index, result in enumerate(results):
+            result.update(index=index, filename=None, inverted=False)
+        return results
 
     def _evaluate(self, model: ModelMeta, load_dataset: Callable[[], Dataset]) -> dict:
         X, y = evaluation_data(model, load_dataset())
@@ -217,12 +230,15 @@ class Predictor:
         return await run_in_threadpool(self._evaluate, model, load_dataset)
 
     async def predict_images(
-        self, model: ModelMeta, files: list[tuple[str, bytes]], top_k: int
+        self, model: ModelMeta, files: list[tuple[str, bytes]], top_k: int, invert: str
     ) -> list[dict]:
-        """Predict (file name, bytes) pairs of PNG/JPEG images (inside `slot()`)."""
-        return await run_in_threadpool(self._predict_images, model, files, top_k)
+        """Predict (file name, bytes) pairs of PNG/JPEG images (inside `slot()`), inverting
+        them as `invert` ("auto", "true", "false") says."""
+        with PREDICTIONS.time():
+            return await run_in_threadpool(self._predict_images, model, files, top_k, invert)
 
     async def predict_array(self, model: ModelMeta, X: np.ndarray, top_k: int) -> list[dict]:
         """Predict a float (N, C, H, W) array already in the model's input scale (inside
         `slot()`)."""
-        return await run_in_threadpool(self._predict_array, model, X, top_k)
+        with PREDICTIONS.time():
+            return await run_in_threadpool(self._predict_array, model, X, top_k)

@@ -12,7 +12,8 @@ from app.docs import DOCS_URL, FAVICON_URL, REDOC_URL, mount_offline_docs
 from app.errors import register_error_handlers
 from app.inference import Predictor
 from app.limits import BodyTimeout, ConcurrencyLimit
-from app.routers import architectures, datasets, health, jobs, models
+from app.metrics import RequestMetrics
+from app.routers import architectures, datasets, health, jobs, metrics, models
 from app.schemas import error_responses, errors_as_json
 from app.security import ApiKeyGuard, HostGuard, OriginGuard, bearer, warn_if_exposed
 from app.settings import Settings
@@ -22,6 +23,7 @@ from app.storage.layout import DataLayout
 from app.storage.lock import DataDirLock, DataDirLocked
 from app.storage.stores import open_dataset_store, open_job_store, open_model_store
 from app.training.executor import open_executor
+from app.training.queue import QueueRunner
 from app.training.runner import JobRunner, begin_shutdown_on_exit_signals
 from app.ui import OPEN_PATHS as UI_PATHS
 from app.ui import mount_dashboard
@@ -47,30 +49,46 @@ TAGS = [
 
 
 def build_runner(settings: Settings, problems: Problems) -> JobRunner:
-    """Open the stores on the data directory, repair it, and wire the job runner; unreadable
-    records found on the way are reported in `problems`."""
+    """Open the stores on the data directory, repair it, and wire the job runner: the local
+    one, or with `CNN_REDIS_URL` the one that leaves training to `make worker` processes.
+    Unreadable records found on the way are reported in `problems`."""
     # Resolved once, so worker processes find the same directory whatever their working one.
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     layout = DataLayout(settings.data_dir)
     layout.create()
-    for directory in (layout.datasets, layout.models, layout.checkpoints):
-        sweep_temp_files(directory)
     dataset_store = open_dataset_store(settings, problems)
-    dataset_store.quarantine_orphans()
-    dataset_store.list_all()  # finds the unreadable metadata files, for /health
     model_store = open_model_store(settings, problems)
-    model_store.quarantine_orphans()
-    runner = JobRunner(
-        open_job_store(settings),
-        dataset_store,
-        model_store,
-        open_executor(settings),
-        layout,
-        workers=settings.workers,
-        max_queue=settings.max_queue,
-        poll_interval=settings.poll_interval,
-        train_threads=settings.train_threads,
-    )
+    if settings.redis_url:
+        # The data directory is shared: workers on other hosts may be writing in it right now,
+        # so no temp file or unpublished model is anyone's leftover here.
+        dataset_store.list_all()  # finds the unreadable metadata files, for /health
+        runner: JobRunner = QueueRunner(
+            open_job_store(settings),
+            dataset_store,
+            model_store,
+            layout,
+            redis_url=settings.redis_url,
+            max_queue=settings.max_queue,
+            poll_interval=settings.poll_interval,
+            train_threads=settings.train_threads,
+        )
+    else:
+        for directory in (layout.datasets, layout.models, layout.checkpoints):
+            sweep_temp_files(directory)
+        dataset_store.quarantine_orphans()
+        dataset_store.list_all()  # finds the unreadable metadata files, for /health
+        model_store.quarantine_orphans()
+        runner = JobRunner(
+            open_job_store(settings),
+            dataset_store,
+            model_store,
+            open_executor(settings),
+            layout,
+            workers=settings.workers,
+            max_queue=settings.max_queue,
+            poll_interval=settings.poll_interval,
+            train_threads=settings.train_threads,
+        )
     runner.recover()
     return runner
 
@@ -81,9 +99,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     shutdown."""
     settings: Settings = app.state.settings
     warn_if_exposed(settings)
+    # Servers that hand training to RQ workers share the data directory by design; a server
+    # with its own worker processes must have it to itself.
     lock = DataDirLock(settings.data_dir.resolve())
     try:
-        lock.acquire()
+        if not settings.redis_url:
+            lock.acquire()
     except DataDirLocked as exc:
         log.error("refusing to start: %s", exc)
         raise
@@ -140,9 +161,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         OriginGuard, api_key_set=settings.api_key is not None, allowed_hosts=settings.allowed_hosts
     )
     if settings.api_key is None:
-        app.add_middleware(HostGuard, allowed_hosts=settings.allowed_hosts)  # runs first
+        app.add_middleware(HostGuard, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(RequestMetrics)  # runs first: refused requests count too
     protected = {"dependencies": [Depends(bearer)], "responses": error_responses(401)}
     app.include_router(health.router)
+    app.include_router(metrics.router, **protected)
     app.include_router(architectures.router, max_body_size=settings.max_json_bytes, **protected)
     app.include_router(datasets.router, max_body_size=settings.max_upload_bytes, **protected)
     app.include_router(jobs.router, max_body_size=settings.max_json_bytes, **protected)

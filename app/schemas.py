@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from app.storage.jobs import JobStatus
-from cnn_core import PRESETS, build_preset, layers, optimizers
+from cnn_core import PRESETS, augmentation, build_preset, layers, optimizers, schedules
 from cnn_core.activations import ACTIVATIONS
 from cnn_core.history import EPOCH_METRICS, EpochSummary, IterationCost
 
@@ -34,6 +34,10 @@ def _field_type(spec: layers.FieldSpec) -> Any:
     """The pydantic type of a layer field of each kind (see cnn_core.layers.FieldSpec)."""
     if spec.kind == "activation":
         return Literal[ACTIVATIONS]
+    if spec.kind == "number":
+        low = {"gt" if spec.exclusive_minimum else "ge": spec.minimum}
+        high = {"lt" if spec.exclusive_maximum else "le": spec.maximum}
+        return Annotated[float, Field(**low, **high)]
     bounded = Annotated[int, Field(ge=spec.minimum, le=spec.maximum)]
     if spec.kind == "count":
         return bounded
@@ -99,7 +103,7 @@ class ArchitectureSummary(BaseModel):
 def _hyper_type(h: optimizers.Hyper) -> Any:
     low = {"gt": h.low} if h.low_open else {"ge": h.low}
     high = {"lt": h.high} if h.high_open else {"le": h.high}
-    return Annotated[float, Field(**low, **high)]
+    return Annotated[int if h.integer else float, Field(**low, **high)]
 
 
 def _optimizer_schema(cls: type[optimizers.Optimizer]) -> type[BaseModel]:
@@ -112,6 +116,31 @@ def _optimizer_schema(cls: type[optimizers.Optimizer]) -> type[BaseModel]:
 
 OPTIMIZER_SCHEMAS = {name: _optimizer_schema(cls) for name, cls in optimizers.OPTIMIZERS.items()}
 Optimizer = Annotated[Union[tuple(OPTIMIZER_SCHEMAS.values())], Field(discriminator="name")]  # noqa: UP007
+
+
+def _schedule_schema(cls: type[schedules.Schedule]) -> type[BaseModel]:
+    """The request body of one learning-rate schedule, derived from its declared settings."""
+    body: dict[str, Any] = {"name": (Literal[cls.name], ...)}
+    for key, h in cls.settings.items():
+        body[key] = (_hyper_type(h), Field(h.default, description=h.description))
+    doc = f"Learning-rate schedule {cls.name!r}, stepped per epoch (see cnn_core.schedules)."
+    return create_model(f"{cls.__name__}Schedule", __base__=Body, __doc__=doc, **body)
+
+
+SCHEDULE_SCHEMAS = [_schedule_schema(cls) for cls in schedules.SCHEDULES.values()]
+LrSchedule = Annotated[Union[tuple(SCHEDULE_SCHEMAS)], Field(discriminator="name")]  # noqa: UP007
+
+
+class Augmentation(Body):
+    """Random transforms of each training image, drawn from the job's seed (none in prediction)."""
+
+    shift: Annotated[int, Field(ge=0, le=augmentation.MAX_SHIFT)] = Field(
+        0, description="Pixels of random shift along each axis (pad with zeros and crop)."
+    )
+    rotate: Annotated[float, Field(ge=0, le=augmentation.MAX_ROTATE)] = Field(
+        0.0, description="Degrees of random rotation either way."
+    )
+    flip: bool = Field(False, description="Random left-right mirroring (not for digits or text).")
 
 
 class EarlyStopping(Body):
@@ -127,6 +156,12 @@ class TrainingSettings(Body):
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     early_stopping: EarlyStopping | None = Field(
         None, description="Stop when the validation cost (else the training cost) stalls."
+    )
+    lr_schedule: LrSchedule | None = Field(
+        None, description="Change the learning rate between epochs; none keeps it constant."
+    )
+    augmentation: Augmentation | None = Field(
+        None, description="Random shifts, rotations and flips of the training images."
     )
 
 
@@ -235,7 +270,9 @@ ModelMetrics = create_model(
     __doc__="The last epoch's summary of the training that made the model.",
     epochs_trained=(int, ...),
     stopped_early=(bool, ...),
-    **{k: v for k, v in _metrics_fields().items() if k not in ("epoch", "seconds")},
+    **{
+        k: v for k, v in _metrics_fields().items() if k not in ("epoch", "seconds", "learning_rate")
+    },
 )
 
 
@@ -268,7 +305,10 @@ Instance = Annotated[list[Plane], Field(fail_fast=True)]
 
 
 class PredictInstances(Body):
-    """Inputs already in the model's scale (as its training X), each (C, H, W)."""
+    """Inputs already in the model's scale, each (C, H, W): the model's `input_shape`, values
+    in 0..1 for a model trained on 8-bit pixels or 0..1 floats (its preprocessing's
+    `image_scale` is 1/255), in 0..255 for one trained on 0..255 floats (`image_scale` 1).
+    Instances are used as sent: never inverted or reframed."""
 
     instances: Annotated[list[Instance], Field(min_length=1, fail_fast=True)]
 
@@ -281,6 +321,13 @@ class ClassScore(BaseModel):
 
 class Prediction(ClassScore):
     top_k: list[ClassScore]
+    index: int = Field(description="Position of the input in the request, from 0.")
+    filename: str | None = Field(description="The uploaded file's name; null for instances.")
+    inverted: bool = Field(
+        description="Whether the image's polarity was flipped to match the training data "
+        "(dark ink on light paper for a model trained on light digits on black, or the "
+        "reverse); always false for instances."
+    )
 
 
 class Predictions(BaseModel):
@@ -336,10 +383,23 @@ class Evaluation(BaseModel):
     )
 
 
+class LiveWorkerOut(BaseModel):
+    name: str = Field(description="The worker's name (host and process id).")
+    seen_at: float = Field(description="When it last reported itself alive (Unix time).")
+    job_id: str | None = Field(None, description="The job it trains, if any.")
+
+
 class WorkerStatus(BaseModel):
-    workers: int
+    executor: Literal["local", "rq"] = Field(
+        description="local: worker processes of this server; rq: `make worker` processes that "
+        "take jobs from the RQ queue"
+    )
+    workers: int = Field(description="Jobs that can run at once (rq: live workers).")
     running: int
     queued: int
+    live_workers: list[LiveWorkerOut] = Field(
+        default_factory=list, description="rq: the workers seen in the last few seconds."
+    )
 
 
 class Health(BaseModel):

@@ -51,6 +51,19 @@ class Settings(BaseSettings):
     )
     predict_concurrency: int = Field(4, ge=1, description="Predictions in flight before 503.")
     model_cache_size: int = Field(8, ge=1, description="Loaded models kept in memory.")
+    database_url: str | None = Field(
+        None,
+        repr=False,  # it may hold a password
+        description="Job database: unset for SQLite in the data directory, or "
+        "postgresql://user:password@host:port/db for a server shared by many machines.",
+    )
+    redis_url: str | None = Field(
+        None,
+        repr=False,
+        description="Unset: jobs train in worker processes of the server. redis://host:port/0: "
+        "jobs go through an RQ queue on that Redis to `make worker` processes, and the server "
+        "trains nothing itself.",
+    )
     max_concurrent_uploads: int = Field(
         2, ge=1, description="Dataset uploads received at once before 503."
     )

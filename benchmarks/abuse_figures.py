@@ -30,7 +30,7 @@ from live_server import LiveServer
 from PIL import Image
 from service_latency import wait
 
-import app.storage.sqlite_jobs
+import app.storage.sql_jobs
 from app.main import create_app
 from app.settings import Settings
 from cnn_core import Network
@@ -122,7 +122,7 @@ def predict_memory(rounds: int) -> list[str]:
 
 def cost_queries(rounds: int, retention: bool) -> list[str]:
     if not retention:
-        app.storage.sqlite_jobs.MAX_STORED_ITERATIONS = HISTORY + 1
+        app.storage.sql_jobs.MAX_STORED_ITERATIONS = HISTORY + 1
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), allowed_hosts=["testserver"])

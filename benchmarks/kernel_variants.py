@@ -2,20 +2,22 @@
 
     .venv/bin/python benchmarks/kernel_variants.py
 
-On LeNet-5's shapes (batch 64, float32, one BLAS thread), each pair runs interleaved and the
-median of many calls is compared, because this machine's speed drifts:
+On LeNet-5's shapes and some VGG 3x3 convs (batch 64, float32, one BLAS thread), each pair
+runs interleaved and the median of many calls is compared, because this machine's speed drifts:
 
 1. batch-innermost (C, H, W, N) im2col against NCHW im2col for a conv forward pass;
 2. the conv weight gradient as ``(cols @ d2.T).T`` against ``d2 @ cols.T``, and im2col built a
    block of output rows at a time against one whole matrix;
 3. the conv input gradient as one product per kernel offset added in place, against one big
-   product scattered afterwards, and against ``np.add.at``;
+   product scattered afterwards, and against ``np.add.at``; and against dx as a convolution of
+   dout with the flipped kernel (used for stride-1 convs on "same"-padded maps);
 4. max-pool backward as a loop over window offsets on strided views, against an argmax over
    copied windows.
 """
 
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -151,6 +153,29 @@ def main():
         ("dx: one big product, then np.add.at", lambda: (weight_grads(), add_at())),
         rounds=1,
     )
+
+    for title, (c, f, h, k, pad) in {
+        "3c. conv input gradient, second LeNet conv (6 -> 16, 5x5 valid)": (6, 16, 14, 5, 0),
+        "3d. conv input gradient, VGG 3x3 conv (32 -> 32, 32x32 same)": (32, 32, 32, 3, 1),
+        "3e. conv input gradient, VGG 3x3 conv (64 -> 64, 16x16 same)": (64, 64, 16, 3, 1),
+    }.items():
+        x = rng.standard_normal((c, h, h, N), dtype=np.float32)
+        w = rng.standard_normal((f, c, k, k), dtype=np.float32)
+        padding = (pad,) * 4
+        dout, (xp, *_) = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), padding)
+        by_correlation = partial(
+            F._input_gradient_by_correlation, dout, w, xp.shape, padding, F.Workspace()
+        )
+        by_offsets = partial(
+            F._input_gradient_by_offsets, dout, w, xp.shape, (1, 1), padding, F.Workspace()
+        )
+        np.testing.assert_allclose(by_correlation(), by_offsets(), rtol=1e-3, atol=1e-2)
+        compare(
+            title,
+            ("a convolution of dout (cnn_core on same maps)", by_correlation),
+            ("one product per kernel offset (cnn_core on valid)", by_offsets),
+            rounds=5,
+        )
 
     relu = np.maximum(rng.standard_normal((6, 28, 28, N), dtype=np.float32), 0)
     pooled, pool_cache = F.maxpool_forward(relu, (2, 2), (2, 2))

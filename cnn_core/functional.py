@@ -56,13 +56,13 @@ def _array(ws, name, shape, dtype, zeroed=False):
     return ws.get(name, shape, dtype, zeroed)
 
 
-def pad_maps(x, padding, ws=None):
+def pad_maps(x, padding, ws=None, name="padded"):
     """Zero-pad (C, H, W, N) maps by (top, bottom, left, right)."""
     top, bottom, left, right = padding
     if not (top or bottom or left or right):
         return x
     c, h, w, n = x.shape
-    xp = _array(ws, "padded", (c, h + top + bottom, w + left + right, n), x.dtype, zeroed=True)
+    xp = _array(ws, name, (c, h + top + bottom, w + left + right, n), x.dtype, zeroed=True)
     xp[:, top : top + h, left : left + w, :] = x  # the border is never written, so stays zero
     return xp
 
@@ -101,11 +101,11 @@ def _row_blocks(windows):
         yield r0, min(r0 + rows, out_h)
 
 
-def _columns(windows, r0, r1, ws):
+def _columns(windows, r0, r1, ws, name="columns"):
     """The im2col block of output rows r0:r1: (C*kh*kw, (r1-r0)*Wo*N), batch innermost."""
     c, _, out_w, n, kh, kw = windows.shape
     rows = next(_row_blocks(windows))[1]
-    buffer = _array(ws, "columns", (c * kh * kw * rows * out_w * n,), windows.dtype)
+    buffer = _array(ws, name, (c * kh * kw * rows * out_w * n,), windows.dtype)
     block = buffer[: c * kh * kw * (r1 - r0) * out_w * n].reshape(c, kh, kw, r1 - r0, out_w, n)
     np.copyto(block, windows[:, r0:r1].transpose(0, 4, 5, 1, 2, 3))
     return block.reshape(c * kh * kw, -1)
@@ -116,6 +116,19 @@ def _windows(xp, kernel, stride):
     return sliding_window_view(xp, kernel, axis=(1, 2))[:, :: stride[0], :: stride[1]]
 
 
+def _correlate(xp, w, stride, ws, name):
+    """``w`` (F, C, kh, kw) cross-correlated with padded maps xp (C, Hp, Wp, N), no bias:
+    (F, Ho, Wo, N), written into the workspace array ``name`` (its im2col blocks as well)."""
+    f, _, kh, kw = w.shape
+    windows = _windows(xp, (kh, kw), stride)
+    _, out_h, out_w, n, _, _ = windows.shape
+    out = _array(ws, name, (f, out_h, out_w, n), xp.dtype)
+    w2 = w.reshape(f, -1)
+    for r0, r1 in _row_blocks(windows):
+        np.matmul(w2, _columns(windows, r0, r1, ws), out=out[:, r0:r1].reshape(f, -1))
+    return out
+
+
 def conv_forward(x, w, b, stride, padding, ws=None):
     """Convolution (cross-correlation, as in PyTorch).
 
@@ -124,14 +137,8 @@ def conv_forward(x, w, b, stride, padding, ws=None):
     (C*kh*kw, Ho*Wo*N) matrix is megabytes that stream through memory twice, a block stays in
     cache between its copy and its product (measured 2x faster on LeNet-5's first layer).
     """
-    f, _, kh, kw = w.shape
     xp = pad_maps(x, padding, ws)
-    windows = _windows(xp, (kh, kw), stride)
-    _, out_h, out_w, n, _, _ = windows.shape
-    out = _array(ws, "out", (f, out_h, out_w, n), x.dtype)
-    w2 = w.reshape(f, -1)
-    for r0, r1 in _row_blocks(windows):
-        np.matmul(w2, _columns(windows, r0, r1, ws), out=out[:, r0:r1].reshape(f, -1))
+    out = _correlate(xp, w, stride, ws, "out")
     out += b[:, None, None, None]
     return out, (xp, w, stride, padding, ws)
 
@@ -145,28 +152,64 @@ def conv_backward(dout, cache, need_dx=True):
     """
     xp, w, stride, padding, ws = cache
     f, c, kh, kw = w.shape
-    _, out_h, out_w, n = dout.shape
     windows = _windows(xp, (kh, kw), stride)
+    out_area = dout.shape[1] * dout.shape[2]
     dw = np.zeros((c * kh * kw, f), dtype=dout.dtype)
     for r0, r1 in _row_blocks(windows):
         # (cols @ d2.T), transposed at the end: OpenBLAS runs this thin product ~2x faster
         dw += _columns(windows, r0, r1, ws) @ dout[:, r0:r1].reshape(f, -1).T
     dw = dw.T.reshape(w.shape)
-    d2 = dout.reshape(f, -1)
-    db = d2.sum(axis=1)
+    db = dout.reshape(f, -1).sum(axis=1)
     if not need_dx:
         return None, dw, db
-    # One small product per kernel offset, added into place while it is in cache, rather than
-    # one big (C*kh*kw, Ho*Wo*N) product scattered afterwards: about even with warm caches
-    # (benchmarks/kernel_variants.py), ~1.5x faster measured inside a training step.
+    _, hp, wp, _ = xp.shape
+    input_area = (hp - padding[0] - padding[1]) * (wp - padding[2] - padding[3])
+    if tuple(stride) == (1, 1) and input_area <= CORRELATION_MAX_AREA_RATIO * out_area:
+        return _input_gradient_by_correlation(dout, w, xp.shape, padding, ws), dw, db
+    return _input_gradient_by_offsets(dout, w, xp.shape, stride, padding, ws), dw, db
+
+
+# The correlation computes dx over the whole input and the per-offset products over the
+# output: it wins when the two are about as large ("same" padding), loses on a small "valid"
+# map (LeNet-5's second conv: 14x14 input, 10x10 output, 0.55x; kernel_variants.py 3c-3e).
+CORRELATION_MAX_AREA_RATIO = 1.2
+
+
+def _input_gradient_by_correlation(dout, w, padded_shape, padding, ws):
+    """dx of a stride-1 convolution as one more convolution: ``dout`` padded by kernel - 1
+    (less the forward padding) correlated with the kernel flipped and its channel axes swapped.
+
+    One fat product of depth F*kh*kw per block of rows, as in forward, instead of kh*kw thin
+    products of depth F each added over the whole input (benchmarks/kernel_variants.py, 3c).
+    """
+    _, c, kh, kw = w.shape
+    top, bottom, left, right = padding
+    _, hp, wp, _ = padded_shape
+    # Padding the forward pass added beyond kernel - 1 is never reached by any window's
+    # gradient: crop those rows of dout instead of padding by a negative amount.
+    pads = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
+    crop = [max(0, -p) for p in pads]
+    dout = dout[:, crop[0] : dout.shape[1] - crop[1], crop[2] : dout.shape[2] - crop[3], :]
+    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, kh, kw)
+    dpad = pad_maps(dout, tuple(max(0, p) for p in pads), ws, "dout_padded")
+    dx = _correlate(dpad, flipped, (1, 1), ws, "dx")
+    return dx
+
+
+def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
+    """dx of a strided convolution: one product per kernel offset, added into place while it
+    is in cache, rather than one big (C*kh*kw, Ho*Wo*N) product scattered afterwards."""
+    f, c, kh, kw = w.shape
+    _, out_h, out_w, n = dout.shape
+    d2 = dout.reshape(f, -1)
     w_offsets = np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # (kh, kw, C, F)
     part = _array(ws, "dx_part", (c, d2.shape[1]), dout.dtype)
-    dxp = _array(ws, "dpadded", xp.shape, dout.dtype)
+    dxp = _array(ws, "dpadded", padded_shape, dout.dtype)
     dxp.fill(0)
     for i, j, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
         np.matmul(w_offsets[i, j], d2, out=part)
         dxp[:, rows, columns, :] += part.reshape(c, out_h, out_w, n)
-    return unpad_maps(dxp, padding), dw, db
+    return unpad_maps(dxp, padding)
 
 
 # --------------------------------------------------------------------------------------- pooling
@@ -323,3 +366,77 @@ def binary_cross_entropy(z, y):
     loss = float(np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))))
     dz = (sigmoid(z) - t) * z.dtype.type(1.0 / n)
     return loss, dz
+
+
+# ------------------------------------------------------------------------------ normalization
+
+
+def batchnorm_forward(x, gamma, beta, epsilon, mean=None, var=None):
+    """Batch normalization per channel of (C, H, W, N) maps or per unit of (D, N) vectors.
+
+    With ``mean``/``var`` None (training) the statistics are the batch's, over every axis but
+    the first: ``var`` is the biased variance, as PyTorch normalizes with. Otherwise (evaluation)
+    the given running statistics are used. Returns (out, cache, batch mean, batch var); the
+    cache is what :func:`batchnorm_backward` needs (training only).
+    """
+    c = x.shape[0]
+    x2 = x.reshape(c, -1)
+    if mean is None:
+        mean = x2.mean(axis=1)
+        centred = x2 - mean[:, None]
+        var = np.einsum("ij,ij->i", centred, centred) / x2.shape[1]
+    else:
+        centred = x2 - mean[:, None]
+    inv_std = (1.0 / np.sqrt(var + epsilon)).astype(x.dtype, copy=False)
+    normalized = centred * inv_std[:, None]
+    out = normalized * gamma[:, None] + beta[:, None]
+    return out.reshape(x.shape), (normalized, inv_std, gamma), mean, var
+
+
+def batchnorm_backward(dout, cache):
+    """Gradients of :func:`batchnorm_forward` in training (through the batch statistics).
+
+    dout: like x -> dx: like x, dgamma: (C,), dbeta: (C,); with M values per channel,
+    ``dx = inv_std / M * (M * g - sum(g) - xhat * sum(g * xhat))`` for ``g = dout * gamma``.
+    """
+    normalized, inv_std, gamma = cache
+    c, m = normalized.shape
+    d2 = dout.reshape(c, m)
+    dbeta = d2.sum(axis=1)
+    dgamma = np.einsum("ij,ij->i", d2, normalized)
+    dx = d2 - (dbeta / m)[:, None]
+    dx -= normalized * (dgamma / m)[:, None]
+    dx *= (gamma * inv_std)[:, None]
+    return dx.reshape(dout.shape), dgamma, dbeta
+
+
+# ------------------------------------------------------------------------------------ dropout
+
+
+def dropout_mask(rng, rate, shape, rows, dtype):
+    """The inverted-dropout multipliers for the samples ``rows`` (a slice) of a batch.
+
+    ``rng`` (fresh, keyed by the step) draws uniforms sample-major, (sample, *shape), up to the
+    shard's last sample: a prefix of the draw for the whole batch, so each shard cuts its rows
+    from the same numbers and the masks do not depend on the shard count. A value is kept
+    (multiplier ``1 / (1 - rate)``) when its uniform is at least ``rate``, else zeroed.
+    Returns (*shape, len(rows)) in the batch-innermost layout.
+    """
+    uniforms = rng.random((rows.stop, *shape), dtype=np.float32)[rows]
+    keep = np.moveaxis(uniforms >= np.float32(rate), 0, -1)
+    return keep * dtype.type(1.0 / (1.0 - rate))
+
+
+# ------------------------------------------------------------------------ global avg pooling
+
+
+def global_avgpool_forward(x):
+    """Mean of each map. x: (C, H, W, N) -> (C, N)."""
+    return x.mean(axis=(1, 2)), x.shape
+
+
+def global_avgpool_backward(dout, shape):
+    """dout: (C, N) -> dx: (C, H, W, N), each map's gradient spread evenly."""
+    _, h, w, _ = shape
+    share = dout * dout.dtype.type(1.0 / (h * w))
+    return np.broadcast_to(share[:, None, None, :], shape).copy()

@@ -16,8 +16,9 @@ class IterationCost:
 @dataclass(frozen=True)
 class EpochSummary:
     """One epoch: means over its mini-batches (as Keras reports them), the validation cost and
-    accuracy (None without validation data), its wall time, and the run's iteration number of
-    its last mini-batch (how incremental readers line epochs up with iterations)."""
+    accuracy (None without validation data), its wall time, the run's iteration number of its
+    last mini-batch (how incremental readers line epochs up with iterations), and the learning
+    rate it trained with (None in records older than learning-rate schedules)."""
 
     epoch: int
     cost: float | None
@@ -26,6 +27,7 @@ class EpochSummary:
     val_accuracy: float | None
     seconds: float | None
     last_iteration: int = 0
+    learning_rate: float | None = None
 
 
 EPOCH_METRICS = tuple(f.name for f in fields(EpochSummary) if f.name != "last_iteration")

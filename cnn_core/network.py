@@ -6,7 +6,12 @@ softmax cross-entropy (softmax output) or the binary cross-entropy (one sigmoid 
 from the logits.
 """
 
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import config as config_lib
 from . import evaluation, training
@@ -15,10 +20,12 @@ from . import layers as layers_lib
 from .errors import ConfigError, DatasetError, ModelFileError
 from .files import load_archive, save_archive
 from .history import History
+from .noise import StepNoise
 
 MODEL_FORMAT, MODEL_VERSION = "cnn_core.model", 1
 DTYPES = ("float32", "float64")
 PREDICT_BATCH = 512
+PARALLEL_PREDICT_MIN = 128  # images; fewer are predicted in one thread (the service's case)
 
 __all__ = ["DTYPES", "History", "Network"]
 
@@ -41,6 +48,7 @@ class Network:
         self.dtype = np.dtype(dtype)
         self.seed = seed
         self.training = False
+        self.noise_calls = 0  # training-mode computations outside fit (see _next_noise)
         self._first_param_layer = next((i for i, p in enumerate(self.plans) if p.param_count), 0)
         last = len(self.plans) - 1
         self.layers = [layers_lib.build(plan, i == last) for i, plan in enumerate(self.plans)]
@@ -163,9 +171,10 @@ class Network:
             )
         return y.astype(np.intp)
 
-    def _forward(self, x, train, layers=None):
-        """Internal-layout batch -> logits (K, N)."""
+    def _forward(self, x, train, layers=None, noise=None):
+        """Internal-layout batch -> logits (K, N); ``noise`` keys a training step's draws."""
         for layer in layers or self.layers:
+            layer.noise = noise
             x = layer.forward(x, train)
         return x
 
@@ -175,22 +184,35 @@ class Network:
             dz = layer.backward(dz)
         return {f"{i}.{key}": g for i, layer in enumerate(layers) for key, g in layer.grads.items()}
 
-    def shard_step(self, layers, X, y, batch_n):
+    def shard_step(self, layers, X, y, batch_n, noise=None, augmentation=None):
         """Forward and backward in training mode over one shard of a batch of ``batch_n``
         samples, on the layer stack ``layers`` (``self.layers`` or a :meth:`replica_layers`).
 
-        Returns (the shard's mean cost, its correct predictions, the gradient of the batch's mean
-        loss restricted to this shard, and the shard's buffer updates), so shard gradients add
-        up to the batch gradient and :meth:`apply_buffer_updates` merges the updates. Nothing
-        of the network is changed.
+        ``noise`` (a :class:`~cnn_core.noise.StepNoise` for this shard's rows of the batch)
+        keys the step's random draws: the dropout masks and, with ``augmentation`` (an
+        :class:`~cnn_core.augmentation.Augmentation`), the transforms of the images. Returns
+        (the shard's mean cost, its correct predictions, the gradient of the batch's mean loss
+        restricted to this shard, and the shard's buffer updates), so shard gradients add up
+        to the batch gradient and :meth:`apply_buffer_updates` merges the updates. Nothing of
+        the network is changed.
         """
-        z = self._forward(self._to_internal(X), True, layers)
+        if noise is None:
+            noise = self._next_noise(len(y))
+        if augmentation is not None:
+            X = augmentation.apply(X, noise)
+        z = self._forward(self._to_internal(X), True, layers, noise)
         cost, dz = self._loss(z, y)
         if len(y) != batch_n:
             dz *= dz.dtype.type(len(y) / batch_n)
         grads = self._backward(dz, layers)
         updates = _take_buffer_updates(layers)
         return cost, self._correct(z, y), grads, updates
+
+    def _next_noise(self, n):
+        """The draws of a training-mode computation outside :meth:`fit`: keyed by the
+        network's seed and a count of such computations, so they differ from call to call."""
+        self.noise_calls += 1
+        return StepNoise(self.seed, self.noise_calls, 0, n, outside_fit=True)
 
     def apply_buffer_updates(self, updates, weights):
         """Write the buffer updates of shards (a list in shard order, with each shard's sample
@@ -228,7 +250,7 @@ class Network:
         mode the batch's buffer updates are applied."""
         if not self.training:
             return self.logits(X)
-        z = self._forward(self._to_internal(X), True)
+        z = self._forward(self._to_internal(X), True, noise=self._next_noise(len(X)))
         for layer in self.layers:
             layer.cache = None  # nothing will flow back
         updates = _take_buffer_updates(self.layers)
@@ -237,13 +259,27 @@ class Network:
         return z.T
 
     def logits(self, X):
-        """(N, C, H, W) -> (N, K) output-layer values before softmax or sigmoid."""
+        """(N, C, H, W) -> (N, K) output-layer values before softmax or sigmoid.
+
+        A batch of at least PARALLEL_PREDICT_MIN images is cut into one part per BLAS thread
+        (the limit in force, as for :meth:`fit`), computed by that many threads: prediction
+        allocates its own arrays, and its kernels are long enough to overlap despite the GIL.
+        """
         X = np.asarray(X)
-        chunks = [
-            self._forward(self._to_internal(X[i : i + PREDICT_BATCH]), train=False).T
-            for i in range(0, len(X), PREDICT_BATCH)
-        ]
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.plans[-1].units), self.dtype)
+        if len(X) == 0:
+            return np.zeros((0, self.plans[-1].units), self.dtype)
+        threads = training.blas_threads() if len(X) >= PARALLEL_PREDICT_MIN else 1
+        parts = max(threads, -(-len(X) // PREDICT_BATCH))
+        bounds = np.linspace(0, len(X), parts + 1).astype(int)
+        chunks = [X[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+        def chunk_logits(chunk):
+            return self._forward(self._to_internal(chunk), train=False).T
+
+        if threads == 1:
+            return np.concatenate([chunk_logits(chunk) for chunk in chunks])
+        with _one_blas_thread(), ThreadPoolExecutor(threads) as pool:
+            return np.concatenate(list(pool.map(chunk_logits, chunks)))
 
     def predict_proba(self, X):
         """(N, C, H, W) -> (N, K) class probabilities, or (N, 1) for one sigmoid unit."""
@@ -327,6 +363,28 @@ class Network:
         net.load_state_dict(arrays)
         net.metadata = meta.get("metadata", {})
         return net
+
+
+_blas_lock = threading.Lock()
+_blas_users = []  # the parallel predictions running, and the one limiter they share
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS limited to one thread while any parallel prediction runs: each prediction thread
+    is one core's worth of work, and a BLAS pool on top of it oversubscribes the cores
+    (measured 30x slower on a loaded machine). threadpoolctl's limit is process-wide, so
+    concurrent predictions share one limiter and the last to finish restores the limit."""
+    with _blas_lock:
+        limiter = _blas_users[0] if _blas_users else threadpool_limits(1, user_api="blas")
+        _blas_users.append(limiter)
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users.pop()
+            if not _blas_users:
+                limiter.restore_original_limits()
 
 
 def _take_buffer_updates(layers):

@@ -5,13 +5,18 @@ place; ``state_dict()`` / ``load_state_dict()`` save and restore the step count 
 arrays (keyed ``"{slot}/{param name}"``), so a checkpoint resumes training exactly. The
 bookkeeping lives in :class:`Optimizer`; each subclass writes only its update rule.
 
-Update rules, for a parameter p with gradient g at step t (t counts from 1):
+Update rules, for a parameter p with gradient g at step t (t counts from 1). ``weight_decay``
+(wd, default 0) adds the L2 penalty's gradient first, ``g += wd * p``, as PyTorch's optimizers
+do, except ``adamw``, which decays the weights apart from the gradient (PyTorch's ``AdamW``).
+``lr`` is :attr:`Optimizer.learning_rate`, the ``learning_rate`` setting unless a schedule
+(:mod:`cnn_core.schedules`) changes it between epochs.
 
 - ``sgd``:      p -= lr * g
 - ``momentum``: v = beta * v + (1 - beta) * g;  p -= lr * v            (the seed's form)
 - ``rmsprop``:  s = beta * s + (1 - beta) * g^2;  p -= lr * g / (sqrt(s) + epsilon)
 - ``adam``:     m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g^2;
                 p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + epsilon)
+- ``adamw``:    p -= lr * wd * p, then the ``adam`` step on the plain gradient
 """
 
 import math
@@ -26,8 +31,8 @@ from .errors import ConfigError
 @dataclass(frozen=True)
 class Hyper:
     """One hyperparameter: its default and the interval it must lie in (``low_open`` /
-    ``high_open``: the bound itself is excluded). The API's optimizer schema is derived from
-    these."""
+    ``high_open``: the bound itself is excluded; ``integer``: whole numbers only). The API's
+    optimizer and learning-rate schedule schemas are derived from these."""
 
     default: float
     low: float
@@ -35,12 +40,22 @@ class Hyper:
     low_open: bool = False
     high_open: bool = False
     description: str = ""
+    integer: bool = False
 
     def interval(self):
         return (
             f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
             f"{')' if self.high_open else ']'}"
         )
+
+    def problem(self, value):
+        """None for an acceptable value, else what is wrong with it."""
+        kinds = (int,) if self.integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+            return f"must be {'an integer' if self.integer else 'a finite number'}"
+        if not self.contains(value):
+            return f"must be in {self.interval()}"
+        return None
 
     def contains(self, value):
         above = value > self.low if self.low_open else value >= self.low
@@ -57,6 +72,7 @@ def beta(default, description):
 
 
 EPSILON = Hyper(1e-8, 0, 1, low_open=True, description="Added to the denominator for stability.")
+WEIGHT_DECAY = Hyper(0.0, 0, 1, description="L2 penalty: weight_decay * p added to the gradient.")
 
 
 class Optimizer:
@@ -69,6 +85,7 @@ class Optimizer:
     name: ClassVar[str] = ""
     hyperparameters: ClassVar[dict] = {}
     slots: ClassVar[tuple] = ()
+    l2_in_gradient: ClassVar[bool] = True  # weight_decay as an L2 term of the gradient
 
     @classmethod
     def defaults(cls):
@@ -86,14 +103,19 @@ class Optimizer:
             self._check(key, value)
         self.t = 0
         self.state = {}
+        self.learning_rate = self.hyper["learning_rate"]
 
     def step(self, params, grads):
         self.t += 1
+        decay = self.hyper.get("weight_decay", 0.0)
         for name, p in params.items():
             for slot in self.slots:
                 if f"{slot}/{name}" not in self.state:
                     self.state[f"{slot}/{name}"] = np.zeros_like(p)
-            self.update(name, p, grads[name])
+            g = grads[name]
+            if decay and self.l2_in_gradient:
+                g = g + p.dtype.type(decay) * p
+            self.update(name, p, g)
 
     def update(self, name, p, g):
         raise NotImplementedError
@@ -111,19 +133,9 @@ class Optimizer:
         self.state = {key: np.array(value) for key, value in state["arrays"].items()}
 
     def _check(self, key, value):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-        ):
-            raise ConfigError(
-                f"optimizer {self.name}: {key} must be a finite number, got {value!r}"
-            )
-        bounds = self.hyperparameters[key]
-        if not bounds.contains(value):
-            raise ConfigError(
-                f"optimizer {self.name}: {key} must be in {bounds.interval()}, got {value}"
-            )
+        problem = self.hyperparameters[key].problem(value)
+        if problem:
+            raise ConfigError(f"optimizer {self.name}: {key} {problem}, got {value!r}")
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.hyper.items())})"
@@ -131,10 +143,13 @@ class Optimizer:
 
 class SGD(Optimizer):
     name = "sgd"
-    hyperparameters: ClassVar[dict] = {"learning_rate": learning_rate(0.01)}
+    hyperparameters: ClassVar[dict] = {
+        "learning_rate": learning_rate(0.01),
+        "weight_decay": WEIGHT_DECAY,
+    }
 
     def update(self, name, p, g):
-        p -= self.hyper["learning_rate"] * g
+        p -= self.learning_rate * g
 
 
 class Momentum(Optimizer):
@@ -142,6 +157,7 @@ class Momentum(Optimizer):
     hyperparameters: ClassVar[dict] = {
         "learning_rate": learning_rate(0.01),
         "beta": beta(0.9, "Decay of the moving average of gradients."),
+        "weight_decay": WEIGHT_DECAY,
     }
     slots = ("v",)
 
@@ -150,7 +166,7 @@ class Momentum(Optimizer):
         v = self.state[f"v/{name}"]
         v *= beta
         v += (1 - beta) * g
-        p -= self.hyper["learning_rate"] * v
+        p -= self.learning_rate * v
 
 
 class RMSprop(Optimizer):
@@ -159,6 +175,7 @@ class RMSprop(Optimizer):
         "learning_rate": learning_rate(0.001),
         "beta": beta(0.999, "Decay of the moving average of squared gradients."),
         "epsilon": EPSILON,
+        "weight_decay": WEIGHT_DECAY,
     }
     slots = ("s",)
 
@@ -167,7 +184,7 @@ class RMSprop(Optimizer):
         s = self.state[f"s/{name}"]
         s *= beta
         s += (1 - beta) * (g * g)
-        p -= self.hyper["learning_rate"] * g / (np.sqrt(s) + self.hyper["epsilon"])
+        p -= self.learning_rate * g / (np.sqrt(s) + self.hyper["epsilon"])
 
 
 class Adam(Optimizer):
@@ -177,6 +194,7 @@ class Adam(Optimizer):
         "beta1": beta(0.9, "Decay of the first moment (mean of gradients)."),
         "beta2": beta(0.999, "Decay of the second moment (mean of squared gradients)."),
         "epsilon": EPSILON,
+        "weight_decay": WEIGHT_DECAY,
     }
     slots = ("m", "v")
 
@@ -192,11 +210,29 @@ class Adam(Optimizer):
         step /= math.sqrt(1 - b2**self.t)
         step += self.hyper["epsilon"]
         np.divide(m, step, out=step)
-        step *= self.hyper["learning_rate"] / (1 - b1**self.t)
+        step *= self.learning_rate / (1 - b1**self.t)
         p -= step
 
 
-OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, RMSprop, Adam)}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov and Hutter): the weights shrink by
+    ``lr * weight_decay`` before each step instead of the decay entering the moments."""
+
+    name = "adamw"
+    hyperparameters: ClassVar[dict] = {
+        **Adam.hyperparameters,
+        "weight_decay": Hyper(
+            0.01, 0, 1, description="Decoupled decay: p shrinks by lr * weight_decay per step."
+        ),
+    }
+    l2_in_gradient = False
+
+    def update(self, name, p, g):
+        p *= p.dtype.type(1 - self.learning_rate * self.hyper["weight_decay"])
+        super().update(name, p, g)
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, RMSprop, Adam, AdamW)}
 
 
 def get(spec):

@@ -37,8 +37,8 @@ def can_fork():
 class ShardPool:
     """``helpers`` forked processes computing shards 1..helpers of each mini-batch for ``net``."""
 
-    def __init__(self, net, X, y, helpers):
-        self.net, self.X, self.y = net, X, y
+    def __init__(self, net, X, y, helpers, augmentation=None):
+        self.net, self.X, self.y, self.augmentation = net, X, y, augmentation
         state = net.state_dict()
         self.names = list(state)  # parameters first, then buffers
         self.param_names = list(net.params)
@@ -115,12 +115,12 @@ class ShardPool:
         with threadpool_limits(1, user_api="blas"):
             while True:
                 try:
-                    idx, batch_n = pipe.recv()
+                    idx, batch_n, noise = pipe.recv()
                 except (EOFError, OSError):
                     return
                 try:
                     cost, correct, shard_grads, updates = self.net.shard_step(
-                        layers, self.X[idx], self.y[idx], batch_n
+                        layers, self.X[idx], self.y[idx], batch_n, noise, self.augmentation
                     )
                     for name, g in shard_grads.items():
                         np.copyto(grads[name], g)
@@ -129,19 +129,27 @@ class ShardPool:
                     pipe.send(RuntimeError(f"a training helper process failed: {exc!r}"))
                     return
 
-    def step(self, shards, batch_n):
-        """Compute ``shards`` (a list of index arrays, at most helpers + 1) of a mini-batch.
+    def step(self, shards, batch_n, noises):
+        """Compute ``shards`` (a list of index arrays, at most helpers + 1) of a mini-batch,
+        with ``noises`` the :class:`~cnn_core.noise.StepNoise` of each.
 
         Returns [(cost, correct, grads, buffer updates), ...] in shard order; the first is
         computed here.
         """
-        for pipe, idx in zip(self.pipes, shards[1:], strict=False):
+        for pipe, idx, noise in zip(self.pipes, shards[1:], noises[1:], strict=False):
             try:
-                pipe.send((idx, batch_n))
+                pipe.send((idx, batch_n, noise))
             except OSError:  # a broken pipe: the helper is gone
                 raise RuntimeError("a training helper process died") from None
         results = [
-            self.net.shard_step(self.net.layers, self.X[shards[0]], self.y[shards[0]], batch_n)
+            self.net.shard_step(
+                self.net.layers,
+                self.X[shards[0]],
+                self.y[shards[0]],
+                batch_n,
+                noises[0],
+                self.augmentation,
+            )
         ]
         for h, (pipe, _) in enumerate(zip(self.pipes, shards[1:], strict=False)):
             try:

@@ -2,8 +2,10 @@
 stopping, checkpoints that resume bit-exactly, and mini-batches sharded over CPU threads.
 
 A checkpoint holds everything the numbers depend on: parameters and buffers, optimizer state,
-the random generator's state, the position within the epoch, the early-stopping state (with
-its best parameters and buffers) and the history so far.
+the learning-rate schedule's state, the shuffling generator's state, the position within the
+epoch, the early-stopping state (with its best parameters and buffers) and the history so far.
+Dropout masks and augmentations need no state: they are keyed by the seed and the iteration
+(:mod:`cnn_core.noise`).
 """
 
 import contextlib
@@ -15,10 +17,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from . import optimizers, parallel
+from . import optimizers, parallel, schedules
+from .augmentation import Augmentation
 from .errors import ConfigError, DivergenceError, ModelFileError
 from .files import load_archive, save_archive
 from .history import EpochSummary, History, IterationCost
+from .noise import StepNoise
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cnn_core.checkpoint", 1
 
@@ -50,6 +54,8 @@ def fit(
     checkpoint_path=None,
     resume_from=None,
     threads=None,
+    lr_schedule=None,
+    augmentation=None,
     keep_iterations=True,
 ):
     """Train with mini-batch gradient descent; returns a :class:`History`.
@@ -69,6 +75,10 @@ def fit(
       threadpoolctl): each mini-batch is cut into that many shards, computed in parallel by
       this process and ``threads - 1`` forked helpers. Results are deterministic for a given
       thread count.
+    - ``lr_schedule``: ``{"name": "step" | "cosine" | "plateau", ...}`` (see
+      :mod:`cnn_core.schedules`), stepped per epoch; each epoch's rate is in its summary.
+    - ``augmentation``: ``{"shift": pixels, "rotate": degrees, "flip": bool}`` (see
+      :mod:`cnn_core.augmentation`), applied to training batches only.
     - ``keep_iterations=False``: the per-iteration costs are neither kept in the returned
       History nor written into checkpoints (the epochs still are), for a caller that records
       them from the callback's events: a checkpoint then stays the same size however long
@@ -76,11 +86,13 @@ def fit(
     - Raises DivergenceError when the cost becomes NaN or infinite.
     """
     _check_training_args(epochs, batch_size)
-    threads = _blas_threads() if threads is None else threads
+    threads = blas_threads() if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
         raise ConfigError(f"threads must be an integer in 1..64, got {threads!r}")
     seed = operator.index(seed)  # a plain int: it goes into JSON checkpoints
     opt = optimizers.get(optimizer)
+    schedule = schedules.get(lr_schedule, opt.hyper["learning_rate"], epochs)
+    augment = Augmentation.from_spec(augmentation)
     stopping = _EarlyStopping.from_spec(early_stopping)
     X, y = net._check_data(X, y)
     if validation_data is not None:
@@ -93,24 +105,30 @@ def fit(
         "seed": seed,
         "optimizer": opt.hyper | {"name": opt.name},
         "threads": threads,
+        "lr_schedule": schedule.spec(),
+        "augmentation": augment and augment.spec(),
     }
     history, position = History(), _Position(1, rng.bit_generator.state)
     if resume_from is not None:
-        history, position = _restore_checkpoint(net, resume_from, opt, stopping, fingerprint)
+        history, position = _restore_checkpoint(
+            net, resume_from, opt, schedule, stopping, fingerprint
+        )
         if history.stopped_early:
             return history
     save = None
     if checkpoint_path is not None:
 
         def save(position):
-            _write_checkpoint(net, checkpoint_path, position, opt, stopping, history, fingerprint)
+            _write_checkpoint(
+                net, checkpoint_path, position, opt, schedule, stopping, history, fingerprint
+            )
 
     with contextlib.ExitStack() as resources:
         pool = None
         if threads > 1:
             resources.enter_context(threadpool_limits(1, user_api="blas"))
             if parallel.can_fork():
-                pool = resources.enter_context(parallel.ShardPool(net, X, y, threads - 1))
+                pool = resources.enter_context(parallel.ShardPool(net, X, y, threads - 1, augment))
         n = len(X)
         per_epoch = math.ceil(n / batch_size)
         for epoch in range(position.epoch, epochs + 1):
@@ -118,15 +136,19 @@ def fit(
                 position = _Position(epoch, rng.bit_generator.state)
             rng.bit_generator.state = position.rng_state
             order = rng.permutation(n)
+            opt.learning_rate = schedule.rate(epoch)
             started = time.perf_counter() - position.seconds
             for b in range(position.next_batch, per_epoch):
                 idx = order[b * batch_size : (b + 1) * batch_size]
-                cost, batch_correct, grads = train_step(net, X, y, idx, threads, pool)
                 iteration = (epoch - 1) * per_epoch + b + 1
+                noise = StepNoise(seed, iteration, 0, len(idx))
+                cost, batch_correct, grads = train_step(
+                    net, X, y, idx, threads, pool, noise, augment
+                )
                 if not math.isfinite(cost):
                     raise DivergenceError(
                         f"cost became {cost} at epoch {epoch}, iteration {iteration} "
-                        f"(learning_rate={opt.hyper['learning_rate']}); "
+                        f"(learning_rate={opt.learning_rate:g}); "
                         "try a lower learning rate"
                     )
                 opt.step(net.params, grads)
@@ -162,8 +184,10 @@ def fit(
                 val_accuracy=val_accuracy,
                 seconds=time.perf_counter() - started,
                 last_iteration=epoch * per_epoch,
+                learning_rate=opt.learning_rate,
             )
             history.epochs.append(summary)
+            schedule.epoch_ended(summary)
             stop = stopping is not None and stopping.update(summary, net.state_dict())
             if stop:
                 history.stopped_early = True
@@ -175,7 +199,7 @@ def fit(
     return history
 
 
-def _write_checkpoint(net, path, position, opt, stopping, history, fingerprint):
+def _write_checkpoint(net, path, position, opt, schedule, stopping, history, fingerprint):
     state = opt.state_dict()
     arrays = {f"param/{k}": v for k, v in net.params.items()}
     arrays |= {f"buffer/{k}": v for k, v in net.buffers.items()}
@@ -187,6 +211,7 @@ def _write_checkpoint(net, path, position, opt, stopping, history, fingerprint):
         "dtype": net.dtype.name,
         "position": asdict(position),
         "optimizer_step": state["t"],
+        "schedule": schedule.state(),
         "history": history.to_dict(),
         "fingerprint": fingerprint,
         "early_stopping": None,
@@ -197,7 +222,7 @@ def _write_checkpoint(net, path, position, opt, stopping, history, fingerprint):
     save_archive(path, arrays, meta)
 
 
-def _restore_checkpoint(net, path, opt, stopping, fingerprint):
+def _restore_checkpoint(net, path, opt, schedule, stopping, fingerprint):
     arrays, meta = load_archive(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
     if meta["config"] != net.config or meta["dtype"] != net.dtype.name:
         raise ModelFileError(
@@ -206,7 +231,8 @@ def _restore_checkpoint(net, path, opt, stopping, fingerprint):
     if meta["fingerprint"] != fingerprint:
         raise ModelFileError(
             f"the checkpoint was made with other training settings ({meta['fingerprint']}); "
-            "resume with the same data, batch size, seed, optimizer and threads"
+            "resume with the same data, batch size, seed, optimizer, schedule, augmentation "
+            "and threads"
         )
     net.load_state_dict(
         {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(("param/", "buffer/"))}
@@ -217,30 +243,39 @@ def _restore_checkpoint(net, path, opt, stopping, fingerprint):
             "arrays": {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")},
         }
     )
+    schedule.load_state(meta["schedule"])
     if stopping is not None and meta["early_stopping"] is not None:
         best = {k[5:]: v for k, v in arrays.items() if k.startswith("best/")}
         stopping.load_state(meta["early_stopping"], best or None)
     return History.from_dict(meta["history"]), _Position(**meta["position"])
 
 
-def train_step(net, X, y, idx, shards, pool):
+def train_step(net, X, y, idx, shards, pool, noise=None, augmentation=None):
     """Mean cost, correct count and gradients of the mini-batch ``X[idx]``, ``y[idx]``; the
-    batch's buffer updates are applied to ``net``.
+    batch's buffer updates are applied to ``net``. ``noise`` keys the step's random draws
+    (dropout, ``augmentation``).
 
     With ``shards`` > 1 the batch is cut into that many contiguous shards whose gradients are
     summed (and buffer updates merged) in a fixed order, computed in parallel by a
     :class:`~cnn_core.parallel.ShardPool` when there is one and one after another otherwise:
     the numbers depend on the shard count, never on timing or on how the shards were run.
     """
+    if noise is None:
+        noise = net._next_noise(len(idx))
     if shards == 1:
-        parts = [idx]
-        results = [net.shard_step(net.layers, X[idx], y[idx], len(idx))]
+        parts, noises = [idx], [noise.shard(0, len(idx))]
+        results = [net.shard_step(net.layers, X[idx], y[idx], len(idx), noises[0], augmentation)]
     else:
         parts = [part for part in np.array_split(idx, shards) if len(part)]
+        bounds = np.cumsum([0] + [len(p) for p in parts])
+        noises = [noise.shard(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         if pool is not None:
-            results = pool.step(parts, len(idx))
+            results = pool.step(parts, len(idx), noises)
         else:
-            results = [net.shard_step(net.layers, X[p], y[p], len(idx)) for p in parts]
+            results = [
+                net.shard_step(net.layers, X[p], y[p], len(idx), k, augmentation)
+                for p, k in zip(parts, noises, strict=True)
+            ]
     if results[0][3]:
         net.apply_buffer_updates([r[3] for r in results], [len(p) for p in parts])
     if shards == 1:
@@ -253,7 +288,7 @@ def train_step(net, X, y, idx, shards, pool):
     return cost, sum(r[1] for r in results), grads
 
 
-def _blas_threads():
+def blas_threads():
     """The BLAS thread limit in force (1 when no BLAS library reports one)."""
     counts = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
     return max(1, min(counts, default=1))

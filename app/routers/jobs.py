@@ -26,6 +26,7 @@ from app.schemas import (
 )
 from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.training.admission import admit
+from cnn_core.history import EpochSummary, IterationCost
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -83,16 +84,32 @@ def job_out(job: JobRecord) -> Job:
     )
 
 
+def summarized_only(
+    iterations: list[IterationCost], epochs: list[EpochSummary], per_epoch: int
+) -> list[IterationCost]:
+    """`iterations` up to the first epoch end whose summary is not stored yet. A worker stores
+    an epoch's last costs, then its summary: a reader between the two writes would otherwise
+    move its cursor (`since`, the events' id) past the epoch, and never see its summary. (Only
+    the newest points can be held back: the next epoch's costs come after the summary.)"""
+    summarized = {e.epoch for e in epochs}
+    for n, point in enumerate(iterations):
+        if point.iteration % per_epoch == 0 and point.epoch not in summarized:
+            return iterations[:n]
+    return iterations
+
+
 def cost_history(
     jobs: JobStore, job: JobRecord, since: int, max_points: int | None = None
 ) -> CostHistory:
     """`job`'s status and its costs after iteration `since`: at most `COST_PAGE` iterations
     (`complete` false when more follow `last_iteration`), or the whole range thinned to
-    `max_points`. The record must have been read before the costs are: then a finished status
-    comes with the complete history."""
+    `max_points`, each epoch's summary together with its last iteration. The record must have
+    been read before the costs are: then a finished status comes with the complete history."""
     rows, epochs = jobs.costs(job.id, since, max_points=max_points, limit=COST_PAGE + 1)
     complete = len(rows) <= COST_PAGE
     iterations = rows[:COST_PAGE]
+    if job.status.is_active and job.iterations_per_epoch:
+        iterations = summarized_only(iterations, epochs, job.iterations_per_epoch)
     last = iterations[-1].iteration if iterations else since
     if not complete:
         epochs = [e for e in epochs if e.last_iteration <= last]

@@ -211,7 +211,24 @@ def parse_instances(body: bytes, model: ModelMeta, limit: int) -> np.ndarray:
         raise InvalidRequestError(
             f"instances have shape {list(X.shape[1:])}; the model expects {model.input_shape}"
         )
+    check_instance_range(X, model)
     return X
+
+
+def check_instance_range(X: np.ndarray, model: ModelMeta) -> None:
+    """Refuse instances outside the scale the model was trained in (0..1 for 8-bit data
+    scaled by 1/255, 0..255 for float data kept as given): 0..255 values sent to a 0..1 model
+    would be read as a blinding white, not the image meant."""
+    if not (np.abs(X) <= np.finfo(np.float32).max).all():
+        return  # NaN, infinite or huge: the predictor refuses them with its own message
+    top = 255 * float(model.preprocessing.get("image_scale", 1 / 255))
+    lo, hi = float(X.min()), float(X.max())
+    if lo < -1e-6 * top or hi > top * (1 + 1e-6):
+        hint = " (divide 8-bit pixels by 255)" if top < 255 and hi <= 255 else ""
+        raise InvalidRequestError(
+            f"instances hold values from {lo:g} to {hi:g}, but this model was trained on "
+            f"inputs in 0..{top:g}: send values in that scale{hint}"
+        )
 
 
 @router.post(
@@ -226,6 +243,13 @@ async def predict(
     predictor: PredictorDep,
     settings: SettingsDep,
     top_k: Annotated[int, Query(ge=1, le=1000, description="Clamped to the class count.")] = 3,
+    invert: Annotated[
+        Literal["auto", "true", "false"],
+        Query(
+            description="Invert images to the training data's polarity: `auto` when an image's "
+            "background (its border, or for a transparent image its ink) disagrees with it."
+        ),
+    ] = "auto",
 ) -> Predictions:
     """Predict images (multipart parts named `files`) or JSON `{"instances": [...]}`."""
     content_type = request.headers.get("content-type", "")
@@ -239,7 +263,7 @@ async def predict(
                         "send one or more images as multipart parts named 'files'"
                     )
                 images = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
-            results = await predictor.predict_images(model, images, top_k)
+            results = await predictor.predict_images(model, images, top_k, invert)
         elif content_type.startswith("application/json"):
             X = await run_in_threadpool(parse_instances, await request.body(), model, limit)
             results = await predictor.predict_array(model, X, top_k)

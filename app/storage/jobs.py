@@ -15,6 +15,9 @@ guarantee, for every process that shares it (the server and any number of worker
   machine sees them when it next reads its job.
 - Costs are keyed by iteration and summaries by epoch: writing one again replaces it, so a run
   resumed from a checkpoint can redo what a killed run had already recorded.
+- Every claim starts a new `attempt`. A worker's writes name their attempt and change nothing
+  once another claim has taken the job over (its worker was presumed dead after its lease ran
+  out), so a worker that was only cut off can never overwrite the run that replaced it.
 - Retention: every epoch summary is kept; of the iteration costs, the most recent
   `RECENT_ITERATIONS` are kept at full resolution and older ones are thinned (every other one
   dropped, the first kept) whenever a job holds more than `MAX_STORED_ITERATIONS`, so a
@@ -68,6 +71,10 @@ class JobRecord:
     stop_requested: bool = False
     queue_position: int | None = None
     latest: EpochSummary | None = None
+    attempt: int = 0
+    worker: str | None = None
+    lease_expires_at: float | None = None
+    lease_losses: int = 0
 
 
 class JobStore(Protocol):
@@ -81,7 +88,9 @@ class JobStore(Protocol):
         architecture: dict[str, Any],
         training: dict[str, Any],
         threads: int,
-    ) -> JobRecord: ...
+        *,
+        max_queued: int | None = None,
+    ) -> JobRecord | None: ...
     def get(self, job_id: str) -> JobRecord | None: ...
     def list_page(
         self, status: JobStatus | None, limit: int, offset: int
@@ -98,14 +107,24 @@ class JobStore(Protocol):
         *,
         error: str | None = None,
         model_id: str | None = None,
+        attempt: int | None = None,
     ) -> bool: ...
-    def requeue(self, job_id: str) -> bool: ...
+    def requeue(self, job_id: str, attempt: int | None = None) -> bool: ...
     def requeue_running(self) -> list[str]: ...
     def start_run(
-        self, job_id: str, epoch: int, iteration: int, iterations_per_epoch: int
-    ) -> None: ...
-    def record_iterations(self, job_id: str, rows: list[IterationCost]) -> None: ...
-    def record_epoch(self, job_id: str, summary: EpochSummary) -> None: ...
+        self,
+        job_id: str,
+        epoch: int,
+        iteration: int,
+        iterations_per_epoch: int,
+        attempt: int | None = None,
+    ) -> bool: ...
+    def record_iterations(
+        self, job_id: str, rows: list[IterationCost], attempt: int | None = None
+    ) -> bool: ...
+    def record_epoch(
+        self, job_id: str, summary: EpochSummary, attempt: int | None = None
+    ) -> bool: ...
     def costs(
         self, job_id: str, since: int, *, max_points: int | None = None, limit: int | None = None
     ) -> tuple[list[IterationCost], list[EpochSummary]]: ...

@@ -31,9 +31,29 @@ class DataLayout:
     def quarantine(self) -> Path:
         return self.root / "quarantine"
 
-    def checkpoint(self, job_id: str) -> Path:
-        """Where job `job_id` checkpoints at each epoch end."""
-        return self.checkpoints / f"{job_id}.npz"
+    def checkpoint(self, job_id: str, attempt: int) -> Path:
+        """Where attempt `attempt` of job `job_id` checkpoints: a file per attempt, so a worker
+        that was taken over can never overwrite the checkpoint of the run that replaced it."""
+        return self.checkpoints / f"{job_id}.{attempt}.npz"
+
+    def latest_checkpoint(self, job_id: str) -> Path | None:
+        """The checkpoint of the job's latest attempt that wrote one, or None."""
+        found = [(int(p.name.split(".")[1]), p) for p in self.checkpoints.glob(f"{job_id}.*.npz")]
+        return max(found)[1] if found else None
+
+    def remove_checkpoints(self, job_id: str) -> None:
+        """Remove every checkpoint of the job (it has ended), with the temp files a writer
+        killed while it checkpointed left (`.<name>.*`, as cnn_core's writer names them)."""
+        for path in [
+            *self.checkpoints.glob(f"{job_id}.*.npz"),
+            *self.checkpoints.glob(f".{job_id}.*"),
+        ]:
+            path.unlink(missing_ok=True)
+
+    @staticmethod
+    def checkpoint_job(path: Path) -> str:
+        """The id of the job a checkpoint file belongs to."""
+        return path.name.split(".")[0]
 
     def create(self) -> None:
         """Make the directories if they are missing."""

@@ -7,7 +7,7 @@ from app.errors import InvalidRequestError
 from app.schemas import Architecture, JobCreate
 from app.storage.datasets import DatasetMeta
 from app.training.worker import validation_count
-from cnn_core import build_preset
+from cnn_core import build_preset, schedules
 from cnn_core.config import normalize, training_bytes
 
 MB = 2**20
@@ -67,6 +67,10 @@ def admit(
             f"(or 1 sigmoid unit for 2 classes)"
         )
     training = request.training.model_dump()
+    # what the schema cannot see: a schedule checked against the epochs (e.g. its warm-up)
+    schedules.get(
+        training["lr_schedule"], training["optimizer"]["learning_rate"], training["epochs"]
+    )
     if validation_count(dataset.n_samples, training["validation_split"]) >= dataset.n_samples:
         raise InvalidRequestError(
             f"validation_split {training['validation_split']} leaves no training samples out "

@@ -19,12 +19,13 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from app.errors import ConflictError, NotFoundError, QueueFullError
 from app.ids import new_id
+from app.schemas import WorkerStatus
 from app.storage.datasets import DatasetStore
-from app.storage.files import remove_temp_files_of
 from app.storage.integrity import quarantine
 from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.storage.layout import DataLayout
@@ -79,28 +80,46 @@ class JobRunner:
         training: dict[str, Any],
     ) -> JobRecord:
         """Queue an admitted job; 429 when the queue is full."""
-        with self._lock:
-            queued = self.jobs.count(JobStatus.queued)
-            if queued >= self._max_queue:
-                raise QueueFullError(f"Job queue full ({queued} jobs queued); retry later")
+        with self._lock:  # against a dataset deleted meanwhile through this server
             if self.datasets.get(dataset_id) is None:
                 raise NotFoundError(f"Dataset {dataset_id!r} not found")
             job = self.jobs.create(
-                new_id(), name, dataset_id, architecture, training, threads=self._train_threads
+                new_id(),
+                name,
+                dataset_id,
+                architecture,
+                training,
+                threads=self._train_threads,
+                max_queued=self._max_queue,  # the bound holds across servers sharing the store
             )
+        if job is None:
+            raise QueueFullError(f"Job queue full ({self._max_queue} jobs queued); retry later")
         self.wake()
         return job
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued or running job (idempotent); 409 once it has finished."""
+        return self._cancel_in_store(job_id, kill=self.executor.kill)
+
+    def _cancel_in_store(self, job_id: str, kill: Callable[[str], None] | None = None) -> JobRecord:
+        """Cancel the job in the store, then `kill` its run if it was running."""
         with self._lock:
             before = self.jobs.cancel(job_id)
-            if before is JobStatus.running:
-                self.executor.kill(job_id)
+            if before is JobStatus.running and kill is not None:
+                kill(job_id)
         if before in (JobStatus.succeeded, JobStatus.failed):
             raise ConflictError(f"Job already finished (status: {before})")
         self.wake()
         return self.jobs.get(job_id)
+
+    def status(self) -> WorkerStatus:
+        """How many jobs run (at most `workers`) and wait."""
+        return WorkerStatus(
+            executor="local",
+            workers=self.workers,
+            running=len(self.executor.running()),
+            queued=self.jobs.count(JobStatus.queued),
+        )
 
     def delete_dataset(self, dataset_id: str) -> None:
         """Delete a dataset no queued or running job uses; 409 otherwise."""
@@ -157,9 +176,7 @@ class JobRunner:
         job = self.jobs.get(job_id)
         if not job.status.is_active:
             self._discard_unpublished(job)
-            checkpoint = self._layout.checkpoint(job_id)
-            checkpoint.unlink(missing_ok=True)
-            remove_temp_files_of(checkpoint)  # a worker killed while it checkpointed
+            self._layout.remove_checkpoints(job_id)  # and the temp files of a killed writer
 
     def _discard_unpublished(self, job: JobRecord) -> None:
         for model in self.models.list_all():
@@ -206,7 +223,7 @@ class JobRunner:
             if job is not None and job.model_id != model.id:
                 self.models.quarantine(model.id, f"job {job.id} does not name this model")
         for checkpoint in self._layout.checkpoints.glob("*.npz"):
-            job = self.jobs.get(checkpoint.stem)
+            job = self.jobs.get(self._layout.checkpoint_job(checkpoint))
             if job is None:
                 quarantine(checkpoint, self._layout.quarantine / "checkpoints", "no such job")
             elif not job.status.is_active:

@@ -6,10 +6,15 @@ It resumes from the job's checkpoint when there is one, which makes the result i
 uninterrupted run. It reads the job's record every `FLUSH_SECONDS` while it trains: once the
 job is cancelled it stops, and once a stop is requested (the server is shutting down) it
 checkpoints at that iteration and reports `interrupted`, leaving the job to resume there.
+
+Each run belongs to the attempt that claimed the job (`JobRecord.attempt`): its writes name it,
+and once another claim has taken the job over they change nothing and the run stops, reporting
+`superseded`. It checkpoints to a file of its own attempt and resumes from the latest one.
 """
 
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -64,52 +69,87 @@ class ProgressRecorder:
     (one seen at an epoch end stops the next iteration); `interrupted` then tells so.
     """
 
-    def __init__(self, jobs: JobStore, job_id: str) -> None:
+    def __init__(
+        self,
+        jobs: JobStore,
+        job_id: str,
+        attempt: int | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self._jobs = jobs
         self._job_id = job_id
+        self._attempt = attempt
+        self._stop = stop  # a stop request from this process (its worker is shutting down)
         self._pending: list[IterationCost] = []
         self._last_flush = -math.inf
         self._started = False
         self._stop_requested = False
         self.interrupted = False
+        self.superseded = False
 
-    def _write_pending(self) -> None:
-        if self._pending:
-            self._jobs.record_iterations(self._job_id, self._pending)
-            self._pending = []
+    def _write_pending(self) -> bool:
+        """Write pending costs; False when this run no longer holds the job."""
+        if not self._pending:
+            return True
+        written = self._jobs.record_iterations(self._job_id, self._pending, self._attempt)
+        self._pending = []
+        return written is not False
 
     def _flush(self) -> bool:
-        """Write pending costs and read the job's requests; True when it was cancelled."""
-        self._write_pending()
+        """Write pending costs and read the job's requests; True when it was cancelled or
+        taken over (`superseded` then)."""
+        if not self._write_pending():
+            return self._lost()
         self._last_flush = time.monotonic()
         job = self._jobs.get(self._job_id)
         if job is None or job.status is not JobStatus.running:
             return True
-        self._stop_requested = job.stop_requested
+        if self._attempt is not None and job.attempt != self._attempt:
+            return self._lost()
+        self._stop_requested = job.stop_requested or self._stopping_here()
         return False
+
+    def _stopping_here(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    def _lost(self) -> bool:
+        """This run no longer holds the job; True (stop), and `superseded` when another
+        attempt has it (rather than a cancel or a finish)."""
+        job = self._jobs.get(self._job_id)
+        self.superseded = job is not None and job.attempt != self._attempt
+        return True
 
     def __call__(self, event: dict[str, Any]) -> bool:
         if event["type"] == "iteration":
             if not self._started:
-                self._jobs.start_run(
-                    self._job_id, event["epoch"], event["iteration"], event["iterations_per_epoch"]
-                )
                 self._started = True
+                started = self._jobs.start_run(
+                    self._job_id,
+                    event["epoch"],
+                    event["iteration"],
+                    event["iterations_per_epoch"],
+                    self._attempt,
+                )
+                if started is False:
+                    return self._lost()
             self._pending.append(IterationCost(event["epoch"], event["iteration"], event["cost"]))
-            if event["iteration"] % event["iterations_per_epoch"] == 0:
-                # written before fit checkpoints the epoch (the checkpoint keeps no
-                # iterations): a crash after the checkpoint loses none
-                self._write_pending()
+            # An epoch's last costs are written before fit checkpoints the epoch (the
+            # checkpoint keeps no iterations): a crash after the checkpoint loses none.
+            epoch_ends = event["iteration"] % event["iterations_per_epoch"] == 0
+            if epoch_ends and not self._write_pending():
+                return self._lost()
             due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
-            if not (due or self._stop_requested):
+            if not (due or self._stop_requested or self._stopping_here()):
                 return False
             if self._flush():
                 return True
             self.interrupted = self._stop_requested
             return self.interrupted
-        cancelled = self._flush()
-        self._jobs.record_epoch(self._job_id, _summary(event))
-        return cancelled
+        if self._flush():
+            return True
+        if self._jobs.record_epoch(self._job_id, _summary(event), self._attempt) is False:
+            return self._lost()
+        return False
 
 
 def _summary(event: dict[str, Any]) -> EpochSummary:
@@ -118,9 +158,14 @@ def _summary(event: dict[str, Any]) -> EpochSummary:
 
 
 def train(
-    job: JobRecord, data: Dataset, callback: ProgressRecorder, checkpoint: Path
+    job: JobRecord,
+    data: Dataset,
+    callback: ProgressRecorder,
+    checkpoint: Path,
+    resume_from: Path | None = None,
 ) -> tuple[Network, History]:
-    """Fit the job's network on its dataset, resuming from `checkpoint` if it exists."""
+    """Fit the job's network on its dataset, checkpointing to `checkpoint`, resuming from
+    `resume_from` when given."""
     settings = job.training
     seed = settings["seed"]
     train_idx, val_idx = split_indices(data.n_samples, settings["validation_split"], seed)
@@ -136,20 +181,24 @@ def train(
         callback=callback,
         seed=seed,
         early_stopping=settings["early_stopping"],
+        lr_schedule=settings.get("lr_schedule"),
+        augmentation=settings.get("augmentation"),
         checkpoint_path=checkpoint,
-        resume_from=checkpoint if checkpoint.exists() else None,
+        resume_from=resume_from,
         threads=job.threads,
         keep_iterations=False,  # the job store has them: checkpoints stay small
     )
     return net, history
 
 
-def record_history(jobs: JobStore, job_id: str, history: History) -> None:
+def record_history(
+    jobs: JobStore, job_id: str, history: History, attempt: int | None = None
+) -> bool:
     """Store the epoch summaries the checkpoint kept, filling any a crash kept from the
     database (one written between the checkpoint and the epoch event); the iterations are in
-    the database already (`ProgressRecorder` writes them before each epoch ends)."""
-    for epoch in history.epochs:
-        jobs.record_epoch(job_id, epoch)
+    the database already (`ProgressRecorder` writes them before each epoch ends). False when
+    `attempt` no longer holds the job (nothing more is written)."""
+    return all(jobs.record_epoch(job_id, epoch, attempt) is not False for epoch in history.epochs)
 
 
 def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) -> ModelMeta:
@@ -180,50 +229,77 @@ def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) ->
     )
 
 
-def run_job(job_id: str, settings: Settings) -> Outcome:
-    """Train job `job_id`, which must be `running`, until it ends or a stop is requested."""
+def run_job(
+    job_id: str,
+    settings: Settings,
+    attempt: int | None = None,
+    stop: threading.Event | None = None,
+) -> Outcome:
+    """Train job `job_id`, which must be `running` (in `attempt`, by default the latest
+    claim's), until it ends, a stop is requested (in the store, or by setting `stop`) or another
+    claim takes it over."""
     jobs = open_job_store(settings)
     try:
         job = jobs.get(job_id)
         if job is None or job.status is not JobStatus.running:
             return Outcome(OutcomeKind.cancelled)
-        return _run(job, settings, jobs)
+        attempt = job.attempt if attempt is None else attempt
+        if job.attempt != attempt:
+            return Outcome(OutcomeKind.superseded)
+        return _run(job, attempt, settings, jobs, stop)
     finally:
         jobs.close()
 
 
-def _fail(jobs: JobStore, job: JobRecord, checkpoint: Path, reason: str) -> Outcome:
-    jobs.finish(job.id, JobStatus.failed, error=reason)
-    checkpoint.unlink(missing_ok=True)
+def _fail(jobs: JobStore, job: JobRecord, attempt: int, layout: DataLayout, reason: str) -> Outcome:
+    if not jobs.finish(job.id, JobStatus.failed, error=reason, attempt=attempt):
+        return _not_held(jobs, job.id, attempt)
+    layout.remove_checkpoints(job.id)
     return Outcome(OutcomeKind.failed, reason)
 
 
-def _run(job: JobRecord, settings: Settings, jobs: JobStore) -> Outcome:
-    checkpoint = DataLayout(settings.data_dir).checkpoint(job.id)
-    recorder = ProgressRecorder(jobs, job.id)
+def _not_held(jobs: JobStore, job_id: str, attempt: int) -> Outcome:
+    """The outcome of a run that found its job no longer its own."""
+    job = jobs.get(job_id)
+    superseded = job is not None and job.attempt != attempt
+    return Outcome(OutcomeKind.superseded if superseded else OutcomeKind.cancelled)
+
+
+def _run(
+    job: JobRecord,
+    attempt: int,
+    settings: Settings,
+    jobs: JobStore,
+    stop: threading.Event | None = None,
+) -> Outcome:
+    layout = DataLayout(settings.data_dir)
+    recorder = ProgressRecorder(jobs, job.id, attempt, stop)
     try:
         datasets = open_dataset_store(settings, Problems())
         data = datasets.load(job.dataset_id)
-        net, history = train(job, data, recorder, checkpoint)
+        resume_from = layout.latest_checkpoint(job.id)
+        net, history = train(job, data, recorder, layout.checkpoint(job.id, attempt), resume_from)
     except CNNError as exc:  # divergence, or a dataset or checkpoint that cannot be used
-        return _fail(jobs, job, checkpoint, str(exc))
+        return _fail(jobs, job, attempt, layout, str(exc))
     except MemoryError:
-        return _fail(jobs, job, checkpoint, OUT_OF_MEMORY)
+        return _fail(jobs, job, attempt, layout, OUT_OF_MEMORY)
     except Exception:
         log.exception("job %s: training failed", job.id)
         return _fail(
-            jobs, job, checkpoint, "internal error in the training worker (see the server log)"
+            jobs, job, attempt, layout, "internal error in the training worker (see its log)"
         )
-    record_history(jobs, job.id, history)
-    if jobs.get(job.id).status is not JobStatus.running:
-        return Outcome(OutcomeKind.cancelled)  # cancelled while training: publish nothing
+    if recorder.superseded or not record_history(jobs, job.id, history, attempt):
+        return _not_held(jobs, job.id, attempt)
+    current = jobs.get(job.id)
+    if current.status is not JobStatus.running or current.attempt != attempt:
+        return _not_held(jobs, job.id, attempt)  # cancelled or taken over: publish nothing
     if recorder.interrupted:
         return Outcome(OutcomeKind.interrupted)  # checkpointed at the iteration it reached
     models = open_model_store(settings, Problems())
     meta = model_meta(job, net, history, data)
     models.save(meta, net)
-    published = jobs.finish(job.id, JobStatus.succeeded, model_id=meta.id)
-    if not published:
-        models.delete(meta.id)  # cancelled while publishing
-    checkpoint.unlink(missing_ok=True)
-    return Outcome(OutcomeKind.succeeded if published else OutcomeKind.cancelled)
+    if not jobs.finish(job.id, JobStatus.succeeded, model_id=meta.id, attempt=attempt):
+        models.delete(meta.id)  # cancelled or taken over while publishing
+        return _not_held(jobs, job.id, attempt)
+    layout.remove_checkpoints(job.id)
+    return Outcome(OutcomeKind.succeeded)

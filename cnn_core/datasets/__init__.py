@@ -23,10 +23,13 @@ records how raw pixels became X so that prediction repeats it exactly:
   ``"image_zip"``) describe where X came from.
 
 Float data must lie in 0..255 (negative or larger values are refused), because an image posted
-for prediction could not be scaled to match standardised data. Images, whether in a zip or posted
-for prediction, go through the same function, :func:`images_to_array`: converted to the
-dataset's channels ("L" or "RGB", transparency composited on black), resized to (H, W) with
-Lanczos, then multiplied by ``image_scale`` in float32. Open untrusted images with
+for prediction could not be scaled to match standardised data. Every reader also records how
+its images look (``background``, ``polarity``, and ``framing`` for MNIST-style digits: see
+:mod:`.framing`). Images in a zip are converted to the dataset's channels ("L" or "RGB",
+transparency composited on black), resized to (H, W) with Lanczos, then multiplied by
+``image_scale`` in float32; images posted for prediction go through :func:`convert_images`,
+which first makes them look like the training images (polarity, transparency, aspect ratio,
+framing) as those records say. Open untrusted images with
 :func:`open_image` (PNG and JPEG only, at most ``MAX_IMAGE_PIXELS`` pixels, checked before
 decoding).
 
@@ -38,8 +41,9 @@ how to fix it; three subclasses tell the kinds apart: ``DatasetTooLarge`` (over 
 
 One module per job: :mod:`.dataset` (the Dataset type), :mod:`.limits`, :mod:`.sources`
 (reading bounded bytes), :mod:`.checks` (labels, shapes, scaling), :mod:`.images` (decoding and
-conversion, which prediction uses too), and one module per format: :mod:`.npz`, :mod:`.idx`,
-:mod:`.image_zip`; :func:`load_dataset` recognises the format.
+conversion, which prediction uses too), :mod:`.framing` (the look of the images), and one
+module per format: :mod:`.npz`, :mod:`.idx`, :mod:`.image_zip`; :func:`load_dataset`
+recognises the format.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from cnn_core.errors import DatasetError, UnsupportedFormat
 from .dataset import Dataset, Source
 from .idx import _GZIP_MAGIC, _idx_dataset, _read_idx, load_idx
 from .image_zip import load_image_zip
-from .images import IMAGE_SIGNATURES, images_to_array, open_image
+from .images import IMAGE_SIGNATURES, convert_images, images_to_array, open_image
 from .limits import (
     MAX_CLASSES,
     MAX_DATASET_BYTES,
@@ -76,6 +80,7 @@ __all__ = [
     "MAX_ZIP_ENTRIES",
     "Dataset",
     "Source",
+    "convert_images",
     "images_to_array",
     "load_dataset",
     "load_idx",

@@ -20,6 +20,7 @@ from .checks import (
     _scale_pixels,
 )
 from .dataset import Dataset, Source
+from .framing import record_conventions
 from .limits import MAX_DATASET_BYTES
 from .sources import _fmt_bytes, _read_limited
 
@@ -119,7 +120,7 @@ def _idx_dataset(images: np.ndarray, labels: np.ndarray) -> Dataset:
         X=X,
         y=y,
         class_names=[str(i) for i in range(n_classes)],
-        preprocessing=_byte_preprocessing("idx"),
+        preprocessing={**_byte_preprocessing("idx"), **record_conventions(X, _BYTE_SCALE)},
     )
 
 

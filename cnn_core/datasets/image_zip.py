@@ -20,6 +20,7 @@ from .checks import (
     _scale_pixels,
 )
 from .dataset import Dataset, Source
+from .framing import record_conventions
 from .images import _DECODE_ERRORS, _image_pixels, _is_grayscale, _open_image
 from .limits import MAX_DATASET_BYTES, MAX_IMAGE_PIXELS, MAX_RATIO, MAX_ZIP_BYTES, MAX_ZIP_ENTRIES
 from .sources import _fmt_bytes, _open_zip
@@ -225,4 +226,5 @@ def load_image_zip(
             ) from None
     prep = _byte_preprocessing("image_zip")
     X = _scale_pixels(pixels.transpose(0, 3, 1, 2), prep["image_scale"])
+    prep = {**prep, **record_conventions(X, prep["image_scale"])}
     return Dataset(X=X, y=y, class_names=class_names, preprocessing=prep)

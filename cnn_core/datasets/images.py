@@ -16,6 +16,7 @@ from cnn_core.errors import CorruptFile, DatasetError, DatasetTooLarge, Unsuppor
 
 from .checks import _check_sample_shape, _scale_pixels
 from .dataset import Source
+from .framing import INVERT_CHOICES, convert_image
 from .limits import MAX_DATASET_BYTES, MAX_IMAGE_PIXELS
 from .sources import _read_limited
 
@@ -101,13 +102,21 @@ def _is_grayscale(img: Image.Image) -> bool:
     return False
 
 
-def _to_mode(img: Image.Image, mode: str) -> Image.Image:
-    """img as "L" or "RGB": 16-bit rescaled to 8, transparency composited on black."""
+def _upright_8_bit(img: Image.Image) -> Image.Image:
+    """img turned as its EXIF orientation says, 16-bit and float pixels brought to 8 bits."""
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    if orientation != 1:
+        img = ImageOps.exif_transpose(img)
     if img.mode.startswith("I"):
         wide = np.asarray(img).astype(np.int64)
         img = Image.fromarray(((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8))
     elif img.mode == "F":
         img = Image.fromarray(np.clip(np.asarray(img), 0, 255).round().astype(np.uint8))
+    return img
+
+
+def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """An 8-bit img as "L" or "RGB", transparency composited on black."""
     if img.mode in _ALPHA_MODES or "transparency" in img.info:
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
@@ -118,10 +127,7 @@ def _to_mode(img: Image.Image, mode: str) -> Image.Image:
 
 def _image_pixels(img: Image.Image, channels: int, height: int, width: int) -> np.ndarray:
     """uint8 (H, W, C) pixels of img in the wanted channels and size."""
-    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-    if orientation != 1:
-        img = ImageOps.exif_transpose(img)
-    img = _to_mode(img, "L" if channels == 1 else "RGB")
+    img = _to_mode(_upright_8_bit(img), "L" if channels == 1 else "RGB")
     if img.size != (width, height):
         img = img.resize((width, height), Image.Resampling.LANCZOS)
     return np.asarray(img, dtype=np.uint8).reshape(height, width, channels)
@@ -135,27 +141,54 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     return c, h, w
 
 
-def images_to_array(
-    images: Sequence[Image.Image], input_shape: Sequence[int], preprocessing: dict
-) -> np.ndarray:
-    """Convert images to a model's input: float32 (N, C, H, W).
+def convert_images(
+    images: Sequence[Image.Image],
+    input_shape: Sequence[int],
+    preprocessing: dict,
+    invert: str = "auto",
+) -> tuple[np.ndarray, list[bool]]:
+    """Convert images to a model's input: float32 (N, C, H, W), and whether each was inverted.
 
-    Each image is converted to C channels (1: "L", 3: "RGB"; transparency is composited on
-    black, as MNIST draws white on black), resized to (H, W) with Lanczos, and multiplied by
-    preprocessing["image_scale"]. The image zip reader uses this same path, so training and
-    prediction see identical numbers for identical images.
+    With the conventions :func:`~cnn_core.datasets.framing.record_conventions` records (a
+    ``background``), each image is inverted when its polarity disagrees with the training data
+    (``invert="auto"``; ``"true"`` and ``"false"`` force it), composited onto the training
+    background, resized keeping its aspect ratio and padded with that background, and for framed
+    digit data fitted and centred as the training digits were. Without them (older records, and
+    the image zip reader, which records them only once it has read every image) each image is
+    converted to C channels (1: "L", 3: "RGB"; transparency composited on black), resized to
+    (H, W) with Lanczos, and inverted only when ``invert="true"``. Either way the pixels are
+    multiplied by ``preprocessing["image_scale"]``.
     """
+    if invert not in INVERT_CHOICES:
+        raise DatasetError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
     c, h, w = _check_input_shape(input_shape)
     try:
         image_scale = float(preprocessing["image_scale"])
     except (KeyError, TypeError, ValueError):
         raise DatasetError("preprocessing must hold a numeric 'image_scale'") from None
     pixels = np.empty((len(images), h, w, c), dtype=np.uint8)
+    inverted = []
     for i, img in enumerate(images):
         try:
-            pixels[i] = _image_pixels(img, c, h, w)
+            if "background" in preprocessing:
+                pixels[i], flipped = convert_image(
+                    _upright_8_bit(img), c, h, w, preprocessing, invert
+                )
+            else:
+                flipped = invert == "true"
+                pixels[i] = _image_pixels(img, c, h, w)
+                if flipped:
+                    np.subtract(255, pixels[i], out=pixels[i])
         except _DECODE_ERRORS as exc:  # decoding happens here for images not yet loaded
             raise CorruptFile(
                 f"image {i} could not be decoded ({exc}): it is truncated or corrupt"
             ) from None
-    return _scale_pixels(pixels.transpose(0, 3, 1, 2), image_scale)
+        inverted.append(flipped)
+    return _scale_pixels(pixels.transpose(0, 3, 1, 2), image_scale), inverted
+
+
+def images_to_array(
+    images: Sequence[Image.Image], input_shape: Sequence[int], preprocessing: dict
+) -> np.ndarray:
+    """The float32 (N, C, H, W) input of :func:`convert_images` (polarity detected)."""
+    return convert_images(images, input_shape, preprocessing)[0]

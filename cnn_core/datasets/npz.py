@@ -20,6 +20,7 @@ from .checks import (
     _scale_pixels,
 )
 from .dataset import Dataset, Source
+from .framing import record_conventions
 from .limits import (
     _MAX_NAME_CHARS,
     _MAX_NPZ_MEMBERS,
@@ -285,4 +286,5 @@ def load_npz(source: Source, *, max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
         X, prep = _x_from_array(_read_npz_array(zf, "X"), layout, "npz")
     if names is None:
         names = [str(i) for i in range(n_classes)]
+    prep = {**prep, **record_conventions(X, prep["image_scale"])}
     return Dataset(X=X, y=y, class_names=names, preprocessing=prep)

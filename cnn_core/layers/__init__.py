@@ -9,8 +9,10 @@ from ..errors import ConfigError
 from .base import REQUIRED, FieldSpec, Layer, Parameters, Plan, layer_error
 from .conv import Conv, ConvPlan
 from .dense import Dense, DensePlan
+from .dropout import Dropout, DropoutPlan
 from .flatten import Flatten
-from .pooling import AvgPool, MaxPool, PoolPlan
+from .normalization import BatchNorm, BatchNormPlan
+from .pooling import AvgPool, GlobalAvgPool, MaxPool, PoolPlan
 
 LAYERS = {}  # config name -> Layer subclass
 ALIASES = {}  # alias -> config name
@@ -59,7 +61,7 @@ def build(plan, is_output):
     return LAYERS[plan.type](plan, is_output)
 
 
-for _cls in (Conv, MaxPool, AvgPool, Flatten, Dense):
+for _cls in (Conv, MaxPool, AvgPool, Flatten, Dense, BatchNorm, Dropout, GlobalAvgPool):
     register(_cls)
 
 __all__ = [
@@ -67,12 +69,17 @@ __all__ = [
     "LAYERS",
     "REQUIRED",
     "AvgPool",
+    "BatchNorm",
+    "BatchNormPlan",
     "Conv",
     "ConvPlan",
     "Dense",
     "DensePlan",
+    "Dropout",
+    "DropoutPlan",
     "FieldSpec",
     "Flatten",
+    "GlobalAvgPool",
     "Layer",
     "MaxPool",
     "Parameters",

@@ -40,7 +40,9 @@ class FieldSpec:
 
     ``kind`` says what values it takes: ``"count"`` (an int in minimum..maximum), ``"size"`` (an
     int or a pair of ints in minimum..maximum), ``"padding"`` (an int, a pair, ``"same"`` or
-    ``"valid"``) or ``"activation"`` (a name from :mod:`cnn_core.activations`). A default of
+    ``"valid"``), ``"number"`` (a real number between minimum and maximum, a bound excluded
+    when ``exclusive_minimum``/``exclusive_maximum``) or ``"activation"`` (a name from
+    :mod:`cnn_core.activations`). A default of
     None means "derived" (the description says from what). ``maximum`` bounds what a request
     may ask for (the API schema enforces it); the library itself stops oversized networks by
     their cost (:data:`cnn_core.config.MAX_PARAMS` and the like), with a message that says so.
@@ -50,8 +52,10 @@ class FieldSpec:
     kind: str
     description: str
     default: Any = REQUIRED
-    minimum: int = 1
-    maximum: int = 4096
+    minimum: float = 1
+    maximum: float = 4096
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
 
     @property
     def required(self):
@@ -113,6 +117,7 @@ class Layer:
         self.buffer_updates = {}
         self.need_dx = True
         self.cache = None
+        self.noise = None  # the StepNoise of the training step under way (set by the network)
         self.workspace = F.Workspace()
 
     def __repr__(self):
@@ -239,7 +244,22 @@ def _parse(f, value, index, kind):
         return v, v
     if f.kind == "padding":
         return _padding(value, index, kind)
+    if f.kind == "number":
+        return _number(f, value, index, kind)
     raise ValueError(f"unknown field kind {f.kind!r}")
+
+
+def _number(f, value, index, kind):
+    low = "(" if f.exclusive_minimum else "["
+    high = ")" if f.exclusive_maximum else "]"
+    interval = f"{low}{f.minimum:g}, {f.maximum:g}{high}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise layer_error(index, kind, f"{f.name} must be a number in {interval}, got {value!r}")
+    above = value > f.minimum if f.exclusive_minimum else value >= f.minimum
+    below = value < f.maximum if f.exclusive_maximum else value <= f.maximum
+    if not (above and below):
+        raise layer_error(index, kind, f"{f.name} must be in {interval}, got {value!r}")
+    return float(value)
 
 
 def _padding(value, index, kind):

@@ -69,3 +69,25 @@ class AvgPool(Pool):
 
     type = "avgpool"
     kernels = (F.avgpool_forward, F.avgpool_backward)
+
+
+class GlobalAvgPool(Layer):
+    """``{"type": "globalavgpool"}``: the mean of each map, (C, H, W) -> (C,)."""
+
+    type = "globalavgpool"
+    needs_maps = True
+
+    @classmethod
+    def plan(cls, index, values, input_shape):
+        return cls.make_plan(Plan, index, input_shape, (input_shape[0],))
+
+    def forward(self, x, train):
+        out, shape = F.global_avgpool_forward(x)
+        if train:
+            self.cache = shape
+        return out
+
+    def backward(self, dout):
+        dx = F.global_avgpool_backward(dout, self.cache)
+        self.cache = None
+        return dx

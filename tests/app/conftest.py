@@ -15,6 +15,7 @@ from app.storage.layout import DataLayout
 from app.storage.stores import open_job_store
 from tests.support.builders import TINY_ARCHITECTURE, TINY_TRAINING, digits_npz
 from tests.support.server import submit, wait_for_job
+from tests.support.servers import PostgresServer, RedisServer, running
 
 # Starlette's TestClient names its server "testserver": allow it as an operator would allow a
 # deployment's host name (the Host-header tests set `allowed_hosts` themselves).
@@ -74,3 +75,28 @@ def add_job(jobs: JobStore, name: str | None = None, threads: int = 1, **trainin
         job_id, name, "mnist-sample", TINY_ARCHITECTURE, {**STORE_TRAINING, **training}, threads
     )
     return job_id
+
+
+# --------------------------------------------------------------------------- private servers
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL for the session (each test takes a database of its own)."""
+    with running(PostgresServer()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One Redis for the session; tests that restart it start their own."""
+    with running(RedisServer()) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """`CNN_DATABASE_URL` for each job store: unset (SQLite) and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_server").new_database()

@@ -10,7 +10,7 @@ def test_health_reports_version_and_workers(client: TestClient) -> None:
     assert body == {
         "status": "ok",
         "version": "0.1.0",
-        "jobs": {"workers": 1, "running": 0, "queued": 0},
+        "jobs": {"executor": "local", "workers": 1, "running": 0, "queued": 0, "live_workers": []},
         "problems": [],
     }
 
@@ -79,3 +79,10 @@ def test_openapi_declares_error_statuses_and_a_working_job_example(client: TestC
     assert set(predict["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
     example = spec["components"]["schemas"]["JobCreate"]["examples"][0]
     assert example["dataset_id"] == "mnist-sample" and example["architecture"] == "lenet5"
+
+
+def test_malformed_json_is_a_400_that_says_so(client: TestClient) -> None:
+    cut_short = b'{"dataset_id": "mnist-sample",'
+    response = client.post("/jobs", content=cut_short, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("the body is not valid JSON")

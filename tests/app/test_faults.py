@@ -93,7 +93,7 @@ def test_worker_killed_with_kill_9_fails_its_job_within_seconds_and_the_next_job
         iterations = client.get(f"/jobs/{doomed['id']}/costs").json()["iterations"]
         assert [i["iteration"] for i in iterations] == list(range(1, len(iterations) + 1))
         assert len(iterations) >= PER_EPOCH + 20
-        assert not DataLayout(data_dir).checkpoint(doomed["id"]).exists()
+        assert DataLayout(data_dir).latest_checkpoint(doomed["id"]) is None
         assert client.get("/health").json()["status"] == "ok"
         assert wait_for_job(client, following["id"])["status"] == "succeeded"
         assert [m["job_id"] for m in client.get("/models").json()["models"]] == [following["id"]]
@@ -153,7 +153,7 @@ def test_sigterm_checkpoints_mid_epoch_exits_within_9s_and_the_job_resumes_to_th
         assert stopped.iteration % PER_EPOCH != 0, "the stop landed on an epoch end"
         assert [i.iteration for i in recorded] == list(range(1, stopped.iteration + 1))
         _, meta = load_archive(
-            DataLayout(data_dir).checkpoint(job["id"]), CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+            DataLayout(data_dir).latest_checkpoint(job["id"]), CHECKPOINT_FORMAT, CHECKPOINT_VERSION
         )
         position = meta["position"]
         reached = (position["epoch"] - 1) * PER_EPOCH + position["next_batch"]

@@ -66,8 +66,8 @@ ERRORS = {
         r"^layer 1 \(conv\): softmax is only allowed on the last layer",
     ),
     "unknown-type": (
-        net_config(conv(), {"type": "dropout"}),
-        r"^layer 1: unknown type 'dropout' "
+        net_config(conv(), {"type": "relu"}),
+        r"^layer 1: unknown type 'relu' "
         r"\(expected one of conv, maxpool, avgpool, flatten, dense",
     ),
     "missing-type": (net_config({"units": 3}, output=False), r"^layer 0: unknown type None"),

@@ -126,12 +126,16 @@ def test_npz_uint8_in_each_layout(rng, raw_shape, to_nchw):
     assert ds.input_shape == expected.shape[1:]
     assert ds.y.dtype == np.int64 and ds.y.tolist() == labels(6).tolist()
     assert ds.class_names == ["0", "1", "2"]
-    assert ds.preprocessing == {
-        "scale": 1 / 255,
-        "image_scale": 1 / 255,
-        "source_dtype": "uint8",
-        "source_format": "npz",
-    }
+    assert (
+        ds.preprocessing.items()
+        >= {
+            "scale": 1 / 255,
+            "image_scale": 1 / 255,
+            "source_dtype": "uint8",
+            "source_format": "npz",
+            "polarity": "mixed",  # random pixels: no background to match
+        }.items()
+    )
 
 
 def test_npz_float_in_0_1_is_kept_and_images_scaled_by_1_255(rng):
@@ -478,12 +482,16 @@ def test_zip_of_grayscale_png_folders(rng):
     assert ds.y.tolist() == [0, 1, 1, 2, 2]  # sorted by class, then by entry name
     order = [2, 1, 0, 3, 4]
     np.testing.assert_array_equal(ds.X[:, 0], pixels[order].astype(np.float32) * BYTE)
-    assert ds.preprocessing == {
-        "scale": 1 / 255,
-        "image_scale": 1 / 255,
-        "source_dtype": "uint8",
-        "source_format": "image_zip",
-    }
+    assert (
+        ds.preprocessing.items()
+        >= {
+            "scale": 1 / 255,
+            "image_scale": 1 / 255,
+            "source_dtype": "uint8",
+            "source_format": "image_zip",
+            "polarity": "mixed",  # random pixels: no background to match
+        }.items()
+    )
 
 
 def test_zip_of_rgb_jpeg_folders_matches_prediction_path(rng):
@@ -512,8 +520,10 @@ def test_zip_mixed_sizes_and_modes_take_common_shape(rng):
     }
     ds = load_image_zip(zip_bytes(files))
     assert ds.input_shape == (3, 8, 8)  # one colour image makes all RGB; 8x8 is most common
-    odd = images_to_array([Image.fromarray(color)], (3, 8, 8), ds.preprocessing)
-    np.testing.assert_array_equal(ds.X[3], odd[0])
+    # Prediction keeps the aspect ratio: 16x20 fits as 6x8, padded with the training background
+    odd = images_to_array([Image.fromarray(color)], (3, 8, 8), ds.preprocessing)[0]
+    fill = np.rint(ds.preprocessing["background"]).astype(np.float32) * np.float32(BYTE)
+    np.testing.assert_array_equal(odd[:, [0, 7]], np.broadcast_to(fill[:, None, None], (3, 2, 8)))
     np.testing.assert_array_equal(ds.X[0, 1], gray[0].astype(np.float32) * BYTE)
 
 
@@ -913,3 +923,20 @@ def test_dataset_is_frozen_and_checks_its_arrays():
         Dataset(X=np.zeros((2, 1, 3, 3), np.float32), y=np.array([0]), class_names=["a", "b"])
     with pytest.raises(DatasetError, match="0..1"):
         Dataset(X=np.zeros((2, 1, 3, 3), np.float32), y=np.array([0, 2]), class_names=["a", "b"])
+
+
+def test_mnist_style_data_records_its_polarity_and_framing():
+    prep = load_mnist_sample().preprocessing
+    assert prep["background"] == [0.0] and prep["polarity"] == "dark"
+    assert prep["framing"]["box"] == 20
+    assert np.allclose(prep["framing"]["centre"], [14, 14], atol=0.5)
+
+
+def test_light_background_is_recorded_and_unframed_data_records_no_framing(rng):
+    X = np.full((20, 12, 12), 250, dtype=np.uint8)
+    for i, image in enumerate(X):  # dark marks of many sizes and places
+        side = 2 + i % 8
+        image[i % 3 : i % 3 + side, : side + 1] = rng.integers(0, 100, (side, side + 1))
+    prep = load_npz(npz_bytes(X=X, y=labels(20))).preprocessing
+    assert prep["background"] == [250.0] and prep["polarity"] == "light"
+    assert "framing" not in prep  # no box and centre that the images share

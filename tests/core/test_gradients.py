@@ -148,6 +148,7 @@ CONV_MODES = {
     "same-stride2-k4": conv(2, 4, stride=2, padding="same"),
     "valid-k1": conv(3, 1, padding="valid"),
     "k5-padding2": conv(2, 5, padding=2),
+    "padding-beyond-kernel": conv(2, 2, padding=[2, 1]),
     "non-square-kernel-stride": conv(2, [3, 2], stride=[2, 1], padding=[1, 0]),
     "non-square-kernel-pair-padding": conv(2, [1, 3], stride=[1, 2], padding=[0, 2]),
     "relu": conv(3, 3, padding=1, activation="relu"),

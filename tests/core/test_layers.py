@@ -9,7 +9,17 @@ from cnn_core.config import normalize
 def test_get_finds_a_type_by_name_or_alias():
     assert layers.get("dense") is layers.get("fc") is layers.Dense
     assert layers.get("maxpool") is layers.MaxPool and layers.get("avgpool") is layers.AvgPool
-    assert layers.names() == ["conv", "maxpool", "avgpool", "flatten", "dense", "fc"]
+    assert layers.names() == [
+        "conv",
+        "maxpool",
+        "avgpool",
+        "flatten",
+        "dense",
+        "fc",
+        "batchnorm",
+        "dropout",
+        "globalavgpool",
+    ]
 
 
 @pytest.mark.parametrize("name", ["pool", "Dense", ["conv"], None])
@@ -54,4 +64,5 @@ def test_plans_name_each_size_once():
 def test_every_field_is_declared_with_a_description():
     for cls in layers.LAYERS.values():
         for field in cls.fields:
-            assert field.description and field.kind in ("count", "size", "padding", "activation")
+            kinds = ("count", "size", "padding", "number", "activation")
+            assert field.description and field.kind in kinds

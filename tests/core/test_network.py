@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from cnn_core import (
     ConfigError,
@@ -355,6 +356,7 @@ def test_callback_receives_iteration_and_epoch_events():
         "val_accuracy",
         "seconds",
         "last_iteration",
+        "learning_rate",
     }
     assert epoch["last_iteration"] == events[-2]["iteration"] == 6
     assert epoch["epoch"] == 2 and 0 <= epoch["val_accuracy"] <= 1 and epoch["val_cost"] > 0
@@ -620,6 +622,18 @@ def test_predict_in_chunks_matches_sample_by_sample():
     np.testing.assert_allclose(
         proba[picks], np.concatenate([net.predict_proba(X[i : i + 1]) for i in picks]), rtol=1e-12
     )
+
+
+def test_a_big_batch_on_two_blas_threads_is_predicted_in_two_threads_alike():
+    net = Network.from_config(TINY, seed=0)
+    X = np.random.default_rng(3).standard_normal((300, 1, 6, 6)).astype(np.float32)
+    with threadpool_limits(1):
+        alone = net.logits(X)
+    with threadpool_limits(2):
+        parallel = net.logits(X)
+        limits = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    np.testing.assert_allclose(parallel, alone, rtol=1e-5, atol=1e-6)
+    assert limits and set(limits) == {2}  # the one-thread limit of the predict threads is gone
 
 
 def test_input_and_label_errors():

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from cnn_core import Network
+from cnn_core import Network, build_preset
+from cnn_core.layers import LAYERS
 from cnn_core.onnx_export import IR_VERSION, OPSET
 
 onnx = pytest.importorskip("onnx")
@@ -19,7 +20,8 @@ HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear")
 def random_config(rng):
     """A random stack of every layer type on a small odd-sized input: convolutions with odd
     kernels, strides and paddings (int, pair, 'same', 'valid'), overlapping and tiling pools,
-    an explicit or implied flatten, dense layers, and a softmax or single-sigmoid output."""
+    batch norm and dropout after maps and after dense layers, an explicit or implied flatten
+    or a global average pool, dense layers, and a softmax or single-sigmoid output."""
     c, h, w = int(rng.integers(1, 4)), int(rng.integers(9, 16)), int(rng.integers(9, 16))
     layers = []
     for _ in range(int(rng.integers(1, 3))):
@@ -34,6 +36,7 @@ def random_config(rng):
                 "activation": HIDDEN_ACTIVATIONS[int(rng.integers(4))],
             }
         )
+        layers += extras(rng)
         pool = int(rng.integers(1, 3))
         layers.append(
             {
@@ -42,8 +45,7 @@ def random_config(rng):
                 "stride": int(rng.integers(1, pool + 1)),
             }
         )
-    if rng.random() < 0.5:
-        layers.append({"type": "flatten"})
+    layers += [[], [{"type": "flatten"}], [{"type": "globalavgpool"}]][int(rng.integers(3))]
     layers.append(
         {
             "type": "dense",
@@ -51,8 +53,28 @@ def random_config(rng):
             "activation": HIDDEN_ACTIVATIONS[int(rng.integers(4))],
         }
     )
+    layers += extras(rng)
     layers.append({"type": "dense", "units": 1 if rng.random() < 0.3 else int(rng.integers(2, 6))})
     return {"input_shape": [c, h, w], "layers": layers}
+
+
+def extras(rng):
+    """Nothing, a batch norm, a dropout, or both, in a random order."""
+    chosen = [
+        {"type": "batchnorm", "epsilon": float(rng.choice([1e-5, 1e-3]))},
+        {"type": "dropout", "rate": float(rng.uniform(0.1, 0.6))},
+    ]
+    return [layer for layer in rng.permutation(chosen) if rng.random() < 0.5]
+
+
+def randomize_state(net, rng):
+    """Nonzero biases and trained-looking batch-norm state, so a dropped or misplaced term
+    would show in the outputs."""
+    for name, array in net.state_dict().items():
+        if name.endswith((".b", ".beta", ".running_mean")):
+            array[:] = rng.standard_normal(array.shape)
+        elif name.endswith((".gamma", ".running_var")):
+            array[:] = rng.uniform(0.5, 2.0, array.shape)
 
 
 def session(net):
@@ -69,14 +91,12 @@ def assert_matches(net, X):
     assert np.abs(probabilities - expected).max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 def test_random_networks_match_predict_proba(seed):
     rng = np.random.default_rng(seed)
     config = random_config(rng)
     net = Network.from_config(config, seed=seed)
-    for name, array in net.params.items():  # nonzero biases, so a dropped bias would show
-        if name.endswith(".b"):
-            array[:] = rng.standard_normal(array.shape)
+    randomize_state(net, rng)
     X = rng.uniform(0, 1, (5, *config["input_shape"])).astype(np.float32)
     assert_matches(net, X)
 
@@ -100,6 +120,25 @@ def test_lenet5_on_digits_matches_and_keeps_the_batch_dimension_free():
     rng = np.random.default_rng(0)
     for n in (1, 9):
         assert_matches(net, rng.uniform(0, 1, (n, 1, 28, 28)).astype(np.float32))
+
+
+def test_every_layer_type_is_covered_by_the_random_networks():
+    seen = {
+        layer["type"]
+        for seed in range(16)
+        for layer in random_config(np.random.default_rng(seed))["layers"]
+    }
+    assert seen == set(LAYERS)
+
+
+def test_the_convnet_preset_after_training_steps_matches():
+    rng = np.random.default_rng(3)
+    net = Network.from_config(build_preset("convnet", (1, 28, 28), 10), seed=0)
+    X = rng.uniform(0, 1, (16, 1, 28, 28)).astype(np.float32)
+    for _ in range(3):  # running statistics away from their initial 0 and 1
+        net.loss_and_grads(X, rng.integers(0, 10, 16))
+    assert not np.allclose(net.buffers[next(iter(net.buffers))], 0)
+    assert_matches(net, X[:4])
 
 
 def test_a_float64_network_exports_float32_weights():

@@ -104,10 +104,23 @@ def test_updates_keep_the_dtype_and_the_array(name, dtype):
 
 
 DEFAULTS = {
-    "sgd": {"learning_rate": 0.01},
-    "momentum": {"learning_rate": 0.01, "beta": 0.9},
-    "rmsprop": {"learning_rate": 0.001, "beta": 0.999, "epsilon": 1e-8},
-    "adam": {"learning_rate": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
+    "sgd": {"learning_rate": 0.01, "weight_decay": 0.0},
+    "momentum": {"learning_rate": 0.01, "beta": 0.9, "weight_decay": 0.0},
+    "rmsprop": {"learning_rate": 0.001, "beta": 0.999, "epsilon": 1e-8, "weight_decay": 0.0},
+    "adam": {
+        "learning_rate": 0.001,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "epsilon": 1e-8,
+        "weight_decay": 0.0,
+    },
+    "adamw": {
+        "learning_rate": 0.001,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "epsilon": 1e-8,
+        "weight_decay": 0.01,
+    },
 }
 
 
@@ -214,7 +227,8 @@ BAD_HYPER = {
     "unknown-setting": (
         "sgd",
         {"momentum": 0.9},
-        r"optimizer sgd: unknown setting\(s\) \['momentum'\] \(allowed: learning_rate\)",
+        r"optimizer sgd: unknown setting\(s\) \['momentum'\] "
+        r"\(allowed: learning_rate, weight_decay\)",
     ),
     "adam-beta-not-beta1": ("adam", {"beta": 0.9}, r"unknown setting\(s\) \['beta'\]"),
 }
@@ -231,7 +245,7 @@ def test_bad_hyperparameters(name, hyper, pattern):
     [
         (
             "nesterov",
-            r"unknown optimizer 'nesterov' \(expected one of sgd, momentum, rmsprop, adam\)",
+            r"unknown optimizer 'nesterov' \(expected one of sgd, momentum, rmsprop, adam, adamw\)",
         ),
         ({"learning_rate": 0.1}, r"optimizer must be a name or"),
         (42, r"optimizer must be a name or"),

@@ -7,7 +7,7 @@ from app.settings import Settings
 from app.storage.integrity import Problems
 from app.storage.jobs import JobStatus, JobStore
 from app.storage.layout import DataLayout
-from app.storage.sqlite_jobs import SqliteJobStore
+from app.storage.sql_jobs import SqlJobStore
 from app.storage.stores import open_dataset_store, open_model_store
 from app.training import worker
 from app.training.outcomes import Outcome, OutcomeKind
@@ -72,12 +72,12 @@ def test_jobs_start_one_at_a_time_and_a_died_worker_fails_its_job(
     first, second = add_job(jobs), add_job(jobs)
     runner._tick()
     assert executor.started == [first] and jobs.get(second).status is JobStatus.queued
-    layout.checkpoint(first).write_bytes(b"epoch 1")
+    layout.checkpoint(first, 1).write_bytes(b"epoch 1")
     executor.end(first, OutcomeKind.died, "worker process died (signal 9, SIGKILL)")
     runner._tick()
     job = jobs.get(first)
     assert job.status is JobStatus.failed and job.error == "worker process died (signal 9, SIGKILL)"
-    assert not layout.checkpoint(first).exists()
+    assert not layout.checkpoint(first, 1).exists()
     assert executor.started == [second]
 
 
@@ -86,11 +86,11 @@ def test_an_interrupted_run_goes_back_to_the_queue_and_runs_again(
 ) -> None:
     job_id = add_job(jobs)
     runner._tick()
-    layout.checkpoint(job_id).write_bytes(b"mid-epoch")
+    layout.checkpoint(job_id, 1).write_bytes(b"mid-epoch")
     executor.end(job_id, OutcomeKind.interrupted)
     runner._tick()
     assert executor.started == [job_id] and jobs.get(job_id).status is JobStatus.running
-    assert layout.checkpoint(job_id).exists()  # it resumes from there
+    assert layout.checkpoint(job_id, 1).exists()  # it resumes from there
 
 
 def test_shutdown_requests_a_stop_of_each_running_job_and_starts_no_other(
@@ -132,25 +132,25 @@ def test_startup_repair_requeues_and_quarantines_unpublished_models(
     jobs.claim_next()
     worker.run_job(published, settings)
     jobs.claim_next()
-    finish = SqliteJobStore.finish
+    finish = SqlJobStore.finish
 
     def die_before_succeeding(self, job_id: str, status: JobStatus, **fields: object) -> bool:
         if status is JobStatus.succeeded:
             raise Crash  # the worker stored its model but died before marking the job succeeded
         return finish(self, job_id, status, **fields)
 
-    monkeypatch.setattr(SqliteJobStore, "finish", die_before_succeeding)
+    monkeypatch.setattr(SqlJobStore, "finish", die_before_succeeding)
     with pytest.raises(Crash):
         worker.run_job(crashed, settings)
-    monkeypatch.setattr(SqliteJobStore, "finish", finish)
+    monkeypatch.setattr(SqlJobStore, "finish", finish)
     models = open_model_store(settings, Problems())
     [orphan] = [m for m in models.list_all() if m.job_id == crashed]
     jobs.claim_next()
     jobs.finish(failed, JobStatus.failed, error="boom")
-    layout.checkpoint(failed).write_bytes(b"stale")
+    layout.checkpoint(failed, 1).write_bytes(b"stale")
     runner.recover()
     assert models.get(orphan.id) is None and models.get(jobs.get(published).model_id)
     moved = sorted(p.name.split("-", 2)[2] for p in (layout.quarantine / "models").iterdir())
     assert moved == [f"{orphan.id}.json", f"{orphan.id}.npz"]
     assert jobs.get(crashed).status is JobStatus.queued
-    assert not layout.checkpoint(failed).exists()
+    assert not layout.checkpoint(failed, 1).exists()

@@ -65,7 +65,7 @@ def test_running_out_of_memory_fails_the_job_with_advice(
 ) -> None:
     job_id = add_job(jobs)
     jobs.claim_next()
-    layout.checkpoint(job_id).write_bytes(b"from an earlier run")
+    layout.checkpoint(job_id, 1).write_bytes(b"from an earlier run")
 
     def allocate_too_much(*args: object) -> None:
         raise MemoryError
@@ -74,7 +74,7 @@ def test_running_out_of_memory_fails_the_job_with_advice(
     assert worker.run_job(job_id, settings) == Outcome(OutcomeKind.failed, worker.OUT_OF_MEMORY)
     job = jobs.get(job_id)
     assert job.status is JobStatus.failed and job.error == worker.OUT_OF_MEMORY
-    assert not layout.checkpoint(job_id).exists()
+    assert not layout.checkpoint(job_id, 1).exists()
 
 
 class Crash(BaseException):
@@ -97,7 +97,7 @@ def test_worker_resumes_a_crashed_run_to_the_same_model(
     with pytest.raises(Crash):
         worker.run_job(interrupted, settings)
     assert jobs.get(interrupted).status is JobStatus.running
-    assert layout.checkpoint(interrupted).exists()
+    assert layout.checkpoint(interrupted, 1).exists()
     monkeypatch.setattr(worker.ProgressRecorder, "__call__", record)
     assert worker.run_job(interrupted, settings) == Outcome(OutcomeKind.succeeded)
     jobs.claim_next()
@@ -110,7 +110,7 @@ def test_worker_resumes_a_crashed_run_to_the_same_model(
     iterations, epochs = jobs.costs(interrupted, 0)
     assert [e.epoch for e in epochs] == [1, 2, 3]
     assert [i.iteration for i in iterations] == list(range(1, 3 * 57 + 1))
-    assert not layout.checkpoint(interrupted).exists()
+    assert not layout.checkpoint(interrupted, 1).exists()
 
 
 def test_a_job_trains_and_resumes_with_the_thread_count_it_was_submitted_with(
@@ -135,3 +135,28 @@ def test_a_job_trains_and_resumes_with_the_thread_count_it_was_submitted_with(
     assert worker.run_job(job_id, settings) == Outcome(OutcomeKind.succeeded)
     assert jobs.get(job_id).status is JobStatus.succeeded
     assert seen == [2, 2]
+
+
+def test_a_run_taken_over_stops_and_publishes_nothing(
+    settings: Settings, layout: DataLayout, jobs: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = add_job(jobs)
+    assert jobs.claim("lost-worker", lease_seconds=60).attempt == 1
+    record = worker.ProgressRecorder.__call__
+
+    def taken_over_at_iteration_5(self, event: dict) -> bool:
+        if event["type"] == "iteration" and event["iteration"] == 5:
+            # what the lease sweep and another worker do while this one is cut off
+            assert jobs.requeue(job_id, attempt=1)
+            assert jobs.claim("other-worker", lease_seconds=60).attempt == 2
+        return record(self, event)
+
+    monkeypatch.setattr(worker.ProgressRecorder, "__call__", taken_over_at_iteration_5)
+    assert worker.run_job(job_id, settings, attempt=1) == Outcome(OutcomeKind.superseded)
+    job = jobs.get(job_id)
+    assert job.status is JobStatus.running and job.attempt == 2 and job.model_id is None
+    recorded = [i.iteration for i in jobs.costs(job_id, 0)[0]]
+    assert recorded[0] == 1 and max(recorded) < 5  # nothing from after the takeover
+    assert open_model_store(settings, Problems()).list_all() == []
+    assert not layout.checkpoint(job_id, 2).exists()  # the new attempt's file is its own
+    assert worker.run_job(job_id, settings, attempt=1) == Outcome(OutcomeKind.superseded)

@@ -1,0 +1,288 @@
+"""Many machines on one: two API servers and two `make worker` processes sharing one Redis, one
+PostgreSQL and one data directory, all separate processes on loopback. Jobs submitted on one
+server are followed, cancelled and downloaded on the other; workers are killed, stopped and
+Redis is restarted while jobs train, and every job that was not cancelled ends with exactly
+the weights of an uninterrupted run."""
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.support.builders import TINY_ARCHITECTURE
+from tests.support.server import REPO, LiveServer, model_params
+from tests.support.servers import PostgresServer, RedisServer, running
+
+# mnist-sample (1,800 training digits) in batches of 16: 113 iterations an epoch, 1-10 s of
+# training in all (as the shared machine goes), long enough to interrupt a job mid-epoch.
+TRAINING = {"epochs": 8, "batch_size": 16, "validation_split": 0.1, "seed": 0,
+            "optimizer": {"name": "adam", "learning_rate": 0.005}}  # fmt: skip
+PER_EPOCH = 113
+
+
+def worker_command() -> list[str]:
+    """The command `make worker` runs, read from the Makefile, with this interpreter."""
+    recipe = re.search(r"^worker:.*\n\t(.+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    return [sys.executable if word == "$(PY)" else word for word in recipe.group(1).split()]
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                worker_command(), cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    @property
+    def name_suffix(self) -> str:
+        return f"-{self.process.pid}"
+
+    def descendants(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(self.process.pid).children(recursive=True)
+        return []
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+class Cluster:
+    def __init__(self, tmp: Path, redis_server: RedisServer, database_url: str) -> None:
+        self.redis = redis_server
+        self.data_dir = tmp / "shared-volume"
+        settings = {"CNN_DATABASE_URL": database_url, "CNN_REDIS_URL": redis_server.url,
+                    "CNN_TRAIN_THREADS": "1", "CNN_POLL_INTERVAL": "0.1"}  # fmt: skip
+        env = {
+            **os.environ,
+            "CNN_DATA_DIR": str(self.data_dir),
+            "PYTHONPATH": str(REPO),
+            **settings,
+        }
+        self.env = env
+        self.apis = [LiveServer(self.data_dir, tmp / f"api{i}.log", **settings) for i in (1, 2)]
+        self.workers = [WorkerProcess(env, tmp / f"worker{i}.log") for i in (1, 2)]
+        self.tmp = tmp
+
+    def client(self, i: int) -> httpx.Client:
+        return httpx.Client(base_url=self.apis[i].url, timeout=30)
+
+    def worker_of(self, job: dict, api: httpx.Client) -> "WorkerProcess | None":
+        """The worker process training `job`, from the name /health gives."""
+        live = api.get("/health").json()["jobs"]["live_workers"]
+        names = [w["name"] for w in live if w["job_id"] == job["id"]]
+        return next((w for w in self.workers if names and names[0].endswith(w.name_suffix)), None)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.tmp.glob("*.log"))
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
+) -> Iterator[Cluster]:
+    with running(RedisServer()) as redis_server:
+        cluster = Cluster(tmp_path_factory.mktemp("cluster"), redis_server,
+                          postgres_server.new_database())  # fmt: skip
+        try:
+            for api in cluster.apis:
+                api.start()
+            for worker in cluster.workers:
+                worker.start()
+            with cluster.client(0) as api:
+                wait_until(lambda: api.get("/health").json()["jobs"]["workers"] == 2, 30)
+            yield cluster
+        finally:
+            for worker in cluster.workers:
+                worker.kill()
+            for api in cluster.apis:
+                api.kill_group()
+
+
+def wait_until(condition, timeout: float, what: str = "condition"):
+    """Poll `condition` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} not met in {timeout} s"
+        time.sleep(0.05)
+
+
+def submit(api: httpx.Client) -> dict:
+    body = {"dataset_id": "mnist-sample", "architecture": TINY_ARCHITECTURE, "training": TRAINING}
+    response = api.post("/jobs", json=body)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def running_at(api: httpx.Client, job_id: str, iteration: int) -> dict:
+    """The job once it runs past `iteration`."""
+
+    def reached() -> dict | None:
+        job = api.get(f"/jobs/{job_id}").json()
+        assert job["status"] in ("queued", "running"), job
+        return job if job["progress"]["iteration"] >= iteration else None
+
+    return wait_until(reached, 60, f"job {job_id} at iteration {iteration}")
+
+
+def finished(api: httpx.Client, job_id: str, timeout: float = 90) -> dict:
+    def ended() -> dict | None:
+        job = api.get(f"/jobs/{job_id}").json()
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_until(ended, timeout, f"job {job_id} finished")
+
+
+def sse_events(api: httpx.Client, job_id: str) -> list[tuple[str, dict]]:
+    """Every event of the job's stream until it ends."""
+    events, name = [], None
+    with api.stream("GET", f"/jobs/{job_id}/events", timeout=120) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((name, json.loads(line.split(":", 1)[1])))
+    return events
+
+
+@pytest.fixture(scope="module")
+def reference(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The weights of an uninterrupted run, submitted on one server and followed (SSE) and
+    downloaded on the other."""
+    with cluster.client(0) as api1, cluster.client(1) as api2:
+        job = submit(api1)
+        events = sse_events(api2, job["id"])
+        assert events[-1][0] == "end" and events[-1][1]["status"] == "succeeded", events[-1]
+        costs = [i["iteration"] for name, data in events if name == "costs"
+                 for i in data["iterations"]]  # fmt: skip
+        assert costs == list(range(1, 8 * PER_EPOCH + 1))
+        return model_params(api2, events[-1][1]["model_id"], tmp_path_factory.mktemp("ref"))
+
+
+def assert_same_weights(actual: dict, expected: dict) -> None:
+    assert actual.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_array_equal(actual[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
+def test_a_job_whose_worker_goes_away_resumes_on_the_other_to_the_same_weights(
+    cluster: Cluster, reference: dict, tmp_path: Path, how: str
+) -> None:
+    with cluster.client(0) as api1, cluster.client(1) as api2:
+        job = submit(api2)
+        job = running_at(api1, job["id"], PER_EPOCH + 20)  # in epoch 2, past its checkpoint
+        doomed = cluster.worker_of(job, api1)
+        helpers = doomed.descendants()
+        stopped_at = time.monotonic()
+        if how == "kill -9":
+            os.kill(doomed.process.pid, signal.SIGKILL)  # the worker only: its horse must follow
+        else:
+            doomed.process.send_signal(signal.SIGTERM)
+        doomed.process.wait(timeout=15)  # a SIGTERM exits within the compose stop grace
+        gone = psutil.wait_procs(helpers, timeout=10)[1]
+        assert not gone, f"left running: {gone}"
+
+        def moved() -> bool:
+            now = api1.get(f"/jobs/{job['id']}").json()
+            return now["status"] == "running" and cluster.worker_of(job, api1) not in (None, doomed)
+
+        wait_until(moved, 30, "the job running on the other worker")
+        print(f"{how}: running again {time.monotonic() - stopped_at:.1f} s later")
+        done = finished(api2, job["id"])
+        assert done["status"] == "succeeded", cluster.logs()
+        assert_same_weights(model_params(api1, done["model_id"], tmp_path), reference)
+        iterations = api2.get(f"/jobs/{job['id']}/costs").json()["iterations"]
+        assert [i["iteration"] for i in iterations] == list(range(1, 8 * PER_EPOCH + 1))
+        doomed.start()  # back to two workers
+        wait_until(lambda: api1.get("/health").json()["jobs"]["workers"] == 2, 30, "two workers")
+
+
+def test_a_redis_restart_mid_run_loses_no_job(cluster: Cluster, reference: dict, tmp_path: Path):
+    with cluster.client(0) as api1, cluster.client(1) as api2:
+        jobs = [submit(api) for api in (api1, api2, api1)]  # two run, one waits for a worker
+        running_at(api2, jobs[0]["id"], 10)
+        cluster.redis.restart()  # empty: the queued job's call is gone
+        for job in jobs:
+            done = finished(api1, job["id"])
+            assert done["status"] == "succeeded", cluster.logs()
+            assert_same_weights(model_params(api2, done["model_id"], tmp_path), reference)
+
+
+def test_a_cancel_on_one_server_stops_the_job_on_its_worker_and_publishes_nothing(
+    cluster: Cluster,
+) -> None:
+    with cluster.client(0) as api1, cluster.client(1) as api2:
+        job = submit(api1)
+        job = running_at(api1, job["id"], 5)
+        worker = wait_until(lambda: cluster.worker_of(job, api1), 5, "the job's worker")
+        asked = time.monotonic()
+        assert api2.post(f"/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+
+        wait_until(lambda: not worker.descendants(), 5, "the worker's horse gone")
+        stopped = time.monotonic() - asked
+        print(f"cancel: the horse ended {stopped:.2f} s after the request")
+        assert stopped < 3
+        progress = api1.get(f"/jobs/{job['id']}").json()["progress"]["iteration"]
+        time.sleep(0.5)
+        after = api1.get(f"/jobs/{job['id']}").json()
+        assert after["status"] == "cancelled" and after["model_id"] is None
+        assert after["progress"]["iteration"] == progress  # nothing written after the cancel
+        assert all(m["job_id"] != job["id"] for m in api2.get("/models").json()["models"])
+        health = api2.get("/health").json()["jobs"]
+        assert health["executor"] == "rq" and health["workers"] == 2 and health["queued"] == 0
+
+
+def test_the_scale_out_compose_file_has_every_part_checked_and_no_secret() -> None:
+    yaml = pytest.importorskip("yaml")
+    text = (REPO / "docker-compose.scale.yml").read_text()
+    services = yaml.safe_load(text)["services"]
+    assert {"postgres", "redis", "api1", "api2", "worker1", "worker2"} <= services.keys()
+    for name in ("api1", "api2"):
+        assert all(port.startswith("127.0.0.1:") for port in services[name]["ports"])
+    for name in ("postgres", "redis", "worker1", "worker2"):
+        assert services[name]["healthcheck"]["test"], name
+    for name in ("worker1", "worker2"):
+        assert services[name]["command"][1:] == worker_command()[1:] and services[name]["init"]
+        assert int(services[name]["stop_grace_period"].rstrip("s")) >= 10
+        env = services[name]["environment"]
+        assert env["CNN_REDIS_URL"] and env["CNN_DATABASE_URL"].startswith("postgresql://")
+    assert "${POSTGRES_PASSWORD:?" in text and "${CNN_API_KEY:?" in text  # from the environment
+
+
+def test_the_api_answers_503_while_postgresql_is_away(tmp_path: Path) -> None:
+    postgres = PostgresServer()
+    with running(postgres):
+        settings = Settings(data_dir=tmp_path / "data", database_url=postgres.new_database())
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/jobs").status_code == 200
+            postgres.stop()
+            response = client.get("/jobs")
+            assert response.status_code == 503 and "job database" in response.json()["detail"]
+            assert response.headers["Retry-After"]
+            postgres.start_again()
+            assert wait_until(lambda: client.get("/jobs").status_code == 200, 30, "back")
