@@ -1,4 +1,5 @@
-"""Predictions: decode images, convert them like the training data, run the model.
+"""Predictions and evaluations: decode images, convert data like the training data, run the
+model.
 
 Decoding and inference are CPU work and run in the threadpool, never in the event loop. At most
 `predict_concurrency` predictions are in flight at once, counted from before the request body
@@ -16,7 +17,7 @@ import io
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -28,7 +29,7 @@ from app.errors import BusyError, ConflictError, InvalidRequestError, PayloadToo
 from app.metrics import PREDICTIONS
 from app.storage.models import ModelMeta, ModelStore
 from cnn_core import ModelFileError, Network
-from cnn_core.datasets import convert_images, open_image
+from cnn_core.datasets import Dataset, convert_images, open_image
 
 
 def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> list[dict]:
@@ -50,6 +51,36 @@ def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> list[
         ]
         results.append({**scores[0], "top_k": scores})
     return results
+
+
+def evaluation_data(model: ModelMeta, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The dataset's (X, y) as the model sees them, or a 422 saying why it cannot be scored.
+
+    Labels are matched by class name, so a dataset may hold a subset of the model's classes in
+    any order. X is rescaled when the two were scaled differently (both scalings are recorded
+    as the factor applied to 8-bit pixels, `image_scale`).
+    """
+    if list(dataset.input_shape) != list(model.input_shape):
+        raise InvalidRequestError(
+            f"the dataset's images are {list(dataset.input_shape)} (channels, height, width) "
+            f"but the model takes {model.input_shape}: evaluate on a dataset of that shape"
+        )
+    unknown = [name for name in dataset.class_names if name not in model.classes]
+    if unknown:
+        raise InvalidRequestError(
+            f"the dataset has classes the model does not know: {unknown[:10]}; the model's "
+            f"classes are {model.classes[:20]}"
+        )
+    labels = np.array([model.classes.index(name) for name in dataset.class_names], np.intp)
+    X = dataset.X
+    ratio = _image_scale(model.preprocessing) / _image_scale(dataset.preprocessing)
+    if ratio != 1:
+        X = X * np.float32(ratio)
+    return X, labels[dataset.y]
+
+
+def _image_scale(preprocessing: dict) -> float:
+    return float(preprocessing.get("image_scale", 1.0))
 
 
 # Above this many pixels an image is decoded and converted in one dedicated thread, one at a
@@ -94,7 +125,8 @@ class Predictor:
         self._max_request_pixels = max_request_pixels
         self._large_images = ThreadPoolExecutor(1, thread_name_prefix="large-images")
 
-    def _network(self, model_id: str) -> Network:
+    def network(self, model_id: str) -> Network:
+        """The model's network, from the cache or loaded (409 when its file is unusable)."""
         with self._cache_lock:
             if model_id in self._cache:
                 self._cache.move_to_end(model_id)
@@ -171,7 +203,7 @@ class Predictor:
         self._large_images.shutdown(cancel_futures=True)
 
     def _predict_array(self, model: ModelMeta, X: np.ndarray, top_k: int) -> list[dict]:
-        net = self._network(model.id)
+        net = self.network(model.id)
         with np.errstate(over="ignore", invalid="ignore"):
             X = X.astype(net.dtype, copy=False)
         if not np.isfinite(X).all():
@@ -186,6 +218,16 @@ class Predictor:
         for index, result in enumerate(results):
             result.update(index=index, filename=None, inverted=False)
         return results
+
+    def _evaluate(self, model: ModelMeta, load_dataset: Callable[[], Dataset]) -> dict:
+        X, y = evaluation_data(model, load_dataset())
+        return self.network(model.id).evaluate(X, y).to_dict(model.classes)
+
+    async def evaluate(self, model: ModelMeta, load_dataset: Callable[[], Dataset]) -> dict:
+        """Score the model on the labelled dataset `load_dataset()` returns (see
+        `cnn_core.evaluation`), inside `slot()`: loading and scoring run in the threadpool,
+        and evaluations count among the predictions in flight."""
+        return await run_in_threadpool(self._evaluate, model, load_dataset)
 
     async def predict_images(
         self, model: ModelMeta, files: list[tuple[str, bytes]], top_k: int, invert: str

@@ -1,8 +1,9 @@
 """Images the service draws: the cost curve as the seed's `show_cost` drew it (cost against
-iteration), and sheets of dataset samples.
+iteration), sheets of dataset samples, and the heat map of a confusion matrix.
 
-The title, the one string a user chose, is drawn as plain text (`parse_math=False`): a job
-named `$x^$` gets that title, not mathtext that matplotlib fails to parse.
+Strings a user chose (a job's name, a model's, class names) are drawn as plain text
+(`parse_math=False`): a job named `$x^$` gets that title, not mathtext that matplotlib fails to
+parse.
 """
 
 import io
@@ -59,3 +60,54 @@ def sample_sheet_png(rows: Sequence[np.ndarray], image_scale: float) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+MAX_ANNOTATED_CLASSES = 20  # beyond this, counts in the cells would not be legible
+MAX_LABELLED_CLASSES = 60
+
+
+def confusion_matrix_png(
+    matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str
+) -> bytes:
+    """The confusion matrix as a heat map, rows the true class, columns the predicted one.
+
+    Each row is coloured by its share of the row (recall-normalized), so small classes show
+    their confusions as clearly as large ones; the cells carry the counts. Class names and the
+    title are user strings: drawn as plain text (never mathtext), and shortened.
+    """
+    counts = np.asarray(matrix, dtype=np.int64)
+    k = len(classes)
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    side = min(4 + 0.45 * k, 16)
+    figure = Figure(figsize=(side + 1.5, side), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
+    if k <= MAX_LABELLED_CLASSES:
+        names = [_short(name) for name in classes]
+        axes.set_xticks(range(k), names, rotation=90 if k > 10 else 0, parse_math=False)
+        axes.set_yticks(range(k), names, parse_math=False)
+    if k <= MAX_ANNOTATED_CLASSES:
+        for (t, p), count in np.ndenumerate(counts):
+            axes.text(
+                p,
+                t,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if shares[t, p] > 0.5 else "black",
+            )
+    axes.set_xlabel("Predicted class")
+    axes.set_ylabel("True class")
+    axes.set_title(title, parse_math=False)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _short(text: str, limit: int = 24) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

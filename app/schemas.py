@@ -335,6 +335,54 @@ class Predictions(BaseModel):
     predictions: list[Prediction]
 
 
+class EvaluateRequest(Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"dataset_id": "mnist-sample"}]})
+
+    dataset_id: str = Field(description="A labelled dataset whose classes are the model's.")
+
+
+class ClassEvaluation(BaseModel):
+    class_name: str
+    precision: float = Field(description="0 when the class is never predicted.")
+    recall: float = Field(description="0 when the class does not occur in the dataset.")
+    f1: float
+    support: int = Field(description="Samples of this class in the dataset.")
+
+
+class ConfusedPair(BaseModel):
+    true: int = Field(description="Label (index into `classes`) of the true class.")
+    predicted: int = Field(description="Label of the class predicted instead.")
+    count: int
+
+
+class Misclassified(BaseModel):
+    true: int
+    predicted: int
+    indices: list[int] = Field(
+        description="The first few samples (indices into the dataset) of this cell, in order."
+    )
+
+
+class Evaluation(BaseModel):
+    model_id: str
+    dataset_id: str
+    n_samples: int
+    accuracy: float
+    cost: float = Field(description="Mean loss over the dataset (the training cost).")
+    classes: list[str] = Field(description="The model's classes; labels index this list.")
+    confusion_matrix: list[list[int]] = Field(
+        description="Counts, rows the true class and columns the predicted one."
+    )
+    per_class: list[ClassEvaluation]
+    most_confused: list[ConfusedPair] = Field(
+        description="The largest off-diagonal cells of the confusion matrix, largest first."
+    )
+    misclassified: list[Misclassified] = Field(
+        description="Per confused (true, predicted) cell, a few sample indices: see "
+        "`GET /datasets/{id}/samples`."
+    )
+
+
 class LiveWorkerOut(BaseModel):
     name: str = Field(description="The worker's name (host and process id).")
     seen_at: float = Field(description="When it last reported itself alive (Unix time).")

@@ -14,9 +14,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import config as config_lib
+from . import evaluation, training
 from . import functional as F
 from . import layers as layers_lib
-from . import training
 from .errors import ConfigError, DatasetError, ModelFileError
 from .files import load_archive, save_archive
 from .history import History
@@ -229,9 +229,12 @@ class Network:
             return F.binary_cross_entropy(z, y)
         return F.softmax_cross_entropy(z, y)
 
+    def _labels(self, z):
+        """Logits (K, N) -> (N,) predicted labels (a sigmoid unit predicts 1 above 0.5)."""
+        return (z[0] > 0).astype(np.intp) if self.output == "sigmoid" else z.argmax(axis=0)
+
     def _correct(self, z, y):
-        predicted = (z[0] > 0) if self.output == "sigmoid" else z.argmax(axis=0)
-        return int(np.count_nonzero(predicted == y))
+        return int(np.count_nonzero(self._labels(z) == y))
 
     def loss_and_grads(self, X, y):
         """Mean loss over the batch and its gradient for every parameter (same keys as params),
@@ -285,19 +288,27 @@ class Network:
 
     def predict(self, X):
         """(N, C, H, W) -> (N,) integer labels (a sigmoid unit predicts 1 above 0.5)."""
-        z = self.logits(X)
-        return (z[:, 0] > 0).astype(np.int64) if self.output == "sigmoid" else z.argmax(axis=1)
+        return self._labels(self.logits(X).T)
 
-    def evaluate(self, X, y):
-        """Mean loss and accuracy over a dataset, computed in chunks."""
-        y = self._check_labels(y, len(X))
-        total = correct = 0.0
+    def evaluate(self, X, y, examples_per_cell=evaluation.EXAMPLES_PER_CELL):
+        """Score a labelled dataset in evaluation mode, ``PREDICT_BATCH`` samples at a time:
+        an :class:`~cnn_core.evaluation.Evaluation` with the mean loss (``cost``), accuracy,
+        confusion matrix, per-class precision/recall/F1/support, the most confused pairs and
+        up to ``examples_per_cell`` misclassified sample indices per confused pair."""
+        y = self._check_labels(y, len(self._check_shape(X)))
+        tally = evaluation.Tally(self.n_classes, examples_per_cell)
         for i in range(0, len(X), PREDICT_BATCH):
             z = self._forward(self._to_internal(X[i : i + PREDICT_BATCH]), train=False)
             yb = y[i : i + PREDICT_BATCH]
-            total += self._loss(z, yb)[0] * len(yb)
-            correct += self._correct(z, yb)
-        return total / len(X), correct / len(X)
+            tally.add(yb, self._labels(z), self._loss(z, yb)[0] * len(yb))
+        return tally.result(with_cost=True)
+
+    def to_onnx(self, path):
+        """Write the network as an ONNX model in evaluation mode (see
+        :mod:`cnn_core.onnx_export`); ``path`` is a file path or a binary file object."""
+        from .onnx_export import to_onnx  # onnx is needed by the export only
+
+        to_onnx(self, path)
 
     # ---------------------------------------------------------------------------- persistence
 

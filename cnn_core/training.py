@@ -174,7 +174,8 @@ def fit(
                     return history
             val_cost = val_accuracy = None
             if validation_data is not None:
-                val_cost, val_accuracy = net.evaluate(Xv, yv)
+                scores = net.evaluate(Xv, yv, examples_per_cell=0)
+                val_cost, val_accuracy = scores.cost, scores.accuracy
             summary = EpochSummary(
                 epoch=epoch,
                 cost=position.cost_sum / n,

@@ -1,24 +1,30 @@
 """List, describe, download, delete and predict with trained models."""
 
+import io
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.deps import ModelDep, ModelStoreDep, PredictorDep, SettingsDep
+from app.deps import DatasetStoreDep, ModelDep, ModelStoreDep, PredictorDep, SettingsDep
 from app.errors import (
     InvalidRequestError,
     NotFoundError,
     PayloadTooLargeError,
     UnsupportedMediaError,
 )
+from app.ids import is_valid_id
+from app.inference import Predictor
+from app.plotting import confusion_matrix_png
 from app.schemas import (
+    EvaluateRequest,
+    Evaluation,
     LayerSummary,
     Model,
     ModelList,
@@ -93,19 +99,81 @@ def read_model(model: ModelDep) -> Model:
     responses={
         200: {
             "content": {"application/octet-stream": {}},
-            "description": "The model's .npz file (load with Network.load)",
+            "description": "The model's .npz file (load with Network.load), or its ONNX export",
         },
-        **error_responses(404),
+        **error_responses(404, 409),
     },
 )
-def download_model(model: ModelDep, models: ModelStoreDep) -> FileResponse:
-    """The model file: weights and metadata in one .npz, loadable with `Network.load`."""
+async def download_model(
+    model: ModelDep,
+    models: ModelStoreDep,
+    predictor: PredictorDep,
+    format: Annotated[
+        Literal["npz", "onnx"],
+        Query(
+            description="`npz`: weights and metadata, loadable with `Network.load`. `onnx`: "
+            "opset 17, input float32 (N, C, H, W) in the model's preprocessed scale, output "
+            "class probabilities; the preprocessing is in its metadata_props."
+        ),
+    ] = "npz",
+) -> Response:
+    """The model file: one .npz loadable with `Network.load` (default), or ONNX."""
+    if format == "onnx":
+        data = await run_in_threadpool(_onnx_bytes, predictor, model.id)
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="model-{model.id}.onnx"'},
+        )
     path = models.file_path(model.id)
     if not path.exists():
         raise NotFoundError("Model not found")
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"model-{model.id}.npz"
     )
+
+
+def _onnx_bytes(predictor: Predictor, model_id: str) -> bytes:
+    """The model as ONNX (CPU work: called in the threadpool)."""
+    buffer = io.BytesIO()
+    predictor.network(model_id).to_onnx(buffer)
+    return buffer.getvalue()
+
+
+@router.post(
+    "/{model_id}/evaluate",
+    response_model=Evaluation,
+    responses={
+        200: {
+            "content": {"image/png": {}},
+            "description": "The scores, or with `format=png` the confusion matrix as a heat map",
+        },
+        **error_responses(403, 404, 409, 422, 503),
+    },
+)
+async def evaluate_model(
+    model: ModelDep,
+    body: EvaluateRequest,
+    datasets: DatasetStoreDep,
+    predictor: PredictorDep,
+    format: Annotated[
+        Literal["json", "png"],
+        Query(description="`png`: the confusion matrix as a heat map instead of the scores."),
+    ] = "json",
+) -> Evaluation | Response:
+    """Score the model on a labelled dataset: accuracy, confusion matrix, per-class scores."""
+    dataset = datasets.get(body.dataset_id) if is_valid_id(body.dataset_id) else None
+    if dataset is None:
+        raise NotFoundError(f"Dataset {body.dataset_id!r} not found: upload it with POST /datasets")
+    with predictor.slot():
+        scores = await predictor.evaluate(model, lambda: datasets.load(dataset.id))
+    if format == "png":
+        title = f"{model.name or model.id} on {dataset.name}: accuracy {scores['accuracy']:.2%}"
+        png = await run_in_threadpool(
+            confusion_matrix_png, scores["confusion_matrix"], scores["classes"], title
+        )
+        return Response(png, media_type="image/png")
+    return Evaluation(model_id=model.id, dataset_id=dataset.id, **scores)
 
 
 @router.delete("/{model_id}", status_code=204, responses=error_responses(403, 404))

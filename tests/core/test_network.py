@@ -370,7 +370,10 @@ def test_callback_receives_iteration_and_epoch_events():
     # and its validation figures are those of the final weights
     net = Network.from_config(TINY, seed=0)
     net.fit(X, y, epochs=2, batch_size=8, optimizer=ADAM, threads=1)
-    assert net.evaluate(Xv, yv) == pytest.approx((epoch["val_cost"], epoch["val_accuracy"]))
+    scores = net.evaluate(Xv, yv)
+    assert (scores.cost, scores.accuracy) == pytest.approx(
+        (epoch["val_cost"], epoch["val_accuracy"])
+    )
 
 
 def test_callback_can_stop_training_at_an_iteration():

@@ -328,10 +328,9 @@ function evaluatePanel(model, datasets, available) {
 /**
  * The evaluation of `datasetId` (whose samples have `inputShape`), with a clickable matrix.
  * `result` is POST /models/{id}/evaluate's answer: n_samples, accuracy, classes,
- * confusion_matrix (rows true, columns predicted), per_class. A cell's images need one more
- * field, `misclassified`: [{index, label, predicted}] for every wrongly predicted sample
- * (index into the dataset, true label, predicted label); the images then come from
- * GET /datasets/{id}/samples?index=...
+ * confusion_matrix (rows true, columns predicted), per_class, and `misclassified`:
+ * [{true, predicted, indices}], per confused cell the first few samples (indices into the
+ * dataset) whose images come from GET /datasets/{id}/samples?index=...
  */
 function evaluation(result, datasetId, inputShape) {
   const samples = h("div", { id: "cell-samples", "aria-live": "polite" });
@@ -371,12 +370,13 @@ function evaluation(result, datasetId, inputShape) {
       fill(samples, title, h("p", { class: "muted" }, "This server's evaluation does not list the misclassified samples."));
       return;
     }
-    const indices = result.misclassified.filter((m) => m.label === t && m.predicted === p).map((m) => m.index);
-    const shown = indices.slice(0, MAX_SHOWN);
+    const listed = result.misclassified.find((m) => m.true === t && m.predicted === p);
+    const shown = (listed ? listed.indices : []).slice(0, MAX_SHOWN);
+    const count = result.confusion_matrix[t][p];
     const query = shown.map((i) => `index=${i}`).join("&");
     const [tiles] = await sheetTiles(`/datasets/${datasetId}/samples?${query}`, inputShape, [shown.length]);
     tiles.forEach((tile, i) => tile.setAttribute("title", `sample ${shown[i]}`));
-    fill(samples, title, h("p", { class: "muted" }, `${indices.length} sample${indices.length === 1 ? "" : "s"}${indices.length > shown.length ? `, first ${shown.length} shown` : ""}`), h("div", { class: "tiles" }, tiles));
+    fill(samples, title, h("p", { class: "muted" }, `${count} sample${count === 1 ? "" : "s"}${count > shown.length ? `, first ${shown.length} shown` : ""}`), h("div", { class: "tiles" }, tiles));
   }
 
   const perClass = table(
