@@ -629,7 +629,8 @@ def models_download(
     """Save a model file; prints its path."""
     if format not in ("npz", "onnx"):
         usage_error(f"--format {format}: choose npz or onnx")
-    path = client_of(ctx).download_model(model_id, output or Path(f"model-{model_id}.{format}"))
+    target = output or Path(f"model-{model_id}.{format}")
+    path = client_of(ctx).download_model(model_id, target, format=format)
     if as_json:
         print_json({"model_id": model_id, "format": format, "path": str(path)})
     else:
