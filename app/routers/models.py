@@ -148,7 +148,7 @@ def _onnx_bytes(predictor: Predictor, model_id: str) -> bytes:
             "content": {"image/png": {}},
             "description": "The scores, or with `format=png` the confusion matrix as a heat map",
         },
-        **error_responses(403, 404, 409, 422, 503),
+        **error_responses(400, 403, 404, 409, 413, 422, 503),
     },
 )
 async def evaluate_model(
