@@ -576,20 +576,24 @@ def batchnorm_forward(x, gamma, beta, epsilon, mean=None, var=None):
 
     With ``mean``/``var`` None (training) the statistics are the batch's, over every axis but
     the first: ``var`` is the biased variance, as PyTorch normalizes with. Otherwise (evaluation)
-    the given running statistics are used. Returns (out, cache, batch mean, batch var); the
-    cache is what :func:`batchnorm_backward` needs (training only).
+    the given running statistics are used, folded into one scale and shift per channel.
+    Returns (out, cache, batch mean, batch var); the cache is what :func:`batchnorm_backward`
+    needs (training only, None in evaluation).
     """
     c = x.shape[0]
     x2 = x.reshape(c, -1)
-    if mean is None:
-        mean = x2.mean(axis=1)
-        centred = x2 - mean[:, None]
-        var = np.einsum("ij,ij->i", centred, centred) / x2.shape[1]
-    else:
-        centred = x2 - mean[:, None]
+    if mean is not None:  # evaluation: one affine map per channel, two passes over x
+        scale = (gamma / np.sqrt(var + epsilon)).astype(x.dtype, copy=False)
+        out = x2 * scale[:, None]
+        out += (beta - mean * scale)[:, None]
+        return out.reshape(x.shape), None, mean, var
+    mean = x2.mean(axis=1)
+    normalized = x2 - mean[:, None]
+    var = np.einsum("ij,ij->i", normalized, normalized) / x2.shape[1]
     inv_std = (1.0 / np.sqrt(var + epsilon)).astype(x.dtype, copy=False)
-    normalized = centred * inv_std[:, None]
-    out = normalized * gamma[:, None] + beta[:, None]
+    normalized *= inv_std[:, None]
+    out = normalized * gamma[:, None]
+    out += beta[:, None]
     return out.reshape(x.shape), (normalized, inv_std, gamma), mean, var
 
 
