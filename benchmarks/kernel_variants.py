@@ -235,11 +235,10 @@ def winograd(cases):
     for title, (c, f, size) in cases.items():
         x = rng.standard_normal((c, size, size, N), dtype=np.float32)
         w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(0.05)
-        compare(
-            title,
-            ("Winograd F(2x2, 3x3)" + (" (cnn_core)" if c >= default else ""), step(x, w, 1)),
-            ("im2col" + (" (cnn_core)" if c < default else ""), step(x, w, 10**9)),
-        )
+        winograd_way = ("Winograd F(2x2, 3x3)", step(x, w, 1))
+        im2col_way = ("im2col", step(x, w, 10**9))
+        ours, theirs = (winograd_way, im2col_way) if c >= default else (im2col_way, winograd_way)
+        compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
     F.WINOGRAD_MIN_CHANNELS = default
 
 
