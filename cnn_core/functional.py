@@ -239,7 +239,8 @@ def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
 # arrays (4x the input each) stay in cache; backward rebuilds the input tiles of each block.
 
 # Below this many input channels im2col wins: the transforms cost per channel, the products
-# gain per channel pair (benchmarks/kernel_variants.py, 5a-5d).
+# gain per channel pair (benchmarks/kernel_variants.py, 5a-5e: 0.66x at 32 channels, 1.09x
+# to 1.29x from 64 up). Blocks of 0.5 to 2 MB of transformed tiles measured alike, 8 MB slower.
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_BLOCK_BYTES = 2 * 1024 * 1024  # the transformed input tiles of one block of tile rows
 
