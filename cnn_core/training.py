@@ -23,6 +23,7 @@ from .errors import ConfigError, DivergenceError, ModelFileError
 from .files import load_archive, save_archive
 from .history import EpochSummary, History, IterationCost
 from .noise import StepNoise
+from .specs import check_fields
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cnn_core.checkpoint", 1
 
@@ -323,13 +324,13 @@ class _EarlyStopping:
     def from_spec(cls, spec):
         if spec is None:
             return None
-        if not isinstance(spec, dict):
-            raise ConfigError(
-                f"early_stopping must be an object like {{'patience': 3}}, got {spec!r}"
-            )
-        unknown = set(spec) - {"patience", "min_delta", "restore_best"}
-        if unknown:
-            raise ConfigError(f"early_stopping: unknown field(s) {sorted(unknown)}")
+        check_fields(
+            spec,
+            "early_stopping",
+            ("patience", "min_delta", "restore_best"),
+            example={"patience": 3},
+            required=("patience",),
+        )
         return cls(**spec)
 
     def update(self, summary, state):

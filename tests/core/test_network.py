@@ -520,6 +520,10 @@ def test_divergence_error_suggests_a_lower_learning_rate(dtype):
         ),
         ({"early_stopping": {"patience": 2, "mode": "max"}}, r"unknown field\(s\) \['mode'\]"),
         ({"early_stopping": 3}, r"early_stopping must be an object"),
+        (
+            {"early_stopping": {"min_delta": 0.1}},
+            r"early_stopping: missing field\(s\) \['patience'\]",
+        ),
     ],
     ids=[
         "epochs-0",
@@ -532,6 +536,7 @@ def test_divergence_error_suggests_a_lower_learning_rate(dtype):
         "min-delta-negative",
         "early-stopping-field",
         "early-stopping-int",
+        "early-stopping-no-patience",
     ],
 )
 def test_fit_argument_errors(kwargs, pattern):

@@ -86,7 +86,7 @@ def test_the_rate_is_constant_without_a_schedule_and_checkpoints_refuse_other_se
         ({"lr_schedule": {"name": "step", "gamma": 2}}, r"step: gamma must be in \(0, 1\)"),
         ({"lr_schedule": {"name": "step", "step_size": 1.5}}, r"step_size must be an integer"),
         ({"lr_schedule": {"name": "cosine", "warmup_epochs": 3}}, r"fewer than the epochs \(3\)"),
-        ({"lr_schedule": {"name": "plateau", "cooldown": 1}}, r"unknown setting\(s\) \['cooldown'"),
+        ({"lr_schedule": {"name": "plateau", "cooldown": 1}}, r"unknown field\(s\) \['cooldown'"),
         ({"augmentation": {"shift": -1}}, r"augmentation.shift must be pixels in 0..64"),
         ({"augmentation": {"rotate": 400}}, r"augmentation.rotate must be degrees in 0..180"),
         ({"augmentation": {"flip": "yes"}}, r"augmentation.flip must be true or false"),
