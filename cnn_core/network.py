@@ -17,6 +17,7 @@ from . import config as config_lib
 from . import evaluation, training
 from . import functional as F
 from . import layers as layers_lib
+from .datasets.checks import check_labels
 from .errors import ConfigError, DatasetError, ModelFileError
 from .files import load_archive, save_archive
 from .history import History
@@ -158,18 +159,7 @@ class Network:
         return X, self._check_labels(y, len(X))
 
     def _check_labels(self, y, n):
-        if n == 0:  # a mean over no samples: a ZeroDivisionError or a NaN loss otherwise
-            raise DatasetError("no samples: training and evaluation need at least one image")
-        y = np.asarray(y)
-        if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-            raise DatasetError(
-                f"labels must be {n} integers, got an array of shape {y.shape} and dtype {y.dtype}"
-            )
-        if n and (y.min() < 0 or y.max() >= self.n_classes):
-            raise DatasetError(
-                f"labels must lie in 0..{self.n_classes - 1}, got {y.min()}..{y.max()}"
-            )
-        return y.astype(np.intp)
+        return check_labels(y, n, self.n_classes, "y", need_two_classes=False)[0]
 
     def _forward(self, x, train, layers=None, noise=None):
         """Internal-layout batch -> logits (K, N); ``noise`` keys a training step's draws."""

@@ -648,11 +648,16 @@ def test_input_and_label_errors():
         net.predict(X[:, 0])
     with pytest.raises(DatasetError, match=r"this network expects"):
         net.predict(np.zeros((2, 1, 6, 5)))
-    with pytest.raises(DatasetError, match=r"labels must lie in 0..2, got 0..3"):
+    with pytest.raises(
+        DatasetError, match=r"y holds the label 3 but there are only 3 classes: labels must be 0..2"
+    ):
         net.loss_and_grads(X, np.array([0, 1, 2, 3]))
-    with pytest.raises(DatasetError, match=r"labels must be 4 integers"):
+    with pytest.raises(DatasetError, match=r"y holds the negative label -1: labels must be 0..2"):
+        net.evaluate(X, np.array([0, -1, 1, 1]))
+    assert net.evaluate(X, np.zeros(4, np.int64)).support.tolist() == [4, 0, 0]  # one class scores
+    with pytest.raises(DatasetError, match=r"y must be 4 integers, one label per sample"):
         net.loss_and_grads(X, y.astype(float))
-    with pytest.raises(DatasetError, match=r"labels must be 4 integers"):
+    with pytest.raises(DatasetError, match=r"y must be 4 integers, one label per sample"):
         net.fit(X, y[:3], epochs=1)
 
 
