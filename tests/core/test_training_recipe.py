@@ -8,8 +8,7 @@ import pytest
 from cnn_core import ConfigError, ModelFileError, Network
 from cnn_core.augmentation import Augmentation, warp
 from cnn_core.noise import StepNoise
-
-from .test_training import stop_at, without_seconds
+from tests.support.networks import stop_at, without_seconds
 
 CONFIG = {
     "input_shape": [1, 8, 8],
