@@ -30,6 +30,7 @@ from cnn_client.models import (
     EpochMetrics,
     Job,
     JobStatus,
+    Model,
     ProgressEvent,
 )
 
@@ -611,12 +612,9 @@ def models_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     print_listing(page, page.models, columns, as_json)
 
 
-@models_app.command("show")
-def models_show(ctx: typer.Context, model_id: str, as_json: JsonFlag = False) -> None:
-    """One model: classes, metrics, source job and its layers."""
-    model = client_of(ctx).get_model(model_id)
+def model_fields(model: Model) -> dict[str, Any]:
     metrics = model.metrics
-    fields = {
+    return {
         "id": model.id,
         "name": model.name,
         "job": model.job_id,
@@ -627,7 +625,13 @@ def models_show(ctx: typer.Context, model_id: str, as_json: JsonFlag = False) ->
         "epochs trained": metrics.epochs_trained,
         "accuracy": f"{fmt(metrics.train_accuracy)} (validation {fmt(metrics.val_accuracy)})",
     }
-    print_record(model, fields, as_json)
+
+
+@models_app.command("show")
+def models_show(ctx: typer.Context, model_id: str, as_json: JsonFlag = False) -> None:
+    """One model: classes, metrics, source job and its layers."""
+    model = client_of(ctx).get_model(model_id)
+    print_record(model, model_fields(model), as_json)
     if as_json:
         return
     rows = [
