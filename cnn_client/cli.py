@@ -11,7 +11,7 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -123,14 +123,13 @@ def print_fields(fields: dict[str, Any]) -> None:
 
 
 def print_listing(
-    page: BaseModel, items: list[Any], columns: dict[str, Callable[[Any], Any]], as_json: bool
+    page: BaseModel, columns: tuple[str, ...], rows: list[list[Any]], as_json: bool
 ) -> None:
-    """What a list command prints: the page as JSON with `--json`, else a table of `items`
-    with a column per entry of `columns` (header -> the cell of an item)."""
+    """What a list command prints: the page as JSON with `--json`, else a table of `rows`."""
     if as_json:
         print_json(page)
     else:
-        print_table(*columns, rows=[[cell(item) for cell in columns.values()] for item in items])
+        print_table(*columns, rows=rows)
 
 
 def print_record(value: BaseModel, fields: dict[str, Any], as_json: bool) -> None:
@@ -369,14 +368,11 @@ def datasets_upload(
 def datasets_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Every dataset."""
     page = client_of(ctx).list_datasets()
-    columns = {
-        "id": lambda d: d.id,
-        "name": lambda d: d.name,
-        "samples": lambda d: d.n_samples,
-        "shape": lambda d: fmt_shape(d.input_shape),
-        "classes": lambda d: len(d.classes),
-    }
-    print_listing(page, page.datasets, columns, as_json)
+    columns = ("id", "name", "samples", "shape", "classes")
+    rows = [
+        [d.id, d.name, d.n_samples, fmt_shape(d.input_shape), len(d.classes)] for d in page.datasets
+    ]
+    print_listing(page, columns, rows, as_json)
 
 
 @datasets_app.command("show")
@@ -510,15 +506,19 @@ def jobs_list(
 ) -> None:
     """Jobs, newest first."""
     page = client_of(ctx).list_jobs(status, limit, offset)
-    columns = {
-        "id": lambda j: j.id,
-        "name": lambda j: j.name,
-        "status": lambda j: j.status,
-        "epoch": lambda j: f"{j.progress.epoch}/{j.progress.epochs}",
-        "val_accuracy": lambda j: fmt(j.metrics.val_accuracy if j.metrics else None),
-        "model": lambda j: j.model_id,
-    }
-    print_listing(page, page.jobs, columns, as_json)
+    columns = ("id", "name", "status", "epoch", "val_accuracy", "model")
+    rows = [
+        [
+            j.id,
+            j.name,
+            j.status,
+            f"{j.progress.epoch}/{j.progress.epochs}",
+            fmt(j.metrics.val_accuracy if j.metrics else None),
+            j.model_id,
+        ]
+        for j in page.jobs
+    ]
+    print_listing(page, columns, rows, as_json)
     if not as_json and page.count > offset + len(page.jobs):
         say(f"{page.count} jobs in all; see more with --offset {offset + len(page.jobs)}")
 
@@ -602,14 +602,12 @@ def jobs_costs(
 def models_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Every model, oldest first."""
     page = client_of(ctx).list_models()
-    columns = {
-        "id": lambda m: m.id,
-        "name": lambda m: m.name,
-        "dataset": lambda m: m.dataset_id,
-        "parameters": lambda m: f"{m.param_count:,}",
-        "val_accuracy": lambda m: fmt(m.metrics.val_accuracy),
-    }
-    print_listing(page, page.models, columns, as_json)
+    columns = ("id", "name", "dataset", "parameters", "val_accuracy")
+    rows = [
+        [m.id, m.name, m.dataset_id, f"{m.param_count:,}", fmt(m.metrics.val_accuracy)]
+        for m in page.models
+    ]
+    print_listing(page, columns, rows, as_json)
 
 
 def model_fields(model: Model) -> dict[str, Any]:
