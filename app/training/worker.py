@@ -169,10 +169,11 @@ def train(
     settings = job.training
     seed = settings["seed"]
     train_idx, val_idx = split_indices(data.n_samples, settings["validation_split"], seed)
-    validation = (data.X[val_idx], data.y[val_idx]) if len(val_idx) else None
+    # One float copy of the data in all: each split converted from the stored pixels alone.
+    validation = (data.inputs(val_idx), data.y[val_idx]) if len(val_idx) else None
     net = Network.from_config(job.architecture, seed=seed)
     history = net.fit(
-        data.X[train_idx],
+        data.inputs(train_idx),
         data.y[train_idx],
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],

@@ -170,21 +170,27 @@ def convert_images(
     inverted = []
     for i, img in enumerate(images):
         try:
-            if "background" in preprocessing:
-                pixels[i], flipped = convert_image(
-                    _upright_8_bit(img), c, h, w, preprocessing, invert
-                )
-            else:
-                flipped = invert == "true"
-                pixels[i] = _image_pixels(img, c, h, w)
-                if flipped:
-                    np.subtract(255, pixels[i], out=pixels[i])
+            pixels[i], flipped = image_pixels_like(img, (c, h, w), preprocessing, invert)
         except _DECODE_ERRORS as exc:  # decoding happens here for images not yet loaded
             raise CorruptFile(
                 f"image {i} could not be decoded ({exc}): it is truncated or corrupt"
             ) from None
         inverted.append(flipped)
     return _scale_pixels(pixels.transpose(0, 3, 1, 2), image_scale), inverted
+
+
+def image_pixels_like(
+    img: Image.Image, input_shape: tuple[int, int, int], preprocessing: dict, invert: str
+) -> tuple[np.ndarray, bool]:
+    """uint8 (H, W, C) pixels of one image converted as :func:`convert_images` says, and
+    whether it was inverted: the one conversion of both prediction images and the training
+    images of an image zip that are not of the dataset's size, so both look alike."""
+    c, h, w = input_shape
+    if "background" in preprocessing:
+        return convert_image(_upright_8_bit(img), c, h, w, preprocessing, invert)
+    pixels = _image_pixels(img, c, h, w)
+    flipped = invert == "true"
+    return (255 - pixels if flipped else pixels), flipped
 
 
 def images_to_array(

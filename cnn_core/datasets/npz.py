@@ -17,7 +17,6 @@ from .checks import (
     _check_labels,
     _check_output_size,
     _check_sample_shape,
-    _scale_pixels,
 )
 from .dataset import Dataset, Source
 from .framing import record_conventions
@@ -183,8 +182,14 @@ def _read_npz_array(zf: zipfile.ZipFile, key: str) -> np.ndarray:
         ) from None
 
 
+def _stored_dtype(dtype: np.dtype) -> type:
+    """How X of this dtype is kept: integer pixels as uint8, floats as float32."""
+    return np.uint8 if dtype.kind in "ui" else np.float32
+
+
 def _x_from_array(X: np.ndarray, layout: str, source_format: str) -> tuple[np.ndarray, dict]:
-    """Scaled float32 (N, C, H, W) from a validated raw X, and its preprocessing record."""
+    """The (N, C, H, W) pixels to keep from a validated raw X (uint8 for integer data, float32
+    otherwise; contiguous), and its preprocessing record."""
     if layout == "NHW":
         X = X[:, None]
     elif layout == "NHWC":
@@ -197,10 +202,9 @@ def _x_from_array(X: np.ndarray, layout: str, source_format: str) -> tuple[np.nd
                 f"X is an integer array with values from {lo} to {hi}: integer "
                 f"pixels must be 0..255 (save floats for other ranges)"
             )
-        pixels = X if X.dtype == np.uint8 else X.astype(np.uint8)
         prep = _byte_preprocessing(source_format)
         prep["source_dtype"] = source_dtype
-        return _scale_pixels(pixels, _BYTE_SCALE), prep
+        return np.ascontiguousarray(X, dtype=np.uint8), prep
 
     lo, hi = float(X.min()), float(X.max())  # NaN and inf propagate into min/max
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -258,13 +262,13 @@ def load_npz(source: Source, *, max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
     """
     with _open_zip(source, "the npz file") as zf:
         headers = _preflight_npz(zf, max_bytes)
-        x_shape, _ = headers["X"]
+        x_shape, x_dtype = headers["X"]
         layout = _x_layout(x_shape)
         n, c, h, w = _nchw_shape(x_shape, layout)
         if n < 1:
             raise DatasetError("X holds no samples: a dataset needs at least one image")
         _check_sample_shape(c, h, w, "X")
-        _check_output_size((n, c, h, w), max_bytes, "X")
+        _check_output_size((n, c, h, w), _stored_dtype(x_dtype), max_bytes, "X")
         y_shape, _ = headers["y"]
         if not y_shape or y_shape[0] != n:
             raise DatasetError(
@@ -283,8 +287,9 @@ def load_npz(source: Source, *, max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
             _check_class_names(names, "class_names")
         y = _labels_from_array(_read_npz_array(zf, "y"), n)
         n_classes = _check_labels(y, len(names) if names else None, "y")
-        X, prep = _x_from_array(_read_npz_array(zf, "X"), layout, "npz")
+        pixels, prep = _x_from_array(_read_npz_array(zf, "X"), layout, "npz")
     if names is None:
         names = [str(i) for i in range(n_classes)]
-    prep = {**prep, **record_conventions(X, prep["image_scale"])}
-    return Dataset(X=X, y=y, class_names=names, preprocessing=prep)
+    levels_scale = 1.0 if pixels.dtype == np.uint8 else prep["image_scale"]
+    prep = {**prep, **record_conventions(pixels, levels_scale)}
+    return Dataset(pixels=pixels, y=y, class_names=names, preprocessing=prep)
