@@ -9,7 +9,6 @@ import zlib
 from collections import Counter
 
 import numpy as np
-from PIL import Image
 
 from cnn_core.errors import CorruptFile, DatasetError, DatasetTooLarge
 
@@ -17,7 +16,7 @@ from .checks import _byte_preprocessing, _check_class_names, _check_labels, _che
 from .dataset import Dataset, Source
 from .framing import record_conventions
 from .images import (
-    _DECODE_ERRORS,
+    _decoded,
     _image_pixels,
     _is_grayscale,
     _open_image,
@@ -223,12 +222,12 @@ def load_image_zip(
     pixels = np.empty((len(raws), height, width, shape[0]), dtype=np.uint8)
     odd = [i for i, size in enumerate(sizes) if size != (width, height)]
     for i in np.setdiff1d(np.arange(len(raws)), odd):
-        pixels[i] = _image_pixels(_loaded(raws[i], entries[i][1], max_image_pixels), *shape)
+        pixels[i] = _image_pixels(_decoded(raws[i], max_image_pixels, _what(entries[i])), *shape)
     same = np.delete(pixels, odd, axis=0) if odd else pixels
     prep = _byte_preprocessing("image_zip")
     prep |= record_conventions(same.transpose(0, 3, 1, 2), 1.0)
     for i in odd:  # never inverted: the training images define the polarity
-        img = _loaded(raws[i], entries[i][1], max_image_pixels)
+        img = _decoded(raws[i], max_image_pixels, _what(entries[i]))
         pixels[i] = image_pixels_like(img, shape, prep, invert="false")[0]
     return Dataset(
         pixels=np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)),
@@ -238,14 +237,5 @@ def load_image_zip(
     )
 
 
-def _loaded(data: bytes, info: zipfile.ZipInfo, max_image_pixels: int) -> Image.Image:
-    """An entry's image, decoded, or a CorruptFile naming the entry."""
-    what = f"zip entry {info.filename!r}"
-    img = _open_image(data, max_image_pixels, what)
-    try:
-        img.load()
-    except _DECODE_ERRORS as exc:  # truncated or corrupt pixel data
-        raise CorruptFile(
-            f"{what} could not be decoded ({exc}): it is truncated or corrupt"
-        ) from None
-    return img
+def _what(entry: tuple[str, zipfile.ZipInfo]) -> str:
+    return f"zip entry {entry[1].filename!r}"

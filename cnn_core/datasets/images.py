@@ -81,7 +81,11 @@ def open_image(
     and over max_pixels pixels. A given name (such as the uploaded file's) starts every error
     message, as in "digit.png: the image is not a PNG or JPEG image: ..."."""
     what = "the image" if name is None else f"{name}: the image"
-    data = _read_limited(source, MAX_DATASET_BYTES, what)
+    return _decoded(_read_limited(source, MAX_DATASET_BYTES, what), max_pixels, what)
+
+
+def _decoded(data: bytes, max_pixels: int, what: str) -> Image.Image:
+    """The image of PNG/JPEG bytes, decoded; a CorruptFile naming ``what`` if it cannot be."""
     img = _open_image(data, max_pixels, what)
     try:
         img.load()
