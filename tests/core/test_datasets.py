@@ -334,6 +334,29 @@ def test_npz_header_checks_come_before_reading_data():
     assert_refused("GiB", load_npz, zip_bytes({"X.npy": buf.getvalue(), "y.npy": y}))
 
 
+def test_npz_x_is_read_in_chunks_into_the_dtype_it_is_kept_in(rng, monkeypatch):
+    import cnn_core.datasets.npz as npz
+
+    monkeypatch.setattr(npz, "_X_CHUNK_BYTES", 64)  # many chunks, some not whole
+    X = rng.random((5, 3, 7, 7)) * 255
+    y = labels(5, 2)
+    for source in (X, np.asfortranarray(X), X.astype(">f8"), X.astype(np.float32)):
+        ds = load_npz(npz_bytes(X=source, y=y))
+        assert ds.pixels.dtype == np.float32 and ds.pixels.flags.c_contiguous
+        np.testing.assert_array_equal(ds.pixels, X.astype(np.float32))
+        assert ds.preprocessing["source_dtype"] == str(source.dtype)
+    wide = rng.integers(0, 256, (5, 7, 7, 3)).astype(np.int64)
+    np.testing.assert_array_equal(
+        load_npz(npz_bytes(X=wide, y=y)).pixels, wide.transpose(0, 3, 1, 2).astype(np.uint8)
+    )
+    wide[4, 6, 6, 2] = 256  # in the last chunk; it would wrap to 0 as uint8
+    assert_refused("values from 0 to 256", load_npz, npz_bytes(X=wide, y=y))
+    X[3, 2, 6, 6] = np.nan
+    assert_refused(
+        r"NaN or infinite values in 1 samples \(first: sample 3\)", load_npz, npz_bytes(X=X, y=y)
+    )
+
+
 def test_npz_output_size_is_capped_in_the_dtype_it_is_kept_in(rng):
     halves = npz_bytes(X=rng.random((4, 10, 10)).astype(np.float16), y=labels(4, 2))
     assert load_npz(halves, max_bytes=1600).n_samples == 4  # kept as float32: 1,600 bytes
