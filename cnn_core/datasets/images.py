@@ -157,9 +157,8 @@ def convert_images(
     ``background``), each image is inverted when its polarity disagrees with the training data
     (``invert="auto"``; ``"true"`` and ``"false"`` force it), composited onto the training
     background, resized keeping its aspect ratio and padded with that background, and for framed
-    digit data fitted and centred as the training digits were. Without them (older records, and
-    the image zip reader, which records them only once it has read every image) each image is
-    converted to C channels (1: "L", 3: "RGB"; transparency composited on black), resized to
+    digit data fitted and centred as the training digits were. Without them (records older
+    than these conventions) each image is converted to C channels (1: "L", 3: "RGB"; transparency composited on black), resized to
     (H, W) with Lanczos, and inverted only when ``invert="true"``. Either way the pixels are
     multiplied by ``preprocessing["image_scale"]``.
     """
