@@ -158,9 +158,9 @@ def convert_images(
     (``invert="auto"``; ``"true"`` and ``"false"`` force it), composited onto the training
     background, resized keeping its aspect ratio and padded with that background, and for framed
     digit data fitted and centred as the training digits were. Without them (records older
-    than these conventions) each image is converted to C channels (1: "L", 3: "RGB"; transparency composited on black), resized to
-    (H, W) with Lanczos, and inverted only when ``invert="true"``. Either way the pixels are
-    multiplied by ``preprocessing["image_scale"]``.
+    than these conventions) each image is converted to C channels (1: "L", 3: "RGB";
+    transparency composited on black), resized to (H, W) with Lanczos, and inverted only when
+    ``invert="true"``. Either way the pixels are multiplied by ``preprocessing["image_scale"]``.
     """
     if invert not in INVERT_CHOICES:
         raise DatasetError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
