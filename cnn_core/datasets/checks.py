@@ -38,13 +38,16 @@ def _check_sample_shape(c: int, h: int, w: int, what: str) -> None:
         )
 
 
-def _check_output_size(shape: tuple[int, ...], max_bytes: int, what: str) -> None:
-    """Refuse before allocating a float32 array of this shape over max_bytes."""
-    nbytes = math.prod(shape) * 4
+def _check_output_size(
+    shape: tuple[int, ...], dtype: np.dtype | type, max_bytes: int, what: str
+) -> None:
+    """Refuse before allocating an array of this shape and dtype over max_bytes."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > max_bytes:
         raise DatasetTooLarge(
             f"{what} of shape {tuple(shape)} would take {_fmt_bytes(nbytes)} "
-            f"as float32, over the {_fmt_bytes(max_bytes)} limit: use fewer or "
+            f"as {dtype}, over the {_fmt_bytes(max_bytes)} limit: use fewer or "
             f"smaller images"
         )
 
