@@ -87,3 +87,24 @@ def test_api_conforms_to_its_openapi_schema(served: Served, tmp_path: Path) -> N
     spec = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
     operations = sum(len(methods) for methods in spec["paths"].values())
     assert f"Tested: {operations}" in " ".join(report.split()), report[-5_000:]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("OPTIONS", "/datasets/{dataset_id}", "DELETE, GET, OPTIONS"),
+        ("PUT", "/datasets/{dataset_id}", "DELETE, GET, OPTIONS"),
+        ("OPTIONS", "/jobs", "GET, OPTIONS, POST"),
+        ("PATCH", "/models/{model_id}", "DELETE, GET, OPTIONS"),
+        ("DELETE", "/jobs/{job_id}/cancel", "OPTIONS, POST"),
+    ],
+)
+def test_options_and_405_list_every_method_of_a_path(
+    served: Served, method: str, path: str, allowed: str
+) -> None:
+    url = served.server.url + path.format(**served.ids)
+    response = httpx.request(method, url, headers=served.headers, timeout=30)
+    assert response.status_code == (204 if method == "OPTIONS" else 405), response.text
+    assert response.headers["allow"] == allowed
+    if served.headers:  # the key still guards them
+        assert httpx.request(method, url, timeout=30).status_code == 401
