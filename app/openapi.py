@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app import errors
-from app.schemas import ERROR_DESCRIPTIONS, Error, InvalidInput
+from app.schemas import ERROR_DESCRIPTIONS, error_model
 
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
@@ -70,13 +70,14 @@ def shape(spec: dict[str, Any]) -> None:
     """Apply every rule of the module docstring to `spec`, in place."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     _name_form_bodies(spec)
-    for schema in _subschemas(schemas):
+    for schema in _nodes(schemas):
         if schema.get("type") == "string" and schema.get("contentMediaType", JSON) != JSON:
             del schema["contentMediaType"]
             schema["format"] = "binary"
+    headers = _error_headers()
     for method, operation in _operations(spec):
         _type_bodies(schemas, operation)
-        _document_errors(method, operation)
+        _document_errors(method, operation, headers)
         operation.setdefault("security", [])
     for name in FASTAPI_VALIDATION_SCHEMAS:
         schemas.pop(name, None)
@@ -87,15 +88,15 @@ def _operations(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         yield from operations.items()
 
 
-def _subschemas(node: Any) -> Iterator[dict[str, Any]]:
-    """Every dict inside `node` (itself included), depth first."""
+def _nodes(node: Any) -> Iterator[dict[str, Any]]:
+    """Every object inside `node` (itself included), depth first."""
     if isinstance(node, dict):
         yield node
         for value in node.values():
-            yield from _subschemas(value)
+            yield from _nodes(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _subschemas(value)
+            yield from _nodes(value)
 
 
 def _name_form_bodies(spec: dict[str, Any]) -> None:
@@ -106,7 +107,7 @@ def _name_form_bodies(spec: dict[str, Any]) -> None:
         new = "".join(word.capitalize() for word in name.removeprefix("Body_").split("_"))
         renamed[f"#/components/schemas/{name}"] = f"#/components/schemas/{new}Body"
         schemas[f"{new}Body"] = {**schemas.pop(name), "title": f"{new}Body"}
-    for node in _subschemas(spec):
+    for node in _nodes(spec):
         if node.get("$ref") in renamed:
             node["$ref"] = renamed[node["$ref"]]
 
@@ -140,7 +141,8 @@ def _resolve(schemas: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _type_bodies(schemas: dict[str, Any], operation: dict[str, Any]) -> None:
-    """Give binary and text responses a schema, and the event stream a string one."""
+    """Give binary and text responses a schema, the event stream that of its events as sent,
+    and its errors the JSON media type they are sent with."""
     for status, response in operation["responses"].items():
         content = response.get("content", {})
         if status[0] in "45" and EVENT_STREAM in content:  # errors are JSON, as sent
@@ -167,8 +169,11 @@ def _error_headers() -> dict[int, dict[str, str]]:
     return found
 
 
-def _document_errors(method: str, operation: dict[str, Any]) -> None:
-    """Add the errors any operation of its kind can answer, each with its schema and headers."""
+def _document_errors(
+    method: str, operation: dict[str, Any], headers: dict[int, dict[str, str]]
+) -> None:
+    """Add the errors any operation of its kind can answer, each with its schema and the
+    `headers` sent with its status."""
     responses = operation["responses"]
     body = operation.get("requestBody", {}).get("content", {})
     codes = []
@@ -180,17 +185,16 @@ def _document_errors(method: str, operation: dict[str, Any]) -> None:
         responses.setdefault(str(code), _error(code))
     if "422" in responses:
         responses["422"] = _error(422)
-    headers = _error_headers()
     for status, response in responses.items():
         for name in headers.get(int(status), {}) if status.isdigit() else ():
             response.setdefault("headers", {})[name] = _header(name)
 
 
 def _error(code: int) -> dict[str, Any]:
-    model = InvalidInput if code == 422 else Error
+    model = error_model(code).__name__
     return {
         "description": ERROR_DESCRIPTIONS[code],
-        "content": {JSON: {"schema": {"$ref": SCHEMA_REF.format(model=model.__name__)}}},
+        "content": {JSON: {"schema": {"$ref": SCHEMA_REF.format(model=model)}}},
     }
 
 

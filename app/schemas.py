@@ -477,12 +477,14 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+def error_model(code: int) -> type[BaseModel]:
+    """The body of an error answer with status `code`."""
+    return InvalidInput if code == 422 else Error
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the error statuses a route can return."""
     return {
-        code: {
-            "model": InvalidInput if code == 422 else Error,
-            "description": ERROR_DESCRIPTIONS[code],
-        }
+        code: {"model": error_model(code), "description": ERROR_DESCRIPTIONS[code]}
         for code in codes
     }
