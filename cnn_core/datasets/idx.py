@@ -15,9 +15,9 @@ from cnn_core.errors import CorruptFile, DatasetError, DatasetTooLarge, Unsuppor
 from .checks import (
     _BYTE_SCALE,
     _byte_preprocessing,
-    _check_labels,
     _check_sample_shape,
     _scale_pixels,
+    check_labels,
 )
 from .dataset import Dataset, Source
 from .framing import record_conventions
@@ -113,8 +113,7 @@ def _idx_dataset(images: np.ndarray, labels: np.ndarray) -> Dataset:
             f"{len(labels)} labels: upload matching files (e.g. both train or "
             f"both test)"
         )
-    y = labels.astype(np.int64)
-    n_classes = _check_labels(y, None, "the IDX labels file")
+    y, n_classes = check_labels(labels, n, None, "the IDX labels file")
     X = _scale_pixels(images[:, None], _BYTE_SCALE)
     return Dataset(
         X=X,

@@ -15,9 +15,9 @@ from cnn_core.errors import CorruptFile, DatasetError, DatasetTooLarge
 from .checks import (
     _byte_preprocessing,
     _check_class_names,
-    _check_labels,
     _check_output_size,
     _scale_pixels,
+    check_labels,
 )
 from .dataset import Dataset, Source
 from .framing import record_conventions
@@ -210,7 +210,7 @@ def load_image_zip(
 
     class_names = sorted({cls for cls, _ in entries})
     y = np.searchsorted(class_names, [cls for cls, _ in entries]).astype(np.int64)
-    _check_labels(y, len(class_names), "the zip")
+    y, _ = check_labels(y, len(y), len(class_names), "the zip")
     (width, height), _ = Counter(sizes).most_common(1)[0]
     channels = 1 if gray else 3
     _check_output_size((len(raws), channels, height, width), max_bytes, "the zip's images")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
+from cnn_core.config import check_input_shape
 from cnn_core.errors import CorruptFile, DatasetError, DatasetTooLarge, UnsupportedFormat
 
 from .checks import _check_sample_shape, _scale_pixels
@@ -133,14 +134,6 @@ def _image_pixels(img: Image.Image, channels: int, height: int, width: int) -> n
     return np.asarray(img, dtype=np.uint8).reshape(height, width, channels)
 
 
-def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
-    if len(input_shape) != 3 or not all(int(d) >= 1 for d in input_shape):
-        raise DatasetError(f"input_shape {tuple(input_shape)} must be (C, H, W) of positive sizes")
-    c, h, w = (int(d) for d in input_shape)
-    _check_sample_shape(c, h, w, f"input_shape {(c, h, w)}")
-    return c, h, w
-
-
 def convert_images(
     images: Sequence[Image.Image],
     input_shape: Sequence[int],
@@ -157,11 +150,13 @@ def convert_images(
     the image zip reader, which records them only once it has read every image) each image is
     converted to C channels (1: "L", 3: "RGB"; transparency composited on black), resized to
     (H, W) with Lanczos, and inverted only when ``invert="true"``. Either way the pixels are
-    multiplied by ``preprocessing["image_scale"]``.
+    multiplied by ``preprocessing["image_scale"]``. An input_shape that is no model's raises
+    the config's ConfigError; one of other than 1 or 3 channels, a DatasetError.
     """
     if invert not in INVERT_CHOICES:
         raise DatasetError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
-    c, h, w = _check_input_shape(input_shape)
+    c, h, w = check_input_shape(input_shape)
+    _check_sample_shape(c, h, w, f"input_shape {[c, h, w]}")
     try:
         image_scale = float(preprocessing["image_scale"])
     except (KeyError, TypeError, ValueError):

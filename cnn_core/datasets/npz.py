@@ -14,10 +14,10 @@ from .checks import (
     _BYTE_SCALE,
     _byte_preprocessing,
     _check_class_names,
-    _check_labels,
     _check_output_size,
     _check_sample_shape,
     _scale_pixels,
+    check_labels,
 )
 from .dataset import Dataset, Source
 from .framing import record_conventions
@@ -282,7 +282,7 @@ def load_npz(source: Source, *, max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
             names = [str(s) for s in _read_npz_array(zf, "class_names")]
             _check_class_names(names, "class_names")
         y = _labels_from_array(_read_npz_array(zf, "y"), n)
-        n_classes = _check_labels(y, len(names) if names else None, "y")
+        y, n_classes = check_labels(y, n, len(names) if names else None, "y")
         X, prep = _x_from_array(_read_npz_array(zf, "X"), layout, "npz")
     if names is None:
         names = [str(i) for i in range(n_classes)]

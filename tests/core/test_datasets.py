@@ -25,7 +25,7 @@ from cnn_core.datasets import (
     load_npz,
     open_image,
 )
-from cnn_core.errors import DatasetError
+from cnn_core.errors import ConfigError, DatasetError
 from tests.support.builders import HOLDOUT, idx_bytes, npz_bytes
 
 BYTE = np.float32(1 / 255)
@@ -880,7 +880,8 @@ def test_images_to_array_and_open_image_refuse_truncated_images(rng):
 def test_images_to_array_refuses_bad_arguments():
     img = Image.new("L", (4, 4))
     assert_refused("2 channels", images_to_array, [img], (2, 4, 4), {"image_scale": 1.0})
-    assert_refused(r"must be \(C, H, W\)", images_to_array, [img], (4, 4), {"image_scale": 1.0})
+    with pytest.raises(ConfigError, match=r"input_shape must be \[channels, height, width\]"):
+        images_to_array([img], (4, 4), {"image_scale": 1.0})
     assert_refused("image_scale", images_to_array, [img], (1, 4, 4), {})
 
 
