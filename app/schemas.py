@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, RootModel, Strict, StrictBool, create_model
 
 from app.storage.jobs import JobStatus
 from cnn_core import PRESETS, augmentation, build_preset, layers, optimizers, schedules, specs
@@ -26,7 +26,12 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-Size = Annotated[int, Field(ge=1, le=4096)]
+# Numbers in request bodies are taken as JSON types them: "5", 5.0 or true is not the integer
+# 5 or 1, and "0.5" is not a number (pydantic's lax mode would convert each; the schema, and so
+# every client and fuzzer, says they are refused).
+Integer = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
+Size = Annotated[Integer, Field(ge=1, le=4096)]
 PresetName = StrEnum("PresetName", {name: name for name in PRESETS})
 
 
@@ -37,8 +42,8 @@ def _field_type(spec: layers.FieldSpec) -> Any:
     if spec.kind == "number":
         low = {"gt" if spec.exclusive_minimum else "ge": spec.minimum}
         high = {"lt" if spec.exclusive_maximum else "le": spec.maximum}
-        return Annotated[float, Field(**low, **high)]
-    bounded = Annotated[int, Field(ge=spec.minimum, le=spec.maximum)]
+        return Annotated[Number, Field(**low, **high)]
+    bounded = Annotated[Integer, Field(ge=spec.minimum, le=spec.maximum)]
     if spec.kind == "count":
         return bounded
     if spec.kind == "size":
@@ -103,7 +108,7 @@ class ArchitectureSummary(BaseModel):
 def _hyper_type(h: specs.Hyper) -> Any:
     low = {"gt": h.low} if h.low_open else {"ge": h.low}
     high = {"lt": h.high} if h.high_open else {"le": h.high}
-    return Annotated[int if h.integer else float, Field(**low, **high)]
+    return Annotated[Integer if h.integer else Number, Field(**low, **high)]
 
 
 def _optimizer_schema(cls: type[optimizers.Optimizer]) -> type[BaseModel]:
@@ -134,26 +139,28 @@ LrSchedule = Annotated[Union[tuple(SCHEDULE_SCHEMAS)], Field(discriminator="name
 class Augmentation(Body):
     """Random transforms of each training image, drawn from the job's seed (none in prediction)."""
 
-    shift: Annotated[int, Field(ge=0, le=augmentation.MAX_SHIFT)] = Field(
+    shift: Annotated[Integer, Field(ge=0, le=augmentation.MAX_SHIFT)] = Field(
         0, description="Pixels of random shift along each axis (pad with zeros and crop)."
     )
-    rotate: Annotated[float, Field(ge=0, le=augmentation.MAX_ROTATE)] = Field(
+    rotate: Annotated[Number, Field(ge=0, le=augmentation.MAX_ROTATE)] = Field(
         0.0, description="Degrees of random rotation either way."
     )
-    flip: bool = Field(False, description="Random left-right mirroring (not for digits or text).")
+    flip: StrictBool = Field(
+        False, description="Random left-right mirroring (not for digits or text)."
+    )
 
 
 class EarlyStopping(Body):
-    patience: Annotated[int, Field(ge=1, le=1000)] = 3
-    min_delta: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    patience: Annotated[Integer, Field(ge=1, le=1000)] = 3
+    min_delta: Annotated[Number, Field(ge=0, le=1e6)] = 0.0
 
 
 class TrainingSettings(Body):
-    epochs: Annotated[int, Field(ge=1, le=1000)] = 5
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    epochs: Annotated[Integer, Field(ge=1, le=1000)] = 5
+    batch_size: Annotated[Integer, Field(ge=1, le=4096)] = 64
     optimizer: Optimizer = Field(default_factory=lambda: OPTIMIZER_SCHEMAS["adam"](name="adam"))
-    validation_split: Annotated[float, Field(ge=0, le=0.5)] = 0.1
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    validation_split: Annotated[Number, Field(ge=0, le=0.5)] = 0.1
+    seed: Annotated[Integer, Field(ge=0, le=2**32 - 1)] = 0
     early_stopping: EarlyStopping | None = Field(
         None, description="Stop when the validation cost (else the training cost) stalls."
     )
@@ -248,6 +255,35 @@ class CostHistory(BaseModel):
     )
 
 
+class CostsEvent(BaseModel):
+    """Event `costs`: the cost points after those of the previous event. Its `id` is the last
+    iteration in them: a client that reconnects sends it back as `Last-Event-ID`."""
+
+    event: Literal["costs"]
+    id: str = Field(pattern=r"^[0-9]+$")
+    data: CostHistory
+
+
+class ProgressEvent(BaseModel):
+    """Event `progress`: the job, whenever its status, iteration or latest metrics change."""
+
+    event: Literal["progress"]
+    data: Job
+
+
+class EndEvent(BaseModel):
+    """Event `end`: the job in its final state; the stream ends after it."""
+
+    event: Literal["end"]
+    data: Job
+
+
+class JobEvent(
+    RootModel[Annotated[CostsEvent | ProgressEvent | EndEvent, Field(discriminator="event")]]
+):
+    """One event of `GET /jobs/{job_id}/events`, told apart by its `event` field."""
+
+
 class Dataset(BaseModel):
     id: str
     name: str
@@ -299,7 +335,7 @@ class ModelList(BaseModel):
 
 
 # Each list's validation stops at its first wrong item: one error, not one per element.
-Row = Annotated[list[float], Field(fail_fast=True)]
+Row = Annotated[list[Number], Field(fail_fast=True)]
 Plane = Annotated[list[Row], Field(fail_fast=True)]
 Instance = Annotated[list[Plane], Field(fail_fast=True)]
 
@@ -436,28 +472,19 @@ ERROR_DESCRIPTIONS = {
     415: "Unsupported file format",
     422: "Invalid input; the message names the problem",
     429: "Job queue full; retry later",
-    503: "Too many predictions in flight; retry later",
+    503: "Busy (predictions or uploads in flight) or the job database is unreachable; retry "
+    "after Retry-After seconds",
 }
+
+
+def error_model(code: int) -> type[BaseModel]:
+    """The body of an error answer with status `code`."""
+    return InvalidInput if code == 422 else Error
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the error statuses a route can return."""
     return {
-        code: {
-            "model": InvalidInput if code == 422 else Error,
-            "description": ERROR_DESCRIPTIONS[code],
-        }
+        code: {"model": error_model(code), "description": ERROR_DESCRIPTIONS[code]}
         for code in codes
     }
-
-
-def errors_as_json(spec: dict[str, Any]) -> dict[str, Any]:
-    """`spec` with every 4xx/5xx response documented as JSON, as it is sent: FastAPI files the
-    error models of a streaming route under that route's media type (text/event-stream)."""
-    for operations in spec["paths"].values():
-        for operation in operations.values():
-            for status, response in operation.get("responses", {}).items():
-                content = response.get("content", {})
-                if status[0] in "45" and "text/event-stream" in content:
-                    content.setdefault("application/json", content.pop("text/event-stream"))
-    return spec

@@ -9,8 +9,9 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from app.deps import DatasetDep, DatasetStoreDep, RunnerDep, SettingsDep
 from app.errors import ConflictError, InvalidRequestError
 from app.ids import new_id
+from app.openapi import location_header
 from app.plotting import sample_sheet_png
-from app.schemas import Dataset, DatasetList, error_responses
+from app.schemas import MAX_POSITION, Dataset, DatasetList, error_responses
 from app.storage.datasets import DatasetMeta
 from cnn_core.datasets import load_dataset
 
@@ -39,7 +40,10 @@ def dataset_out(meta: DatasetMeta) -> Dataset:
     "",
     status_code=201,
     response_model=Dataset,
-    responses=error_responses(400, 403, 413, 415, 422),
+    responses={
+        201: {"description": "The dataset, stored", "headers": location_header("dataset")},
+        **error_responses(400, 413, 415, 422, 503),
+    },
     form_limits={"max_files": 2, "max_fields": 2},
 )
 def create_dataset(
@@ -94,7 +98,7 @@ def read_dataset_samples(
     datasets: DatasetStoreDep,
     per_class: Annotated[int, Query(ge=1, le=64, description="Tiles per class row.")] = 8,
     index: Annotated[
-        list[Annotated[int, Query(ge=0)]] | None,
+        list[Annotated[int, Query(ge=0, le=MAX_POSITION)]] | None,
         Query(
             max_length=MAX_SAMPLE_TILES,
             description="Sample indices (repeat the parameter): one row of exactly these "
