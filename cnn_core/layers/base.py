@@ -64,7 +64,7 @@ class FieldSpec:
 
 def layer_error(index, kind, message):
     """The one error format: ``layer 2 (conv): kernel 5 does not fit input 4x4``."""
-    return ConfigError(f"layer {index} ({kind}): {message}")
+    return ConfigError(f"layer {index} ({kind}): {message}", layer=index)
 
 
 @dataclass(frozen=True, kw_only=True)
