@@ -81,6 +81,13 @@ class NotFoundError(ServiceError):
     status_code = 404
 
 
+def not_found(kind: str, value: str) -> NotFoundError:
+    """A 404 that echoes the id asked for (cut to 64 characters) and where the known ones are
+    listed: `No model 'abc': GET /models lists them`."""
+    shown = value if len(value) <= 64 else value[:61] + "..."
+    return NotFoundError(f"No {kind} {shown!r}: GET /{kind}s lists them")
+
+
 class RequestTimeoutError(ServiceError):
     status_code = 408
 

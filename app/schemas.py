@@ -384,7 +384,11 @@ class PredictInstances(Body):
     `image_scale` is 1/255), in 0..255 for one trained on 0..255 floats (`image_scale` 1).
     Instances are used as sent: never inverted or reframed."""
 
-    instances: Annotated[list[Instance], Field(min_length=1, fail_fast=True)]
+    instances: Annotated[list[Instance], Field(min_length=1, fail_fast=True)] = Field(
+        description="Each a (C, H, W) array as nested lists, C lists of H rows of W numbers; "
+        "values beyond the model's scale (by more than 2% of it) are refused with a 422 "
+        "that says how to scale them."
+    )
 
 
 class ClassScore(BaseModel):

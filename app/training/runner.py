@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from app.errors import ConflictError, NotFoundError, QueueFullError
+from app.errors import ConflictError, QueueFullError, not_found
 from app.ids import new_id
 from app.schemas import WorkerStatus
 from app.storage.datasets import DatasetStore
@@ -82,7 +82,7 @@ class JobRunner:
         """Queue an admitted job; 429 when the queue is full."""
         with self._lock:  # against a dataset deleted meanwhile through this server
             if self.datasets.get(dataset_id) is None:
-                raise NotFoundError(f"Dataset {dataset_id!r} not found")
+                raise not_found("dataset", dataset_id)
             job = self.jobs.create(
                 new_id(),
                 name,
