@@ -549,11 +549,23 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def errors_as_json(spec: dict[str, Any]) -> dict[str, Any]:
     """`spec` with every 4xx/5xx response documented as JSON, as it is sent: FastAPI files the
-    error models of a streaming route under that route's media type (text/event-stream)."""
+    error models of a streaming route under that route's media type (text/event-stream), and
+    documents its own 422 with a list `detail` that the service never sends: every 422 is an
+    `InvalidInput`."""
+    invalid = {"$ref": "#/components/schemas/InvalidInput"}
     for operations in spec["paths"].values():
         for operation in operations.values():
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
                 if status[0] in "45" and "text/event-stream" in content:
                     content.setdefault("application/json", content.pop("text/event-stream"))
+                if status == "422":
+                    response["description"] = ERROR_DESCRIPTIONS[422]
+                    response["content"] = {"application/json": {"schema": invalid}}
+    components = spec.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    schema = InvalidInput.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(schema.pop("$defs", {}))
+    components.setdefault("InvalidInput", schema)
     return spec
