@@ -26,8 +26,8 @@ Every error body is `{"detail": "one sentence: what is wrong, where, what to sen
 a 422 adds `"errors": [{"loc", "msg", "type"}, ...]`, every problem found by its place in the
 request (`app.validation` writes both for a body that fails validation). Validation errors are
 answered without echoing the input (beyond a short rendering of a mistyped name), so a NaN in a
-body can never turn the 422 into a 500, and only the first `MAX_REPORTED_ERRORS` are listed
-(then how many more), so the reply stays small and cheap to build whatever the body holds.
+body can never turn the 422 into a 500, and only the first few are listed (then how many
+more), so the reply stays small and cheap to build whatever the body holds.
 """
 
 import logging

@@ -148,16 +148,28 @@ def _choices(err: dict) -> list[str]:
     return re.findall(r"'([^']*)'", str(expected))
 
 
+JSON_KINDS = {
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    dict: "an object",
+    list: "a list",
+}
+
+
 def _shown(value: Any) -> str:
-    """A short, safe rendering of a value the client sent."""
-    text = repr(value) if isinstance(value, str) else type(value).__name__
+    """A short, safe rendering of a value the client sent: a string itself (cut), else its
+    JSON kind."""
+    if not isinstance(value, str):
+        return JSON_KINDS.get(type(value), "null")
+    text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _rank(err: dict) -> int:
     """Which problem the sentence tells first: a wrong name, then a wrong choice, a missing
     field, a wrong value, and last a wrong type (often another problem's echo in a union)."""
-    kind = err["type"]
+    kind = str(err.get("type", ""))
     if kind == "extra_forbidden":
         return 0
     if kind in CHOICE_ERRORS and isinstance(err.get("input"), str | dict):
@@ -227,8 +239,9 @@ def explain(errors: list[dict], root: Any = None) -> tuple[str, list[dict]]:
     """The sentence and the capped issue list for pydantic `errors` of a request validated
     against `root` (the body's type; None when unknown)."""
     explained = [Explained(err, root) for err in errors[: 4 * MAX_REPORTED_ERRORS]]
-    first = min(explained, key=lambda e: e.rank)
-    sentence = first.sentence
+    if not explained:
+        return "the request is invalid", []
+    sentence = min(explained, key=lambda e: e.rank).sentence
     if len(errors) > 1:
         sentence += f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in errors)"
     issues = [e.issue() for e in explained[:MAX_REPORTED_ERRORS]]
