@@ -237,6 +237,10 @@ function jobForm(datasets, presets) {
         fill(shapes);
         return;
       }
+      if (architecture && typeof architecture === "object" && !("input_shape" in architecture)) {
+        // as POST /jobs does: the input shape is the chosen dataset's
+        architecture = { input_shape: datasetById(controls.dataset.value).input_shape, ...architecture };
+      }
       try {
         const summary = await postJSON("/architectures/validate", { architecture });
         if (seq === checkSeq) fill(shapes, layerTable(summary));
