@@ -10,16 +10,16 @@ from pydantic import BaseModel
 
 from app import schemas
 from app.validation import closest, walk
-from tests.support.builders import TINY_ARCHITECTURE, digits_npz, holdout
+from tests.support.builders import DIVERGING_ARCHITECTURE, TINY_ARCHITECTURE, digits_npz, holdout
 from tests.support.server import submit, wait_for_job
 
-SEED_LISTS = {  # a small LeNet in the seed notebook's parallel lists, its input left out
-    "architecture": ["init", "conv", "maxpool", "fc"],
-    "activations": ["init", "relu", "relu", "softmax"],
-    "filter_size": [0, 5, 2, 1],
-    "nb_kernel": [1, 4, 4, 10],
-    "padding": [0, 2, 0, 0],
-    "stride": [0, 1, 2, 0],
+# A small LeNet in the seed notebook's parallel lists (the schema's example), input left out.
+SEED_LISTS = {
+    key: value
+    for key, value in schemas.SeedArchitecture.model_config["json_schema_extra"]["examples"][
+        0
+    ].items()
+    if key != "input_shape"
 }
 
 
@@ -335,16 +335,9 @@ def test_the_log_records_each_jobs_start_and_end(
     assert end.startswith(prefix) and end.endswith(f" s, model {job['model_id']}")
     assert float(end[len(prefix) :].split(" ")[0]) > 0
 
-    diverging = {  # linear layers and a large step: the cost becomes NaN in the first epoch
-        "input_shape": [1, 28, 28],
-        "layers": [
-            {"type": "dense", "units": 64, "activation": "linear"},
-            {"type": "dense", "units": 64, "activation": "linear"},
-            {"type": "dense", "units": 10},
-        ],
-    }
     sgd = {"name": "sgd", "learning_rate": 10}
-    failed = wait_for_job(client, submit(client, dataset, diverging, optimizer=sgd, epochs=3)["id"])
+    diverging = submit(client, dataset, DIVERGING_ARCHITECTURE, optimizer=sgd, epochs=3)
+    failed = wait_for_job(client, diverging["id"])
     assert failed["status"] == "failed"
     ends = logged(caplog, f"job {failed['id']} ended: failed after ")
     assert len(ends) == 1 and ends[0].getMessage().endswith(f": {failed['error']}")
