@@ -166,7 +166,10 @@ class Layer:
         name = spec.get(f.name)
         if name is None:
             name = cls.default_activation(spec, is_last)
-        activations.get(name, f"layer {index} ({cls.type}): ")
+        try:
+            activations.get(name)
+        except ConfigError as exc:
+            raise layer_error(index, cls.type, str(exc)) from None
         if name == "softmax" and not is_last:
             raise layer_error(index, cls.type, "softmax is only allowed on the last layer")
         return name
