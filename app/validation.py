@@ -134,10 +134,18 @@ def _field_suggestion(name: str, parent: type[BaseModel]) -> tuple[str, ...] | N
     return None
 
 
+def _cut(part: str | int, length: int = 60) -> str | int:
+    """A path part as sent (a key may be any string), cut to `length` characters."""
+    if isinstance(part, int):
+        return part
+    text = str(part)
+    return text if len(text) <= length else text[: length - 3] + "..."
+
+
 def render(path: list[str | int]) -> str:
     """A path as people write it: `architecture.layers[0].filters`."""
     text = ""
-    for part in path:
+    for part in map(_cut, path):
         text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
     return text
 
@@ -229,7 +237,7 @@ class Explained:
     def issue(self) -> dict:
         loc = [self.source, *self.path] if self.source else list(self.path)
         return {
-            "loc": [str(p) if not isinstance(p, int) else p for p in loc][:20],
+            "loc": [_cut(part, 100) for part in loc[:20]],
             "msg": self.msg[:500],
             "type": self.type[:100],
         }

@@ -342,3 +342,10 @@ def test_the_log_records_each_jobs_start_and_end(
     ends = logged(caplog, f"job {failed['id']} ended: failed after ")
     assert len(ends) == 1 and ends[0].getMessage().endswith(f": {failed['error']}")
     assert ends[0].levelno == logging.WARNING
+
+
+def test_a_huge_unknown_key_is_not_echoed_in_full(client: TestClient) -> None:
+    body = job_body(**{"x" * 100_000: 1})
+    response = client.post("/jobs", json=body)
+    found = assert_invalid_input(response)
+    assert len(response.content) < 2000 and found["detail"].startswith("Unknown field xxx")
