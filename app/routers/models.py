@@ -214,16 +214,18 @@ def parse_instances(body: bytes, model: ModelMeta, limit: int) -> np.ndarray:
 
 
 def nested_shape(value: object) -> list[int] | None:
-    """The shape of nested lists, or None when a list at some depth is not as long as its
-    siblings, or holds lists and numbers mixed. Looks at the lists only, never at the numbers
-    inside the innermost ones: cheap however large the instance."""
+    """The shape of nested lists, or None when the lists at some depth are not all as long
+    as each other (or not all lists). Never walks the innermost lists' numbers: cheap however
+    large the instance."""
     shape: list[int] = []
     level = [value]
-    while level and isinstance(level[0], list):
+    while isinstance(level[0], list):
         lengths = {len(item) if isinstance(item, list) else -1 for item in level}
         if len(lengths) > 1:
             return None
         shape.append(lengths.pop())
+        if not shape[-1] or not isinstance(level[0][0], list):
+            break
         level = [child for item in level for child in item]
     return shape
 
@@ -253,8 +255,9 @@ def _instances_problem(body: bytes, exc: ValidationError, model: ModelMeta) -> I
     first = errors[0]
     loc = first["loc"]
     if first["type"] in ("list_type", "float_type") and loc[:1] == ("instances",) and len(loc) > 1:
-        instances = json.loads(body)["instances"]
-        return wrong_shape(loc[1], nested_shape(instances[loc[1]]), model)
+        shape = nested_shape(json.loads(body)["instances"][loc[1]])
+        if shape != list(model.input_shape):  # else a null or a boolean among the numbers
+            return wrong_shape(loc[1], shape, model)
     return InvalidRequestError.explaining(
         [{**err, "loc": ("body", *err["loc"])} for err in errors], PredictInstances
     )

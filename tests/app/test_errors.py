@@ -152,6 +152,13 @@ def test_many_problems_are_capped_after_the_sentence(client: TestClient) -> None
     assert "more problems in errors" in found["detail"]
 
 
+def test_a_huge_unknown_key_is_not_echoed_in_full(client: TestClient) -> None:
+    body = job_body(**{"x" * 100_000: 1})
+    response = client.post("/jobs", json=body)
+    found = assert_invalid_input(response)
+    assert len(response.content) < 2000 and found["detail"].startswith("Unknown field xxx")
+
+
 # ----------------------------------------------------------------------- core errors, located
 
 
@@ -275,6 +282,16 @@ def test_a_wrong_predict_field_gets_did_you_mean(trained) -> None:
     )
 
 
+def test_a_null_among_the_numbers_is_located_not_called_a_shape(trained) -> None:
+    client, model = trained
+    instance = [[[0.5] * 28 for _ in range(28)]]
+    instance[0][3][5] = None
+    response = client.post(f"/models/{model['id']}/predict", json={"instances": [instance]})
+    found = assert_invalid_input(response)
+    assert found["detail"].startswith("instances[0][0][3][5]: input should be a valid number")
+    assert found["errors"][0]["loc"] == ["body", "instances", 0, 0, 3, 5]
+
+
 # ----------------------------------------------------------------------- not found
 
 
@@ -342,10 +359,3 @@ def test_the_log_records_each_jobs_start_and_end(
     ends = logged(caplog, f"job {failed['id']} ended: failed after ")
     assert len(ends) == 1 and ends[0].getMessage().endswith(f": {failed['error']}")
     assert ends[0].levelno == logging.WARNING
-
-
-def test_a_huge_unknown_key_is_not_echoed_in_full(client: TestClient) -> None:
-    body = job_body(**{"x" * 100_000: 1})
-    response = client.post("/jobs", json=body)
-    found = assert_invalid_input(response)
-    assert len(response.content) < 2000 and found["detail"].startswith("Unknown field xxx")
