@@ -316,7 +316,8 @@ async def predict(
                 files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
                 if not files:
                     raise InvalidRequestError(
-                        "send one or more images as multipart parts named 'files'"
+                        "send one or more images as multipart parts named 'files'",
+                        ("body", "files"),
                     )
                 images = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
             results = await predictor.predict_images(model, images, top_k, invert)
