@@ -530,7 +530,7 @@ ERROR_DESCRIPTIONS = {
     409: "Conflicts with the resource's state",
     413: "Body or image over the size limit",
     415: "Unsupported file format",
-    422: "Invalid input; the message names the problem",
+    422: "Invalid input: `detail` says what to fix first, `errors` lists every problem by place",
     429: "Job queue full; retry later",
     503: "Too many predictions in flight; retry later",
 }
