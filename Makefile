@@ -47,6 +47,7 @@ bench: install-test
 	$(PY) benchmarks/kernel_variants.py
 	$(PY) benchmarks/service_latency.py
 	$(PY) benchmarks/reliability_figures.py
+	$(PY) benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
 
 from app.storage.jobs import JobStatus
-from cnn_core import PRESETS, augmentation, build_preset, layers, optimizers, schedules
+from cnn_core import PRESETS, augmentation, build_preset, layers, optimizers, schedules, specs
 from cnn_core.activations import ACTIVATIONS
 from cnn_core.history import EPOCH_METRICS, EpochSummary, IterationCost
 
@@ -167,7 +167,7 @@ class ArchitectureSummary(BaseModel):
     macs: int
 
 
-def _hyper_type(h: optimizers.Hyper) -> Any:
+def _hyper_type(h: specs.Hyper) -> Any:
     low = {"gt": h.low} if h.low_open else {"ge": h.low}
     high = {"lt": h.high} if h.high_open else {"le": h.high}
     return Annotated[int if h.integer else float, Field(**low, **high)]

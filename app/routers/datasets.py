@@ -119,10 +119,11 @@ def read_dataset_samples(
         )
     data = datasets.load(dataset.id)
     if index:
-        rows = [data.X[index]]
+        rows = [data.inputs(index)]
     else:
         rows = [
-            data.X[np.flatnonzero(data.y == k)[:per_class]] for k in range(len(dataset.classes))
+            data.inputs(np.flatnonzero(data.y == k)[:per_class])
+            for k in range(len(dataset.classes))
         ]
     image_scale = float(dataset.preprocessing.get("image_scale", 1 / 255))
     return Response(sample_sheet_png(rows, image_scale), media_type="image/png")

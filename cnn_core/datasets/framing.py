@@ -36,7 +36,8 @@ def _border(levels: np.ndarray) -> np.ndarray:
 
 
 def record_conventions(X: np.ndarray, image_scale: float) -> dict:
-    """The ``background``, ``polarity`` and (when it applies) ``framing`` of scaled X."""
+    """The ``background``, ``polarity`` and (when it applies) ``framing`` of images X (N, C,
+    H, W) whose values are 8-bit levels times ``image_scale`` (1.0 for uint8 pixels)."""
     n, c, h, w = X.shape
     step = max(1, n * c * h * w // _SAMPLE_VALUES)
     levels = X[::step].astype(np.float64) / image_scale

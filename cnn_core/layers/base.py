@@ -30,6 +30,7 @@ import numpy as np
 from .. import activations
 from .. import functional as F
 from ..errors import ConfigError
+from ..specs import check_fields
 
 REQUIRED = object()  # a field without a default
 
@@ -129,15 +130,12 @@ class Layer:
     @classmethod
     def configure(cls, index, spec, input_shape, is_last):
         """Validate a config entry of this type; returns ``(normalized spec, plan)``."""
-        allowed = {f.name for f in cls.fields}
-        unknown = set(spec) - allowed - {"type"}
-        if unknown:
-            raise layer_error(
-                index,
-                cls.type,
-                f"unknown field(s) {sorted(unknown)} "
-                f"(allowed: {', '.join(sorted(allowed)) or 'none'})",
-            )
+        fields = {key: value for key, value in spec.items() if key != "type"}
+        try:
+            check_fields(fields, f"layer {index} ({cls.type})", sorted(f.name for f in cls.fields))
+        except ConfigError as exc:
+            exc.layer = index
+            raise
         values = {}
         for f in cls.fields:  # activations first: they are checked before any size
             if f.kind == "activation":

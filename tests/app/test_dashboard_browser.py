@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from cnn_core.evaluation import EXAMPLES_PER_CELL
-from tests.app.dashboard_browser import CuttableProxy, Tab
+from tests.app.dashboard_browser import Tab
 from tests.support.builders import TINY_ARCHITECTURE, holdout, image_zip_bytes, png_bytes
+from tests.support.proxy import CuttingProxy
 from tests.support.server import LiveServer, live_server, submit, wait_for_job
 
 API_KEY = "dashboard-test-key"
@@ -171,7 +172,7 @@ def test_a_refusal_found_against_the_dataset_shows_at_its_field(tab: Tab, served
 def test_a_dropped_stream_resumes_without_gaps_or_duplicates(browser, served) -> None:
     server, client = served
     job = submit(client, "mnist-sample", "tiny", epochs=3, batch_size=2)
-    proxy = CuttableProxy(server.port)
+    proxy = CuttingProxy(server.port)
     tab = Tab(browser, proxy.url)
     try:
         tab.open(f"/ui/jobs/{job['id']}")

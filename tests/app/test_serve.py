@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.live_server import REPO, free_port
+from benchmarks.live_server import REPO, free_port, wait_for_health
 from tests.support.server import submit, wait_for_job
 
 STOP_DEADLINE_S = 9  # Docker kills the container 10 s after SIGTERM
@@ -48,16 +48,11 @@ def test_serve_takes_its_port_from_the_settings_and_exits_0_on_sigterm(tmp_path:
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"no /health on port {port}:\n{log.read_text()}"
-            time.sleep(0.1)
+        wait_for_health(
+            f"http://127.0.0.1:{port}",
+            lambda: server.poll() is None,
+            lambda: f":\n{log.read_text()}",
+        )
         assert healthcheck(env).returncode == 0
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             job = wait_for_job(client, submit(client, "mnist-sample", "tiny", epochs=1)["id"])

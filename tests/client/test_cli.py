@@ -176,7 +176,7 @@ def test_wait_timeout_exits_124_and_leaves_the_job_running(cnn: Cnn, client: Cli
         result = cnn("jobs", "wait", job.id, "--timeout", "1")
         assert result.exit_code == 124, result.stderr
         assert 1 <= time.monotonic() - started < 10
-        assert f"cnn jobs wait {job.id}" in result.stderr
+        assert f". Wait again with: cnn jobs wait {job.id}" in result.stderr
         assert client.get_job(job.id).status.is_active
     finally:
         client.cancel_job(job.id)
