@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.errors import NotFoundError
+from app.errors import NotFoundError, not_found
 from app.ids import is_valid_id
 from app.inference import Predictor
 from app.settings import Settings
@@ -65,11 +65,16 @@ DatasetStoreDep = Annotated[DatasetStore, Depends(get_dataset_store)]
 ModelStoreDep = Annotated[ModelStore, Depends(get_model_store)]
 
 
-def existing_job(job_id: str, jobs: JobStoreDep) -> JobRecord:
-    """The job named in the path, or 404."""
+def existing_job(job_id: str, jobs: JobStoreDep, models: ModelStoreDep) -> JobRecord:
+    """The job named in the path, or 404 (saying which job trained it, for a model's id)."""
     job = jobs.get(job_id) if is_valid_id(job_id) else None
     if job is None:
-        raise NotFoundError("Job not found")
+        model = models.get(job_id) if is_valid_id(job_id) else None
+        if model is not None:
+            raise NotFoundError(
+                f"{job_id!r} is a model, not a job: it was trained by job {model.job_id!r}"
+            )
+        raise not_found("job", job_id)
     return job
 
 
@@ -77,15 +82,26 @@ def existing_dataset(dataset_id: str, datasets: DatasetStoreDep) -> DatasetMeta:
     """The dataset named in the path, or 404."""
     dataset = datasets.get(dataset_id) if is_valid_id(dataset_id) else None
     if dataset is None:
-        raise NotFoundError("Dataset not found")
+        raise not_found("dataset", dataset_id)
     return dataset
 
 
-def existing_model(model_id: str, models: ModelStoreDep) -> ModelMeta:
-    """The model named in the path, or 404."""
+def existing_model(model_id: str, models: ModelStoreDep, jobs: JobStoreDep) -> ModelMeta:
+    """The model named in the path, or 404 (saying which model it produced, for a job's id)."""
     model = models.get(model_id) if is_valid_id(model_id) else None
     if model is None:
-        raise NotFoundError("Model not found")
+        job = jobs.get(model_id) if is_valid_id(model_id) else None
+        if job is not None and job.model_id:
+            raise NotFoundError(
+                f"{model_id!r} is a job, not a model: it produced model {job.model_id!r}"
+            )
+        if job is not None:
+            when = "yet " if job.status.is_active else ""
+            raise NotFoundError(
+                f"{model_id!r} is a job, not a model, and it has produced no model "
+                f"{when}(status {job.status})"
+            )
+        raise not_found("model", model_id)
     return model
 
 

@@ -63,13 +63,15 @@ def evaluation_data(model: ModelMeta, dataset: Dataset) -> tuple[np.ndarray, np.
     if list(dataset.input_shape) != list(model.input_shape):
         raise InvalidRequestError(
             f"the dataset's images are {list(dataset.input_shape)} (channels, height, width) "
-            f"but the model takes {model.input_shape}: evaluate on a dataset of that shape"
+            f"but the model takes {model.input_shape}: evaluate on a dataset of that shape",
+            ("body", "dataset_id"),
         )
     unknown = [name for name in dataset.class_names if name not in model.classes]
     if unknown:
         raise InvalidRequestError(
             f"the dataset has classes the model does not know: {unknown[:10]}; the model's "
-            f"classes are {model.classes[:20]}"
+            f"classes are {model.classes[:20]}",
+            ("body", "dataset_id"),
         )
     labels = np.array([model.classes.index(name) for name in dataset.class_names], np.intp)
     X = dataset.X
@@ -210,7 +212,9 @@ class Predictor:
             raise InvalidRequestError(
                 f"instances hold values that are not finite in the model's {net.dtype.name} "
                 f"(NaN, infinite, or beyond +-{np.finfo(net.dtype).max:.3g}): send inputs in "
-                f"the training data's scale"
+                f"the training data's scale",
+                ("body", "instances"),
+                kind="out_of_range",
             )
         with np.errstate(all="ignore"):  # an overflow shows as a non-finite output: refused
             probabilities = net.predict_proba(X)

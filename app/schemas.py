@@ -5,7 +5,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, Strict, StrictBool, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Strict,
+    StrictBool,
+    Tag,
+    create_model,
+)
 
 from app.storage.jobs import JobStatus
 from cnn_core import PRESETS, augmentation, build_preset, layers, optimizers, schedules, specs
@@ -70,11 +80,12 @@ Layer = Annotated[Union[tuple(LAYER_SCHEMAS)], Field(discriminator="type")]  # n
 
 
 class Architecture(Body):
-    """A network config: input shape (C, H, W) and layers; omitted fields take their defaults."""
+    """A network config: input shape (C, H, W) and layers; omitted fields take their defaults.
+    In `POST /jobs` the input shape may be left out: it is the dataset's."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [LENET5_CONFIG]})
 
-    input_shape: tuple[Size, Size, Size]
+    input_shape: tuple[Size, Size, Size] | None = None
     layers: Annotated[list[Layer], Field(min_length=1, max_length=64)]
 
     def to_config(self) -> dict[str, Any]:
@@ -82,10 +93,76 @@ class Architecture(Body):
         return self.model_dump(exclude_none=True)
 
 
+SeedEntry = Annotated[int, Field(ge=0, le=4096)] | Annotated[str, Field(max_length=20)] | None
+SeedList = Annotated[list[SeedEntry], Field(min_length=2, max_length=65)]
+
+
+class SeedArchitecture(Body):
+    """The seed notebook's parallel lists, entry 0 describing the input (`"init"`, its channel
+    count in `nb_kernel[0]`), converted by cnn_core (see `cnn_core.config.from_seed_lists`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "input_shape": [1, 28, 28],
+                    "architecture": ["init", "conv", "maxpool", "fc"],
+                    "activations": ["init", "relu", "relu", "softmax"],
+                    "filter_size": [0, 5, 2, 1],
+                    "nb_kernel": [1, 6, 6, 10],
+                    "padding": [0, 2, 0, 0],
+                    "stride": [0, 1, 2, 0],
+                }
+            ]
+        }
+    )
+
+    input_shape: tuple[Size, Size, Size] | None = None
+    architecture: SeedList
+    activations: SeedList
+    filter_size: SeedList
+    nb_kernel: SeedList
+    padding: SeedList
+    stride: SeedList
+
+    def to_config(self) -> dict[str, Any]:
+        """The config dict cnn_core expects."""
+        return self.model_dump(exclude_none=True)
+
+
+def _custom_form(value: Any) -> str:
+    """Which form of config `value` is, so a wrong one is reported against that form alone
+    (not against every form it is not)."""
+    if isinstance(value, dict) and isinstance(value.get("architecture"), list):
+        return "seed_lists"
+    return "config"
+
+
+CustomArchitecture = Annotated[
+    Annotated[Architecture, Tag("config")] | Annotated[SeedArchitecture, Tag("seed_lists")],
+    Discriminator(_custom_form),
+]
+
+
 class ArchitectureCheck(Body):
     model_config = ConfigDict(json_schema_extra={"examples": [{"architecture": LENET5_CONFIG}]})
 
-    architecture: Architecture
+    architecture: CustomArchitecture
+
+
+def _check_form(value: Any) -> str:
+    """`{"architecture": config}` or a bare config (either form)."""
+    if isinstance(value, dict) and not isinstance(value.get("architecture", []), list):
+        return "wrapped"
+    return _custom_form(value)
+
+
+ArchitectureCheckBody = Annotated[
+    Annotated[ArchitectureCheck, Tag("wrapped")]
+    | Annotated[Architecture, Tag("config")]
+    | Annotated[SeedArchitecture, Tag("seed_lists")],
+    Discriminator(_check_form),
+]
 
 
 class LayerSummary(BaseModel):
@@ -193,8 +270,15 @@ class JobCreate(Body):
     )
 
     dataset_id: str = Field(description="A dataset id from GET /datasets.")
-    architecture: Architecture | PresetName = Field(
-        description="A config, or a preset name that adapts to the dataset's input and classes."
+    architecture: Annotated[
+        Annotated[Architecture, Tag("config")]
+        | Annotated[SeedArchitecture, Tag("seed_lists")]
+        | Annotated[PresetName, Tag("preset")],
+        Discriminator(lambda value: "preset" if isinstance(value, str) else _custom_form(value)),
+    ] = Field(
+        description="A config (its input_shape may be left out: the dataset's), the seed "
+        "notebook's parallel lists, or a preset name that adapts to the dataset's input and "
+        "classes."
     )
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     name: Annotated[str, Field(max_length=200)] | None = None
@@ -346,7 +430,11 @@ class PredictInstances(Body):
     `image_scale` is 1/255), in 0..255 for one trained on 0..255 floats (`image_scale` 1).
     Instances are used as sent: never inverted or reframed."""
 
-    instances: Annotated[list[Instance], Field(min_length=1, fail_fast=True)]
+    instances: Annotated[list[Instance], Field(min_length=1, fail_fast=True)] = Field(
+        description="Each a (C, H, W) array as nested lists, C lists of H rows of W numbers; "
+        "values beyond the model's scale (by more than 2% of it) are refused with a 422 "
+        "that says how to scale them."
+    )
 
 
 class ClassScore(BaseModel):
@@ -449,17 +537,35 @@ class Health(BaseModel):
 
 
 class Error(BaseModel):
-    detail: str
+    detail: str = Field(description="What went wrong and what to do about it, in one sentence.")
 
 
 class ValidationIssue(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
+    loc: list[str | int] = Field(
+        description="Where: the source (`body`, `query`, `path`, `header`), then the path to "
+        'the value in it, e.g. `["body", "training", "epochs"]`; empty for the request as a '
+        "whole."
+    )
+    msg: str = Field(description="What is wrong there.")
+    type: str = Field(
+        description="A stable name for the kind of problem: pydantic's (`missing`, "
+        "`extra_forbidden`, `less_than_equal`, ...), `config_error` (an architecture that "
+        "cannot be built), `dataset_error`, `invalid_value` (a value the service checked), "
+        "`wrong_shape` (a predict instance), `too_many_errors` (the list was cut)."
+    )
 
 
 class InvalidInput(BaseModel):
-    detail: str | list[ValidationIssue]
+    """Every 422: one actionable sentence, then each problem by its place in the request."""
+
+    detail: str = Field(
+        description="The problem to fix first: what is wrong, where, and what to send "
+        'instead (e.g. "Unknown field dataset: did you mean dataset_id?"), with how many more '
+        "problems `errors` lists."
+    )
+    errors: list[ValidationIssue] = Field(
+        description="Every problem found, at most 10 and then one `too_many_errors` entry."
+    )
 
 
 ERROR_DESCRIPTIONS = {
@@ -470,7 +576,7 @@ ERROR_DESCRIPTIONS = {
     409: "Conflicts with the resource's state",
     413: "Body or image over the size limit",
     415: "Unsupported file format",
-    422: "Invalid input; the message names the problem",
+    422: "Invalid input: `detail` says what to fix first, `errors` lists every problem by place",
     429: "Job queue full; retry later",
     503: "Busy (predictions or uploads in flight) or the job database is unreachable; retry "
     "after Retry-After seconds",

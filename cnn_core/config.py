@@ -110,12 +110,15 @@ def training_bytes(plans, batch_size, n_samples, itemsize=4):
 
 def _plan_layer(index, layer, shape, is_last):
     if not isinstance(layer, dict):
-        raise ConfigError(f"layer {index}: must be an object with a 'type', got {layer!r}")
+        raise ConfigError(
+            f"layer {index}: must be an object with a 'type', got {layer!r}", layer=index
+        )
     kind = layers.canonical(layer.get("type"))
     if kind is None:
         raise ConfigError(
             f"layer {index}: unknown type {layer.get('type')!r} "
-            f"(expected one of {', '.join(layers.names())})"
+            f"(expected one of {', '.join(layers.names())})",
+            layer=index,
         )
     return layers.LAYERS[kind].configure(index, layer, shape, is_last)
 

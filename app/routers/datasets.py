@@ -112,12 +112,14 @@ def read_dataset_samples(
     if tiles > MAX_SAMPLE_TILES or tiles * h * w > MAX_SAMPLE_PIXELS:
         raise InvalidRequestError(
             f"{tiles} tiles of {h}x{w} pixels is over the limit of {MAX_SAMPLE_TILES} tiles "
-            f"and {MAX_SAMPLE_PIXELS:,} pixels: lower per_class, or ask for samples by index"
+            f"and {MAX_SAMPLE_PIXELS:,} pixels: lower per_class, or ask for samples by index",
+            ("query", "index" if index else "per_class"),
         )
     if index and max(index) >= dataset.n_samples:
         raise InvalidRequestError(
             f"index {max(index)} is out of range: dataset {dataset.id!r} has "
-            f"{dataset.n_samples} samples (0..{dataset.n_samples - 1})"
+            f"{dataset.n_samples} samples (0..{dataset.n_samples - 1})",
+            ("query", "index"),
         )
     data = datasets.load(dataset.id)
     if index:

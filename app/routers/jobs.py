@@ -11,7 +11,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import DatasetStoreDep, JobDep, JobStoreDep, RunnerDep, SettingsDep
-from app.errors import NotFoundError
+from app.errors import not_found
 from app.ids import is_valid_id
 from app.openapi import location_header
 from app.plotting import cost_curve_png
@@ -143,7 +143,7 @@ def create_job(
     """Submit a training job; it is checked against its dataset, then queued."""
     dataset = datasets.get(body.dataset_id) if is_valid_id(body.dataset_id) else None
     if dataset is None:
-        raise NotFoundError(f"Dataset {body.dataset_id!r} not found")
+        raise not_found("dataset", body.dataset_id)
     architecture, training = admit(body, dataset, settings.worker_memory_mb)
     job = runner.submit(
         name=body.name, dataset_id=dataset.id, architecture=architecture, training=training
