@@ -166,7 +166,7 @@ def test_a_generated_client_trains_follows_predicts_downloads_and_deletes(
 
     assert load("api.models.delete_model").sync_detailed(model_id, client=client).status_code == 204
     gone = load("api.models.read_model").sync(model_id, client=client)
-    assert isinstance(gone, models.Error) and "not found" in gone.detail.lower()
+    assert isinstance(gone, models.Error) and f"no model {model_id!r}" in gone.detail.lower()
 
 
 def test_the_generated_client_needs_the_key(
