@@ -16,6 +16,7 @@ cached network never goes stale; a deleted model is evicted).
 """
 
 import io
+import struct
 import threading
 import warnings
 from collections import OrderedDict
@@ -32,6 +33,7 @@ from app.metrics import PREDICTIONS
 from app.storage.models import ModelMeta, ModelStore
 from cnn_core import ModelFileError, Network
 from cnn_core.datasets import Dataset, convert_images, open_image
+from cnn_core.datasets.images import IMAGE_SIGNATURES
 
 
 def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> list[dict]:
@@ -100,9 +102,16 @@ SMALL_REQUEST_PIXELS = 64 * 64  # what the headers declare: decoding and convers
 SMALL_REQUEST_MACS = 2_000_000  # the model's multiply-adds times the images: the forward pass
 
 
+PNG_SIGNATURE = IMAGE_SIGNATURES[0]
+
+
 def declared_pixels(data: bytes) -> int:
     """Width x height as the image's header declares it, without decoding the pixels; 0 when
     the header is unreadable (`open_image` then says what is wrong with the file)."""
+    if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
+        # A PNG's first chunk, IHDR, starts with its width and height: read them without PIL.
+        width, height = struct.unpack(">II", data[16:24])
+        return width * height
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
