@@ -259,14 +259,16 @@ class Network:
         X = np.asarray(X)
         if len(X) == 0:
             return np.zeros((0, self.plans[-1].units), self.dtype)
-        threads = training.blas_threads() if len(X) >= PARALLEL_PREDICT_MIN else 1
-        parts = max(threads, -(-len(X) // PREDICT_BATCH))
-        bounds = np.linspace(0, len(X), parts + 1).astype(int)
-        chunks = [X[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
         def chunk_logits(chunk):
             return self._forward(self._to_internal(chunk), train=False).T
 
+        if len(X) < PARALLEL_PREDICT_MIN:  # one chunk, this thread: no splitting to pay for
+            return np.ascontiguousarray(chunk_logits(X))
+        threads = training.blas_threads()
+        parts = max(threads, -(-len(X) // PREDICT_BATCH))
+        bounds = np.linspace(0, len(X), parts + 1).astype(int)
+        chunks = [X[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         if threads == 1:
             return np.concatenate([chunk_logits(chunk) for chunk in chunks])
         with _one_blas_thread(), ThreadPoolExecutor(threads) as pool:
