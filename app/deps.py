@@ -2,13 +2,19 @@
 
 The `existing_*` dependencies turn an id that fails the allowlist, or that no store knows, into
 a 404 before the route runs (and before anything touches the file system).
+
+Dependencies that only read what is in memory are `async def`: FastAPI runs a plain `def`
+dependency in the threadpool, and a hand-off to a thread and back costs more than the lookup
+(tens of microseconds idle, far more when training keeps the cores busy). Those that may touch
+the disk or the database stay plain functions.
 """
 
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
-from app.errors import NotFoundError
+from app.errors import NotFoundError, not_found
 from app.ids import is_valid_id
 from app.inference import Predictor
 from app.settings import Settings
@@ -19,22 +25,22 @@ from app.storage.models import ModelMeta, ModelStore
 from app.training.runner import JobRunner
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     return request.app.state.settings
 
 
-def get_runner(request: Request) -> JobRunner:
+async def get_runner(request: Request) -> JobRunner:
     """The job runner created at startup."""
     return request.app.state.runner
 
 
-def get_predictor(request: Request) -> Predictor:
+async def get_predictor(request: Request) -> Predictor:
     """The predictor created at startup."""
     return request.app.state.predictor
 
 
-def get_problems(request: Request) -> Problems:
+async def get_problems(request: Request) -> Problems:
     """The unreadable records found since startup."""
     return request.app.state.problems
 
@@ -45,17 +51,17 @@ RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 
-def get_job_store(runner: RunnerDep) -> JobStore:
+async def get_job_store(runner: RunnerDep) -> JobStore:
     """The job store."""
     return runner.jobs
 
 
-def get_dataset_store(runner: RunnerDep) -> DatasetStore:
+async def get_dataset_store(runner: RunnerDep) -> DatasetStore:
     """The dataset store."""
     return runner.datasets
 
 
-def get_model_store(runner: RunnerDep) -> ModelStore:
+async def get_model_store(runner: RunnerDep) -> ModelStore:
     """The model store."""
     return runner.models
 
@@ -65,11 +71,16 @@ DatasetStoreDep = Annotated[DatasetStore, Depends(get_dataset_store)]
 ModelStoreDep = Annotated[ModelStore, Depends(get_model_store)]
 
 
-def existing_job(job_id: str, jobs: JobStoreDep) -> JobRecord:
-    """The job named in the path, or 404."""
+def existing_job(job_id: str, jobs: JobStoreDep, models: ModelStoreDep) -> JobRecord:
+    """The job named in the path, or 404 (saying which job trained it, for a model's id)."""
     job = jobs.get(job_id) if is_valid_id(job_id) else None
     if job is None:
-        raise NotFoundError("Job not found")
+        model = models.get(job_id) if is_valid_id(job_id) else None
+        if model is not None:
+            raise NotFoundError(
+                f"{job_id!r} is a model, not a job: it was trained by job {model.job_id!r}"
+            )
+        raise not_found("job", job_id)
     return job
 
 
@@ -77,16 +88,36 @@ def existing_dataset(dataset_id: str, datasets: DatasetStoreDep) -> DatasetMeta:
     """The dataset named in the path, or 404."""
     dataset = datasets.get(dataset_id) if is_valid_id(dataset_id) else None
     if dataset is None:
-        raise NotFoundError("Dataset not found")
+        raise not_found("dataset", dataset_id)
     return dataset
 
 
-def existing_model(model_id: str, models: ModelStoreDep) -> ModelMeta:
-    """The model named in the path, or 404."""
-    model = models.get(model_id) if is_valid_id(model_id) else None
+async def existing_model(model_id: str, models: ModelStoreDep, jobs: JobStoreDep) -> ModelMeta:
+    """The model named in the path, or 404 (saying which model it produced, for a job's id);
+    from memory once the model has been read (each prediction looks it up), from its file in
+    the threadpool the first time."""
+    model = None
+    if is_valid_id(model_id):
+        model = models.cached(model_id) or await run_in_threadpool(models.get, model_id)
     if model is None:
-        raise NotFoundError("Model not found")
+        raise await run_in_threadpool(_model_not_found, model_id, jobs)
     return model
+
+
+def _model_not_found(model_id: str, jobs: JobStore) -> NotFoundError:
+    """The 404 for `model_id`, naming the model it produced when it is a job's id."""
+    job = jobs.get(model_id) if is_valid_id(model_id) else None
+    if job is not None and job.model_id:
+        return NotFoundError(
+            f"{model_id!r} is a job, not a model: it produced model {job.model_id!r}"
+        )
+    if job is not None:
+        when = "yet " if job.status.is_active else ""
+        return NotFoundError(
+            f"{model_id!r} is a job, not a model, and it has produced no model "
+            f"{when}(status {job.status})"
+        )
+    return not_found("model", model_id)
 
 
 JobDep = Annotated[JobRecord, Depends(existing_job)]

@@ -19,27 +19,30 @@ the service answers again as soon as it is back.
 cnn_core's errors are client mistakes too: a `DatasetError` is 413 when over a limit
 (`DatasetTooLarge`), 415 for bytes of no accepted format (`UnsupportedFormat`), 400 for a
 truncated or corrupt file (`CorruptFile`) and 422 otherwise (well-formed data that cannot be
-used); a `ConfigError` is 422. So, across the API: 400 means bytes that cannot be decoded (and
-malformed multipart), 422 means a well-formed request whose content is invalid (including any
-body that fails validation, malformed JSON among them, as FastAPI answers it). Request
-validation errors are answered without echoing the input, so a NaN in a body can never turn the
-422 into a 500, and only the first `MAX_REPORTED_ERRORS` are listed (then how many more), so
-the reply stays small and cheap to build on the event loop whatever the body holds.
+used); a `ConfigError` is 422. So, across the API: 400 means bytes that cannot be decoded
+(malformed multipart or JSON), 422 means a well-formed request whose content is invalid.
+
+Every error body is `{"detail": "one sentence: what is wrong, where, what to send instead"}`;
+a 422 adds `"errors": [{"loc", "msg", "type"}, ...]`, every problem found by its place in the
+request (`app.validation` writes both for a body that fails validation). Validation errors are
+answered without echoing the input (beyond a short rendering of a mistyped name), so a NaN in a
+body can never turn the 422 into a 500, and only the first few are listed (then how many
+more), so the reply stays small and cheap to build whatever the body holds.
 """
 
 import logging
-import math
 import uuid
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.validation import explain
 from cnn_core import ConfigError, DatasetError
 from cnn_core.errors import CorruptFile, DatasetTooLarge, UnsupportedFormat
 
@@ -55,6 +58,10 @@ class ServiceError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+    def body(self) -> dict[str, Any]:
+        """The JSON the client gets."""
+        return {"detail": self.detail}
 
 
 class BadRequestError(ServiceError):
@@ -74,6 +81,13 @@ class NotFoundError(ServiceError):
     status_code = 404
 
 
+def not_found(kind: str, value: str) -> NotFoundError:
+    """A 404 that echoes the id asked for (cut to 64 characters) and where the known ones are
+    listed: `No model 'abc': GET /models lists them`."""
+    shown = value if len(value) <= 64 else value[:61] + "..."
+    return NotFoundError(f"No {kind} {shown!r}: GET /{kind}s lists them")
+
+
 class RequestTimeoutError(ServiceError):
     status_code = 408
 
@@ -91,7 +105,30 @@ class UnsupportedMediaError(ServiceError):
 
 
 class InvalidRequestError(ServiceError):
+    """422: `detail` says what to fix; `errors` lists each problem by its place (`loc`) in
+    the request, so a form can show it next to its field."""
+
     status_code = 422
+
+    def __init__(
+        self,
+        detail: str,
+        loc: Sequence[str | int] = (),
+        *,
+        kind: str = "invalid_value",
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.errors = errors or [{"loc": list(loc), "msg": detail, "type": kind}]
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, "errors": self.errors}
+
+    @classmethod
+    def explaining(cls, errors: list[dict[str, Any]], root: Any = None) -> "InvalidRequestError":
+        """The 422 for pydantic validation `errors` of a request whose body is a `root`."""
+        detail, issues = explain(errors, root)
+        return cls(detail, errors=issues)
 
 
 class QueueFullError(ServiceError):
@@ -110,9 +147,9 @@ class DatabaseUnavailableError(ServiceError):
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
-    """The answer to a service error: its status, headers and `{"detail": message}`. Also sent
+    """The answer to a service error: its status, headers and body. Also sent
     directly by the middlewares that refuse a request before it reaches a route."""
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
 
 async def handle_service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -126,22 +163,22 @@ CORE_ERROR_STATUS = {DatasetTooLarge: 413, UnsupportedFormat: 415, CorruptFile: 
 async def handle_core_error(request: Request, exc: ConfigError | DatasetError) -> JSONResponse:
     """Answer an invalid architecture or dataset from cnn_core: 422 unless a subclass says more."""
     status = next((code for kind, code in CORE_ERROR_STATUS.items() if isinstance(exc, kind)), 422)
+    if status == 422:
+        kind = "config_error" if isinstance(exc, ConfigError) else "dataset_error"
+        return error_response(InvalidRequestError(str(exc), kind=kind))
     return JSONResponse({"detail": str(exc)}, status_code=status)
 
 
-def _finite(value: object) -> object:
-    """`value` with any non-finite float replaced by its string form."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
-MAX_REPORTED_ERRORS = 10
+def _body_type(request: Request) -> Any:
+    """The type the route validates its body as (None for a route that reads it itself)."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    bodies = getattr(dependant, "body_params", None) or []
+    return bodies[0].field_info.annotation if len(bodies) == 1 else None
 
 
 async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """A 422 listing location, message and type of the first few problems (and how many more
-    there are), never the offending input; a 400 for a body that is not JSON at all."""
+    """A 422 that says what to fix first, then lists the first few problems (never the
+    offending input); a 400 for a body that is not JSON at all."""
     found = exc.errors()
     malformed = next((err for err in found if err.get("type") == "json_invalid"), None)
     if malformed is not None:  # not a wrong value but no JSON at all: the request is bad
@@ -150,23 +187,7 @@ async def handle_validation_error(request: Request, exc: RequestValidationError)
             {"detail": f"the body is not valid JSON ({where}): send a JSON object"},
             status_code=400,
         )
-    errors = [
-        {
-            "loc": [_finite(part) for part in err.get("loc", ())][:20],
-            "msg": str(err.get("msg", ""))[:500],
-            "type": str(err.get("type", ""))[:100],
-        }
-        for err in found[:MAX_REPORTED_ERRORS]
-    ]
-    if len(found) > MAX_REPORTED_ERRORS:
-        errors.append(
-            {
-                "loc": [],
-                "msg": f"and {len(found) - MAX_REPORTED_ERRORS} more errors; fix these first",
-                "type": "too_many_errors",
-            }
-        )
-    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+    return error_response(InvalidRequestError.explaining(list(found), _body_type(request)))
 
 
 async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:

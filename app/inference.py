@@ -1,19 +1,22 @@
-"""Predictions and evaluations: decode images, convert data like the training data, run the
-model.
+"""Predictions and evaluations: decode images, convert data like the training data, run the model.
 
-Decoding and inference are CPU work and run in the threadpool, never in the event loop. At most
-`predict_concurrency` predictions are in flight at once, counted from before the request body
-is read (multipart or JSON), so parsing is bounded too; one more is refused at once with 503
-rather than queued. A request may declare at most `max_request_pixels` pixels in all (checked
-from the headers before anything is decoded), and its images are decoded, converted and shrunk
-one at a time, large ones in a single thread server-wide: the memory predictions need is that
-of one large image plus the models' small input arrays, whatever the files declare. Inputs
-that are not finite in the model's dtype (1e300 in float32) are refused, and outputs that are
-not finite are never sent. Loaded models are kept in a small LRU cache (models are immutable,
-so a cached network never goes stale; a deleted model is evicted).
+Decoding and inference are CPU work and run in the threadpool, except for requests too small to be
+worth a thread: a few small images on a small model that is already loaded (`SMALL_REQUEST_*`; a
+digit on LeNet-5 is about 0.2 ms of work) are predicted on the event loop, since handing them to a
+thread and back costs as much as the work itself, and much more while training keeps the cores
+busy. At most `predict_concurrency` predictions are in flight at once, counted from before the
+request body is read (multipart or JSON), so parsing is bounded too; one more is refused at once
+with 503 rather than queued. A request may declare at most `max_request_pixels` pixels in all
+(checked from the headers before anything is decoded), and its images are decoded, converted and
+shrunk one at a time, large ones in a single thread server-wide: the memory predictions need is
+that of one large image plus the models' small input arrays, whatever the files declare. Inputs
+that are not finite in the model's dtype (1e300 in float32) are refused, and outputs that are not
+finite are never sent. Loaded models are kept in a small LRU cache (models are immutable, so a
+cached network never goes stale; a deleted model is evicted).
 """
 
 import io
+import struct
 import threading
 import warnings
 from collections import OrderedDict
@@ -30,6 +33,7 @@ from app.metrics import PREDICTIONS
 from app.storage.models import ModelMeta, ModelStore
 from cnn_core import ModelFileError, Network
 from cnn_core.datasets import Dataset, convert_images, open_image
+from cnn_core.datasets.images import IMAGE_SIGNATURES
 
 
 def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> list[dict]:
@@ -63,13 +67,15 @@ def evaluation_data(model: ModelMeta, dataset: Dataset) -> tuple[np.ndarray, np.
     if list(dataset.input_shape) != list(model.input_shape):
         raise InvalidRequestError(
             f"the dataset's images are {list(dataset.input_shape)} (channels, height, width) "
-            f"but the model takes {model.input_shape}: evaluate on a dataset of that shape"
+            f"but the model takes {model.input_shape}: evaluate on a dataset of that shape",
+            ("body", "dataset_id"),
         )
     unknown = [name for name in dataset.class_names if name not in model.classes]
     if unknown:
         raise InvalidRequestError(
             f"the dataset has classes the model does not know: {unknown[:10]}; the model's "
-            f"classes are {model.classes[:20]}"
+            f"classes are {model.classes[:20]}",
+            ("body", "dataset_id"),
         )
     labels = np.array([model.classes.index(name) for name in dataset.class_names], np.intp)
     X = dataset.X
@@ -91,9 +97,23 @@ def _image_scale(preprocessing: dict) -> float:
 LARGE_IMAGE_PIXELS = 1024 * 1024
 
 
+# A request within all three bounds is predicted on the event loop (see the module docstring);
+# together they keep the loop busy for about a millisecond at most on this machine.
+SMALL_REQUEST_BYTES = 64 * 1024  # the files' size: their headers are read on the loop
+SMALL_REQUEST_PIXELS = 64 * 64  # what the headers declare: decoding and conversion
+SMALL_REQUEST_MACS = 2_000_000  # the model's multiply-adds times the images: the forward pass
+
+
+PNG_SIGNATURE = IMAGE_SIGNATURES[0]
+
+
 def declared_pixels(data: bytes) -> int:
     """Width x height as the image's header declares it, without decoding the pixels; 0 when
     the header is unreadable (`open_image` then says what is wrong with the file)."""
+    if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
+        # A PNG's first chunk, IHDR, starts with its width and height: read them without PIL.
+        width, height = struct.unpack(">II", data[16:24])
+        return width * height
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -164,17 +184,28 @@ class Predictor:
         finally:
             self._in_flight -= 1
 
-    def _predict_images(
-        self, model: ModelMeta, files: list[tuple[str, bytes]], top_k: int, invert: str
-    ) -> list[dict]:
-        # A file that cannot be used raises a DatasetError naming it, which app.errors answers
-        # with 413 (over the pixel cap), 415 (not PNG or JPEG) or 400 (truncated or corrupt).
+    def _declared(self, files: list[tuple[str, bytes]]) -> list[int]:
+        """The pixels each file's header declares; 413 when they exceed the request's cap."""
         declared = [declared_pixels(data) for _, data in files]
         if sum(declared) > self._max_request_pixels:
             raise PayloadTooLargeError(
                 f"the images of this request declare {sum(declared):,} pixels in all, over the "
                 f"limit of {self._max_request_pixels:,}: send fewer or smaller images per request"
             )
+        return declared
+
+    def _predict_images(
+        self,
+        model: ModelMeta,
+        files: list[tuple[str, bytes]],
+        top_k: int,
+        invert: str,
+        declared: list[int] | None = None,
+    ) -> list[dict]:
+        # A file that cannot be used raises a DatasetError naming it, which app.errors answers
+        # with 413 (over the pixel cap), 415 (not PNG or JPEG) or 400 (truncated or corrupt).
+        if declared is None:
+            declared = self._declared(files)
         c, h, w = model.input_shape
         X = np.empty((len(files), c, h, w), dtype=np.float32)
         inverted = []
@@ -210,7 +241,9 @@ class Predictor:
             raise InvalidRequestError(
                 f"instances hold values that are not finite in the model's {net.dtype.name} "
                 f"(NaN, infinite, or beyond +-{np.finfo(net.dtype).max:.3g}): send inputs in "
-                f"the training data's scale"
+                f"the training data's scale",
+                ("body", "instances"),
+                kind="out_of_range",
             )
         with np.errstate(all="ignore"):  # an overflow shows as a non-finite output: refused
             probabilities = net.predict_proba(X)
@@ -233,9 +266,21 @@ class Predictor:
         self, model: ModelMeta, files: list[tuple[str, bytes]], top_k: int, invert: str
     ) -> list[dict]:
         """Predict (file name, bytes) pairs of PNG/JPEG images (inside `slot()`), inverting
-        them as `invert` ("auto", "true", "false") says."""
+        them as `invert` ("auto", "true", "false") says; a small request on the event loop."""
         with PREDICTIONS.time():
-            return await run_in_threadpool(self._predict_images, model, files, top_k, invert)
+            size = sum(len(data) for _, data in files)
+            if (
+                size > SMALL_REQUEST_BYTES
+                or model.macs * len(files) > SMALL_REQUEST_MACS
+                or model.id not in self._cache  # loading it reads a file: not on the loop
+            ):
+                return await run_in_threadpool(self._predict_images, model, files, top_k, invert)
+            declared = self._declared(files)
+            if sum(declared) > SMALL_REQUEST_PIXELS:
+                return await run_in_threadpool(
+                    self._predict_images, model, files, top_k, invert, declared
+                )
+            return self._predict_images(model, files, top_k, invert, declared)
 
     async def predict_array(self, model: ModelMeta, X: np.ndarray, top_k: int) -> list[dict]:
         """Predict a float (N, C, H, W) array already in the model's input scale (inside

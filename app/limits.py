@@ -95,7 +95,8 @@ class BodyTimeout:
             if timed_out:
                 return {"type": "http.disconnect"}
             try:
-                message = await asyncio.wait_for(receive(), self.seconds)
+                async with asyncio.timeout(self.seconds):  # unlike wait_for, no task per message
+                    message = await receive()
             except TimeoutError:
                 timed_out = True
                 return {"type": "http.disconnect"}

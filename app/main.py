@@ -12,9 +12,12 @@ from app.docs import DOCS_URL, FAVICON_URL, REDOC_URL, mount_offline_docs
 from app.errors import register_error_handlers
 from app.inference import Predictor
 from app.limits import BodyTimeout, ConcurrencyLimit
+from app.methods import AllowedMethods
 from app.metrics import RequestMetrics
+from app.openapi import install as install_openapi
+from app.openapi import operation_id
 from app.routers import architectures, datasets, health, jobs, metrics, models
-from app.schemas import error_responses, errors_as_json
+from app.schemas import error_responses
 from app.security import ApiKeyGuard, HostGuard, OriginGuard, bearer, warn_if_exposed
 from app.settings import Settings
 from app.storage.files import sweep_temp_files
@@ -144,9 +147,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=operation_id,
+        license_info={"name": "MIT", "identifier": "MIT"},
+        servers=[{"url": "/", "description": "The server that serves this document"}],
     )
     app.state.settings = settings
     register_error_handlers(app)
+    app.add_middleware(AllowedMethods)
     app.add_middleware(BodyTimeout, seconds=settings.body_timeout)
     app.add_middleware(
         ConcurrencyLimit,
@@ -163,7 +170,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.api_key is None:
         app.add_middleware(HostGuard, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(RequestMetrics)  # runs first: refused requests count too
-    protected = {"dependencies": [Depends(bearer)], "responses": error_responses(401)}
+    # The Bearer scheme is declared where the deployment requires it, and nowhere else.
+    protected = (
+        {"dependencies": [Depends(bearer)], "responses": error_responses(401)}
+        if settings.api_key
+        else {}
+    )
     app.include_router(health.router)
     app.include_router(metrics.router, **protected)
     app.include_router(architectures.router, max_body_size=settings.max_json_bytes, **protected)
@@ -172,8 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router, max_body_size=settings.max_predict_bytes, **protected)
     mount_offline_docs(app)
     mount_dashboard(app)
-    generate_openapi = app.openapi
-    app.openapi = lambda: errors_as_json(generate_openapi())  # idempotent on the cached spec
+    install_openapi(app)
     return app
 
 

@@ -5,10 +5,20 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Strict,
+    StrictBool,
+    Tag,
+    create_model,
+)
 
 from app.storage.jobs import JobStatus
-from cnn_core import PRESETS, augmentation, build_preset, layers, optimizers, schedules
+from cnn_core import PRESETS, augmentation, build_preset, layers, optimizers, schedules, specs
 from cnn_core.activations import ACTIVATIONS
 from cnn_core.history import EPOCH_METRICS, EpochSummary, IterationCost
 
@@ -26,7 +36,12 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-Size = Annotated[int, Field(ge=1, le=4096)]
+# Numbers in request bodies are taken as JSON types them: "5", 5.0 or true is not the integer
+# 5 or 1, and "0.5" is not a number (pydantic's lax mode would convert each; the schema, and so
+# every client and fuzzer, says they are refused).
+Integer = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
+Size = Annotated[Integer, Field(ge=1, le=4096)]
 PresetName = StrEnum("PresetName", {name: name for name in PRESETS})
 
 
@@ -37,8 +52,8 @@ def _field_type(spec: layers.FieldSpec) -> Any:
     if spec.kind == "number":
         low = {"gt" if spec.exclusive_minimum else "ge": spec.minimum}
         high = {"lt" if spec.exclusive_maximum else "le": spec.maximum}
-        return Annotated[float, Field(**low, **high)]
-    bounded = Annotated[int, Field(ge=spec.minimum, le=spec.maximum)]
+        return Annotated[Number, Field(**low, **high)]
+    bounded = Annotated[Integer, Field(ge=spec.minimum, le=spec.maximum)]
     if spec.kind == "count":
         return bounded
     if spec.kind == "size":
@@ -65,11 +80,12 @@ Layer = Annotated[Union[tuple(LAYER_SCHEMAS)], Field(discriminator="type")]  # n
 
 
 class Architecture(Body):
-    """A network config: input shape (C, H, W) and layers; omitted fields take their defaults."""
+    """A network config: input shape (C, H, W) and layers; omitted fields take their defaults.
+    In `POST /jobs` the input shape may be left out: it is the dataset's."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [LENET5_CONFIG]})
 
-    input_shape: tuple[Size, Size, Size]
+    input_shape: tuple[Size, Size, Size] | None = None
     layers: Annotated[list[Layer], Field(min_length=1, max_length=64)]
 
     def to_config(self) -> dict[str, Any]:
@@ -77,10 +93,76 @@ class Architecture(Body):
         return self.model_dump(exclude_none=True)
 
 
+SeedEntry = Annotated[int, Field(ge=0, le=4096)] | Annotated[str, Field(max_length=20)] | None
+SeedList = Annotated[list[SeedEntry], Field(min_length=2, max_length=65)]
+
+
+class SeedArchitecture(Body):
+    """The seed notebook's parallel lists, entry 0 describing the input (`"init"`, its channel
+    count in `nb_kernel[0]`), converted by cnn_core (see `cnn_core.config.from_seed_lists`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "input_shape": [1, 28, 28],
+                    "architecture": ["init", "conv", "maxpool", "fc"],
+                    "activations": ["init", "relu", "relu", "softmax"],
+                    "filter_size": [0, 5, 2, 1],
+                    "nb_kernel": [1, 6, 6, 10],
+                    "padding": [0, 2, 0, 0],
+                    "stride": [0, 1, 2, 0],
+                }
+            ]
+        }
+    )
+
+    input_shape: tuple[Size, Size, Size] | None = None
+    architecture: SeedList
+    activations: SeedList
+    filter_size: SeedList
+    nb_kernel: SeedList
+    padding: SeedList
+    stride: SeedList
+
+    def to_config(self) -> dict[str, Any]:
+        """The config dict cnn_core expects."""
+        return self.model_dump(exclude_none=True)
+
+
+def _custom_form(value: Any) -> str:
+    """Which form of config `value` is, so a wrong one is reported against that form alone
+    (not against every form it is not)."""
+    if isinstance(value, dict) and isinstance(value.get("architecture"), list):
+        return "seed_lists"
+    return "config"
+
+
+CustomArchitecture = Annotated[
+    Annotated[Architecture, Tag("config")] | Annotated[SeedArchitecture, Tag("seed_lists")],
+    Discriminator(_custom_form),
+]
+
+
 class ArchitectureCheck(Body):
     model_config = ConfigDict(json_schema_extra={"examples": [{"architecture": LENET5_CONFIG}]})
 
-    architecture: Architecture
+    architecture: CustomArchitecture
+
+
+def _check_form(value: Any) -> str:
+    """`{"architecture": config}` or a bare config (either form)."""
+    if isinstance(value, dict) and not isinstance(value.get("architecture", []), list):
+        return "wrapped"
+    return _custom_form(value)
+
+
+ArchitectureCheckBody = Annotated[
+    Annotated[ArchitectureCheck, Tag("wrapped")]
+    | Annotated[Architecture, Tag("config")]
+    | Annotated[SeedArchitecture, Tag("seed_lists")],
+    Discriminator(_check_form),
+]
 
 
 class LayerSummary(BaseModel):
@@ -100,10 +182,10 @@ class ArchitectureSummary(BaseModel):
     macs: int
 
 
-def _hyper_type(h: optimizers.Hyper) -> Any:
+def _hyper_type(h: specs.Hyper) -> Any:
     low = {"gt": h.low} if h.low_open else {"ge": h.low}
     high = {"lt": h.high} if h.high_open else {"le": h.high}
-    return Annotated[int if h.integer else float, Field(**low, **high)]
+    return Annotated[Integer if h.integer else Number, Field(**low, **high)]
 
 
 def _optimizer_schema(cls: type[optimizers.Optimizer]) -> type[BaseModel]:
@@ -134,26 +216,28 @@ LrSchedule = Annotated[Union[tuple(SCHEDULE_SCHEMAS)], Field(discriminator="name
 class Augmentation(Body):
     """Random transforms of each training image, drawn from the job's seed (none in prediction)."""
 
-    shift: Annotated[int, Field(ge=0, le=augmentation.MAX_SHIFT)] = Field(
+    shift: Annotated[Integer, Field(ge=0, le=augmentation.MAX_SHIFT)] = Field(
         0, description="Pixels of random shift along each axis (pad with zeros and crop)."
     )
-    rotate: Annotated[float, Field(ge=0, le=augmentation.MAX_ROTATE)] = Field(
+    rotate: Annotated[Number, Field(ge=0, le=augmentation.MAX_ROTATE)] = Field(
         0.0, description="Degrees of random rotation either way."
     )
-    flip: bool = Field(False, description="Random left-right mirroring (not for digits or text).")
+    flip: StrictBool = Field(
+        False, description="Random left-right mirroring (not for digits or text)."
+    )
 
 
 class EarlyStopping(Body):
-    patience: Annotated[int, Field(ge=1, le=1000)] = 3
-    min_delta: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    patience: Annotated[Integer, Field(ge=1, le=1000)] = 3
+    min_delta: Annotated[Number, Field(ge=0, le=1e6)] = 0.0
 
 
 class TrainingSettings(Body):
-    epochs: Annotated[int, Field(ge=1, le=1000)] = 5
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    epochs: Annotated[Integer, Field(ge=1, le=1000)] = 5
+    batch_size: Annotated[Integer, Field(ge=1, le=4096)] = 64
     optimizer: Optimizer = Field(default_factory=lambda: OPTIMIZER_SCHEMAS["adam"](name="adam"))
-    validation_split: Annotated[float, Field(ge=0, le=0.5)] = 0.1
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    validation_split: Annotated[Number, Field(ge=0, le=0.5)] = 0.1
+    seed: Annotated[Integer, Field(ge=0, le=2**32 - 1)] = 0
     early_stopping: EarlyStopping | None = Field(
         None, description="Stop when the validation cost (else the training cost) stalls."
     )
@@ -186,8 +270,15 @@ class JobCreate(Body):
     )
 
     dataset_id: str = Field(description="A dataset id from GET /datasets.")
-    architecture: Architecture | PresetName = Field(
-        description="A config, or a preset name that adapts to the dataset's input and classes."
+    architecture: Annotated[
+        Annotated[Architecture, Tag("config")]
+        | Annotated[SeedArchitecture, Tag("seed_lists")]
+        | Annotated[PresetName, Tag("preset")],
+        Discriminator(lambda value: "preset" if isinstance(value, str) else _custom_form(value)),
+    ] = Field(
+        description="A config (its input_shape may be left out: the dataset's), the seed "
+        "notebook's parallel lists, or a preset name that adapts to the dataset's input and "
+        "classes."
     )
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     name: Annotated[str, Field(max_length=200)] | None = None
@@ -248,6 +339,35 @@ class CostHistory(BaseModel):
     )
 
 
+class CostsEvent(BaseModel):
+    """Event `costs`: the cost points after those of the previous event. Its `id` is the last
+    iteration in them: a client that reconnects sends it back as `Last-Event-ID`."""
+
+    event: Literal["costs"]
+    id: str = Field(pattern=r"^[0-9]+$")
+    data: CostHistory
+
+
+class ProgressEvent(BaseModel):
+    """Event `progress`: the job, whenever its status, iteration or latest metrics change."""
+
+    event: Literal["progress"]
+    data: Job
+
+
+class EndEvent(BaseModel):
+    """Event `end`: the job in its final state; the stream ends after it."""
+
+    event: Literal["end"]
+    data: Job
+
+
+class JobEvent(
+    RootModel[Annotated[CostsEvent | ProgressEvent | EndEvent, Field(discriminator="event")]]
+):
+    """One event of `GET /jobs/{job_id}/events`, told apart by its `event` field."""
+
+
 class Dataset(BaseModel):
     id: str
     name: str
@@ -299,7 +419,7 @@ class ModelList(BaseModel):
 
 
 # Each list's validation stops at its first wrong item: one error, not one per element.
-Row = Annotated[list[float], Field(fail_fast=True)]
+Row = Annotated[list[Number], Field(fail_fast=True)]
 Plane = Annotated[list[Row], Field(fail_fast=True)]
 Instance = Annotated[list[Plane], Field(fail_fast=True)]
 
@@ -310,7 +430,11 @@ class PredictInstances(Body):
     `image_scale` is 1/255), in 0..255 for one trained on 0..255 floats (`image_scale` 1).
     Instances are used as sent: never inverted or reframed."""
 
-    instances: Annotated[list[Instance], Field(min_length=1, fail_fast=True)]
+    instances: Annotated[list[Instance], Field(min_length=1, fail_fast=True)] = Field(
+        description="Each a (C, H, W) array as nested lists, C lists of H rows of W numbers; "
+        "values beyond the model's scale (by more than 2% of it) are refused with a 422 "
+        "that says how to scale them."
+    )
 
 
 class ClassScore(BaseModel):
@@ -413,17 +537,35 @@ class Health(BaseModel):
 
 
 class Error(BaseModel):
-    detail: str
+    detail: str = Field(description="What went wrong and what to do about it, in one sentence.")
 
 
 class ValidationIssue(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
+    loc: list[str | int] = Field(
+        description="Where: the source (`body`, `query`, `path`, `header`), then the path to "
+        'the value in it, e.g. `["body", "training", "epochs"]`; empty for the request as a '
+        "whole."
+    )
+    msg: str = Field(description="What is wrong there.")
+    type: str = Field(
+        description="A stable name for the kind of problem: pydantic's (`missing`, "
+        "`extra_forbidden`, `less_than_equal`, ...), `config_error` (an architecture that "
+        "cannot be built), `dataset_error`, `invalid_value` (a value the service checked), "
+        "`wrong_shape` (a predict instance), `too_many_errors` (the list was cut)."
+    )
 
 
 class InvalidInput(BaseModel):
-    detail: str | list[ValidationIssue]
+    """Every 422: one actionable sentence, then each problem by its place in the request."""
+
+    detail: str = Field(
+        description="The problem to fix first: what is wrong, where, and what to send "
+        'instead (e.g. "Unknown field dataset: did you mean dataset_id?"), with how many more '
+        "problems `errors` lists."
+    )
+    errors: list[ValidationIssue] = Field(
+        description="Every problem found, at most 10 and then one `too_many_errors` entry."
+    )
 
 
 ERROR_DESCRIPTIONS = {
@@ -434,30 +576,21 @@ ERROR_DESCRIPTIONS = {
     409: "Conflicts with the resource's state",
     413: "Body or image over the size limit",
     415: "Unsupported file format",
-    422: "Invalid input; the message names the problem",
+    422: "Invalid input: `detail` says what to fix first, `errors` lists every problem by place",
     429: "Job queue full; retry later",
-    503: "Too many predictions in flight; retry later",
+    503: "Busy (predictions or uploads in flight) or the job database is unreachable; retry "
+    "after Retry-After seconds",
 }
+
+
+def error_model(code: int) -> type[BaseModel]:
+    """The body of an error answer with status `code`."""
+    return InvalidInput if code == 422 else Error
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the error statuses a route can return."""
     return {
-        code: {
-            "model": InvalidInput if code == 422 else Error,
-            "description": ERROR_DESCRIPTIONS[code],
-        }
+        code: {"model": error_model(code), "description": ERROR_DESCRIPTIONS[code]}
         for code in codes
     }
-
-
-def errors_as_json(spec: dict[str, Any]) -> dict[str, Any]:
-    """`spec` with every 4xx/5xx response documented as JSON, as it is sent: FastAPI files the
-    error models of a streaming route under that route's media type (text/event-stream)."""
-    for operations in spec["paths"].values():
-        for operation in operations.values():
-            for status, response in operation.get("responses", {}).items():
-                content = response.get("content", {})
-                if status[0] in "45" and "text/event-stream" in content:
-                    content.setdefault("application/json", content.pop("text/event-stream"))
-    return spec

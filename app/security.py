@@ -5,8 +5,9 @@ unauthenticated or cross-origin client cannot make the server parse an upload up
 
 API key: when `CNN_API_KEY` is set, every request outside the open paths (health and the docs)
 needs `Authorization: Bearer <key>`, compared in constant time, or gets 401 with
-`WWW-Authenticate: Bearer`. The routers still declare the `bearer` scheme as a dependency, which
-checks nothing but puts the scheme in the OpenAPI document, so /docs offers "Authorize".
+`WWW-Authenticate: Bearer`. With a key set, the protected routers also declare the `bearer`
+scheme as a dependency, which checks nothing but puts the scheme in the OpenAPI document, so
+/docs offers "Authorize"; without one the document declares no security at all.
 
 Origin: a web page can make a browser send "simple" requests (a multipart form POST, exactly
 what an upload is) to any address, loopback included, and with DNS rebinding it can make its own
@@ -182,7 +183,8 @@ class HostGuard:
         await self.app(scope, receive, send)
 
 
-# Declared on the protected routers for the OpenAPI document only; `ApiKeyGuard` does the check.
+# Declared on the protected routers (with a key set) for the OpenAPI document only; `ApiKeyGuard`
+# does the check.
 bearer = HTTPBearer(auto_error=False, description="The value of CNN_API_KEY.")
 
 

@@ -14,6 +14,7 @@ import signal
 import sys
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from app.limits import HeaderTimeoutH11Protocol
 from app.settings import Settings
@@ -21,6 +22,16 @@ from app.settings import Settings
 # Docker sends SIGKILL 10 s after SIGTERM: drain connections for 8 s at most, leaving time for
 # the lifespan to checkpoint the running jobs.
 GRACEFUL_SHUTDOWN_S = 8
+
+
+# uvicorn's logging, plus the service's own INFO lines (each job's start and end) beside it.
+LOG_CONFIG = {
+    **LOGGING_CONFIG,
+    "loggers": {
+        **LOGGING_CONFIG["loggers"],
+        "app": {"handlers": ["default"], "level": "INFO", "propagate": False},
+    },
+}
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -44,6 +55,7 @@ def main() -> None:
         port=settings.port,
         http=HeaderTimeoutH11Protocol,  # slow headers are cut off
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        log_config=LOG_CONFIG,
     )
 
 

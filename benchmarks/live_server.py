@@ -1,7 +1,8 @@
 """A real uvicorn process serving the app, started the way `make run` starts it.
 
 The one copy of "start uvicorn on a free loopback port and wait for /health": the benchmarks
-import it as `live_server`, the tests through `tests.support.server`.
+import it as `live_server`, the tests through `tests.support.server`; `wait_for_health` also
+waits for the servers the tests start otherwise (`python -m app.serve`, a container).
 """
 
 import contextlib
@@ -11,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for_health(
+    url: str, running: Callable[[], bool], output: Callable[[], str], timeout: float = 60
+) -> None:
+    """Poll `url`/health until it answers 200. An AssertionError that ends with `output()`
+    (the server's log, say) at once if `running()` turns false, or after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        assert running(), f"the server exited before answering /health{output()}"
+        assert time.monotonic() < deadline, f"no /health at {url} in {timeout} s{output()}"
+        time.sleep(0.05)
 
 
 class LiveServer:
@@ -72,17 +88,11 @@ class LiveServer:
                 stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
-                    return
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}{self.tail()}")
-            if time.monotonic() > deadline:
-                self.kill_group()
-                raise AssertionError(f"server did not answer /health in {timeout} s{self.tail()}")
-            time.sleep(0.05)
+        try:
+            wait_for_health(self.url, lambda: self.process.poll() is None, self.tail, timeout)
+        except AssertionError:
+            self.kill_group()
+            raise
 
     def tail(self, lines: int = 40) -> str:
         """The end of the server's log, for failure messages ('' without a log file)."""

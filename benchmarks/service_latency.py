@@ -1,12 +1,16 @@
 """Service speed against a real server on loopback: predict latency and training overhead.
 
-    .venv/bin/python benchmarks/service_latency.py [--requests 500] [--rounds 2]
+    .venv/bin/python benchmarks/service_latency.py [--requests 500] [--latency-rounds 5]
+                                                    [--rounds 2]
 
 Starts `uvicorn app.main:app` on a temporary data dir and a free port, then measures:
 
-1. Predict latency of one 28x28 PNG digit (LeNet-5 model), sequential requests over one
-   keep-alive connection: median and p99 with no job running, and again while a LeNet-5 job
-   trains in the worker process.
+1. Predict latency of one 28x28 PNG digit (LeNet-5 model) against `GET /health` on the same
+   server and client: sequential requests over one keep-alive connection, a predict and a
+   /health in turn, so both see the same machine. Each round measures with no job running,
+   then again while a LeNet-5 job trains in the worker process (started for the round and
+   cancelled after it), for `--latency-rounds` rounds; per round p50 and p99 of each and the
+   ratio of the p50s, printed as the median over the rounds with the range.
 2. Service overhead: a 5-epoch LeNet-5 job (batch 64, Adam, no validation split) on 8,000 digits
    (the built-in 2,000 and three copies shifted by a pixel), from its `created_at` to its
    `finished_at` (queueing, worker start, data loading, training with progress recording and
@@ -95,24 +99,49 @@ def multipart(png: bytes) -> tuple[bytes, str]:
     )
 
 
-def latencies(client: httpx.Client, model_id: str, png: bytes, n: int) -> list[float]:
-    """Milliseconds of `n` sequential predictions of one image (after 20 warm-up calls)."""
+def paired_latencies(
+    client: httpx.Client, model_id: str, png: bytes, n: int
+) -> tuple[list[float], list[float]]:
+    """Milliseconds of `n` predictions of one image and of `n` `GET /health`, one of each in
+    turn (after 20 warm-up pairs)."""
     url = f"/models/{model_id}/predict"
     body, content_type = multipart(png)
-    times = []
+    predict, health = [], []
     for i in range(n + 20):
         started = time.perf_counter()
         response = client.post(url, content=body, headers={"content-type": content_type})
-        elapsed = time.perf_counter() - started
+        predicted = time.perf_counter()
         response.raise_for_status()
+        checked = time.perf_counter()
+        client.get("/health").raise_for_status()
+        ended = time.perf_counter()
         if i >= 20:
-            times.append(elapsed * 1000)
-    return times
+            predict.append((predicted - started) * 1000)
+            health.append((ended - checked) * 1000)
+    return predict, health
 
 
-def percentiles(times: list[float]) -> str:
-    p50, p99 = np.percentile(times, [50, 99])
-    return f"p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   (n={len(times)})"
+ROUND_FIGURES = ("predict p50", "predict p99", "health p50", "health p99", "p50 ratio")
+
+
+def round_figures(predict: list[float], health: list[float]) -> dict[str, float]:
+    """One round's percentiles (ms) and the ratio of the predict p50 to the /health p50."""
+    p50, p99 = np.percentile(predict, [50, 99])
+    h50, h99 = np.percentile(health, [50, 99])
+    values = (p50, p99, h50, h99, p50 / h50)
+    return dict(zip(ROUND_FIGURES, (float(v) for v in values), strict=True))
+
+
+def summary(rounds: list[dict[str, float]]) -> str:
+    """Each figure's median over the rounds, with its range."""
+    parts = []
+    for name in ROUND_FIGURES:
+        values = [r[name] for r in rounds]
+        unit = "x" if name == "p50 ratio" else " ms"
+        parts.append(
+            f"{name} {statistics.median(values):.2f}{unit} [{min(values):.2f}-{max(values):.2f}]"
+        )
+    return ", ".join(parts)
 
 
 def in_process_fit(X: np.ndarray, y: np.ndarray, threads: int) -> tuple[float, float]:
@@ -134,6 +163,7 @@ def in_process_fit(X: np.ndarray, y: np.ndarray, threads: int) -> tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--latency-rounds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
@@ -150,14 +180,16 @@ def main() -> None:
         )
         model_id = quick["model_id"]
 
-        idle = latencies(client, model_id, png, args.requests)
-        busy_job = submit(client, dataset_id, {**TRAINING, "epochs": 50})
-        wait(client, busy_job, {"running"})
-        time.sleep(1)  # let the worker get past its start-up and into training
-        busy = latencies(client, model_id, png, args.requests)
-        still_running = client.get(f"/jobs/{busy_job}").json()["status"] == "running"
-        client.post(f"/jobs/{busy_job}/cancel")
-        wait(client, busy_job, {"cancelled"})
+        idle, busy, job_ended = [], [], False
+        for _ in range(args.latency_rounds):
+            idle.append(round_figures(*paired_latencies(client, model_id, png, args.requests)))
+            busy_job = submit(client, dataset_id, {**TRAINING, "epochs": 50})
+            wait(client, busy_job, {"running"})
+            time.sleep(1)  # let the worker get past its start-up and into training
+            busy.append(round_figures(*paired_latencies(client, model_id, png, args.requests)))
+            job_ended |= client.get(f"/jobs/{busy_job}").json()["status"] != "running"
+            client.post(f"/jobs/{busy_job}/cancel")
+            wait(client, busy_job, {"cancelled", "succeeded"})
 
         threads = Settings().train_threads  # what the server, started with this environment, uses
         service, local, worker, local_epochs = [], [], [], []
@@ -172,10 +204,14 @@ def main() -> None:
             costs = client.get(f"/jobs/{job['id']}/costs").json()
             worker.append(sum(epoch["seconds"] for epoch in costs["epochs"]))
 
-    print(f"predict one 28x28 PNG, no job running:   {percentiles(idle)}")
     print(
-        f"predict one 28x28 PNG, job training:     {percentiles(busy)}"
-        f"{'' if still_running else '   (warning: the job ended during the run)'}"
+        f"predict one 28x28 PNG and GET /health, in turn, {args.requests} of each per round, "
+        f"{args.latency_rounds} rounds (median [range]):"
+    )
+    print(f"  no job running: {summary(idle)}")
+    print(
+        f"  job training:   {summary(busy)}"
+        f"{'   (warning: a job ended during its round)' if job_ended else ''}"
     )
     s, f, w, fe = (statistics.median(v) for v in (service, local, worker, local_epochs))
     print(

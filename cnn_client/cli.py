@@ -6,6 +6,7 @@ job was cancelled, 4 server unreachable or an HTTP error, 124 `--timeout` ran ou
 running), 130 interrupted with Ctrl-C (the job keeps running).
 """
 
+import contextlib
 import csv
 import json
 import os
@@ -29,6 +30,7 @@ from cnn_client.models import (
     EpochMetrics,
     Job,
     JobStatus,
+    Model,
     ProgressEvent,
 )
 
@@ -120,8 +122,40 @@ def print_fields(fields: dict[str, Any]) -> None:
         typer.echo(f"{name + ':':<{width + 1}} {'-' if value is None else value}")
 
 
+def print_listing(
+    page: BaseModel, columns: tuple[str, ...], rows: list[list[Any]], as_json: bool
+) -> None:
+    """What a list command prints: the page as JSON with `--json`, else a table of `rows`."""
+    if as_json:
+        print_json(page)
+    else:
+        print_table(*columns, rows=rows)
+
+
+def print_record(value: BaseModel, fields: dict[str, Any], as_json: bool) -> None:
+    """What a show command prints: `value` as JSON with `--json`, else its `fields`."""
+    if as_json:
+        print_json(value)
+    else:
+        print_fields(fields)
+
+
+def print_done(data: BaseModel | dict[str, Any], message: str, as_json: bool) -> None:
+    """What a command that changes something prints: `data` as JSON with `--json`, else
+    `message` on stderr."""
+    if as_json:
+        print_json(data)
+    else:
+        say(message)
+
+
 def fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_shape(shape: list[int]) -> str:
+    """An image shape as 1x28x28."""
+    return "x".join(map(str, shape))
 
 
 def epoch_line(epochs: int, metrics: EpochMetrics) -> str:
@@ -177,12 +211,34 @@ def client_of(ctx: typer.Context) -> Client:
 # -- following -----------------------------------------------------------------------------------
 
 
+# How `cnn jobs follow|wait` is suggested after Ctrl-C, and after --timeout ran out.
+COME_BACK = {"follow": ("Follow it again", "Follow it"), "wait": ("Wait again", "Wait again")}
+
+
+@contextlib.contextmanager
+def detaching(job: Job, command: str) -> Iterator[None]:
+    """Ctrl-C (exit 130) or `--timeout` (exit 124) leave the job running, and say how to
+    come back to it with `cnn jobs {command} ID`."""
+    after_interrupt, after_timeout = COME_BACK[command]
+    try:
+        yield
+    except KeyboardInterrupt:
+        say(
+            f"detached; job {job.id} keeps running. "
+            f"{after_interrupt} with: cnn jobs {command} {job.id}"
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except TimeoutError as exc:
+        say(f"{exc}. {after_timeout} with: cnn jobs {command} {job.id}")
+        raise typer.Exit(EXIT_TIMEOUT) from None
+
+
 def follow_job(client: Client, job: Job, as_json: bool, timeout: float | None) -> NoReturn:
     """Show a job's progress until it ends (a live bar on a terminal, one line per epoch
     otherwise, JSON lines with `--json`), then exit with its outcome's code."""
     events = client.follow(job.id, timeout)
     epochs = job.progress.epochs
-    try:
+    with detaching(job, "follow"):
         if as_json:
             final = None
             for event in events:
@@ -192,12 +248,6 @@ def follow_job(client: Client, job: Job, as_json: bool, timeout: float | None) -
             final = show_progress_bar(events, epochs)
         else:
             final = show_epoch_lines(events, epochs)
-    except KeyboardInterrupt:
-        say(f"detached; job {job.id} keeps running. Follow it again with: cnn jobs follow {job.id}")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except TimeoutError as exc:
-        say(f"{exc}. Follow it with: cnn jobs follow {job.id}")
-        raise typer.Exit(EXIT_TIMEOUT) from None
     if final is None:
         raise ApiError(None, f"the event stream of job {job.id} ended without its outcome")
     if not as_json:
@@ -283,7 +333,7 @@ def dataset_fields(dataset: Dataset) -> dict[str, Any]:
         "id": dataset.id,
         "name": dataset.name,
         "samples": dataset.n_samples,
-        "input shape": "x".join(map(str, dataset.input_shape)),
+        "input shape": fmt_shape(dataset.input_shape),
         "classes": counts,
         "built in": "yes" if dataset.builtin else "no",
         "created": f"{dataset.created_at:%Y-%m-%d %H:%M:%S}",
@@ -309,7 +359,7 @@ def datasets_upload(
     if as_json:
         print_json(dataset)
         return
-    shape = "x".join(map(str, dataset.input_shape))
+    shape = fmt_shape(dataset.input_shape)
     say(f"uploaded {dataset.n_samples} samples of {shape} in {len(dataset.classes)} classes")
     typer.echo(dataset.id)
 
@@ -317,35 +367,26 @@ def datasets_upload(
 @datasets_app.command("list")
 def datasets_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Every dataset."""
-    datasets = client_of(ctx).list_datasets()
-    if as_json:
-        print_json(datasets)
-        return
+    page = client_of(ctx).list_datasets()
+    columns = ("id", "name", "samples", "shape", "classes")
     rows = [
-        [d.id, d.name, d.n_samples, "x".join(map(str, d.input_shape)), len(d.classes)]
-        for d in datasets.datasets
+        [d.id, d.name, d.n_samples, fmt_shape(d.input_shape), len(d.classes)] for d in page.datasets
     ]
-    print_table("id", "name", "samples", "shape", "classes", rows=rows)
+    print_listing(page, columns, rows, as_json)
 
 
 @datasets_app.command("show")
 def datasets_show(ctx: typer.Context, dataset_id: str, as_json: JsonFlag = False) -> None:
     """One dataset: samples, input shape, classes and their counts."""
     dataset = client_of(ctx).get_dataset(dataset_id)
-    if as_json:
-        print_json(dataset)
-    else:
-        print_fields(dataset_fields(dataset))
+    print_record(dataset, dataset_fields(dataset), as_json)
 
 
 @datasets_app.command("delete")
 def datasets_delete(ctx: typer.Context, dataset_id: str, as_json: JsonFlag = False) -> None:
     """Delete an uploaded dataset."""
     client_of(ctx).delete_dataset(dataset_id)
-    if as_json:
-        print_json({"deleted": dataset_id})
-    else:
-        say(f"deleted dataset {dataset_id}")
+    print_done({"deleted": dataset_id}, f"deleted dataset {dataset_id}", as_json)
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -426,18 +467,9 @@ def finish(client: Client, job: Job, show: bool, as_json: bool, timeout: float |
     """Follow (`show`) or quietly wait for `job`, then exit with its outcome's code."""
     if show:
         follow_job(client, job, as_json, timeout)
-    try:
+    with detaching(job, "wait"):
         final = client.wait(job.id, timeout)
-    except KeyboardInterrupt:
-        say(f"detached; job {job.id} keeps running. Wait again with: cnn jobs wait {job.id}")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except TimeoutError as exc:
-        say(f"{exc}. Wait again with: cnn jobs wait {job.id}")
-        raise typer.Exit(EXIT_TIMEOUT) from None
-    if as_json:
-        print_json(final)
-    else:
-        say(outcome_line(final))
+    print_done(final, outcome_line(final), as_json)
     raise typer.Exit(OUTCOME_EXIT[final.status])
 
 
@@ -474,9 +506,7 @@ def jobs_list(
 ) -> None:
     """Jobs, newest first."""
     page = client_of(ctx).list_jobs(status, limit, offset)
-    if as_json:
-        print_json(page)
-        return
+    columns = ("id", "name", "status", "epoch", "val_accuracy", "model")
     rows = [
         [
             j.id,
@@ -488,8 +518,8 @@ def jobs_list(
         ]
         for j in page.jobs
     ]
-    print_table("id", "name", "status", "epoch", "val_accuracy", "model", rows=rows)
-    if page.count > offset + len(page.jobs):
+    print_listing(page, columns, rows, as_json)
+    if not as_json and page.count > offset + len(page.jobs):
         say(f"{page.count} jobs in all; see more with --offset {offset + len(page.jobs)}")
 
 
@@ -497,10 +527,7 @@ def jobs_list(
 def jobs_show(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None:
     """One job: status, progress, latest metrics, model or error."""
     job = client_of(ctx).get_job(job_id)
-    if as_json:
-        print_json(job)
-    else:
-        print_fields(job_fields(job))
+    print_record(job, job_fields(job), as_json)
 
 
 @jobs_app.command("follow")
@@ -525,10 +552,7 @@ def jobs_wait(
 def jobs_cancel(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None:
     """Cancel a queued or running job."""
     job = client_of(ctx).cancel_job(job_id)
-    if as_json:
-        print_json(job)
-    else:
-        say(f"job {job.id} {job.status}")
+    print_done(job, f"job {job.id} {job.status}", as_json)
 
 
 @jobs_app.command("costs")
@@ -577,40 +601,39 @@ def jobs_costs(
 @models_app.command("list")
 def models_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Every model, oldest first."""
-    models = client_of(ctx).list_models()
-    if as_json:
-        print_json(models)
-        return
+    page = client_of(ctx).list_models()
+    columns = ("id", "name", "dataset", "parameters", "val_accuracy")
     rows = [
         [m.id, m.name, m.dataset_id, f"{m.param_count:,}", fmt(m.metrics.val_accuracy)]
-        for m in models.models
+        for m in page.models
     ]
-    print_table("id", "name", "dataset", "parameters", "val_accuracy", rows=rows)
+    print_listing(page, columns, rows, as_json)
+
+
+def model_fields(model: Model) -> dict[str, Any]:
+    metrics = model.metrics
+    return {
+        "id": model.id,
+        "name": model.name,
+        "job": model.job_id,
+        "dataset": model.dataset_id,
+        "input shape": fmt_shape(model.input_shape),
+        "classes": ", ".join(model.classes),
+        "parameters": f"{model.param_count:,}",
+        "epochs trained": metrics.epochs_trained,
+        "accuracy": f"{fmt(metrics.train_accuracy)} (validation {fmt(metrics.val_accuracy)})",
+    }
 
 
 @models_app.command("show")
 def models_show(ctx: typer.Context, model_id: str, as_json: JsonFlag = False) -> None:
     """One model: classes, metrics, source job and its layers."""
     model = client_of(ctx).get_model(model_id)
+    print_record(model, model_fields(model), as_json)
     if as_json:
-        print_json(model)
         return
-    metrics = model.metrics
-    print_fields(
-        {
-            "id": model.id,
-            "name": model.name,
-            "job": model.job_id,
-            "dataset": model.dataset_id,
-            "input shape": "x".join(map(str, model.input_shape)),
-            "classes": ", ".join(model.classes),
-            "parameters": f"{model.param_count:,}",
-            "epochs trained": metrics.epochs_trained,
-            "accuracy": f"{fmt(metrics.train_accuracy)} (validation {fmt(metrics.val_accuracy)})",
-        }
-    )
     rows = [
-        [layer.index, layer.type, "x".join(map(str, layer.output_shape)), f"{layer.param_count:,}"]
+        [layer.index, layer.type, fmt_shape(layer.output_shape), f"{layer.param_count:,}"]
         for layer in model.layers
     ]
     print_table("layer", "type", "output", "parameters", rows=rows)
@@ -642,10 +665,7 @@ def models_download(
 def models_delete(ctx: typer.Context, model_id: str, as_json: JsonFlag = False) -> None:
     """Delete a model."""
     client_of(ctx).delete_model(model_id)
-    if as_json:
-        print_json({"deleted": model_id})
-    else:
-        say(f"deleted model {model_id}")
+    print_done({"deleted": model_id}, f"deleted model {model_id}", as_json)
 
 
 # -- predict and evaluate ------------------------------------------------------------------------

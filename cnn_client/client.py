@@ -52,27 +52,40 @@ R = TypeVar("R", bound=BaseModel)
 
 class ApiError(Exception):
     """A request that did not succeed: `status` is the HTTP status (None when the server could
-    not be reached) and `message` the server's own explanation, in one line."""
+    not be reached), `message` the server's own explanation, in one line, and `errors` a
+    422's problems, each `{"loc", "msg", "type"}` (empty otherwise)."""
 
-    def __init__(self, status: int | None, message: str) -> None:
+    def __init__(
+        self, status: int | None, message: str, errors: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message if status is None else f"{status}: {message}")
         self.status = status
         self.message = message
+        self.errors = errors or []
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> "ApiError":
+        """The error a failed response stands for."""
+        try:
+            errors = response.json().get("errors")
+        except (ValueError, AttributeError):
+            errors = None
+        return cls(
+            response.status_code,
+            error_message(response),
+            errors if isinstance(errors, list) else None,
+        )
 
 
 def error_message(response: httpx.Response) -> str:
-    """The one-line reason a failed response gives: its `detail`, validation issues joined."""
+    """The one-line reason a failed response gives: its `detail`, the server's one sentence
+    about what to fix (a 422 lists every problem in `errors` too; the sentence says how many)."""
     try:
         detail = response.json()["detail"]
     except (ValueError, KeyError, TypeError):
         text = response.text.strip()
         return text.splitlines()[0] if text else response.reason_phrase
-    if isinstance(detail, list):
-        return "; ".join(
-            f"{'.'.join(str(part) for part in issue.get('loc', []))}: {issue.get('msg', '')}"
-            for issue in detail
-        )
-    return str(detail)
+    return " ".join(str(detail).split())
 
 
 def unreachable(url: str, exc: httpx.TransportError) -> str:
@@ -162,7 +175,7 @@ class Client:
                 time.sleep(retry_delay(response, attempt, self.max_retry_wait))
                 continue
             if response.is_error:
-                raise ApiError(response.status_code, error_message(response))
+                raise ApiError.of(response)
             return response
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -278,7 +291,7 @@ class Client:
                         wait = retry_delay(response, 0, self.max_retry_wait)
                     elif response.is_error:
                         response.read()
-                        raise ApiError(response.status_code, error_message(response))
+                        raise ApiError.of(response)
                     else:
                         for sse in EventSource(response).iter_sse():
                             if sse.retry is not None:
@@ -333,7 +346,7 @@ class Client:
             ) as response:
                 if response.is_error:
                     response.read()
-                    raise ApiError(response.status_code, error_message(response))
+                    raise ApiError.of(response)
                 with open(partial, "wb") as out:
                     for chunk in response.iter_bytes():
                         out.write(chunk)

@@ -11,12 +11,13 @@ The draws come from the step's :class:`~cnn_core.noise.StepNoise`: four uniforms
 sample-major, so a resumed run and any shard count transform each image the same way.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
 from .errors import ConfigError
 from .noise import AUGMENTATION_STREAM
+from .specs import check_fields
 
 MAX_SHIFT, MAX_ROTATE = 64, 180
 
@@ -32,15 +33,12 @@ class Augmentation:
         """None for no augmentation (None, or every transform off), else an Augmentation."""
         if spec is None:
             return None
-        if not isinstance(spec, dict):
-            raise ConfigError(
-                f"augmentation must be an object like {{'shift': 2, 'rotate': 10}}, got {spec!r}"
-            )
-        unknown = set(spec) - {"shift", "rotate", "flip"}
-        if unknown:
-            raise ConfigError(
-                f"augmentation: unknown field(s) {sorted(unknown)} (allowed: shift, rotate, flip)"
-            )
+        check_fields(
+            spec,
+            "augmentation",
+            [f.name for f in fields(cls)],
+            example={"shift": 2, "rotate": 10},
+        )
         shift, rotate, flip = spec.get("shift", 0), spec.get("rotate", 0), spec.get("flip", False)
         if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= MAX_SHIFT:
             raise ConfigError(f"augmentation.shift must be pixels in 0..{MAX_SHIFT}, got {shift!r}")

@@ -33,7 +33,9 @@ MAX_INPUT_SIDE = 4096
 MAX_INPUT_CHANNELS = 64
 
 
-def _check_input_shape(shape):
+def check_input_shape(shape):
+    """``(C, H, W)`` of a config's input_shape, refused unless three positive integers within
+    the limits; prediction checks a model's shape here too."""
     if not isinstance(shape, (list, tuple)) or len(shape) != 3:
         raise ConfigError(f"input_shape must be [channels, height, width], got {shape!r}")
     for v in shape:
@@ -64,7 +66,7 @@ def normalize(config):
         )
     if "input_shape" not in config:
         raise ConfigError("config needs input_shape: [channels, height, width]")
-    shape = _check_input_shape(config["input_shape"])
+    shape = check_input_shape(config["input_shape"])
     entries = config.get("layers")
     if not isinstance(entries, list) or not entries:
         raise ConfigError("config needs a non-empty list of layers")
@@ -108,12 +110,15 @@ def training_bytes(plans, batch_size, n_samples, itemsize=4):
 
 def _plan_layer(index, layer, shape, is_last):
     if not isinstance(layer, dict):
-        raise ConfigError(f"layer {index}: must be an object with a 'type', got {layer!r}")
+        raise ConfigError(
+            f"layer {index}: must be an object with a 'type', got {layer!r}", layer=index
+        )
     kind = layers.canonical(layer.get("type"))
     if kind is None:
         raise ConfigError(
             f"layer {index}: unknown type {layer.get('type')!r} "
-            f"(expected one of {', '.join(layers.names())})"
+            f"(expected one of {', '.join(layers.names())})",
+            layer=index,
         )
     return layers.LAYERS[kind].configure(index, layer, shape, is_last)
 
@@ -172,7 +177,7 @@ def from_seed_lists(config):
         raise ConfigError("a seed-style architecture starts with 'init' and has at least one layer")
     if "input_shape" not in config:
         raise ConfigError("a seed-style config needs input_shape: [channels, height, width]")
-    shape = _check_input_shape(config["input_shape"])
+    shape = check_input_shape(config["input_shape"])
     if kernels[0] != shape[0]:
         raise ConfigError(f"nb_kernel[0] is {kernels[0]} but input_shape has {shape[0]} channels")
 

@@ -16,7 +16,12 @@ class CNNError(Exception):
 
 
 class ConfigError(CNNError, ValueError):
-    """Invalid network configuration; the message names the layer and the cause."""
+    """Invalid network configuration; the message names the layer and the cause, and `layer`
+    is that layer's index in the config's layers (None when no one layer is at fault)."""
+
+    def __init__(self, message: str, *, layer: int | None = None) -> None:
+        super().__init__(message)
+        self.layer = layer
 
 
 class DatasetError(CNNError, ValueError):

@@ -17,6 +17,7 @@ from . import config as config_lib
 from . import evaluation, training
 from . import functional as F
 from . import layers as layers_lib
+from .datasets.checks import check_labels
 from .errors import ConfigError, DatasetError, ModelFileError
 from .files import load_archive, save_archive
 from .history import History
@@ -48,7 +49,7 @@ class Network:
         self.dtype = np.dtype(dtype)
         self.seed = seed
         self.training = False
-        self.noise_calls = 0  # training-mode computations outside fit (see _next_noise)
+        self.noise_calls = 0  # training-mode computations outside fit (see next_noise)
         self._first_param_layer = next((i for i, p in enumerate(self.plans) if p.param_count), 0)
         last = len(self.plans) - 1
         self.layers = [layers_lib.build(plan, i == last) for i, plan in enumerate(self.plans)]
@@ -152,24 +153,14 @@ class Network:
             )
         return X
 
-    def _check_data(self, X, y):
-        """Images and labels checked before training starts, not at the first batch."""
+    def check_data(self, X, y):
+        """``(X, y)`` checked once, before training starts rather than at its first batch: X of
+        shape (N, *input_shape), y N integer labels in 0..K-1; a DatasetError otherwise."""
         X = self._check_shape(X)
         return X, self._check_labels(y, len(X))
 
     def _check_labels(self, y, n):
-        if n == 0:  # a mean over no samples: a ZeroDivisionError or a NaN loss otherwise
-            raise DatasetError("no samples: training and evaluation need at least one image")
-        y = np.asarray(y)
-        if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-            raise DatasetError(
-                f"labels must be {n} integers, got an array of shape {y.shape} and dtype {y.dtype}"
-            )
-        if n and (y.min() < 0 or y.max() >= self.n_classes):
-            raise DatasetError(
-                f"labels must lie in 0..{self.n_classes - 1}, got {y.min()}..{y.max()}"
-            )
-        return y.astype(np.intp)
+        return check_labels(y, n, self.n_classes, "y", need_two_classes=False)[0]
 
     def _forward(self, x, train, layers=None, noise=None):
         """Internal-layout batch -> logits (K, N); ``noise`` keys a training step's draws."""
@@ -197,7 +188,7 @@ class Network:
         the network is changed.
         """
         if noise is None:
-            noise = self._next_noise(len(y))
+            noise = self.next_noise(len(y))
         if augmentation is not None:
             X = augmentation.apply(X, noise)
         z = self._forward(self._to_internal(X), True, layers, noise)
@@ -208,7 +199,7 @@ class Network:
         updates = _take_buffer_updates(layers)
         return cost, self._correct(z, y), grads, updates
 
-    def _next_noise(self, n):
+    def next_noise(self, n):
         """The draws of a training-mode computation outside :meth:`fit`: keyed by the
         network's seed and a count of such computations, so they differ from call to call."""
         self.noise_calls += 1
@@ -250,7 +241,7 @@ class Network:
         mode the batch's buffer updates are applied."""
         if not self.training:
             return self.logits(X)
-        z = self._forward(self._to_internal(X), True, noise=self._next_noise(len(X)))
+        z = self._forward(self._to_internal(X), True, noise=self.next_noise(len(X)))
         for layer in self.layers:
             layer.cache = None  # nothing will flow back
         updates = _take_buffer_updates(self.layers)
@@ -268,14 +259,16 @@ class Network:
         X = np.asarray(X)
         if len(X) == 0:
             return np.zeros((0, self.plans[-1].units), self.dtype)
-        threads = training.blas_threads() if len(X) >= PARALLEL_PREDICT_MIN else 1
-        parts = max(threads, -(-len(X) // PREDICT_BATCH))
-        bounds = np.linspace(0, len(X), parts + 1).astype(int)
-        chunks = [X[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
         def chunk_logits(chunk):
             return self._forward(self._to_internal(chunk), train=False).T
 
+        if len(X) < PARALLEL_PREDICT_MIN:  # one chunk, this thread: no splitting to pay for
+            return np.ascontiguousarray(chunk_logits(X))
+        threads = training.blas_threads()
+        parts = max(threads, -(-len(X) // PREDICT_BATCH))
+        bounds = np.linspace(0, len(X), parts + 1).astype(int)
+        chunks = [X[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         if threads == 1:
             return np.concatenate([chunk_logits(chunk) for chunk in chunks])
         with _one_blas_thread(), ThreadPoolExecutor(threads) as pool:

@@ -20,47 +20,12 @@ do, except ``adamw``, which decays the weights apart from the gradient (PyTorch'
 """
 
 import math
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from .errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Hyper:
-    """One hyperparameter: its default and the interval it must lie in (``low_open`` /
-    ``high_open``: the bound itself is excluded; ``integer``: whole numbers only). The API's
-    optimizer and learning-rate schedule schemas are derived from these."""
-
-    default: float
-    low: float
-    high: float
-    low_open: bool = False
-    high_open: bool = False
-    description: str = ""
-    integer: bool = False
-
-    def interval(self):
-        return (
-            f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
-            f"{')' if self.high_open else ']'}"
-        )
-
-    def problem(self, value):
-        """None for an acceptable value, else what is wrong with it."""
-        kinds = (int,) if self.integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
-            return f"must be {'an integer' if self.integer else 'a finite number'}"
-        if not self.contains(value):
-            return f"must be in {self.interval()}"
-        return None
-
-    def contains(self, value):
-        above = value > self.low if self.low_open else value >= self.low
-        below = value < self.high if self.high_open else value <= self.high
-        return above and below
+from .specs import Hyper, check_fields
 
 
 def learning_rate(default):
@@ -92,12 +57,7 @@ class Optimizer:
         return {key: h.default for key, h in cls.hyperparameters.items()}
 
     def __init__(self, **hyper):
-        unknown = set(hyper) - set(self.hyperparameters)
-        if unknown:
-            raise ConfigError(
-                f"optimizer {self.name}: unknown setting(s) {sorted(unknown)} "
-                f"(allowed: {', '.join(self.hyperparameters)})"
-            )
+        check_fields(hyper, f"optimizer {self.name}", self.hyperparameters)
         self.hyper = {**self.defaults(), **hyper}
         for key, value in self.hyper.items():
             self._check(key, value)

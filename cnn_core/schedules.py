@@ -20,7 +20,7 @@ import math
 from typing import ClassVar
 
 from .errors import ConfigError
-from .optimizers import Hyper
+from .specs import Hyper, check_fields
 
 PLATEAU_THRESHOLD = 1e-4  # PyTorch's default relative improvement
 
@@ -33,12 +33,7 @@ class Schedule:
     settings: ClassVar[dict] = {}
 
     def __init__(self, base_rate, epochs, **settings):
-        unknown = set(settings) - set(self.settings)
-        if unknown:
-            raise ConfigError(
-                f"lr_schedule {self.name}: unknown setting(s) {sorted(unknown)} "
-                f"(allowed: {', '.join(self.settings) or 'none'})"
-            )
+        check_fields(settings, f"lr_schedule {self.name}", self.settings)
         self.base_rate, self.epochs = base_rate, epochs
         for key, bounds in self.settings.items():
             value = settings.get(key, bounds.default)

@@ -23,6 +23,7 @@ from .errors import ConfigError, DivergenceError, ModelFileError
 from .files import load_archive, save_archive
 from .history import EpochSummary, History, IterationCost
 from .noise import StepNoise
+from .specs import check_fields
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cnn_core.checkpoint", 1
 
@@ -94,9 +95,9 @@ def fit(
     schedule = schedules.get(lr_schedule, opt.hyper["learning_rate"], epochs)
     augment = Augmentation.from_spec(augmentation)
     stopping = _EarlyStopping.from_spec(early_stopping)
-    X, y = net._check_data(X, y)
+    X, y = net.check_data(X, y)
     if validation_data is not None:
-        Xv, yv = net._check_data(*validation_data)
+        Xv, yv = net.check_data(*validation_data)
     rng = np.random.default_rng(seed)
     # Everything the numbers depend on: the shard count changes how gradients are rounded.
     fingerprint = {
@@ -261,7 +262,7 @@ def train_step(net, X, y, idx, shards, pool, noise=None, augmentation=None):
     the numbers depend on the shard count, never on timing or on how the shards were run.
     """
     if noise is None:
-        noise = net._next_noise(len(idx))
+        noise = net.next_noise(len(idx))
     if shards == 1:
         parts, noises = [idx], [noise.shard(0, len(idx))]
         results = [net.shard_step(net.layers, X[idx], y[idx], len(idx), noises[0], augmentation)]
@@ -323,13 +324,13 @@ class _EarlyStopping:
     def from_spec(cls, spec):
         if spec is None:
             return None
-        if not isinstance(spec, dict):
-            raise ConfigError(
-                f"early_stopping must be an object like {{'patience': 3}}, got {spec!r}"
-            )
-        unknown = set(spec) - {"patience", "min_delta", "restore_best"}
-        if unknown:
-            raise ConfigError(f"early_stopping: unknown field(s) {sorted(unknown)}")
+        check_fields(
+            spec,
+            "early_stopping",
+            ("patience", "min_delta", "restore_best"),
+            example={"patience": 3},
+            required=("patience",),
+        )
         return cls(**spec)
 
     def update(self, summary, state):

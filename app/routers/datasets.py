@@ -9,8 +9,9 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from app.deps import DatasetDep, DatasetStoreDep, RunnerDep, SettingsDep
 from app.errors import ConflictError, InvalidRequestError
 from app.ids import new_id
+from app.openapi import location_header
 from app.plotting import sample_sheet_png
-from app.schemas import Dataset, DatasetList, error_responses
+from app.schemas import MAX_POSITION, Dataset, DatasetList, error_responses
 from app.storage.datasets import DatasetMeta
 from cnn_core.datasets import load_dataset
 
@@ -39,7 +40,10 @@ def dataset_out(meta: DatasetMeta) -> Dataset:
     "",
     status_code=201,
     response_model=Dataset,
-    responses=error_responses(400, 403, 413, 415, 422),
+    responses={
+        201: {"description": "The dataset, stored", "headers": location_header("dataset")},
+        **error_responses(400, 413, 415, 422, 503),
+    },
     form_limits={"max_files": 2, "max_fields": 2},
 )
 def create_dataset(
@@ -94,7 +98,7 @@ def read_dataset_samples(
     datasets: DatasetStoreDep,
     per_class: Annotated[int, Query(ge=1, le=64, description="Tiles per class row.")] = 8,
     index: Annotated[
-        list[Annotated[int, Query(ge=0)]] | None,
+        list[Annotated[int, Query(ge=0, le=MAX_POSITION)]] | None,
         Query(
             max_length=MAX_SAMPLE_TILES,
             description="Sample indices (repeat the parameter): one row of exactly these "
@@ -108,19 +112,22 @@ def read_dataset_samples(
     if tiles > MAX_SAMPLE_TILES or tiles * h * w > MAX_SAMPLE_PIXELS:
         raise InvalidRequestError(
             f"{tiles} tiles of {h}x{w} pixels is over the limit of {MAX_SAMPLE_TILES} tiles "
-            f"and {MAX_SAMPLE_PIXELS:,} pixels: lower per_class, or ask for samples by index"
+            f"and {MAX_SAMPLE_PIXELS:,} pixels: lower per_class, or ask for samples by index",
+            ("query", "index" if index else "per_class"),
         )
     if index and max(index) >= dataset.n_samples:
         raise InvalidRequestError(
             f"index {max(index)} is out of range: dataset {dataset.id!r} has "
-            f"{dataset.n_samples} samples (0..{dataset.n_samples - 1})"
+            f"{dataset.n_samples} samples (0..{dataset.n_samples - 1})",
+            ("query", "index"),
         )
     data = datasets.load(dataset.id)
     if index:
-        rows = [data.X[index]]
+        rows = [data.inputs(index)]
     else:
         rows = [
-            data.X[np.flatnonzero(data.y == k)[:per_class]] for k in range(len(dataset.classes))
+            data.inputs(np.flatnonzero(data.y == k)[:per_class])
+            for k in range(len(dataset.classes))
         ]
     image_scale = float(dataset.preprocessing.get("image_scale", 1 / 255))
     return Response(sample_sheet_png(rows, image_scale), media_type="image/png")

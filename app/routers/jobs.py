@@ -11,8 +11,9 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import DatasetStoreDep, JobDep, JobStoreDep, RunnerDep, SettingsDep
-from app.errors import NotFoundError
+from app.errors import not_found
 from app.ids import is_valid_id
+from app.openapi import location_header
 from app.plotting import cost_curve_png
 from app.schemas import (
     MAX_POSITION,
@@ -20,6 +21,7 @@ from app.schemas import (
     EpochMetrics,
     Job,
     JobCreate,
+    JobEvent,
     JobList,
     Progress,
     error_responses,
@@ -123,7 +125,13 @@ def cost_history(
 
 
 @router.post(
-    "", status_code=202, response_model=Job, responses=error_responses(400, 403, 404, 413, 422, 429)
+    "",
+    status_code=202,
+    response_model=Job,
+    responses={
+        202: {"description": "The job, queued", "headers": location_header("job")},
+        **error_responses(404, 422, 429),
+    },
 )
 def create_job(
     body: JobCreate,
@@ -135,7 +143,7 @@ def create_job(
     """Submit a training job; it is checked against its dataset, then queued."""
     dataset = datasets.get(body.dataset_id) if is_valid_id(body.dataset_id) else None
     if dataset is None:
-        raise NotFoundError(f"Dataset {body.dataset_id!r} not found")
+        raise not_found("dataset", body.dataset_id)
     architecture, training = admit(body, dataset, settings.worker_memory_mb)
     job = runner.submit(
         name=body.name, dataset_id=dataset.id, architecture=architecture, training=training
@@ -196,20 +204,33 @@ def read_job_cost_plot(job: JobDep, jobs: JobStoreDep) -> Response:
     return Response(png, media_type="image/png")
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=error_responses(404))
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"model": JobEvent, "description": "`costs`, `progress` and `end` events"},
+        **error_responses(404, 422),
+    },
+)
 async def stream_job_events(
     job: JobDep,
     jobs: JobStoreDep,
     runner: RunnerDep,
     settings: SettingsDep,
-    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_POSITION)] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            pattern=r"^[0-9]{1,15}$",  # any iteration, and below MAX_POSITION
+            description="The `id` of the last `costs` event received: resume after it.",
+        ),
+    ] = None,
 ) -> AsyncIterable[ServerSentEvent]:
     """Server-sent events until the job ends: `costs` (new points), `progress` (the job) and a
     final `end`. Each `costs` event's id is its last iteration, so a reconnecting client
     continues where it stopped (the stream also ends early when the server shuts down). A
     first connection (no `Last-Event-ID`) gets the history so far thinned to 1,000 points,
     then every new point; a reconnection gets the points after its last event, in pages."""
-    since = last_event_id or 0
+    since = int(last_event_id or 0)
     overview = STREAM_OVERVIEW_POINTS if last_event_id is None else None
     shown = None
     while True:

@@ -9,7 +9,11 @@ from app.metrics import METRICS_URL, JobsCollector, scrape
 router = APIRouter(tags=["health"])
 
 
-@router.get(METRICS_URL, response_class=Response)
+@router.get(
+    METRICS_URL,
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 async def read_metrics(runner: RunnerDep) -> Response:
     """Requests, latency, queue, running jobs, live workers, outcomes, training pace."""
     collector = JobsCollector(runner.jobs, lambda: runner.status().workers)

@@ -1,12 +1,13 @@
 """List, describe, download, delete and predict with trained models."""
 
 import io
+import json
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -15,9 +16,9 @@ from starlette.datastructures import UploadFile
 from app.deps import DatasetStoreDep, ModelDep, ModelStoreDep, PredictorDep, SettingsDep
 from app.errors import (
     InvalidRequestError,
-    NotFoundError,
     PayloadTooLargeError,
     UnsupportedMediaError,
+    not_found,
 )
 from app.ids import is_valid_id
 from app.inference import Predictor
@@ -127,7 +128,7 @@ async def download_model(
         )
     path = models.file_path(model.id)
     if not path.exists():
-        raise NotFoundError("Model not found")
+        raise not_found("model", model.id)
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"model-{model.id}.npz"
     )
@@ -164,7 +165,7 @@ async def evaluate_model(
     """Score the model on a labelled dataset: accuracy, confusion matrix, per-class scores."""
     dataset = datasets.get(body.dataset_id) if is_valid_id(body.dataset_id) else None
     if dataset is None:
-        raise NotFoundError(f"Dataset {body.dataset_id!r} not found: upload it with POST /datasets")
+        raise not_found("dataset", body.dataset_id)
     with predictor.slot():
         scores = await predictor.evaluate(model, lambda: datasets.load(dataset.id))
     if format == "png":
@@ -198,36 +199,91 @@ def parse_instances(body: bytes, model: ModelMeta, limit: int) -> np.ndarray:
     try:
         instances = PredictInstances.model_validate_json(body).instances
     except ValidationError as exc:
-        raise RequestValidationError(
-            [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_input=False)]
-        ) from None
+        raise _instances_problem(body, exc, model) from None
     if len(instances) > limit:
-        raise InvalidRequestError(f"{len(instances)} instances; at most {limit} per request")
-    try:
-        X = np.asarray(instances, dtype=np.float64)
-    except ValueError:
-        raise InvalidRequestError("instances must all have the same shape") from None
-    if X.shape[1:] != tuple(model.input_shape):
         raise InvalidRequestError(
-            f"instances have shape {list(X.shape[1:])}; the model expects {model.input_shape}"
+            f"{len(instances)} instances; at most {limit} per request", ("body", "instances")
         )
+    for index, instance in enumerate(instances):
+        shape = nested_shape(instance)
+        if shape != list(model.input_shape):
+            raise wrong_shape(index, shape, model)
+    X = np.asarray(instances, dtype=np.float64)
     check_instance_range(X, model)
     return X
 
 
+def nested_shape(value: object) -> list[int] | None:
+    """The shape of nested lists, or None when the lists at some depth are not all as long
+    as each other (or not all lists). Never walks the innermost lists' numbers: cheap however
+    large the instance."""
+    shape: list[int] = []
+    level = [value]
+    while isinstance(level[0], list):
+        lengths = {len(item) if isinstance(item, list) else -1 for item in level}
+        if len(lengths) > 1:
+            return None
+        shape.append(lengths.pop())
+        if not shape[-1] or not isinstance(level[0][0], list):
+            break
+        level = [child for item in level for child in item]
+    return shape
+
+
+def wrong_shape(index: int, shape: list[int] | None, model: ModelMeta) -> InvalidRequestError:
+    """One 422 for an instance of the wrong shape: what was expected and what was sent."""
+    c, h, w = model.input_shape
+    expected = f"(C, H, W) = {model.input_shape}: {c} list(s) of {h} rows of {w} numbers"
+    if shape is None:
+        sent = "nested lists of unequal lengths"
+    else:
+        sent = f"shape {shape}"
+        if shape and math.prod(shape) == c * h * w:
+            sent += f" (the right {c * h * w} values: reshape them to {model.input_shape})"
+    return InvalidRequestError(
+        f"instances[{index}] has {sent}, but the model takes {expected}",
+        ("body", "instances", index),
+        kind="wrong_shape",
+    )
+
+
+def _instances_problem(body: bytes, exc: ValidationError, model: ModelMeta) -> InvalidRequestError:
+    """The 422 for a predict body that fails validation: one message naming the expected and
+    the received shape when an instance is nested wrong (a number where a list belongs, or
+    the reverse), else the explained validation errors."""
+    errors = exc.errors(include_input=False)
+    first = errors[0]
+    loc = first["loc"]
+    if first["type"] in ("list_type", "float_type") and loc[:1] == ("instances",) and len(loc) > 1:
+        shape = nested_shape(json.loads(body)["instances"][loc[1]])
+        if shape != list(model.input_shape):  # else a null or a boolean among the numbers
+            return wrong_shape(loc[1], shape, model)
+    return InvalidRequestError.explaining(
+        [{**err, "loc": ("body", *err["loc"])} for err in errors], PredictInstances
+    )
+
+
+# How far past the training scale an instance may reach: the overshoot of a resampled
+# image, or rounding; 0..255 values sent to a 0..1 model are far beyond it.
+RANGE_SLACK = 0.02
+
+
 def check_instance_range(X: np.ndarray, model: ModelMeta) -> None:
-    """Refuse instances outside the scale the model was trained in (0..1 for 8-bit data
-    scaled by 1/255, 0..255 for float data kept as given): 0..255 values sent to a 0..1 model
-    would be read as a blinding white, not the image meant."""
+    """Refuse instances clearly outside the scale the model was trained in (0..1 for 8-bit
+    data scaled by 1/255, 0..255 for float data kept as given): 0..255 values sent to a 0..1
+    model would be read as a blinding white, not the image meant."""
     if not (np.abs(X) <= np.finfo(np.float32).max).all():
         return  # NaN, infinite or huge: the predictor refuses them with its own message
     top = 255 * float(model.preprocessing.get("image_scale", 1 / 255))
     lo, hi = float(X.min()), float(X.max())
-    if lo < -1e-6 * top or hi > top * (1 + 1e-6):
-        hint = " (divide 8-bit pixels by 255)" if top < 255 and hi <= 255 else ""
+    if lo < -RANGE_SLACK * top or hi > top * (1 + RANGE_SLACK):
+        hint = "divide 8-bit pixels by 255, " if top < 255 and hi <= 255 else ""
         raise InvalidRequestError(
             f"instances hold values from {lo:g} to {hi:g}, but this model was trained on "
-            f"inputs in 0..{top:g}: send values in that scale{hint}"
+            f"inputs in 0..{top:g}: send values in that scale ({hint}or send the image "
+            f"files instead, as multipart parts named 'files')",
+            ("body", "instances"),
+            kind="out_of_range",
         )
 
 
@@ -260,7 +316,8 @@ async def predict(
                 files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
                 if not files:
                     raise InvalidRequestError(
-                        "send one or more images as multipart parts named 'files'"
+                        "send one or more images as multipart parts named 'files'",
+                        ("body", "files"),
                     )
                 images = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
             results = await predictor.predict_images(model, images, top_k, invert)

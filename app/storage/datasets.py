@@ -1,5 +1,10 @@
 """The dataset store: uploaded datasets as `datasets/<id>.npz` (X, y) plus `<id>.json` metadata.
 
+X is stored as the dataset's pixels: uint8 for 8-bit sources (image zips, uint8 npz and IDX),
+which the network sees multiplied by the metadata's `preprocessing["scale"]`, float32 for float
+sources. Files written before 8-bit pixels were kept hold float32 X, already scaled; they load
+as float pixels, exactly as they trained before.
+
 The JSON is written last, so a dataset exists exactly when its metadata file does. The built-in
 `mnist-sample` ships with cnn_core; it is always listed and cannot be deleted. Datasets never
 change once stored, so their metadata is cached in memory, as models' is (every job submission
@@ -106,7 +111,8 @@ class FileDatasetStore:
         """Store `dataset` under `dataset_id`: arrays first, then the metadata that publishes it."""
         meta = describe(dataset_id, name, dataset)
         atomic_write(
-            self._data_path(dataset_id), lambda file: np.savez(file, X=dataset.X, y=dataset.y)
+            self._data_path(dataset_id),
+            lambda file: np.savez(file, X=dataset.pixels, y=dataset.y),
         )
         atomic_write_json(self._meta_path(dataset_id), asdict(meta))
         return meta
@@ -118,7 +124,7 @@ class FileDatasetStore:
         meta = self.get(dataset_id)
         with np.load(self._data_path(dataset_id), allow_pickle=False) as arrays:
             return Dataset(
-                X=arrays["X"],
+                pixels=arrays["X"],
                 y=arrays["y"],
                 class_names=meta.classes,
                 preprocessing=meta.preprocessing,

@@ -39,6 +39,7 @@ class ModelStore(Protocol):
 
     def list_all(self) -> list[ModelMeta]: ...
     def get(self, model_id: str) -> ModelMeta | None: ...
+    def cached(self, model_id: str) -> ModelMeta | None: ...
     def save(self, meta: ModelMeta, net: Network) -> None: ...
     def load(self, model_id: str) -> Network: ...
     def file_path(self, model_id: str) -> Path: ...
@@ -77,6 +78,12 @@ class FileModelStore:
                     return None
                 self._cache[model_id] = meta
             return self._cache[model_id]
+
+    def cached(self, model_id: str) -> ModelMeta | None:
+        """The model's metadata if it is already in memory, else None: no I/O and no lock
+        (`get` holds it while reading a file; one dict lookup is atomic), so the event loop
+        may call it."""
+        return self._cache.get(model_id)
 
     def save(self, meta: ModelMeta, net: Network) -> None:
         """Write the weights (with the metadata inside), then publish the metadata file."""

@@ -11,6 +11,8 @@ over (its lease had run out): the job is that worker's now, so nothing is to be 
 from dataclasses import dataclass
 from enum import StrEnum
 
+from app.storage.jobs import JobRecord
+
 
 class OutcomeKind(StrEnum):
     succeeded = "succeeded"  # the model is published
@@ -25,3 +27,16 @@ class OutcomeKind(StrEnum):
 class Outcome:
     kind: OutcomeKind
     reason: str | None = None
+
+
+def end_line(job_id: str, outcome: Outcome, seconds: float, job: JobRecord | None) -> str:
+    """The log's one line for the end of a run: outcome, duration, and the model it published
+    or the reason it failed (`job` is the record as the run left it)."""
+    line = f"job {job_id} ended: {outcome.kind} after {seconds:.1f} s"
+    if outcome.kind is OutcomeKind.succeeded and job is not None and job.model_id:
+        line += f", model {job.model_id}"
+    if outcome.kind is OutcomeKind.interrupted:
+        line += ", checkpointed to resume"
+    error = job.error if job is not None and outcome.kind is OutcomeKind.failed else None
+    reason = outcome.reason or error
+    return f"{line}: {reason}" if reason else line

@@ -32,6 +32,7 @@ import os
 import signal
 import socket
 import threading
+import time
 
 import redis
 from rq import Queue, Worker
@@ -42,7 +43,7 @@ from app.storage.layout import DataLayout
 from app.storage.sql_jobs import Claim, SqlJobStore
 from app.storage.stores import open_job_store, open_model_store
 from app.training.executor import WORKER_NICENESS, limit_memory
-from app.training.outcomes import Outcome, OutcomeKind
+from app.training.outcomes import Outcome, OutcomeKind, end_line
 from app.training.worker import run_job
 
 log = logging.getLogger("app.rq_worker")
@@ -144,7 +145,8 @@ def train_next() -> str:
         claim = jobs.claim(worker, LEASE_SECONDS)
         if claim is None:
             return "nothing queued"
-        log.info("job %s: attempt %d on %s", claim.job_id, claim.attempt, worker)
+        log.info("job %s started: attempt %d on %s", claim.job_id, claim.attempt, worker)
+        started = time.monotonic()
         keeper = LeaseKeeper(jobs, claim, worker)
         keeper.start()
         try:
@@ -155,7 +157,8 @@ def train_next() -> str:
         if outcome.kind is OutcomeKind.interrupted:
             with contextlib.suppress(redis.RedisError):  # else the servers re-enqueue it
                 enqueue_calls(training_queue(settings.redis_url), 1)
-        log.info("job %s: %s", claim.job_id, outcome.kind)
+        seconds = time.monotonic() - started
+        log.info(end_line(claim.job_id, outcome, seconds, jobs.get(claim.job_id)))
         return str(outcome.kind)
     finally:
         jobs.close()

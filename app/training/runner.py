@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from app.errors import ConflictError, NotFoundError, QueueFullError
+from app.errors import ConflictError, QueueFullError, not_found
 from app.ids import new_id
 from app.schemas import WorkerStatus
 from app.storage.datasets import DatasetStore
@@ -31,7 +31,7 @@ from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.storage.layout import DataLayout
 from app.storage.models import ModelStore
 from app.training.executor import JobExecutor
-from app.training.outcomes import Outcome, OutcomeKind
+from app.training.outcomes import Outcome, OutcomeKind, end_line
 
 log = logging.getLogger("app.runner")
 
@@ -68,6 +68,7 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_closing = False
+        self._started: dict[str, float] = {}  # job id -> when its run started (monotonic)
 
     # ------------------------------------------------------------------ called from routes
 
@@ -82,7 +83,7 @@ class JobRunner:
         """Queue an admitted job; 429 when the queue is full."""
         with self._lock:  # against a dataset deleted meanwhile through this server
             if self.datasets.get(dataset_id) is None:
-                raise NotFoundError(f"Dataset {dataset_id!r} not found")
+                raise not_found("dataset", dataset_id)
             job = self.jobs.create(
                 new_id(),
                 name,
@@ -162,21 +163,27 @@ class JobRunner:
                 if job_id is None:
                     break
                 self.executor.start(job_id)
+                self._started[job_id] = time.monotonic()
+                log.info("job %s started", job_id)
 
     def _settle(self, job_id: str, outcome: Outcome) -> None:
         """Clean up after a run: re-queue its job if it stopped at a checkpoint on request,
-        fail it if its worker died, drop leftovers."""
+        fail it if its worker died, drop leftovers; log how it ended."""
+        self._log_end(job_id, outcome)
         if outcome.kind is OutcomeKind.interrupted and self.jobs.requeue(job_id):
-            log.info("job %s checkpointed and re-queued", job_id)
             return
-        if outcome.kind is OutcomeKind.died and self.jobs.finish(
-            job_id, JobStatus.failed, error=outcome.reason
-        ):
-            log.warning("job %s failed: %s", job_id, outcome.reason)
+        if outcome.kind is OutcomeKind.died:
+            self.jobs.finish(job_id, JobStatus.failed, error=outcome.reason)
         job = self.jobs.get(job_id)
         if not job.status.is_active:
             self._discard_unpublished(job)
             self._layout.remove_checkpoints(job_id)  # and the temp files of a killed writer
+
+    def _log_end(self, job_id: str, outcome: Outcome) -> None:
+        seconds = time.monotonic() - self._started.pop(job_id, time.monotonic())
+        line = end_line(job_id, outcome, seconds, self.jobs.get(job_id))
+        ok = outcome.kind in (OutcomeKind.succeeded, OutcomeKind.cancelled, OutcomeKind.interrupted)
+        log.log(logging.INFO if ok else logging.WARNING, line)
 
     def _discard_unpublished(self, job: JobRecord) -> None:
         for model in self.models.list_all():
@@ -202,6 +209,7 @@ class JobRunner:
         checkpoint on the next start."""
         self.begin_shutdown()
         for job_id, outcome in self.executor.shutdown(self._stop_deadline):
+            self._log_end(job_id, outcome)
             if outcome.kind is OutcomeKind.interrupted:
                 self.jobs.requeue(job_id)
 

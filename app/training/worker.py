@@ -157,23 +157,36 @@ def _summary(event: dict[str, Any]) -> EpochSummary:
     return EpochSummary(**{k: v for k, v in event.items() if k != "type"})
 
 
+TrainingInputs = tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]
+
+
+def training_inputs(data: Dataset, settings: dict[str, Any]) -> TrainingInputs:
+    """The float32 training images and labels of a job, and its validation pair (or None): a
+    seeded split, each part converted from the stored pixels alone, so that once the dataset
+    is dropped one float copy of it is left in all."""
+    train_idx, val_idx = split_indices(
+        data.n_samples, settings["validation_split"], settings["seed"]
+    )
+    validation = (data.inputs(val_idx), data.y[val_idx]) if len(val_idx) else None
+    return data.inputs(train_idx), data.y[train_idx], validation
+
+
 def train(
     job: JobRecord,
-    data: Dataset,
+    inputs: TrainingInputs,
     callback: ProgressRecorder,
     checkpoint: Path,
     resume_from: Path | None = None,
 ) -> tuple[Network, History]:
-    """Fit the job's network on its dataset, checkpointing to `checkpoint`, resuming from
-    `resume_from` when given."""
+    """Fit the job's network on its `training_inputs`, checkpointing to `checkpoint`, resuming
+    from `resume_from` when given."""
     settings = job.training
     seed = settings["seed"]
-    train_idx, val_idx = split_indices(data.n_samples, settings["validation_split"], seed)
-    validation = (data.X[val_idx], data.y[val_idx]) if len(val_idx) else None
+    X, y, validation = inputs
     net = Network.from_config(job.architecture, seed=seed)
     history = net.fit(
-        data.X[train_idx],
-        data.y[train_idx],
+        X,
+        y,
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],
         optimizer=settings["optimizer"],
@@ -201,8 +214,11 @@ def record_history(
     return all(jobs.record_epoch(job_id, epoch, attempt) is not False for epoch in history.epochs)
 
 
-def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) -> ModelMeta:
-    """What the model store keeps about the model a job trained."""
+def model_meta(
+    job: JobRecord, net: Network, history: History, classes: list[str], preprocessing: dict
+) -> ModelMeta:
+    """What the model store keeps about the model a job trained on a dataset of `classes`,
+    preprocessed as `preprocessing` says."""
     last = history.epochs[-1]
     return ModelMeta(
         id=new_id(),
@@ -212,11 +228,11 @@ def model_meta(job: JobRecord, net: Network, history: History, data: Dataset) ->
         created_at=time.time(),
         architecture=net.config,
         input_shape=list(net.input_shape),
-        classes=list(data.class_names),
+        classes=list(classes),
         param_count=net.param_count,
         macs=net.macs,
         layers=net.summary(),
-        preprocessing=dict(data.preprocessing),
+        preprocessing=dict(preprocessing),
         training=job.training,
         metrics={
             "epochs_trained": len(history.epochs),
@@ -277,8 +293,11 @@ def _run(
     try:
         datasets = open_dataset_store(settings, Problems())
         data = datasets.load(job.dataset_id)
+        inputs = training_inputs(data, job.training)
+        classes, preprocessing = data.class_names, data.preprocessing
+        del data  # its stored pixels: training needs only the converted splits
         resume_from = layout.latest_checkpoint(job.id)
-        net, history = train(job, data, recorder, layout.checkpoint(job.id, attempt), resume_from)
+        net, history = train(job, inputs, recorder, layout.checkpoint(job.id, attempt), resume_from)
     except CNNError as exc:  # divergence, or a dataset or checkpoint that cannot be used
         return _fail(jobs, job, attempt, layout, str(exc))
     except MemoryError:
@@ -296,7 +315,7 @@ def _run(
     if recorder.interrupted:
         return Outcome(OutcomeKind.interrupted)  # checkpointed at the iteration it reached
     models = open_model_store(settings, Problems())
-    meta = model_meta(job, net, history, data)
+    meta = model_meta(job, net, history, classes, preprocessing)
     models.save(meta, net)
     if not jobs.finish(job.id, JobStatus.succeeded, model_id=meta.id, attempt=attempt):
         models.delete(meta.id)  # cancelled or taken over while publishing

@@ -1,4 +1,4 @@
-"""Read image-classification datasets from untrusted files into float32 arrays.
+"""Read image-classification datasets from untrusted files into arrays ready for training.
 
 Three formats are read, recognised from their bytes and never from file names:
 
@@ -12,11 +12,16 @@ Three formats are read, recognised from their bytes and never from file names:
 **Sources.** Every ``source`` is a path (``str`` or ``os.PathLike``), the file's ``bytes``, or a
 binary file object read from its current position (seekable for zip-based formats).
 
-**Scaling rule.** The loaded ``Dataset.X`` is float32 (N, C, H, W). ``Dataset.preprocessing``
-records how raw pixels became X so that prediction repeats it exactly:
+**Scaling rule.** A loaded dataset keeps ``Dataset.pixels`` (N, C, H, W) as its source had
+them: uint8 for integer (8-bit) data, a quarter of the size of floats, float32 for float data.
+``Dataset.X`` (or ``Dataset.inputs(index)`` for some samples) is the network's float32 input,
+and ``Dataset.preprocessing`` records how raw pixels became it, so that prediction repeats it
+exactly:
 
-- ``scale``: the factor applied to the stored values: 1/255 for integer (8-bit) data, so X is in
-  0..1; 1.0 for float data, which is used as given.
+- ``scale``: the factor applied to the stored values: 1/255 for integer (8-bit) data, so X is
+  ``pixels * float32(1/255)`` in 0..1, one correctly rounded multiply per value (the same
+  numbers whether a whole dataset or one batch is converted); 1.0 for float data, which is
+  used as given.
 - ``image_scale``: the factor an 8-bit image's pixels must be multiplied by at prediction time:
   1/255 for integer data and for float data whose maximum is <= 1; 1.0 for float data in 0..255.
 - ``source_dtype`` (e.g. ``"uint8"``) and ``source_format`` (``"npz"``, ``"idx"``,
@@ -26,10 +31,11 @@ Float data must lie in 0..255 (negative or larger values are refused), because a
 for prediction could not be scaled to match standardised data. Every reader also records how
 its images look (``background``, ``polarity``, and ``framing`` for MNIST-style digits: see
 :mod:`.framing`). Images in a zip are converted to the dataset's channels ("L" or "RGB",
-transparency composited on black), resized to (H, W) with Lanczos, then multiplied by
-``image_scale`` in float32; images posted for prediction go through :func:`convert_images`,
-which first makes them look like the training images (polarity, transparency, aspect ratio,
-framing) as those records say. Open untrusted images with
+transparency composited on black); those of another size than the most common one go through
+prediction's conversion, :func:`convert_images` (resized keeping their aspect ratio, padded
+with the background, framed as the digits are), which makes any image look like the training
+images (polarity, transparency, aspect ratio, framing) as those records say. Open untrusted
+images with
 :func:`open_image` (PNG and JPEG only, at most ``MAX_IMAGE_PIXELS`` pixels, checked before
 decoding).
 
@@ -183,7 +189,7 @@ def _mnist_sample() -> Dataset:
     """The shipped sample, read and parsed once per process, its arrays made read-only."""
     data = (resources.files("cnn_core") / "data" / "mnist_sample.npz").read_bytes()
     dataset = load_npz(data)
-    dataset.X.flags.writeable = False
+    dataset.pixels.flags.writeable = False
     dataset.y.flags.writeable = False
     return dataset
 
@@ -191,12 +197,12 @@ def _mnist_sample() -> Dataset:
 def load_mnist_sample() -> Dataset:
     """The shipped sample: 2,000 real MNIST digits (200 per class), 1x28x28, classes "0".."9".
 
-    Its X and y are shared by every call and read-only (copy them to change them); the class
-    names and preprocessing are each caller's own.
+    Its uint8 pixels and y are shared by every call and read-only (copy them to change them);
+    the class names and preprocessing are each caller's own.
     """
     sample = _mnist_sample()
     return Dataset(
-        X=sample.X,
+        pixels=sample.pixels,
         y=sample.y,
         class_names=list(sample.class_names),
         preprocessing=dict(sample.preprocessing),

@@ -38,22 +38,38 @@ def _check_sample_shape(c: int, h: int, w: int, what: str) -> None:
         )
 
 
-def _check_output_size(shape: tuple[int, ...], max_bytes: int, what: str) -> None:
-    """Refuse before allocating a float32 array of this shape over max_bytes."""
-    nbytes = math.prod(shape) * 4
+def _check_output_size(
+    shape: tuple[int, ...], dtype: np.dtype | type, max_bytes: int, what: str
+) -> None:
+    """Refuse before allocating an array of this shape and dtype over max_bytes."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > max_bytes:
         raise DatasetTooLarge(
             f"{what} of shape {tuple(shape)} would take {_fmt_bytes(nbytes)} "
-            f"as float32, over the {_fmt_bytes(max_bytes)} limit: use fewer or "
+            f"as {dtype}, over the {_fmt_bytes(max_bytes)} limit: use fewer or "
             f"smaller images"
         )
 
 
-def _check_labels(y: np.ndarray, n_classes: int | None, what: str) -> int:
-    """Validate int64 labels (N,); return the number of classes K."""
+def check_labels(
+    y, n_samples: int, n_classes: int | None, what: str, *, need_two_classes: bool = True
+) -> tuple[np.ndarray, int]:
+    """The one label check, for the format readers and for the network's own arguments.
+
+    y must be n_samples integers in 0..K-1, K = n_classes (None: max(y) + 1, at most
+    MAX_CLASSES); with ``need_two_classes`` (a dataset to train on) at least two distinct labels
+    must be present. Returns y as int64 (N,) and K.
+    """
+    if n_samples == 0:  # a mean over no samples: a ZeroDivisionError or a NaN loss otherwise
+        raise DatasetError("no samples: training and evaluation need at least one image")
+    y = np.asarray(y)
+    if y.shape != (n_samples,) or not np.issubdtype(y.dtype, np.integer):
+        raise DatasetError(
+            f"{what} must be {n_samples} integers, one label per sample, got an array of "
+            f"shape {y.shape} and dtype {y.dtype}"
+        )
     lo, hi = int(y.min()), int(y.max())
-    if lo < 0:
-        raise DatasetError(f"{what} holds the negative label {lo}: labels must be 0..K-1")
     if n_classes is None:
         n_classes = hi + 1
         if n_classes > MAX_CLASSES:
@@ -61,18 +77,22 @@ def _check_labels(y: np.ndarray, n_classes: int | None, what: str) -> int:
                 f"{what} holds the label {hi}, implying {n_classes:,} classes, "
                 f"over the limit of {MAX_CLASSES:,}: labels must be 0..K-1"
             )
-    elif hi >= n_classes:
+    if lo < 0:
         raise DatasetError(
-            f"{what} holds the label {hi} but there are only {n_classes} class "
-            f"names: labels must be 0..{n_classes - 1}"
+            f"{what} holds the negative label {lo}: labels must be 0..{max(n_classes, 1) - 1}"
         )
-    present = np.count_nonzero(np.bincount(y, minlength=n_classes))
-    if present < 2:
+    if hi >= n_classes:
+        raise DatasetError(
+            f"{what} holds the label {hi} but there are only {n_classes} classes: "
+            f"labels must be 0..{n_classes - 1}"
+        )
+    y = y.astype(np.int64, copy=False)
+    if need_two_classes and np.count_nonzero(np.bincount(y, minlength=n_classes)) < 2:
         raise DatasetError(
             f"{what} holds a single class (label {lo}): a classifier needs "
             f"samples of at least two classes"
         )
-    return n_classes
+    return y, n_classes
 
 
 def _check_class_names(names: list[str], what: str) -> None:

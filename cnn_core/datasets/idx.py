@@ -12,13 +12,7 @@ import numpy as np
 
 from cnn_core.errors import CorruptFile, DatasetError, DatasetTooLarge, UnsupportedFormat
 
-from .checks import (
-    _BYTE_SCALE,
-    _byte_preprocessing,
-    _check_labels,
-    _check_sample_shape,
-    _scale_pixels,
-)
+from .checks import _byte_preprocessing, _check_sample_shape, check_labels
 from .dataset import Dataset, Source
 from .framing import record_conventions
 from .limits import MAX_DATASET_BYTES
@@ -81,7 +75,7 @@ def _read_idx(source: Source, max_bytes: int, what: str) -> np.ndarray:
         raise CorruptFile(f"{what} is truncated inside its header: re-download it")
     dims = struct.unpack(f">{ndim}I", data[4:header])  # Python ints: no overflow
     expected = math.prod(dims)
-    decoded = expected * (4 if ndim == 3 else 8)  # as float32 X or int64 y
+    decoded = expected * (1 if ndim == 3 else 8)  # as uint8 pixels or int64 y
     if decoded > max_bytes:
         raise DatasetTooLarge(
             f"{what} declares dimensions {dims}, {_fmt_bytes(decoded)} once "
@@ -113,14 +107,13 @@ def _idx_dataset(images: np.ndarray, labels: np.ndarray) -> Dataset:
             f"{len(labels)} labels: upload matching files (e.g. both train or "
             f"both test)"
         )
-    y = labels.astype(np.int64)
-    n_classes = _check_labels(y, None, "the IDX labels file")
-    X = _scale_pixels(images[:, None], _BYTE_SCALE)
+    y, n_classes = check_labels(labels, n, None, "the IDX labels file")
+    pixels = images[:, None]
     return Dataset(
-        X=X,
+        pixels=pixels,
         y=y,
         class_names=[str(i) for i in range(n_classes)],
-        preprocessing={**_byte_preprocessing("idx"), **record_conventions(X, _BYTE_SCALE)},
+        preprocessing={**_byte_preprocessing("idx"), **record_conventions(pixels, 1.0)},
     )
 
 

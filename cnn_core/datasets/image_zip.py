@@ -12,16 +12,16 @@ import numpy as np
 
 from cnn_core.errors import CorruptFile, DatasetError, DatasetTooLarge
 
-from .checks import (
-    _byte_preprocessing,
-    _check_class_names,
-    _check_labels,
-    _check_output_size,
-    _scale_pixels,
-)
+from .checks import _byte_preprocessing, _check_class_names, _check_output_size, check_labels
 from .dataset import Dataset, Source
 from .framing import record_conventions
-from .images import _DECODE_ERRORS, _image_pixels, _is_grayscale, _open_image
+from .images import (
+    _decoded,
+    _image_pixels,
+    _is_grayscale,
+    _open_image,
+    image_pixels_like,
+)
 from .limits import MAX_DATASET_BYTES, MAX_IMAGE_PIXELS, MAX_RATIO, MAX_ZIP_BYTES, MAX_ZIP_ENTRIES
 from .sources import _fmt_bytes, _open_zip
 
@@ -188,7 +188,12 @@ def load_image_zip(
     """Read a zip of class folders of PNG/JPEG images; class names are the sorted folder names.
 
     All images take one shape: 1 channel if every image is grayscale, else 3; the most common
-    size (ties: the first, in sorted entry order), the others resized by images_to_array's path.
+    size (ties: the first, in sorted entry order). Images of that size are taken as they are
+    (transparency composited on black), and the conventions (background, framing) recorded
+    from them; every other image is converted by prediction's conversion with those records
+    (:func:`~cnn_core.datasets.images.image_pixels_like`, never inverted): resized keeping its
+    aspect ratio and padded with the background, or framed as the digits are, so the model
+    sees at prediction time what it saw in training.
     """
     with _open_zip(source, "the zip file") as zf:
         entries = _image_entries(zf, max_entries)
@@ -210,21 +215,27 @@ def load_image_zip(
 
     class_names = sorted({cls for cls, _ in entries})
     y = np.searchsorted(class_names, [cls for cls, _ in entries]).astype(np.int64)
-    _check_labels(y, len(class_names), "the zip")
+    y, _ = check_labels(y, len(y), len(class_names), "the zip")
     (width, height), _ = Counter(sizes).most_common(1)[0]
-    channels = 1 if gray else 3
-    _check_output_size((len(raws), channels, height, width), max_bytes, "the zip's images")
-    pixels = np.empty((len(raws), height, width, channels), dtype=np.uint8)
-    for i, ((_, info), data) in enumerate(zip(entries, raws, strict=True)):
-        what = f"zip entry {info.filename!r}"
-        img = _open_image(data, max_image_pixels, what)
-        try:
-            pixels[i] = _image_pixels(img, channels, height, width)
-        except _DECODE_ERRORS as exc:  # truncated or corrupt pixel data
-            raise CorruptFile(
-                f"{what} could not be decoded ({exc}): it is truncated or corrupt"
-            ) from None
+    shape = (1 if gray else 3, height, width)
+    _check_output_size((len(raws), *shape), np.uint8, max_bytes, "the zip's images")
+    pixels = np.empty((len(raws), height, width, shape[0]), dtype=np.uint8)
+    odd = [i for i, size in enumerate(sizes) if size != (width, height)]
+    for i in np.setdiff1d(np.arange(len(raws)), odd):
+        pixels[i] = _image_pixels(_decoded(raws[i], max_image_pixels, _what(entries[i])), *shape)
+    same = np.delete(pixels, odd, axis=0) if odd else pixels
     prep = _byte_preprocessing("image_zip")
-    X = _scale_pixels(pixels.transpose(0, 3, 1, 2), prep["image_scale"])
-    prep = {**prep, **record_conventions(X, prep["image_scale"])}
-    return Dataset(X=X, y=y, class_names=class_names, preprocessing=prep)
+    prep |= record_conventions(same.transpose(0, 3, 1, 2), 1.0)
+    for i in odd:  # never inverted: the training images define the polarity
+        img = _decoded(raws[i], max_image_pixels, _what(entries[i]))
+        pixels[i] = image_pixels_like(img, shape, prep, invert="false")[0]
+    return Dataset(
+        pixels=np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)),
+        y=y,
+        class_names=class_names,
+        preprocessing=prep,
+    )
+
+
+def _what(entry: tuple[str, zipfile.ZipInfo]) -> str:
+    return f"zip entry {entry[1].filename!r}"

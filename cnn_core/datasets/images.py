@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
+from cnn_core.config import check_input_shape
 from cnn_core.errors import CorruptFile, DatasetError, DatasetTooLarge, UnsupportedFormat
 
 from .checks import _check_sample_shape, _scale_pixels
@@ -81,7 +82,11 @@ def open_image(
     and over max_pixels pixels. A given name (such as the uploaded file's) starts every error
     message, as in "digit.png: the image is not a PNG or JPEG image: ..."."""
     what = "the image" if name is None else f"{name}: the image"
-    data = _read_limited(source, MAX_DATASET_BYTES, what)
+    return _decoded(_read_limited(source, MAX_DATASET_BYTES, what), max_pixels, what)
+
+
+def _decoded(data: bytes, max_pixels: int, what: str) -> Image.Image:
+    """The image of PNG/JPEG bytes, decoded; a CorruptFile naming ``what`` if it cannot be."""
     img = _open_image(data, max_pixels, what)
     try:
         img.load()
@@ -133,14 +138,6 @@ def _image_pixels(img: Image.Image, channels: int, height: int, width: int) -> n
     return np.asarray(img, dtype=np.uint8).reshape(height, width, channels)
 
 
-def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
-    if len(input_shape) != 3 or not all(int(d) >= 1 for d in input_shape):
-        raise DatasetError(f"input_shape {tuple(input_shape)} must be (C, H, W) of positive sizes")
-    c, h, w = (int(d) for d in input_shape)
-    _check_sample_shape(c, h, w, f"input_shape {(c, h, w)}")
-    return c, h, w
-
-
 def convert_images(
     images: Sequence[Image.Image],
     input_shape: Sequence[int],
@@ -153,15 +150,17 @@ def convert_images(
     ``background``), each image is inverted when its polarity disagrees with the training data
     (``invert="auto"``; ``"true"`` and ``"false"`` force it), composited onto the training
     background, resized keeping its aspect ratio and padded with that background, and for framed
-    digit data fitted and centred as the training digits were. Without them (older records, and
-    the image zip reader, which records them only once it has read every image) each image is
-    converted to C channels (1: "L", 3: "RGB"; transparency composited on black), resized to
-    (H, W) with Lanczos, and inverted only when ``invert="true"``. Either way the pixels are
-    multiplied by ``preprocessing["image_scale"]``.
+    digit data fitted and centred as the training digits were. Without them (records older
+    than these conventions) each image is converted to C channels (1: "L", 3: "RGB";
+    transparency composited on black), resized to (H, W) with Lanczos, and inverted only when
+    ``invert="true"``. Either way the pixels are multiplied by ``preprocessing["image_scale"]``.
+    An input_shape that is no model's raises the config's ConfigError; one of other than 1 or 3
+    channels, a DatasetError.
     """
     if invert not in INVERT_CHOICES:
         raise DatasetError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
-    c, h, w = _check_input_shape(input_shape)
+    c, h, w = check_input_shape(input_shape)
+    _check_sample_shape(c, h, w, f"input_shape {[c, h, w]}")
     try:
         image_scale = float(preprocessing["image_scale"])
     except (KeyError, TypeError, ValueError):
@@ -170,21 +169,27 @@ def convert_images(
     inverted = []
     for i, img in enumerate(images):
         try:
-            if "background" in preprocessing:
-                pixels[i], flipped = convert_image(
-                    _upright_8_bit(img), c, h, w, preprocessing, invert
-                )
-            else:
-                flipped = invert == "true"
-                pixels[i] = _image_pixels(img, c, h, w)
-                if flipped:
-                    np.subtract(255, pixels[i], out=pixels[i])
+            pixels[i], flipped = image_pixels_like(img, (c, h, w), preprocessing, invert)
         except _DECODE_ERRORS as exc:  # decoding happens here for images not yet loaded
             raise CorruptFile(
                 f"image {i} could not be decoded ({exc}): it is truncated or corrupt"
             ) from None
         inverted.append(flipped)
     return _scale_pixels(pixels.transpose(0, 3, 1, 2), image_scale), inverted
+
+
+def image_pixels_like(
+    img: Image.Image, input_shape: tuple[int, int, int], preprocessing: dict, invert: str
+) -> tuple[np.ndarray, bool]:
+    """uint8 (H, W, C) pixels of one image converted as :func:`convert_images` says, and
+    whether it was inverted: the one conversion of both prediction images and the training
+    images of an image zip that are not of the dataset's size, so both look alike."""
+    c, h, w = input_shape
+    if "background" in preprocessing:
+        return convert_image(_upright_8_bit(img), c, h, w, preprocessing, invert)
+    pixels = _image_pixels(img, c, h, w)
+    flipped = invert == "true"
+    return (255 - pixels if flipped else pixels), flipped
 
 
 def images_to_array(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 MAX_DATASET_BYTES = 512 * 2**20
-"""Cap on any file read, any array decoded, and the float32 X built (bytes)."""
+"""Cap on any file read, any array decoded, and the pixels kept (uint8 or float32, bytes)."""
 
 
 MAX_ZIP_ENTRIES = 100_000

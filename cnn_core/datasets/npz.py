@@ -14,10 +14,9 @@ from .checks import (
     _BYTE_SCALE,
     _byte_preprocessing,
     _check_class_names,
-    _check_labels,
     _check_output_size,
     _check_sample_shape,
-    _scale_pixels,
+    check_labels,
 )
 from .dataset import Dataset, Source
 from .framing import record_conventions
@@ -30,15 +29,17 @@ from .limits import (
 )
 from .sources import _fmt_bytes, _open_zip
 
+_X_CHUNK_BYTES = 4 * 2**20  # how much of X is read at a time
 
-def _npy_header(fp, member: str) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype from a .npy header, reading nothing past it."""
+
+def _npy_header(fp, member: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype from a .npy header, reading nothing past it."""
     try:
         version = np.lib.format.read_magic(fp)
         if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fp, _NPY_MAX_HEADER)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, _NPY_MAX_HEADER)
         elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fp, _NPY_MAX_HEADER)
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, _NPY_MAX_HEADER)
         else:
             raise ValueError(f".npy format version {version} is not supported")
     except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
@@ -48,7 +49,7 @@ def _npy_header(fp, member: str) -> tuple[tuple[int, ...], np.dtype]:
         ) from None
     if any(d < 0 for d in shape):
         raise DatasetError(f"npz member {member!r} declares the negative shape {shape}")
-    return tuple(int(d) for d in shape), dtype
+    return tuple(int(d) for d in shape), bool(fortran), dtype
 
 
 def _check_member_dtype(key: str, dtype: np.dtype, member: str) -> None:
@@ -113,7 +114,7 @@ def _preflight_npz(
         key = info.filename[:-4]
         try:
             with zf.open(info) as fp:
-                shape, dtype = _npy_header(fp, info.filename)
+                shape, _, dtype = _npy_header(fp, info.filename)
         except (RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
             raise CorruptFile(
                 f"npz member {info.filename!r} cannot be read ({exc}): re-save it with np.savez"
@@ -183,26 +184,57 @@ def _read_npz_array(zf: zipfile.ZipFile, key: str) -> np.ndarray:
         ) from None
 
 
-def _x_from_array(X: np.ndarray, layout: str, source_format: str) -> tuple[np.ndarray, dict]:
-    """Scaled float32 (N, C, H, W) from a validated raw X, and its preprocessing record."""
+def _stored_dtype(dtype: np.dtype) -> type:
+    """How X of this dtype is kept: integer pixels as uint8, floats as float32."""
+    return np.uint8 if dtype.kind in "ui" else np.float32
+
+
+def _read_x(zf: zipfile.ZipFile) -> tuple[np.ndarray, np.dtype, float, float]:
+    """X in the dtype it is kept in (:func:`_stored_dtype`), its source dtype and its smallest
+    and largest source values (NaN if it holds one), read a few MB at a time: a wider source
+    (float64, int64) is never whole in memory, and values are checked before they are cast."""
+    try:
+        with zf.open("X.npy") as fp:
+            shape, fortran, dtype = _npy_header(fp, "X.npy")
+            kept = np.empty(shape[::-1] if fortran else shape, _stored_dtype(dtype))
+            flat, lo, hi = kept.reshape(-1), np.inf, -np.inf
+            step = max(1, _X_CHUNK_BYTES // dtype.itemsize)
+            for start in range(0, flat.size, step):
+                count = min(step, flat.size - start)
+                data = fp.read(count * dtype.itemsize)
+                if len(data) != count * dtype.itemsize:
+                    raise EOFError(f"it ends after {start + len(data) // dtype.itemsize} values")
+                chunk = np.frombuffer(data, dtype)
+                lo, hi = np.minimum(lo, chunk.min()), np.maximum(hi, chunk.max())
+                flat[start : start + count] = chunk  # wraps out-of-range integers: refused after
+    except (ValueError, EOFError, OSError, RuntimeError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CorruptFile(
+            f"npz array 'X' is truncated or corrupt ({exc}): re-save it with np.savez"
+        ) from None
+    return (kept.T if fortran else kept), dtype, float(lo), float(hi)
+
+
+def _x_from_array(
+    X: np.ndarray, source: np.dtype, lo: float, hi: float, layout: str, source_format: str
+) -> tuple[np.ndarray, dict]:
+    """The (N, C, H, W) pixels to keep (contiguous) from X as :func:`_read_x` read it, and its
+    preprocessing record."""
     if layout == "NHW":
         X = X[:, None]
     elif layout == "NHWC":
         X = X.transpose(0, 3, 1, 2)
-    source_dtype = str(X.dtype)
-    if X.dtype.kind in "ui":
-        lo, hi = int(X.min()), int(X.max())
+    source_dtype = str(source)
+    if source.kind in "ui":
+        lo, hi = int(lo), int(hi)
         if lo < 0 or hi > 255:
             raise DatasetError(
                 f"X is an integer array with values from {lo} to {hi}: integer "
                 f"pixels must be 0..255 (save floats for other ranges)"
             )
-        pixels = X if X.dtype == np.uint8 else X.astype(np.uint8)
         prep = _byte_preprocessing(source_format)
         prep["source_dtype"] = source_dtype
-        return _scale_pixels(pixels, _BYTE_SCALE), prep
+        return np.ascontiguousarray(X), prep
 
-    lo, hi = float(X.min()), float(X.max())  # NaN and inf propagate into min/max
     if not (math.isfinite(lo) and math.isfinite(hi)):
         bad = ~np.isfinite(X.reshape(len(X), -1)).all(axis=1)
         raise DatasetError(
@@ -222,7 +254,7 @@ def _x_from_array(X: np.ndarray, layout: str, source_format: str) -> tuple[np.nd
         "source_dtype": source_dtype,
         "source_format": source_format,
     }
-    return np.ascontiguousarray(X, dtype=np.float32), prep
+    return np.ascontiguousarray(X), prep
 
 
 def _labels_from_array(y: np.ndarray, n: int) -> np.ndarray:
@@ -258,13 +290,13 @@ def load_npz(source: Source, *, max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
     """
     with _open_zip(source, "the npz file") as zf:
         headers = _preflight_npz(zf, max_bytes)
-        x_shape, _ = headers["X"]
+        x_shape, x_dtype = headers["X"]
         layout = _x_layout(x_shape)
         n, c, h, w = _nchw_shape(x_shape, layout)
         if n < 1:
             raise DatasetError("X holds no samples: a dataset needs at least one image")
         _check_sample_shape(c, h, w, "X")
-        _check_output_size((n, c, h, w), max_bytes, "X")
+        _check_output_size((n, c, h, w), _stored_dtype(x_dtype), max_bytes, "X")
         y_shape, _ = headers["y"]
         if not y_shape or y_shape[0] != n:
             raise DatasetError(
@@ -282,9 +314,10 @@ def load_npz(source: Source, *, max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
             names = [str(s) for s in _read_npz_array(zf, "class_names")]
             _check_class_names(names, "class_names")
         y = _labels_from_array(_read_npz_array(zf, "y"), n)
-        n_classes = _check_labels(y, len(names) if names else None, "y")
-        X, prep = _x_from_array(_read_npz_array(zf, "X"), layout, "npz")
+        y, n_classes = check_labels(y, n, len(names) if names else None, "y")
+        pixels, prep = _x_from_array(*_read_x(zf), layout, "npz")
     if names is None:
         names = [str(i) for i in range(n_classes)]
-    prep = {**prep, **record_conventions(X, prep["image_scale"])}
-    return Dataset(X=X, y=y, class_names=names, preprocessing=prep)
+    levels_scale = 1.0 if pixels.dtype == np.uint8 else prep["image_scale"]
+    prep = {**prep, **record_conventions(pixels, levels_scale)}
+    return Dataset(pixels=pixels, y=y, class_names=names, preprocessing=prep)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from typing import TYPE_CHECKING
 
 from cnn_core.errors import CorruptFile, DatasetTooLarge
 
-from .dataset import Source
+if TYPE_CHECKING:  # the Dataset module uses the checks, which use these readers
+    from .dataset import Source
 
 
 def _fmt_bytes(n: int) -> str:

@@ -28,13 +28,6 @@ def register(cls):
     return cls
 
 
-def unregister(cls):
-    """Forget a layer type (tests register their own and clean up)."""
-    LAYERS.pop(cls.type, None)
-    for alias in cls.aliases:
-        ALIASES.pop(alias, None)
-
-
 def canonical(name):
     """The config name for ``name`` or an alias of it; None for an unknown name."""
     if not isinstance(name, str):  # a list or dict is unhashable
@@ -91,5 +84,4 @@ __all__ = [
     "layer_error",
     "names",
     "register",
-    "unregister",
 ]

@@ -30,6 +30,7 @@ import numpy as np
 from .. import activations
 from .. import functional as F
 from ..errors import ConfigError
+from ..specs import check_fields
 
 REQUIRED = object()  # a field without a default
 
@@ -64,7 +65,7 @@ class FieldSpec:
 
 def layer_error(index, kind, message):
     """The one error format: ``layer 2 (conv): kernel 5 does not fit input 4x4``."""
-    return ConfigError(f"layer {index} ({kind}): {message}")
+    return ConfigError(f"layer {index} ({kind}): {message}", layer=index)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,15 +130,12 @@ class Layer:
     @classmethod
     def configure(cls, index, spec, input_shape, is_last):
         """Validate a config entry of this type; returns ``(normalized spec, plan)``."""
-        allowed = {f.name for f in cls.fields}
-        unknown = set(spec) - allowed - {"type"}
-        if unknown:
-            raise layer_error(
-                index,
-                cls.type,
-                f"unknown field(s) {sorted(unknown)} "
-                f"(allowed: {', '.join(sorted(allowed)) or 'none'})",
-            )
+        fields = {key: value for key, value in spec.items() if key != "type"}
+        try:
+            check_fields(fields, f"layer {index} ({cls.type})", sorted(f.name for f in cls.fields))
+        except ConfigError as exc:
+            exc.layer = index
+            raise
         values = {}
         for f in cls.fields:  # activations first: they are checked before any size
             if f.kind == "activation":
@@ -166,7 +164,10 @@ class Layer:
         name = spec.get(f.name)
         if name is None:
             name = cls.default_activation(spec, is_last)
-        activations.get(name, f"layer {index} ({cls.type}): ")
+        try:
+            activations.get(name)
+        except ConfigError as exc:
+            raise layer_error(index, cls.type, str(exc)) from None
         if name == "softmax" and not is_last:
             raise layer_error(index, cls.type, "softmax is only allowed on the last layer")
         return name

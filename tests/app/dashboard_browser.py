@@ -1,14 +1,9 @@
 """Browser helpers for the dashboard tests, on top of tests/support/browser.py's `chromium`:
 a tab that records every request (with its headers: the tests check Last-Event-ID and
-Authorization) and console error, a TCP proxy whose connections a test can cut, and screenshot
-comparison against committed baselines."""
+Authorization) and console error, and screenshot comparison against committed baselines."""
 
-import contextlib
 import io
 import os
-import socket
-import struct
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -59,63 +54,6 @@ class Tab:
 
     def close(self) -> None:
         self.context.close()
-
-
-class CuttableProxy:
-    """A loopback TCP proxy to `target_port`; `cut()` drops every open connection at once,
-    as a network failure would, while new connections are still accepted."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.sockets: set[socket.socket] = set()
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self.lock:
-                self.sockets |= {client, upstream}
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        for sock in (source, sink):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> int:
-        """Reset every open connection; how many sockets were cut."""
-        with self.lock:
-            cut, self.sockets = self.sockets, set()
-        for sock in cut:
-            with contextlib.suppress(OSError):
-                # Linger 0: close with a reset, as a broken network path looks to both ends.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        return len(cut)
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.listener.close()
-        self.thread.join(timeout=5)
-        self.cut()
 
 
 def assert_looks_like(png: bytes, name: str, tmp_path: Path, tolerance: float = 0.01) -> None:

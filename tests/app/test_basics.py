@@ -67,7 +67,7 @@ def test_nan_in_a_body_is_a_422_that_does_not_echo_it(client: TestClient) -> Non
     response = client.post("/jobs", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "NaN" not in response.text and "nan" not in response.text
-    assert response.json()["detail"][0]["loc"][-1] == "learning_rate"
+    assert response.json()["errors"][0]["loc"][-1] == "learning_rate"
     assert client.get("/jobs").json()["count"] == 0
 
 

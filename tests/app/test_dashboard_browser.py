@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from cnn_core.evaluation import EXAMPLES_PER_CELL
-from tests.app.dashboard_browser import CuttableProxy, Tab
+from tests.app.dashboard_browser import Tab
 from tests.support.builders import TINY_ARCHITECTURE, holdout, image_zip_bytes, png_bytes
+from tests.support.proxy import CuttingProxy
 from tests.support.server import LiveServer, live_server, submit, wait_for_job
 
 API_KEY = "dashboard-test-key"
@@ -150,10 +151,28 @@ def test_start_a_job_from_the_form_and_watch_its_curve_grow(tab: Tab, served) ->
     tab.assert_clean(allowed_errors=("status of 422",))
 
 
+def test_a_refusal_found_against_the_dataset_shows_at_its_field(tab: Tab, served) -> None:
+    _, client = served
+    jobs_before = client.get("/jobs").json()["count"]
+    page = tab.page
+    tab.open("/")
+    page.locator("#kind-custom").check()
+    # No input_shape: the shape table and the job take the dataset's.
+    three_classes = {"layers": [*TINY_ARCHITECTURE["layers"][:-1], {"type": "dense", "units": 3}]}
+    page.locator("#job-architecture").fill(json.dumps(three_classes))
+    page.locator("#layer-table td", has_text="4 × 12 × 12").wait_for()
+    page.get_by_role("button", name="Start training").click()
+    error = page.locator("#job-architecture-error")
+    error.filter(has_text="give the last dense layer 10 units").wait_for()
+    assert page.locator("#job-epochs-error").inner_text() == ""
+    assert client.get("/jobs").json()["count"] == jobs_before
+    tab.assert_clean(allowed_errors=("status of 422",))
+
+
 def test_a_dropped_stream_resumes_without_gaps_or_duplicates(browser, served) -> None:
     server, client = served
     job = submit(client, "mnist-sample", "tiny", epochs=3, batch_size=2)
-    proxy = CuttableProxy(server.port)
+    proxy = CuttingProxy(server.port)
     tab = Tab(browser, proxy.url)
     try:
         tab.open(f"/ui/jobs/{job['id']}")

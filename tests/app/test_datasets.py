@@ -1,11 +1,22 @@
 """POST/GET/DELETE /datasets."""
 
 import gzip
+import io
+import zipfile
 
+import numpy as np
 from fastapi.testclient import TestClient
 
-from tests.support.builders import digits_npz, holdout, idx_bytes, image_zip_bytes
-from tests.support.server import submit
+from cnn_core.files import atomic_write
+from tests.support.builders import (
+    digits_npz,
+    holdout,
+    idx_bytes,
+    image_zip_bytes,
+    npz_bytes,
+    png_bytes,
+)
+from tests.support.server import model_params, submit, wait_for_job
 
 
 def test_builtin_sample_is_listed_and_described(client: TestClient) -> None:
@@ -50,6 +61,49 @@ def test_upload_zip_of_class_folders(client: TestClient) -> None:
     assert response.status_code == 201
     body = response.json()
     assert body["classes"] == ["3", "7"] and body["class_counts"] == {"3": 4, "7": 4}
+
+
+def test_uint8_zip_is_stored_as_uint8_and_trains_as_float_data_and_old_files_do(
+    client: TestClient, settings, tmp_path
+) -> None:
+    X, y = holdout()
+    picked = np.concatenate([np.flatnonzero(y == d)[:12] for d in range(10)])  # in class order
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for k, i in enumerate(picked):
+            zf.writestr(f"{y[i]}/{k:03d}.png", png_bytes(X[i]))
+    zipped = client.post("/datasets", files={"files": ("d.zip", archive.getvalue())}).json()
+    path = settings.data_dir / "datasets" / f"{zipped['id']}.npz"
+    with np.load(path) as stored:
+        assert stored["X"].dtype == np.uint8  # a quarter of the float32 file
+        np.testing.assert_array_equal(stored["X"][:, 0], X[picked])
+    scaled = X[picked].astype(np.float32) * np.float32(1 / 255)  # what uploads stored before
+    floats = npz_bytes(X=scaled, y=y[picked])
+    floated = client.post("/datasets", files={"files": ("f.npz", floats)}).json()
+
+    def train_and_look(dataset_id: str) -> tuple[dict, bytes, dict]:
+        job = wait_for_job(client, submit(client, dataset_id, "tiny", epochs=2)["id"])
+        assert job["status"] == "succeeded", job
+        samples = client.get(f"/datasets/{zipped['id']}/samples").content
+        scores = client.post(
+            f"/models/{job['model_id']}/evaluate", json={"dataset_id": zipped["id"]}
+        ).json()
+        return model_params(client, job["model_id"], tmp_path), samples, scores
+
+    from_uint8, samples, scores = train_and_look(zipped["id"])
+    from_floats, _, _ = train_and_look(floated["id"])
+    # the zip's file as uploads wrote it before: float32 X, already scaled, same metadata
+    atomic_write(path, lambda file: np.savez(file, X=scaled[:, None], y=y[picked]))
+    from_old_file, old_samples, old_scores = train_and_look(zipped["id"])
+    for params in (from_floats, from_old_file):
+        assert params.keys() == from_uint8.keys()
+        for name, value in from_uint8.items():
+            np.testing.assert_array_equal(params[name], value)  # bit for bit
+    assert old_samples == samples
+    assert (old_scores["confusion_matrix"], old_scores["accuracy"]) == (
+        scores["confusion_matrix"],
+        scores["accuracy"],
+    )
 
 
 def test_unusable_uploads_are_415_and_leave_nothing(client: TestClient, settings) -> None:

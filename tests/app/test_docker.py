@@ -35,7 +35,7 @@ import psutil
 import pytest
 import yaml
 
-from benchmarks.live_server import free_port
+from benchmarks.live_server import free_port, wait_for_health
 from tests.support.builders import holdout, png_bytes
 from tests.support.server import REPO, model_params, submit, wait_for_iteration, wait_for_job
 
@@ -215,17 +215,8 @@ def image(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Im
 
 
 def wait_serving(url: str, running: Callable[[], bool], logs: Callable[[], str]) -> None:
-    """Poll `url`/health until it answers 200, failing at once if the container exits."""
-    deadline = time.monotonic() + SERVING_TIMEOUT_S
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert running(), f"the container exited:\n{logs()}"
-        assert time.monotonic() < deadline, f"no /health in {SERVING_TIMEOUT_S} s:\n{logs()}"
-        time.sleep(0.1)
+    """`wait_for_health` with a container's time to start and its logs."""
+    wait_for_health(url, running, lambda: f":\n{logs()}", SERVING_TIMEOUT_S)
 
 
 class Container:

@@ -92,10 +92,12 @@ def test_data_scaled_0_to_255_is_rescaled_to_the_model(client: TestClient, model
 
 def test_unknown_model_and_dataset_are_404(client: TestClient, model: dict):
     missing = client.post("/models/" + "0" * 32 + "/evaluate", json={"dataset_id": "mnist-sample"})
-    assert missing.status_code == 404 and missing.json()["detail"] == "Model not found"
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == f"No model '{'0' * 32}': GET /models lists them"
     for dataset_id in ("0" * 32, "../etc/passwd"):
         response = evaluate(client, model, dataset_id)
-        assert response.status_code == 404 and "not found" in response.json()["detail"]
+        assert response.status_code == 404
+        assert response.json()["detail"].startswith(f"No dataset {dataset_id!r}")
 
 
 def test_a_dataset_of_another_shape_is_refused_with_the_shapes(client: TestClient, model: dict):

@@ -8,17 +8,14 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.support.builders import TINY_ARCHITECTURE, digits_npz, image_zip_bytes
+from tests.support.builders import (
+    DIVERGING_ARCHITECTURE,
+    TINY_ARCHITECTURE,
+    digits_npz,
+    image_zip_bytes,
+)
 from tests.support.server import submit, wait_for_iteration, wait_for_job, worker_pids
 
-DIVERGING = {
-    "input_shape": [1, 28, 28],
-    "layers": [
-        {"type": "dense", "units": 64, "activation": "linear"},
-        {"type": "dense", "units": 64, "activation": "linear"},
-        {"type": "dense", "units": 10},
-    ],
-}
 SGD_10 = {"name": "sgd", "learning_rate": 10}
 
 
@@ -190,7 +187,7 @@ def test_cancel_a_finished_job_is_409(client: TestClient, dataset_id: str) -> No
 def test_divergence_fails_the_job_with_advice_and_no_model(
     client: TestClient, dataset_id: str
 ) -> None:
-    job = submit(client, dataset_id, DIVERGING, optimizer=SGD_10, epochs=3)
+    job = submit(client, dataset_id, DIVERGING_ARCHITECTURE, optimizer=SGD_10, epochs=3)
     job = wait_for_job(client, job["id"])
     assert job["status"] == "failed" and job["model_id"] is None
     assert "cost became nan" in job["error"] and "lower learning rate" in job["error"]

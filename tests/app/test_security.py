@@ -159,14 +159,23 @@ def test_openapi_offers_bearer_auth_on_protected_routes_only(keyed: TestClient) 
             "description": "The value of CNN_API_KEY.",
         }
     }
-    assert "security" not in spec["paths"]["/health"]["get"]
+    assert spec["paths"]["/health"]["get"]["security"] == []  # open, and says so
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             if path != "/health":
                 assert operation["security"] == [{"HTTPBearer": []}], (method, path)
-                assert "401" in operation["responses"]
+                assert operation["responses"]["401"]["headers"]["WWW-Authenticate"]
             if method.upper() in STATE_CHANGING:
                 assert "403" in operation["responses"], (method, path)
+
+
+def test_openapi_declares_no_security_when_no_key_is_set(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "securitySchemes" not in spec["components"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert operation["security"] == [], (method, path)
+            assert "401" not in operation["responses"], (method, path)
 
 
 def test_default_bind_address_is_loopback(monkeypatch: pytest.MonkeyPatch) -> None:

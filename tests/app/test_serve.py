@@ -1,6 +1,7 @@
 """`python -m app.serve` and `python -m app.healthcheck`, the Docker image's command and
-HEALTHCHECK, run here without Docker: both follow `CNN_PORT`, and a server stopped with SIGTERM
-exits with code 0 once it has shut down (the `uvicorn` command ends killed by the signal)."""
+HEALTHCHECK, run here without Docker: both follow `CNN_PORT`, the server logs each job's start
+and end, and a server stopped with SIGTERM exits with code 0 once it has shut down (the
+`uvicorn` command ends killed by the signal)."""
 
 import os
 import signal
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.live_server import REPO, free_port
+from benchmarks.live_server import REPO, free_port, wait_for_health
+from tests.support.server import submit, wait_for_job
 
 STOP_DEADLINE_S = 9  # Docker kills the container 10 s after SIGTERM
 
@@ -46,17 +48,23 @@ def test_serve_takes_its_port_from_the_settings_and_exits_0_on_sigterm(tmp_path:
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"no /health on port {port}:\n{log.read_text()}"
-            time.sleep(0.1)
+        wait_for_health(
+            f"http://127.0.0.1:{port}",
+            lambda: server.poll() is None,
+            lambda: f":\n{log.read_text()}",
+        )
         assert healthcheck(env).returncode == 0
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            job = wait_for_job(client, submit(client, "mnist-sample", "tiny", epochs=1)["id"])
+        assert job["status"] == "succeeded"
+        logged_by = time.monotonic() + 30
+        while f"job {job['id']} ended: " not in log.read_text():  # logged once it is reaped
+            assert time.monotonic() < logged_by, log.read_text()
+            time.sleep(0.1)
+        output = log.read_text()
+        assert f"INFO:     job {job['id']} started" in output
+        assert f"job {job['id']} ended: succeeded after " in output
+        assert f" s, model {job['model_id']}" in output
 
         started = time.monotonic()
         server.send_signal(signal.SIGTERM)  # what `docker stop` sends, through the init

@@ -101,7 +101,10 @@ def test_datasets_upload_each_format_then_show_and_delete(
     assert cnn("datasets", "delete", dataset_id).exit_code == 0
     gone = cnn("datasets", "show", dataset_id)
     assert gone.exit_code == 4 and gone.stdout == ""
-    assert "404" in one_line_error(gone.stderr) and "not found" in gone.stderr
+    assert (
+        one_line_error(gone.stderr)
+        == f"error: 404: No dataset '{dataset_id}': GET /datasets lists them"
+    )
 
 
 # -- train and follow: exit codes 0, 1, 3 --------------------------------------------------------
@@ -173,7 +176,7 @@ def test_wait_timeout_exits_124_and_leaves_the_job_running(cnn: Cnn, client: Cli
         result = cnn("jobs", "wait", job.id, "--timeout", "1")
         assert result.exit_code == 124, result.stderr
         assert 1 <= time.monotonic() - started < 10
-        assert f"cnn jobs wait {job.id}" in result.stderr
+        assert f". Wait again with: cnn jobs wait {job.id}" in result.stderr
         assert client.get_job(job.id).status.is_active
     finally:
         client.cancel_job(job.id)
@@ -223,7 +226,7 @@ def test_usage_errors_exit_2(cnn: Cnn, tmp_path: Path) -> None:
 def test_http_errors_exit_4_with_the_servers_message(cnn: Cnn) -> None:
     result = cnn("jobs", "show", "0" * 32)
     assert result.exit_code == 4 and result.stdout == ""
-    assert one_line_error(result.stderr) == "error: 404: Job not found"
+    assert one_line_error(result.stderr) == f"error: 404: No job '{'0' * 32}': GET /jobs lists them"
     invalid = cnn("train", "--dataset", "mnist-sample", "--architecture", "no-such-preset")
     message = one_line_error(invalid.stderr)
     assert invalid.exit_code == 4 and message.startswith("error: 422: ") and "lenet5" in message

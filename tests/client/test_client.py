@@ -93,17 +93,19 @@ def test_503_retries_run_out_into_an_api_error_with_the_servers_message(
     assert len(sent) == 4 and sleeps == [30.0] * 3
 
 
-def test_validation_errors_become_one_line() -> None:
-    detail = [
+def test_a_422_gives_its_sentence_and_keeps_its_problems() -> None:
+    errors = [
         {"loc": ["body", "training", "epochs"], "msg": "Input should be >= 1", "type": "x"},
         {"loc": ["body", "dataset_id"], "msg": "Field required", "type": "missing"},
     ]
-    client, _ = scripted([lambda r: httpx.Response(422, json={"detail": detail})])
+    detail = "training.epochs: input should be >= 1\n(1 more problem in errors)"
+    client, _ = scripted([lambda r: httpx.Response(422, json={"detail": detail, "errors": errors})])
     with pytest.raises(ApiError) as caught:
         client.submit_job("", "lenet5", {"epochs": 0})
-    assert caught.value.message == (
-        "body.training.epochs: Input should be >= 1; body.dataset_id: Field required"
+    assert (
+        caught.value.message == "training.epochs: input should be >= 1 (1 more problem in errors)"
     )
+    assert caught.value.errors == errors
 
 
 def test_an_unreachable_server_is_an_api_error_without_status() -> None:

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from cnn_client import Client, CostsEvent, EndEvent, ProgressEvent
-from tests.client.proxy import DroppingProxy
+from tests.support.proxy import CuttingProxy
 from tests.support.server import LiveServer
 
 # LeNet-5 in batches of 8: 225 iterations per epoch, several of the worker's half-second flushes
@@ -23,7 +23,7 @@ DROP_AT_EVENTS = (1, 2)
 def test_follow_survives_dropped_connections_without_gaps_or_duplicates(
     server: LiveServer,
 ) -> None:
-    proxy = DroppingProxy(server.port)
+    proxy = CuttingProxy(server.port)
     try:
         with Client(proxy.url, reconnect_for=20) as client:
             job = client.submit_job("mnist-sample", "lenet5", SLOW_TRAINING)
@@ -36,7 +36,7 @@ def test_follow_survives_dropped_connections_without_gaps_or_duplicates(
                     epochs += [summary.epoch for summary in event.data.epochs]
                     if costs_events in DROP_AT_EVENTS:
                         resumed_from.append(event.id)
-                        proxy.drop()
+                        proxy.cut()
                 else:
                     assert isinstance(event, ProgressEvent | EndEvent)
                 last = event

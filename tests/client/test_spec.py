@@ -166,8 +166,9 @@ def test_job_bodies_the_cli_builds_use_the_servers_field_names(spec: dict[str, A
     )
     training = schemas["TrainingSettings"]["properties"]
     assert {"epochs", "batch_size", "optimizer", "validation_split", "seed"} <= set(training)
-    presets = resolve(spec, schemas["JobCreate"]["properties"]["architecture"]["anyOf"][1])
-    assert "lenet5" in presets["enum"]
+    forms = [resolve(spec, f) for f in schemas["JobCreate"]["properties"]["architecture"]["oneOf"]]
+    assert "lenet5" in next(form["enum"] for form in forms if "enum" in form)  # a preset name
+    assert any("layers" in form.get("properties", {}) for form in forms)  # or a config
     optimizers = training["optimizer"]["discriminator"]["mapping"]  # name -> its schema
     assert {"sgd", "momentum", "rmsprop", "adam"} <= set(optimizers)  # as `cnn train --help` says
     for ref in optimizers.values():

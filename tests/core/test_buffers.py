@@ -35,10 +35,11 @@ class RunningMean(Layer):
 
 
 @pytest.fixture(autouse=True)
-def running_mean_layer():
+def running_mean_layer(monkeypatch):
+    """RunningMean registered for one test: in copies of the registry, put back afterwards."""
+    monkeypatch.setattr(layers, "LAYERS", dict(layers.LAYERS))
+    monkeypatch.setattr(layers, "ALIASES", dict(layers.ALIASES))
     layers.register(RunningMean)
-    yield
-    layers.unregister(RunningMean)
 
 
 CONFIG = {

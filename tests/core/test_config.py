@@ -119,7 +119,10 @@ ERRORS = {
 
 @pytest.mark.parametrize("config, pattern", ERRORS.values(), ids=ERRORS.keys())
 def test_layer_errors_name_the_layer_and_the_cause(config, pattern):
-    refused(config, pattern)
+    message = refused(config, pattern)
+    with pytest.raises(ConfigError) as info:
+        normalize(config)
+    assert info.value.layer == int(re.match(r"layer (\d+)", message).group(1))  # for a locator
 
 
 NON_POSITIVE = {

@@ -17,6 +17,7 @@ from PIL import Image
 
 from cnn_core.datasets import (
     Dataset,
+    convert_images,
     images_to_array,
     load_dataset,
     load_idx,
@@ -25,7 +26,7 @@ from cnn_core.datasets import (
     load_npz,
     open_image,
 )
-from cnn_core.errors import DatasetError
+from cnn_core.errors import ConfigError, DatasetError
 from tests.support.builders import HOLDOUT, idx_bytes, npz_bytes
 
 BYTE = np.float32(1 / 255)
@@ -333,10 +334,35 @@ def test_npz_header_checks_come_before_reading_data():
     assert_refused("GiB", load_npz, zip_bytes({"X.npy": buf.getvalue(), "y.npy": y}))
 
 
-def test_npz_float32_output_size_is_capped(rng):
-    data = npz_bytes(X=rng.integers(0, 256, (4, 10, 10), dtype=np.uint8), y=labels(4, 2))
-    assert load_npz(data, max_bytes=1600).n_samples == 4
-    assert_refused("would take 1.6 KiB as float32", load_npz, data, max_bytes=1599)
+def test_npz_x_is_read_in_chunks_into_the_dtype_it_is_kept_in(rng, monkeypatch):
+    import cnn_core.datasets.npz as npz
+
+    monkeypatch.setattr(npz, "_X_CHUNK_BYTES", 64)  # many chunks, some not whole
+    X = rng.random((5, 3, 7, 7)) * 255
+    y = labels(5, 2)
+    for source in (X, np.asfortranarray(X), X.astype(">f8"), X.astype(np.float32)):
+        ds = load_npz(npz_bytes(X=source, y=y))
+        assert ds.pixels.dtype == np.float32 and ds.pixels.flags.c_contiguous
+        np.testing.assert_array_equal(ds.pixels, X.astype(np.float32))
+        assert ds.preprocessing["source_dtype"] == str(source.dtype)
+    wide = rng.integers(0, 256, (5, 7, 7, 3)).astype(np.int64)
+    np.testing.assert_array_equal(
+        load_npz(npz_bytes(X=wide, y=y)).pixels, wide.transpose(0, 3, 1, 2).astype(np.uint8)
+    )
+    wide[4, 6, 6, 2] = 256  # in the last chunk; it would wrap to 0 as uint8
+    assert_refused("values from 0 to 256", load_npz, npz_bytes(X=wide, y=y))
+    X[3, 2, 6, 6] = np.nan
+    assert_refused(
+        r"NaN or infinite values in 1 samples \(first: sample 3\)", load_npz, npz_bytes(X=X, y=y)
+    )
+
+
+def test_npz_output_size_is_capped_in_the_dtype_it_is_kept_in(rng):
+    halves = npz_bytes(X=rng.random((4, 10, 10)).astype(np.float16), y=labels(4, 2))
+    assert load_npz(halves, max_bytes=1600).n_samples == 4  # kept as float32: 1,600 bytes
+    assert_refused("would take 1.6 KiB as float32", load_npz, halves, max_bytes=1599)
+    uint8 = npz_bytes(X=rng.integers(0, 256, (4, 10, 10), dtype=np.uint8), y=labels(4, 2))
+    assert load_npz(uint8, max_bytes=432).pixels.nbytes == 400  # kept as uint8, 400 + y's 32
 
 
 def test_npz_class_names_must_be_a_list_of_short_strings():
@@ -527,6 +553,30 @@ def test_zip_mixed_sizes_and_modes_take_common_shape(rng):
     np.testing.assert_array_equal(ds.X[0, 1], gray[0].astype(np.float32) * BYTE)
 
 
+def test_zip_images_of_another_aspect_are_framed_as_prediction_frames_them():
+    def square_on_white(h, w):  # a 4x4 black square in the middle of white paper
+        pixels = np.full((h, w), 255, np.uint8)
+        pixels[h // 2 - 2 : h // 2 + 2, w // 2 - 2 : w // 2 + 2] = 0
+        return pixels
+
+    wide, tall = square_on_white(8, 32), square_on_white(40, 8)
+    files = {f"{k}/{i}.png": image_bytes(square_on_white(8, 8)) for k in "ab" for i in range(3)}
+    files |= {"a/wide.png": image_bytes(wide), "b/tall.png": image_bytes(tall)}
+    ds = load_image_zip(zip_bytes(files))
+    assert ds.input_shape == (1, 8, 8) and ds.preprocessing["polarity"] == "light"
+    names = sorted(files, key=lambda n: (n.split("/")[0], n))
+    for name, pixels in (("a/wide.png", wide), ("b/tall.png", tall)):
+        x = ds.X[names.index(name)]
+        predicted = convert_images(
+            [Image.fromarray(pixels)], ds.input_shape, ds.preprocessing, invert="false"
+        )[0]
+        np.testing.assert_array_equal(x, predicted[0])  # the one conversion of both
+        rows, cols = np.nonzero(x[0] < 0.5)
+        assert np.ptp(rows) == np.ptp(cols)  # the square stays square: no stretching
+        assert ds.X[names.index(name), 0, 0].min() == 1.0  # padded with the white paper
+    np.testing.assert_array_equal(ds.pixels[0, 0], square_on_white(8, 8))  # kept as it was
+
+
 def test_zip_of_png_digits_equals_the_npz_digits(holdout):
     X, y = holdout
     picked = np.concatenate([np.flatnonzero(y == d)[:4] for d in range(10)])  # sorted by class
@@ -663,9 +713,10 @@ def test_zip_palette_images_count_as_gray_only_with_a_gray_palette(rng):
     assert load_image_zip(zip_bytes(files)).input_shape == (3, 6, 6)
 
 
-def test_zip_float32_output_size_is_capped(png):
-    data = zip_bytes({"a/0.png": png, "b/0.png": png})
-    assert_refused("would take", load_image_zip, data, max_bytes=100)
+def test_zip_output_size_is_capped_as_uint8(png):
+    data = zip_bytes({"a/0.png": png, "b/0.png": png})  # two 4x4 grayscale images
+    assert load_image_zip(data, max_bytes=32).pixels.dtype == np.uint8
+    assert_refused("would take 32 bytes as uint8", load_image_zip, data, max_bytes=31)
 
 
 def test_zip_of_a_single_class_or_no_images_is_refused(png):
@@ -764,8 +815,9 @@ def test_mnist_sample_loads():
 
 def test_mnist_sample_is_parsed_once_and_cannot_be_corrupted():
     first, second = load_mnist_sample(), load_mnist_sample()
-    assert second.X is first.X and second.y is first.y  # shared, not re-read
-    for array in (first.X, first.y):
+    assert second.pixels is first.pixels and second.y is first.y  # shared, not re-read
+    assert first.pixels.dtype == np.uint8
+    for array in (first.pixels, first.y):
         assert not array.flags.writeable
         with pytest.raises(ValueError, match="read-only"):
             array[0] = 0
@@ -880,7 +932,8 @@ def test_images_to_array_and_open_image_refuse_truncated_images(rng):
 def test_images_to_array_refuses_bad_arguments():
     img = Image.new("L", (4, 4))
     assert_refused("2 channels", images_to_array, [img], (2, 4, 4), {"image_scale": 1.0})
-    assert_refused(r"must be \(C, H, W\)", images_to_array, [img], (4, 4), {"image_scale": 1.0})
+    with pytest.raises(ConfigError, match=r"input_shape must be \[channels, height, width\]"):
+        images_to_array([img], (4, 4), {"image_scale": 1.0})
     assert_refused("image_scale", images_to_array, [img], (1, 4, 4), {})
 
 
@@ -913,16 +966,51 @@ def test_open_image_starts_its_messages_with_a_given_name(rng):
 
 
 def test_dataset_is_frozen_and_checks_its_arrays():
-    ds = Dataset(X=np.zeros((2, 1, 3, 3), np.float32), y=np.array([0, 1]), class_names=["a", "b"])
+    two = {"y": np.array([0, 1]), "class_names": ["a", "b"]}
+    ds = Dataset(pixels=np.zeros((2, 1, 3, 3), np.float32), **two)
     assert repr(ds) == "Dataset(n_samples=2, input_shape=(1, 3, 3), n_classes=2)"
     with pytest.raises(dataclasses.FrozenInstanceError):
         ds.y = None
-    with pytest.raises(DatasetError, match="float32"):
-        Dataset(X=np.zeros((2, 3, 3)), y=np.array([0, 1]), class_names=["a", "b"])
+    with pytest.raises(DatasetError, match="uint8 or float32"):
+        Dataset(pixels=np.zeros((2, 3, 3)), **two)
+    with pytest.raises(DatasetError, match="uint8 or float32"):
+        Dataset(pixels=np.zeros((2, 1, 3, 3)), **two)  # float64
+    with pytest.raises(DatasetError, match="scale"):
+        Dataset(pixels=np.zeros((2, 1, 3, 3), np.uint8), **two)
     with pytest.raises(DatasetError, match="int64 of shape"):
-        Dataset(X=np.zeros((2, 1, 3, 3), np.float32), y=np.array([0]), class_names=["a", "b"])
+        Dataset(pixels=np.zeros((2, 1, 3, 3), np.float32), y=np.array([0]), class_names=["a", "b"])
     with pytest.raises(DatasetError, match="0..1"):
-        Dataset(X=np.zeros((2, 1, 3, 3), np.float32), y=np.array([0, 2]), class_names=["a", "b"])
+        Dataset(
+            pixels=np.zeros((2, 1, 3, 3), np.float32), y=np.array([0, 2]), class_names=["a", "b"]
+        )
+
+
+def test_uint8_pixels_give_float_inputs_equal_by_batch_or_whole(rng):
+    pixels = rng.integers(0, 256, (6, 1, 4, 4), dtype=np.uint8)
+    y, names = np.arange(6) % 2, ["a", "b"]
+    ds = Dataset(pixels=pixels, y=y, class_names=names, preprocessing={"scale": 1 / 255})
+    X = ds.X
+    assert X.dtype == np.float32 and X.flags.c_contiguous
+    np.testing.assert_array_equal(X, pixels.astype(np.float32) * BYTE)
+    assert ds.X is not X  # converted at each access, never kept beside the pixels
+    np.testing.assert_array_equal(ds.inputs(np.array([4, 1])), X[[4, 1]])
+    np.testing.assert_array_equal(ds.inputs(slice(2, 5)), X[2:5])
+    floats = Dataset(pixels=X, y=y, class_names=names, preprocessing={"scale": 1 / 255})
+    assert floats.X is X  # float pixels are the input already, whatever the scale says
+
+
+def test_8_bit_sources_stay_uint8_and_float_sources_float32(rng, idx_pair):
+    images = rng.integers(0, 256, (6, 5, 5), dtype=np.uint8)
+    y = labels(6, 2)
+    for X in (images, images.astype(np.int16), images[..., None]):
+        ds = load_npz(npz_bytes(X=X, y=y))
+        assert ds.pixels.dtype == np.uint8 and ds.pixels.flags.c_contiguous
+        np.testing.assert_array_equal(ds.pixels[:, 0], images)
+    for X in (images.astype(np.float64), images.astype(np.float32) / 255):
+        assert load_npz(npz_bytes(X=X, y=y)).pixels.dtype == np.float32
+    assert load_idx(*idx_pair[2:]).pixels.dtype == np.uint8
+    files = {f"{k}/{i}.png": image_bytes(images[i]) for i, k in enumerate("aabbab")}
+    assert load_image_zip(zip_bytes(files)).pixels.dtype == np.uint8
 
 
 def test_mnist_style_data_records_its_polarity_and_framing():

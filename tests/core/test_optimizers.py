@@ -227,10 +227,10 @@ BAD_HYPER = {
     "unknown-setting": (
         "sgd",
         {"momentum": 0.9},
-        r"optimizer sgd: unknown setting\(s\) \['momentum'\] "
+        r"optimizer sgd: unknown field\(s\) \['momentum'\] "
         r"\(allowed: learning_rate, weight_decay\)",
     ),
-    "adam-beta-not-beta1": ("adam", {"beta": 0.9}, r"unknown setting\(s\) \['beta'\]"),
+    "adam-beta-not-beta1": ("adam", {"beta": 0.9}, r"unknown field\(s\) \['beta'\]"),
 }
 
 

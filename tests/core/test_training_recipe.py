@@ -6,10 +6,7 @@ import numpy as np
 import pytest
 
 from cnn_core import ConfigError, ModelFileError, Network
-from cnn_core.augmentation import Augmentation, warp
-from cnn_core.noise import StepNoise
-
-from .test_training import stop_at, without_seconds
+from tests.support.networks import stop_at, without_seconds
 
 CONFIG = {
     "input_shape": [1, 8, 8],
@@ -86,7 +83,7 @@ def test_the_rate_is_constant_without_a_schedule_and_checkpoints_refuse_other_se
         ({"lr_schedule": {"name": "step", "gamma": 2}}, r"step: gamma must be in \(0, 1\)"),
         ({"lr_schedule": {"name": "step", "step_size": 1.5}}, r"step_size must be an integer"),
         ({"lr_schedule": {"name": "cosine", "warmup_epochs": 3}}, r"fewer than the epochs \(3\)"),
-        ({"lr_schedule": {"name": "plateau", "cooldown": 1}}, r"unknown setting\(s\) \['cooldown'"),
+        ({"lr_schedule": {"name": "plateau", "cooldown": 1}}, r"unknown field\(s\) \['cooldown'"),
         ({"augmentation": {"shift": -1}}, r"augmentation.shift must be pixels in 0..64"),
         ({"augmentation": {"rotate": 400}}, r"augmentation.rotate must be degrees in 0..180"),
         ({"augmentation": {"flip": "yes"}}, r"augmentation.flip must be true or false"),
@@ -100,34 +97,6 @@ def test_bad_settings_are_refused_before_training(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         Network.from_config(CONFIG).fit(X, y, epochs=3, callback=calls.append, **kwargs)
     assert calls == []
-
-
-def test_warp_moves_rotates_and_flips_exactly():
-    rng = np.random.default_rng(0)
-    X = rng.random((3, 2, 5, 7))
-    none = np.zeros(3)
-    assert np.array_equal(warp(X, none, np.zeros((3, 2)), none.astype(bool)), X)
-    shifted = warp(X, none, np.array([[1, -2]] * 3), none.astype(bool))  # down 1, left 2
-    assert np.array_equal(shifted[:, :, 1:, :-2], X[:, :, :-1, 2:])
-    assert not shifted[:, :, 0].any() and not shifted[:, :, :, -2:].any()
-    flipped = warp(X, none, np.zeros((3, 2)), np.array([True, False, True]))
-    assert np.array_equal(flipped[[0, 2]], X[[0, 2], :, :, ::-1]) and np.array_equal(
-        flipped[1], X[1]
-    )
-    square = rng.random((2, 1, 6, 6))
-    quarter = warp(square, np.full(2, np.pi / 2), np.zeros((2, 2)), np.zeros(2, bool))
-    np.testing.assert_allclose(quarter, np.rot90(square, -1, axes=(2, 3)), atol=1e-12)
-
-
-def test_augmentation_draws_are_keyed_by_seed_and_iteration_and_cut_by_shard():
-    aug = Augmentation.from_spec({"shift": 2, "rotate": 10})
-    assert Augmentation.from_spec({"shift": 0}) is None
-    X = np.random.default_rng(1).random((8, 1, 10, 10)).astype(np.float32)
-    whole = aug.apply(X, StepNoise(0, 5, 0, 8))
-    assert whole.dtype == np.float32 and whole.shape == X.shape and not np.allclose(whole, X)
-    assert np.array_equal(aug.apply(X, StepNoise(0, 5, 0, 8)), whole)
-    assert not np.array_equal(aug.apply(X, StepNoise(0, 6, 0, 8)), whole)
-    assert np.array_equal(aug.apply(X[3:], StepNoise(0, 5, 3, 8)), whole[3:])
 
 
 def test_prediction_is_not_augmented():

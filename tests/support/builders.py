@@ -19,6 +19,15 @@ TINY_ARCHITECTURE = {
         {"type": "dense", "units": 10, "activation": "softmax"},
     ],
 }
+# Linear layers: with SGD at learning rate 10 the cost becomes NaN within the first epoch.
+DIVERGING_ARCHITECTURE = {
+    "input_shape": [1, 28, 28],
+    "layers": [
+        {"type": "dense", "units": 64, "activation": "linear"},
+        {"type": "dense", "units": 64, "activation": "linear"},
+        {"type": "dense", "units": 10},
+    ],
+}
 TINY_TRAINING = {
     "epochs": 2,
     "batch_size": 32,

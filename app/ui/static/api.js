@@ -8,37 +8,36 @@ const KEY_STORAGE = "cnn-api-key";
 /** A path of this service (API or page) under the root path it is served at. */
 export const rooted = (path) => ROOT + path;
 
-/** An API answer that is not 2xx, with FastAPI's `detail` made readable. */
+/**
+ * An API answer that is not 2xx: its one-sentence `detail` (the message), and for a 422 the
+ * `errors` the server found, each with the `loc` of the field it concerns.
+ */
 export class ApiError extends Error {
-  constructor(status, detail) {
-    super(ApiError.describe(status, detail));
+  constructor(status, detail, errors = []) {
+    super(typeof detail === "string" && detail ? detail : `HTTP ${status}`);
     this.status = status;
     this.detail = detail;
-  }
-
-  static describe(status, detail) {
-    if (typeof detail === "string") return detail;
-    if (Array.isArray(detail)) return detail.map((d) => `${d.loc.join(".")}: ${d.msg}`).join("; ");
-    return `HTTP ${status}`;
+    this.errors = Array.isArray(errors) ? errors : [];
   }
 
   static async from(response) {
-    let detail = null;
+    let body = null;
     try {
-      detail = (await response.json()).detail;
+      body = await response.json();
     } catch {
-      detail = response.statusText || null;
+      body = { detail: response.statusText || null };
     }
-    return new ApiError(response.status, detail);
+    return new ApiError(response.status, body?.detail, body?.errors);
   }
 
-  /** Validation issues keyed by their location without the leading "body"/"query". */
+  /** Each problem's message keyed by its field path, without the leading "body"/"query"
+   * and without list indices ("architecture.layers.filters"). */
   fieldErrors() {
     const fields = new Map();
-    if (!Array.isArray(this.detail)) return fields;
-    for (const issue of this.detail) {
-      const path = issue.loc.slice(1).filter((part) => typeof part === "string");
-      fields.set(path.join("."), issue.msg);
+    for (const issue of this.errors) {
+      if (!Array.isArray(issue.loc) || issue.loc.length < 2) continue;
+      const path = issue.loc.slice(1).filter((part) => typeof part === "string").join(".");
+      if (!fields.has(path)) fields.set(path, issue.msg);
     }
     return fields;
   }
@@ -141,7 +140,7 @@ export function upload(path, form, onProgress) {
       } else if (xhr.status >= 200 && xhr.status < 300) {
         resolve(body);
       } else {
-        reject(new ApiError(xhr.status, body?.detail ?? xhr.statusText));
+        reject(new ApiError(xhr.status, body?.detail ?? xhr.statusText, body?.errors));
       }
     };
     xhr.send(form);

@@ -237,6 +237,10 @@ function jobForm(datasets, presets) {
         fill(shapes);
         return;
       }
+      if (architecture && typeof architecture === "object" && !("input_shape" in architecture)) {
+        // as POST /jobs does: the input shape is the chosen dataset's
+        architecture = { input_shape: datasetById(controls.dataset.value).input_shape, ...architecture };
+      }
       try {
         const summary = await postJSON("/architectures/validate", { architecture });
         if (seq === checkSeq) fill(shapes, layerTable(summary));
@@ -278,27 +282,26 @@ function jobForm(datasets, presets) {
     };
   }
 
-  /** Put each problem the server found next to the field it concerns. */
+  /** Put each problem the server found next to the field it concerns (from its `loc`);
+   * the sentence that sums them up goes under the form when no field takes it. */
   function showErrors(error) {
+    const custom = kind.custom.checked;
     const placed = [];
+    let unplaced = 0;
     for (const [path, message] of error.fieldErrors()) {
-      const name = fieldOf(path);
+      const name = fieldOf(path, custom);
       if (name && fields[name]) {
         fields[name].error.textContent ||= message;
         placed.push(name);
       } else {
-        formError.textContent = `${path}: ${message}`;
+        unplaced += 1;
       }
     }
-    if (typeof error.detail === "string") {
-      const name = fieldOfMessage(error.status, error.detail, kind.custom.checked);
-      if (name) {
-        fields[name].error.textContent = error.detail;
-        placed.push(name);
-      } else {
-        formError.textContent = error.detail;
-      }
+    if (!placed.length && error.status === 404 && /dataset/i.test(error.message)) {
+      fields.dataset.error.textContent = error.message;
+      placed.push("dataset");
     }
+    if (!placed.length || unplaced) formError.textContent = error.message;
     if (placed.length) controls[placed[0]].focus();
   }
 
@@ -363,28 +366,20 @@ function jobForm(datasets, presets) {
   );
 }
 
+/** What the architecture check found: each problem by its place in the config. */
 function describeArchitectureError(error) {
   const issues = [...error.fieldErrors()];
-  if (!issues.length) return error.message;
+  if (issues.length < 2) return error.message;
   return issues.map(([path, message]) => `${path.replace(/^architecture\.?/, "") || "architecture"}: ${message}`).join("; ");
 }
 
-/** The form field that a validation error's location (e.g. "training.epochs") concerns. */
-function fieldOf(path) {
-  if (path.startsWith("architecture")) return "architecture";
+/** The form field that a problem's location (e.g. "training.epochs") concerns. */
+function fieldOf(path, custom) {
+  if (path.startsWith("architecture")) return custom ? "architecture" : "preset";
   if (path === "dataset_id") return "dataset";
   if (path.startsWith("training.optimizer")) {
     return path.endsWith("learning_rate") ? "learning_rate" : "optimizer";
   }
   const name = path.replace(/^training\./, "");
   return ["epochs", "batch_size", "validation_split", "seed", "name"].includes(name) ? name : null;
-}
-
-/** The field that a plain-text refusal concerns (404 dataset, admission control's 422). */
-function fieldOfMessage(status, message, custom) {
-  if (status === 404 && /dataset/i.test(message)) return "dataset";
-  if (/validation_split/.test(message)) return "validation_split";
-  if (/batch size/.test(message)) return "batch_size";
-  if (/architecture|output layer|layer \d/.test(message)) return custom ? "architecture" : "preset";
-  return null;
 }

@@ -6,7 +6,6 @@ from app.errors import InvalidRequestError
 from app.schemas import JobCreate
 from app.storage.datasets import DatasetMeta
 from app.training.admission import admit, summarize
-from cnn_core import ConfigError
 from tests.support.builders import TINY_ARCHITECTURE
 
 DIGITS = DatasetMeta(
@@ -77,5 +76,7 @@ def test_summarize_counts_without_allocating_and_names_the_layer_that_breaks() -
     assert [layer["output_shape"] for layer in summary["layers"]] == [[4, 12, 12], [4, 6, 6], [10]]
     assert summary["param_count"] == 4 * 25 + 4 + 144 * 10 + 10 and summary["n_classes"] == 10
     broken = {**TINY_ARCHITECTURE, "input_shape": [1, 4, 4]}
-    with pytest.raises(ConfigError, match=r"^layer 0 \(conv\)"):
-        summarize(broken)
+    with pytest.raises(InvalidRequestError, match=r"^layer 0 \(conv\)") as refused:
+        summarize(broken, ("body", "architecture"))
+    assert refused.value.errors[0]["loc"] == ["body", "architecture", "layers", 0]
+    assert refused.value.errors[0]["type"] == "config_error"
