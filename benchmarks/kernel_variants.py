@@ -12,7 +12,15 @@ runs interleaved and the median of many calls is compared, because this machine'
    product scattered afterwards, and against ``np.add.at``; and against dx as a convolution of
    dout with the flipped kernel (used for stride-1 convs on "same"-padded maps);
 4. max-pool backward as a loop over window offsets on strided views, against an argmax over
-   copied windows.
+   copied windows;
+5. a 3x3 stride-1 conv (forward and backward) by Winograd F(2x2, 3x3) against im2col, on the
+   VGG layers of benchmarks/train_throughput.py: Winograd is used from WINOGRAD_MIN_CHANNELS
+   input channels up;
+6. training vgg32 on 2 threads: the batch cut into shards computed by 2 processes (what
+   ``fit`` does) against one process whose BLAS calls use 2 threads.
+
+Times 1-5 are this process's CPU time (one BLAS thread), so that other programs on the shared
+cores do not count; 6 is wall time, median of 3 epochs each, interleaved.
 """
 
 import statistics
@@ -22,7 +30,9 @@ from functools import partial
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from threadpoolctl import threadpool_limits
+from train_throughput import BATCH, workload
 
+from cnn_core import Network
 from cnn_core import functional as F
 
 N, K = 64, 5
@@ -33,9 +43,9 @@ def median_ms(fn, repeats=60):
     fn()
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        samples.append(time.perf_counter() - start)
+        samples.append(time.process_time() - start)
     return statistics.median(samples) * 1e3
 
 
@@ -162,7 +172,8 @@ def main():
         x = rng.standard_normal((c, h, h, N), dtype=np.float32)
         w = rng.standard_normal((f, c, k, k), dtype=np.float32)
         padding = (pad,) * 4
-        dout, (xp, *_) = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), padding)
+        dout = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), padding)[0]
+        xp = F.pad_maps(x, padding)
         by_correlation = partial(
             F._input_gradient_by_correlation, dout, w, xp.shape, padding, F.Workspace()
         )
@@ -196,7 +207,61 @@ def main():
         ("argmax over copied windows", argmax_backward),
     )
 
+    winograd(
+        {
+            "5a. 3x3 conv 32 -> 32, 32x32 maps (vgg32)": (32, 32, 32),
+            "5b. 3x3 conv 32 -> 64, 16x16 maps (vgg32)": (32, 64, 16),
+            "5c. 3x3 conv 64 -> 64, 16x16 maps (vgg32)": (64, 64, 16),
+            "5d. 3x3 conv 64 -> 128, 16x16 maps (vgg64)": (64, 128, 16),
+            "5e. 3x3 conv 128 -> 128, 16x16 maps (vgg64)": (128, 128, 16),
+        }
+    )
+
+
+def winograd(cases):
+    """Section 5: each conv's forward and full backward by either method."""
+    default = F.WINOGRAD_MIN_CHANNELS
+
+    def step(x, w, min_channels):
+        ws = F.Workspace()
+
+        def run():
+            F.WINOGRAD_MIN_CHANNELS = min_channels
+            out, cache = F.conv_forward(x, w, np.zeros(len(w), np.float32), (1, 1), (1,) * 4, ws)
+            F.conv_backward(out, cache)
+
+        return run
+
+    for title, (c, f, size) in cases.items():
+        x = rng.standard_normal((c, size, size, N), dtype=np.float32)
+        w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(0.05)
+        winograd_way = ("Winograd F(2x2, 3x3)", step(x, w, 1))
+        im2col_way = ("im2col", step(x, w, 10**9))
+        ours, theirs = (winograd_way, im2col_way) if c >= default else (im2col_way, winograd_way)
+        compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
+    F.WINOGRAD_MIN_CHANNELS = default
+
+
+def shards_or_blas_threads():
+    """Section 6: vgg32 on 2 threads, shard processes against BLAS threads."""
+    config, X, y = workload("vgg32")
+    net = Network.from_config(config, seed=0)
+    ways = {"2 shard processes, 1 BLAS thread each (cnn_core)": 2, "1 process, 2 BLAS threads": 1}
+    times = {way: [] for way in ways}
+    with threadpool_limits(2):
+        for _ in range(3):
+            for way, shards in ways.items():
+                start = time.perf_counter()
+                net.fit(X, y, epochs=1, batch_size=BATCH, threads=shards)
+                times[way].append(time.perf_counter() - start)
+    (ours, a), (theirs, b) = ((way, statistics.median(t)) for way, t in times.items())
+    print(
+        f"6. training vgg32 ({len(X)} images), 2 threads\n  {ours:<44} {len(X) / a:7.0f} img/s\n"
+        f"  {theirs:<44} {len(X) / b:7.0f} img/s   ({b / a:.2f}x cnn_core's time)"
+    )
+
 
 if __name__ == "__main__":
     with threadpool_limits(1):
         main()
+    shards_or_blas_threads()

@@ -1,6 +1,6 @@
 """Training throughput and predict speed: cnn_core against PyTorch on the same networks.
 
-    .venv/bin/python benchmarks/train_throughput.py [--networks lenet5 vgg32 vgg64]
+    .venv/bin/python benchmarks/train_throughput.py [--networks lenet5 vgg32 vgg64 convnet]
         [--threads 1 2] [--rounds 5]
 
 Networks (batch 64, Adam, float32):
@@ -8,7 +8,9 @@ Networks (batch 64, Adam, float32):
 - ``vgg32``: a CIFAR-sized VGG-style net, 3x32x32 -> two 3x3 convs of 32, max pool, two of 64,
   max pool, dense 256, 10 classes (about 25M multiply-adds per image);
 - ``vgg64``: 3x64x64 -> two 3x3 convs each of 32, 64 and 128 filters, a max pool after each
-  pair, dense 256, 10 classes (about 0.3G multiply-adds per image).
+  pair, dense 256, 10 classes (about 0.3G multiply-adds per image);
+- ``convnet``: the ``convnet`` preset (3x3 convs of 32 and 64 filters with batch norm and
+  dropout) on the shipped digits, as LeNet-5 (about 4M multiply-adds per image).
 The VGG nets train on seeded random images: speed does not depend on the pixels.
 
 Each framework runs in a process of its own with the same thread count and the same initial
@@ -52,10 +54,10 @@ def _vgg(input_shape, widths):
 
 def workload(name):
     """(config, images X (N, C, H, W) float32, labels y int64) of a benchmark network."""
-    if name == "lenet5":
+    if name in ("lenet5", "convnet"):
         data = load_mnist_sample()
         X, y = np.array(data.X, dtype=np.float32), data.y.astype(np.int64)
-        return build_preset("lenet5", (1, 28, 28), 10), X, y
+        return build_preset(name, (1, 28, 28), 10), X, y
     shape, widths, count = {
         "vgg32": ((3, 32, 32), (32, 64), 1024),
         "vgg64": ((3, 64, 64), (32, 64, 128), 256),
@@ -84,6 +86,13 @@ def torch_model(net):
             continue
         elif plan.type == "flatten":
             modules.append(torch.nn.Flatten())
+            continue
+        elif plan.type == "dropout":
+            modules.append(torch.nn.Dropout(plan.rate))
+            continue
+        elif plan.type == "batchnorm":
+            norm = torch.nn.BatchNorm2d if len(plan.input_shape) == 3 else torch.nn.BatchNorm1d
+            modules.append(norm(plan.input_shape[0], plan.epsilon, plan.momentum))
             continue
         else:
             if len(plan.input_shape) == 3:
@@ -129,10 +138,12 @@ def serve(framework, network, threads, epochs, conn):
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
             def train(r, X=X, y=y, epochs=epochs):
+                model.train()
                 for e in range(epochs):
                     torch_epoch(model, opt, X, y, r * epochs + e)
 
             def predict(images):
+                model.eval()  # batch norm on running statistics, no dropout, as predict_proba
                 with torch.inference_mode():
                     return model(torch.from_numpy(images)).softmax(1)
         else:
@@ -191,7 +202,7 @@ def spread(values, fmt):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--networks", nargs="+", default=["lenet5", "vgg32", "vgg64"])
+    parser.add_argument("--networks", nargs="+", default=["lenet5", "vgg32", "vgg64", "convnet"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=1, help="epochs per round and framework")

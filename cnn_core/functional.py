@@ -56,6 +56,14 @@ def _array(ws, name, shape, dtype, zeroed=False):
     return ws.get(name, shape, dtype, zeroed)
 
 
+def _block_array(ws, name, shape, dtype, capacity):
+    """A ``shape`` view of the first elements of the flat workspace buffer ``name`` of
+    ``capacity`` elements: the blocks of one pass differ only in their last block's size, so
+    one buffer serves them all."""
+    buffer = _array(ws, name, (capacity,), dtype)
+    return buffer[: np.prod(shape, dtype=int)].reshape(shape)
+
+
 def pad_maps(x, padding, ws=None, name="padded"):
     """Zero-pad (C, H, W, N) maps by (top, bottom, left, right)."""
     top, bottom, left, right = padding
@@ -105,8 +113,8 @@ def _columns(windows, r0, r1, ws, name="columns"):
     """The im2col block of output rows r0:r1: (C*kh*kw, (r1-r0)*Wo*N), batch innermost."""
     c, _, out_w, n, kh, kw = windows.shape
     rows = next(_row_blocks(windows))[1]
-    buffer = _array(ws, name, (c * kh * kw * rows * out_w * n,), windows.dtype)
-    block = buffer[: c * kh * kw * (r1 - r0) * out_w * n].reshape(c, kh, kw, r1 - r0, out_w, n)
+    capacity = c * kh * kw * rows * out_w * n
+    block = _block_array(ws, name, (c, kh, kw, r1 - r0, out_w, n), windows.dtype, capacity)
     np.copyto(block, windows[:, r0:r1].transpose(0, 4, 5, 1, 2, 3))
     return block.reshape(c * kh * kw, -1)
 
@@ -133,10 +141,14 @@ def conv_forward(x, w, b, stride, padding, ws=None):
     """Convolution (cross-correlation, as in PyTorch).
 
     x: (C, H, W, N), w: (F, C, kh, kw), b: (F,) -> out: (F, Ho, Wo, N), cache.
-    im2col runs a block of output rows at a time and backward rebuilds the blocks: a whole
+    A 3x3 stride-1 convolution with at least WINOGRAD_MIN_CHANNELS input channels runs as
+    Winograd F(2x2, 3x3) (:func:`_winograd_forward`); any other as im2col and a product, a
+    block of output rows at a time, and backward rebuilds the blocks: a whole
     (C*kh*kw, Ho*Wo*N) matrix is megabytes that stream through memory twice, a block stays in
     cache between its copy and its product (measured 2x faster on LeNet-5's first layer).
     """
+    if w.shape[2:] == (3, 3) and tuple(stride) == (1, 1) and w.shape[1] >= WINOGRAD_MIN_CHANNELS:
+        return _winograd_forward(x, w, b, padding, ws)
     xp = pad_maps(x, padding, ws)
     out = _correlate(xp, w, stride, ws, "out")
     out += b[:, None, None, None]
@@ -150,6 +162,8 @@ def conv_backward(dout, cache, need_dx=True):
     The first layer of a network passes ``need_dx=False``: nobody needs the gradient of the
     input, and it is the most expensive of the three.
     """
+    if isinstance(cache, WinogradCache):
+        return _winograd_backward(dout, cache, need_dx)
     xp, w, stride, padding, ws = cache
     f, c, kh, kw = w.shape
     windows = _windows(xp, (kh, kw), stride)
@@ -210,6 +224,193 @@ def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
         np.matmul(w_offsets[i, j], d2, out=part)
         dxp[:, rows, columns, :] += part.reshape(c, out_h, out_w, n)
     return unpad_maps(dxp, padding)
+
+
+# -------------------------------------------------------------------- Winograd F(2x2, 3x3)
+#
+# Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks" (2015). Each 2x2 tile of
+# output is ``A^T [(G g G^T) * (B^T d B)] A`` for its 4x4 input tile d (tiles overlap by 2) and
+# the 3x3 kernel g: per tile and channel pair 16 multiplications instead of 36, as 16 products
+# (F, C) @ (C, tiles*N), one per position of the 4x4 transformed tile, in one batched matmul.
+# The transforms are additions over strided views (B and A hold only 0 and +-1, G halves), so
+# float32 results differ from im2col's by rounding only (~1e-6 relative). Backward runs the
+# same products transposed: dW from the transformed dout and input tiles, dx through the
+# adjoints of the transforms. Tiles go a block of tile rows at a time so that the transformed
+# arrays (4x the input each) stay in cache; backward rebuilds the input tiles of each block.
+
+# Below this many input channels im2col wins: the transforms cost per channel, the products
+# gain per channel pair (benchmarks/kernel_variants.py, 5a-5e: 0.66x at 32 channels, 1.09x
+# to 1.29x from 64 up). Blocks of 0.5 to 2 MB of transformed tiles measured alike, 8 MB slower.
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_BLOCK_BYTES = 2 * 1024 * 1024  # the transformed input tiles of one block of tile rows
+
+_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+class WinogradCache:
+    """What :func:`_winograd_backward` needs: the padded input (made even-sized), the
+    transformed kernel U (16, F, C), the kernel, the input's shape and the forward padding."""
+
+    def __init__(self, xp, u, w, x_shape, padding, ws):
+        self.xp, self.u, self.w, self.ws = xp, u, w, ws
+        self.x_shape, self.padding = x_shape, padding
+
+
+def _input_transform(d0, d1, d2, d3, out):
+    """B^T along one axis of four tile rows (or columns) d0..d3 of the input: out[0..3]."""
+    np.subtract(d0, d2, out=out[0])
+    np.add(d1, d2, out=out[1])
+    np.subtract(d2, d1, out=out[2])
+    np.subtract(d1, d3, out=out[3])
+
+
+def _input_transform_adjoint(dv, out, axis, scratch):
+    """Add B (the adjoint of :func:`_input_transform`) of dv[0..3] (T tiles along ``axis``)
+    into ``out`` (2T + 2 along ``axis``): tile t covers positions 2t..2t+3."""
+    t = dv[0].shape[axis]
+
+    def every_other(start):
+        index = [slice(None)] * out.ndim
+        index[axis] = slice(start, start + 2 * t - 1, 2)
+        return out[tuple(index)]
+
+    every_other(0)[...] += dv[0]
+    np.subtract(dv[1], dv[2], out=scratch)
+    scratch += dv[3]
+    every_other(1)[...] += scratch
+    np.add(dv[1], dv[2], out=scratch)
+    scratch -= dv[0]
+    every_other(2)[...] += scratch
+    every_other(3)[...] -= dv[3]
+
+
+def _output_transform(m, out0, out1):
+    """A^T along one axis of four transformed rows m[0..3]: the two output rows."""
+    np.add(m[0], m[1], out=out0)
+    out0 += m[2]
+    np.subtract(m[1], m[2], out=out1)
+    out1 -= m[3]
+
+
+def _output_transform_adjoint(g0, g1, out):
+    """A (the adjoint of :func:`_output_transform`) of two output rows g0, g1: out[0..3]."""
+    np.copyto(out[0], g0)
+    np.add(g0, g1, out=out[1])
+    np.subtract(g0, g1, out=out[2])
+    np.negative(g1, out=out[3])
+
+
+class _TileBlocks:
+    """The blocks of tile rows of padded, even-sized maps (C, 2*Th + 2, 2*Tw + 2, N), each
+    small enough that its transformed input tiles fit in WINOGRAD_BLOCK_BYTES, and the
+    workspace buffers of a block (one per name, sized for the largest block)."""
+
+    def __init__(self, xp, ws):
+        self.c, hp, wp, self.n = xp.shape
+        self.tile_rows, self.tile_columns = (hp - 2) // 2, (wp - 2) // 2
+        per_row = 16 * self.c * self.tile_columns * self.n * xp.itemsize
+        self.rows = max(1, min(self.tile_rows, WINOGRAD_BLOCK_BYTES // per_row))
+        self.xp, self.ws = xp, ws
+
+    def __iter__(self):
+        for t0 in range(0, self.tile_rows, self.rows):
+            yield t0, min(t0 + self.rows, self.tile_rows)
+
+    def array(self, name, shape, rows_axis):
+        """Scratch of ``shape`` whose axis ``rows_axis`` counts this block's tile rows."""
+        capacity = int(np.prod(shape)) // shape[rows_axis] * self.rows
+        return _block_array(self.ws, name, shape, self.xp.dtype, capacity)
+
+    def input_tiles(self, t0, t1):
+        """B^T d B of the input tiles of tile rows t0:t1: (16, C, (t1 - t0) * Tw * N)."""
+        c, n, rows, tile_columns = self.c, self.n, t1 - t0, self.tile_columns
+        xp = self.xp
+        across = self.array("winograd_rows", (4, c, rows, xp.shape[2], n), 2)
+        _input_transform(*(xp[:, 2 * t0 + k : 2 * t1 + k : 2] for k in range(4)), across)
+        v = self.array("winograd_v", (4, 4, c, rows, tile_columns, n), 3)
+        for a in range(4):
+            _input_transform(
+                *(across[a][:, :, k : k + 2 * tile_columns : 2] for k in range(4)), v[a]
+            )
+        return v.reshape(16, c, -1)
+
+
+def _winograd_forward(x, w, b, padding, ws):
+    """:func:`conv_forward` of a 3x3 stride-1 convolution by Winograd F(2x2, 3x3).
+
+    An odd output size gets one more row (column) of zero padding at the bottom (right), so
+    that tiles cover it, and is cropped afterwards.
+    """
+    f, c, _, _ = w.shape
+    top, bottom, left, right = padding
+    out_h, out_w = x.shape[1] + top + bottom - 2, x.shape[2] + left + right - 2
+    xp = pad_maps(x, (top, bottom + out_h % 2, left, right + out_w % 2), ws)
+    g = _G.astype(w.dtype)
+    u = np.ascontiguousarray((g @ w @ g.T).transpose(2, 3, 0, 1)).reshape(16, f, c)
+    _, hp, wp, n = xp.shape
+    out = _array(ws, "out", (f, hp - 2, wp - 2, n), x.dtype)
+    blocks = _TileBlocks(xp, ws)
+    for t0, t1 in blocks:
+        shape = (4, 4, f, t1 - t0, blocks.tile_columns, n)
+        m = blocks.array("winograd_m", shape, 3)
+        np.matmul(u, blocks.input_tiles(t0, t1), out=m.reshape(16, f, -1))
+        down = blocks.array("winograd_down", (2, *shape[1:]), 3)
+        for col in range(4):
+            _output_transform(m[:, col], down[0, col], down[1, col])
+        block = out[:, 2 * t0 : 2 * t1]
+        for i in range(2):
+            _output_transform(down[i], block[:, i::2, 0::2], block[:, i::2, 1::2])
+    out += b[:, None, None, None]
+    return out[:, :out_h, :out_w], WinogradCache(xp, u, w, x.shape, padding, ws)
+
+
+def _winograd_backward(dout, cache, need_dx):
+    """:func:`conv_backward` of :func:`_winograd_forward`. Per block of tile rows: dout's
+    tiles through the adjoint of the output transform give dM (16, F, tiles*N); then
+    dU += dM @ V^T (dW = G^T dU G at the end) and dV = U^T @ dM, whose input-transform
+    adjoint is added into dx."""
+    xp, u, w, ws = cache.xp, cache.u, cache.w, cache.ws
+    f, c, _, _ = w.shape
+    _, hp, wp, n = xp.shape
+    db = dout.sum(axis=(1, 2, 3))
+    if dout.shape[1:3] != (hp - 2, wp - 2):
+        grown = _array(ws, "winograd_dout", (f, hp - 2, wp - 2, n), dout.dtype, zeroed=True)
+        grown[:, : dout.shape[1], : dout.shape[2]] = dout  # the extra row and column stay zero
+        dout = grown
+    du = np.zeros((16, f, c), dtype=dout.dtype)
+    if need_dx:
+        dxp = _array(ws, "dpadded", xp.shape, dout.dtype)
+        dxp.fill(0)
+    blocks = _TileBlocks(xp, ws)
+    for t0, t1 in blocks:
+        rows = t1 - t0
+        block = dout[:, 2 * t0 : 2 * t1]
+        up = blocks.array("winograd_up", (2, 4, f, rows, blocks.tile_columns, n), 3)
+        for i in range(2):
+            _output_transform_adjoint(block[:, i::2, 0::2], block[:, i::2, 1::2], up[i])
+        dm = blocks.array("winograd_m", (4, *up.shape[1:]), 3)
+        for col in range(4):
+            _output_transform_adjoint(up[0, col], up[1, col], dm[:, col])
+        dm = dm.reshape(16, f, -1)
+        du += dm @ blocks.input_tiles(t0, t1).transpose(0, 2, 1)
+        if not need_dx:
+            continue
+        dv = blocks.array("winograd_dv", (4, 4, c, rows, blocks.tile_columns, n), 3)
+        np.matmul(u.transpose(0, 2, 1), dm, out=dv.reshape(16, c, -1))
+        across = blocks.array("winograd_rows", (4, c, rows, wp, n), 2)
+        across.fill(0)
+        scratch = blocks.array("winograd_scratch", dv.shape[2:], 1)
+        for a in range(4):
+            _input_transform_adjoint(dv[a], across[a], 2, scratch)
+        scratch = blocks.array("winograd_scratch_rows", across.shape[1:], 1)
+        _input_transform_adjoint(across, dxp[:, 2 * t0 : 2 * t1 + 2], 1, scratch)
+    g = _G.astype(dout.dtype)
+    dw = g.T @ du.reshape(4, 4, f, c).transpose(2, 3, 0, 1) @ g
+    if not need_dx:
+        return None, dw, db
+    _, h, width, _ = cache.x_shape
+    top, _, left, _ = cache.padding
+    return dxp[:, top : top + h, left : left + width], dw, db
 
 
 # --------------------------------------------------------------------------------------- pooling
@@ -376,20 +577,24 @@ def batchnorm_forward(x, gamma, beta, epsilon, mean=None, var=None):
 
     With ``mean``/``var`` None (training) the statistics are the batch's, over every axis but
     the first: ``var`` is the biased variance, as PyTorch normalizes with. Otherwise (evaluation)
-    the given running statistics are used. Returns (out, cache, batch mean, batch var); the
-    cache is what :func:`batchnorm_backward` needs (training only).
+    the given running statistics are used, folded into one scale and shift per channel.
+    Returns (out, cache, batch mean, batch var); the cache is what :func:`batchnorm_backward`
+    needs (training only, None in evaluation).
     """
     c = x.shape[0]
     x2 = x.reshape(c, -1)
-    if mean is None:
-        mean = x2.mean(axis=1)
-        centred = x2 - mean[:, None]
-        var = np.einsum("ij,ij->i", centred, centred) / x2.shape[1]
-    else:
-        centred = x2 - mean[:, None]
+    if mean is not None:  # evaluation: one affine map per channel, two passes over x
+        scale = (gamma / np.sqrt(var + epsilon)).astype(x.dtype, copy=False)
+        out = x2 * scale[:, None]
+        out += (beta - mean * scale)[:, None]
+        return out.reshape(x.shape), None, mean, var
+    mean = x2.mean(axis=1)
+    normalized = x2 - mean[:, None]
+    var = np.einsum("ij,ij->i", normalized, normalized) / x2.shape[1]
     inv_std = (1.0 / np.sqrt(var + epsilon)).astype(x.dtype, copy=False)
-    normalized = centred * inv_std[:, None]
-    out = normalized * gamma[:, None] + beta[:, None]
+    normalized *= inv_std[:, None]
+    out = normalized * gamma[:, None]
+    out += beta[:, None]
     return out.reshape(x.shape), (normalized, inv_std, gamma), mean, var
 
 

@@ -1,0 +1,107 @@
+"""Winograd F(2x2, 3x3): the 3x3 stride-1 convolutions of wide layers. The shared gradient
+checks run on few channels, where im2col is used, so these force Winograd on small layers and
+check it against finite differences, against im2col and against PyTorch."""
+
+import numpy as np
+import pytest
+
+from cnn_core import functional as F
+
+from .test_gradients import functional_check
+
+CASES = {
+    "same-even": ((8, 6), (1, 1, 1, 1)),
+    "valid-odd": ((7, 5), (0, 0, 0, 0)),
+    "asymmetric": ((5, 6), (0, 1, 2, 0)),
+    "pad2": ((4, 4), (2, 2, 2, 2)),
+    "one-tile": ((3, 3), (0, 0, 0, 0)),
+}
+
+
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    """Winograd for every 3x3 stride-1 conv, in blocks of one tile row (several per map)."""
+    monkeypatch.setattr(F, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(F, "WINOGRAD_BLOCK_BYTES", 1)
+
+
+def im2col_and_winograd(monkeypatch, x, w, b, padding, dout_seed=1):
+    """(out, dx, dw, db) by im2col, then by Winograd, for the same inputs and dout."""
+    results = []
+    for min_channels in (10**9, 1):
+        monkeypatch.setattr(F, "WINOGRAD_MIN_CHANNELS", min_channels)
+        out, cache = F.conv_forward(x, w, b, (1, 1), padding, F.Workspace())
+        assert isinstance(cache, F.WinogradCache) == (min_channels == 1)
+        dout = np.random.default_rng(dout_seed).standard_normal(out.shape).astype(x.dtype)
+        results.append([out.copy(), *(g.copy() for g in F.conv_backward(dout, cache))])
+    return results
+
+
+@pytest.mark.parametrize("size, padding", CASES.values(), ids=CASES.keys())
+def test_winograd_gradients(winograd_everywhere, size, padding):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, *size, 2))
+    w = rng.standard_normal((2, 3, 3, 3))
+    b = rng.standard_normal(2)
+    functional_check(
+        lambda x, w, b: F.conv_forward(x, w, b, (1, 1), padding), F.conv_backward, (x, w, b)
+    )
+
+
+@pytest.mark.parametrize("size, padding", CASES.values(), ids=CASES.keys())
+def test_winograd_equals_im2col_in_float64(monkeypatch, size, padding):
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((4, *size, 3)), rng.standard_normal((5, 4, 3, 3)), np.ones(5)
+    monkeypatch.setattr(F, "WINOGRAD_BLOCK_BYTES", 1)
+    im2col, winograd = im2col_and_winograd(monkeypatch, x, w, b, padding)
+    for ours, reference in zip(winograd, im2col, strict=True):
+        assert ours.shape == reference.shape
+        np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_wide_layer_uses_winograd_within_float32_rounding(monkeypatch):
+    """A VGG-sized layer (64 -> 64 channels): Winograd by default, float32 kept end to end,
+    and as close to im2col as float32 rounding allows."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((64, 16, 16, 8), dtype=np.float32)
+    w = rng.standard_normal((64, 64, 3, 3), dtype=np.float32) * np.float32(0.05)
+    b = np.zeros(64, np.float32)
+    assert isinstance(F.conv_forward(x, w, b, (1, 1), (1,) * 4)[1], F.WinogradCache)
+    im2col, winograd = im2col_and_winograd(monkeypatch, x, w, b, (1,) * 4)
+    for ours, reference in zip(winograd, im2col, strict=True):
+        assert ours.dtype == np.float32
+        scale = np.abs(reference).max()
+        assert np.abs(ours - reference).max() <= 1e-5 * scale
+
+
+def test_narrow_strided_or_other_kernels_keep_im2col():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((64, 8, 8, 2))
+    for w, stride in (
+        (rng.standard_normal((8, 64, 3, 3)), (2, 2)),
+        (rng.standard_normal((8, 64, 5, 5)), (1, 1)),
+        (rng.standard_normal((8, F.WINOGRAD_MIN_CHANNELS - 1, 3, 3)), (1, 1)),
+    ):
+        xs = x[: w.shape[1]]
+        _, cache = F.conv_forward(xs, w, np.zeros(8), stride, (1,) * 4)
+        assert not isinstance(cache, F.WinogradCache)
+
+
+def test_winograd_matches_torch(winograd_everywhere):
+    """Forward and all three gradients against torch.nn.functional.conv2d, in float64 to the
+    parity tests' tolerance."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 9, 10))  # (N, C, H, W)
+    w, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    xt, wt, bt = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, w, b))
+    out_t = torch.nn.functional.conv2d(xt, wt, bt, padding=1)
+    dout = rng.standard_normal(out_t.shape)
+    out_t.backward(torch.from_numpy(dout))
+    out, cache = F.conv_forward(
+        np.ascontiguousarray(x.transpose(1, 2, 3, 0)), w, b, (1, 1), (1,) * 4
+    )
+    dx, dw, db = F.conv_backward(np.ascontiguousarray(dout.transpose(1, 2, 3, 0)), cache)
+    ours = (out.transpose(3, 0, 1, 2), dx.transpose(3, 0, 1, 2), dw, db)  # back to (N, C, H, W)
+    for mine, theirs in zip(ours, (out_t, xt.grad, wt.grad, bt.grad), strict=True):
+        np.testing.assert_allclose(mine, theirs.detach().numpy(), rtol=1e-9, atol=1e-11)
