@@ -14,8 +14,9 @@ epoch, nn.BatchNorm/Dropout, and the same augmentation function on its batches.
 Usage:
     python benchmarks/convnet_accuracy.py --seeds 0 1 2 --frameworks ours torch
     python benchmarks/convnet_accuracy.py --epochs 2 --train-limit 2000   (a quick look)
-Prints one JSON line per run, then the mean, min and max test accuracy and wall time of each
-framework.
+Prints one JSON line per run (with the load average at its end), then the mean, min and max
+test accuracy and wall time of each framework. ``--concurrent`` runs the frameworks of each
+seed at the same time rather than one after the other.
 """
 
 from __future__ import annotations
@@ -183,6 +184,9 @@ def one_run(args) -> None:
                 "threads": args.threads,
                 "test_accuracy": accuracy,
                 "seconds": round(time.perf_counter() - started, 1),
+                "load_average": round(
+                    os.getloadavg()[0], 1
+                ),  # at the end: how shared the CPUs were
             }
         ),
         flush=True,
@@ -196,6 +200,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-limit", type=int, default=0, help="use the first N train digits")
+    parser.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="run the frameworks of each seed at the same time (both see the same load)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "cnn-service")
     parser.add_argument("--one", choices=["ours", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -205,13 +214,20 @@ def main() -> None:
     fetch(args.cache_dir)
     results = []
     for seed in args.seeds:  # interleaved: each seed runs every framework, one process each
+        runs = []
         for framework in args.frameworks:
             command = [sys.executable, __file__, "--one", framework, "--seed", str(seed)]
             command += ["--epochs", str(args.epochs), "--threads", str(args.threads)]
             command += ["--train-limit", str(args.train_limit), "--cache-dir", str(args.cache_dir)]
             env = os.environ | {"PYTHONPATH": str(ROOT)}
-            out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            runs.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env))
+            if not args.concurrent:
+                runs[-1].wait()
+        for run in runs:
+            out, _ = run.communicate()
+            if run.returncode:
+                raise SystemExit(f"{run.args} failed with exit code {run.returncode}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), flush=True)
     for framework in args.frameworks:
         runs = [r for r in results if r["framework"] == framework]
