@@ -173,6 +173,7 @@ def one_run(args) -> None:
     run = run_ours if args.one == "ours" else run_torch
     started = time.perf_counter()
     accuracy = run(config, ((Xtr, ytr), test), args.seed, args.epochs, args.threads)
+    load = round(os.getloadavg()[0], 1)  # at the end of the run: how shared the CPUs were
     print(
         json.dumps(
             {
@@ -184,9 +185,7 @@ def one_run(args) -> None:
                 "threads": args.threads,
                 "test_accuracy": accuracy,
                 "seconds": round(time.perf_counter() - started, 1),
-                "load_average": round(
-                    os.getloadavg()[0], 1
-                ),  # at the end: how shared the CPUs were
+                "load_average": load,
             }
         ),
         flush=True,
@@ -220,22 +219,27 @@ def main() -> None:
     fetch(args.cache_dir)
     threads = {"ours": args.threads, "torch": args.torch_threads or args.threads}
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    started = []
-    for seed in args.seeds:  # interleaved: each seed runs every framework, one process each
-        for framework in args.frameworks:
-            command = [sys.executable, __file__, "--one", framework, "--seed", str(seed)]
-            command += ["--epochs", str(args.epochs), "--threads", str(threads[framework])]
-            command += ["--train-limit", str(args.train_limit), "--cache-dir", str(args.cache_dir)]
-            started.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env))
-            if not args.concurrent:
-                started[-1].wait()
-    results = []
-    for run in started:
+    started, results = [], []
+
+    def finish(run):
         out, _ = run.communicate()
         if run.returncode:
             raise SystemExit(f"{run.args} failed with exit code {run.returncode}")
         results.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)
+
+    for seed in args.seeds:  # interleaved: each seed runs every framework, one process each
+        for framework in args.frameworks:
+            command = [sys.executable, __file__, "--one", framework, "--seed", str(seed)]
+            command += ["--epochs", str(args.epochs), "--threads", str(threads[framework])]
+            command += ["--train-limit", str(args.train_limit), "--cache-dir", str(args.cache_dir)]
+            run = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+            if args.concurrent:
+                started.append(run)
+            else:
+                finish(run)
+    for run in started:
+        finish(run)
     for framework in args.frameworks:
         runs = [r for r in results if r["framework"] == framework]
         acc = [r["test_accuracy"] for r in runs]
