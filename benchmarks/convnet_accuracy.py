@@ -14,8 +14,9 @@ epoch, nn.BatchNorm/Dropout, and the same augmentation function on its batches.
 Usage:
     python benchmarks/convnet_accuracy.py --seeds 0 1 2 --frameworks ours torch
     python benchmarks/convnet_accuracy.py --epochs 2 --train-limit 2000   (a quick look)
-Prints one JSON line per run, then the mean, min and max test accuracy and wall time of each
-framework.
+Prints one JSON line per run (with the load average at its end), then the mean, min and max
+test accuracy and wall time of each framework. ``--concurrent`` starts every run at once
+rather than one after the other.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def run_ours(config, data, seed, epochs, threads):
 
     def progress(event):  # one line per epoch on stderr, to follow a long run
         if event["type"] == "epoch":
-            print(json.dumps(event), file=sys.stderr, flush=True)
+            print(json.dumps({"seed": seed, **event}), file=sys.stderr, flush=True)
 
     net.fit(Xtr, ytr, epochs=epochs, seed=seed, threads=threads, callback=progress, **RECIPE)
     return float(np.mean(net.predict(Xte) == yte))
@@ -172,6 +173,7 @@ def one_run(args) -> None:
     run = run_ours if args.one == "ours" else run_torch
     started = time.perf_counter()
     accuracy = run(config, ((Xtr, ytr), test), args.seed, args.epochs, args.threads)
+    load = round(os.getloadavg()[0], 1)  # at the end of the run: how shared the CPUs were
     print(
         json.dumps(
             {
@@ -183,6 +185,7 @@ def one_run(args) -> None:
                 "threads": args.threads,
                 "test_accuracy": accuracy,
                 "seconds": round(time.perf_counter() - started, 1),
+                "load_average": load,
             }
         ),
         flush=True,
@@ -195,7 +198,18 @@ def main() -> None:
     parser.add_argument("--frameworks", nargs="+", default=["ours", "torch"])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="PyTorch's threads, if not --threads (its 2-thread runs collapse on a loaded machine)",
+    )
     parser.add_argument("--train-limit", type=int, default=0, help="use the first N train digits")
+    parser.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="start every run at once (each sees the same load) rather than one by one",
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "cnn-service")
     parser.add_argument("--one", choices=["ours", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -203,16 +217,29 @@ def main() -> None:
     if args.one:
         return one_run(args)
     fetch(args.cache_dir)
-    results = []
+    threads = {"ours": args.threads, "torch": args.torch_threads or args.threads}
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    started, results = [], []
+
+    def finish(run):
+        out, _ = run.communicate()
+        if run.returncode:
+            raise SystemExit(f"{run.args} failed with exit code {run.returncode}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), flush=True)
+
     for seed in args.seeds:  # interleaved: each seed runs every framework, one process each
         for framework in args.frameworks:
             command = [sys.executable, __file__, "--one", framework, "--seed", str(seed)]
-            command += ["--epochs", str(args.epochs), "--threads", str(args.threads)]
+            command += ["--epochs", str(args.epochs), "--threads", str(threads[framework])]
             command += ["--train-limit", str(args.train_limit), "--cache-dir", str(args.cache_dir)]
-            env = os.environ | {"PYTHONPATH": str(ROOT)}
-            out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(json.dumps(results[-1]), flush=True)
+            run = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+            if args.concurrent:
+                started.append(run)
+            else:
+                finish(run)
+    for run in started:
+        finish(run)
     for framework in args.frameworks:
         runs = [r for r in results if r["framework"] == framework]
         acc = [r["test_accuracy"] for r in runs]

@@ -20,6 +20,8 @@ Conventions.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .activations import LEAKY_RELU_SLOPE
+
 
 def output_size(size, kernel, stride, pad_before, pad_after):
     """Length of a conv or pooling output along one axis."""
@@ -512,6 +514,8 @@ def activation_forward(name, z):
     returns (a, cache). Output activations live in the loss."""
     if name == "relu":
         a = np.maximum(z, 0, out=z)
+    elif name == "leaky_relu":
+        a = np.maximum(z, z * z.dtype.type(LEAKY_RELU_SLOPE), out=z)
     elif name == "sigmoid":
         a = sigmoid(z)
     elif name == "tanh":
@@ -529,6 +533,8 @@ def activation_backward(name, da, a):
     May overwrite ``da``."""
     if name == "relu":
         return np.multiply(da, a > 0, out=da)
+    if name == "leaky_relu":  # a has z's sign, as the slope is positive
+        return np.multiply(da, np.where(a > 0, 1, a.dtype.type(LEAKY_RELU_SLOPE)), out=da)
     if name == "sigmoid":
         return da * a * (1 - a)
     if name == "tanh":

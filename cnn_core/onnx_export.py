@@ -16,13 +16,20 @@ import json
 
 import numpy as np
 
+from .activations import LEAKY_RELU_SLOPE
 from .errors import ConfigError
 from .files import atomic_write
 
 OPSET = 17
 IR_VERSION = 10  # onnx >= 1.16; accepted by onnxruntime >= 1.18
 INPUT, OUTPUT = "input", "probabilities"
-ACTIVATION_OPS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "linear": None}
+ACTIVATION_OPS = {
+    "relu": ("Relu", {}),
+    "leaky_relu": ("LeakyRelu", {"alpha": LEAKY_RELU_SLOPE}),
+    "sigmoid": ("Sigmoid", {}),
+    "tanh": ("Tanh", {}),
+    "linear": (None, {}),
+}
 
 
 class _Graph:
@@ -48,9 +55,9 @@ class _Graph:
 
 
 def _activation(g, index, activation):
-    op_type = ACTIVATION_OPS[activation]
+    op_type, attributes = ACTIVATION_OPS[activation]
     if op_type:
-        g.op(op_type, name=f"{index}.{activation}")
+        g.op(op_type, name=f"{index}.{activation}", **attributes)
 
 
 def _conv(g, index, layer):

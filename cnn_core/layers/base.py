@@ -287,7 +287,8 @@ def compact(pair):
 
 
 def glorot_or_he(rng, shape, fan_in, fan_out, activation, dtype):
-    """He-normal weights before a relu, Glorot-normal otherwise; zero biases."""
-    std = np.sqrt(2.0 / fan_in) if activation == "relu" else np.sqrt(2.0 / (fan_in + fan_out))
+    """He-normal weights before a relu or leaky relu, Glorot-normal otherwise; zero biases."""
+    he = activation in ("relu", "leaky_relu")
+    std = np.sqrt(2.0 / fan_in) if he else np.sqrt(2.0 / (fan_in + fan_out))
     w = (rng.standard_normal(shape) * std).astype(dtype)
     return {"W": w, "b": np.zeros(shape[0], dtype=dtype)}

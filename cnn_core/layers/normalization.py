@@ -19,7 +19,8 @@ against a ~2-4 s convnet shard step here) but it turns the one exchange per step
 backward, which would split each shard's pass into pieces the trainer schedules; and
 ``benchmarks/convnet_accuracy.py`` at 2 threads (ghost batches of 32) against 1 thread (full
 batches of 64) found no accuracy to win back: 98.2% and 98.1% on 1,000 held-out digits (seed 0,
-the full recipe).
+the full recipe, at an earlier commit), well inside the half point by which rounding alone
+moves a single run (see the README).
 """
 
 import math

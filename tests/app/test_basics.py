@@ -48,6 +48,22 @@ def test_validate_names_the_layer_that_breaks(client: TestClient) -> None:
     assert response.json()["detail"].startswith("layer 2 (conv)")
 
 
+def test_validate_takes_every_activation_of_the_core(client: TestClient) -> None:
+    for name in ("relu", "leaky_relu", "sigmoid", "tanh", "linear"):
+        config = {
+            "input_shape": [1, 8, 8],
+            "layers": [
+                {"type": "conv", "filters": 2, "kernel_size": 3, "activation": name},
+                {"type": "dense", "units": 4, "activation": name},
+                {"type": "dense", "units": 3},
+            ],
+        }
+        response = client.post("/architectures/validate", json={"architecture": config})
+        assert response.status_code == 200, (name, response.text)
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["ConvLayer"]
+    assert "leaky_relu" in str(schema["properties"]["activation"])
+
+
 def test_validate_refuses_unknown_layer_types_and_fields(client: TestClient) -> None:
     for layer in (
         {"type": "__import__('os').system"},

@@ -91,7 +91,7 @@ ERRORS = {
     ),
     "unknown-activation": (
         net_config(conv(activation="gelu")),
-        r"^layer 0 \(conv\): unknown activation 'gelu' \(expected one of relu, sigmoid, tanh",
+        r"^layer 0 \(conv\): unknown activation 'gelu' \(expected one of relu, leaky_relu, sigmoid",
     ),
     "missing-filters": (
         net_config({"type": "conv", "kernel_size": 3}),

@@ -293,11 +293,12 @@ def test_dense_known_values():
     "name, z, a, slope",
     [
         ("relu", [-2.0, 0.0, 3.0], [0.0, 0.0, 3.0], [0.0, 0.0, 1.0]),
+        ("leaky_relu", [-2.0, 0.0, 3.0], [-0.02, 0.0, 3.0], [0.01, 0.01, 1.0]),  # torch's at 0
         ("sigmoid", [0.0, np.log(3.0)], [0.5, 0.75], [0.25, 0.1875]),
         ("tanh", [0.0, np.log(2.0)], [0.0, 0.6], [1.0, 0.64]),  # tanh(ln 2) = 3/5
         ("linear", [-2.0, 5.0], [-2.0, 5.0], [1.0, 1.0]),
     ],
-    ids=["relu", "sigmoid", "tanh", "linear"],
+    ids=["relu", "leaky_relu", "sigmoid", "tanh", "linear"],
 )
 def test_activation_forward_backward_known_values(name, z, a, slope):
     z = np.array(z)[:, None]
@@ -399,7 +400,7 @@ def test_every_kernel_keeps_the_dtype(dtype):
     ):
         p, pc = forward(x, (2, 2), (1, 1))
         assert p.dtype == dtype and backward(p, pc).dtype == dtype
-    for name in ("relu", "sigmoid", "tanh", "linear"):
+    for name in ("relu", "leaky_relu", "sigmoid", "tanh", "linear"):
         a, c = F.activation_forward(name, x.copy())
         assert a.dtype == dtype and F.activation_backward(name, x, c).dtype == dtype
     z = x.reshape(-1, 3)[:4]

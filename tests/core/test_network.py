@@ -176,7 +176,8 @@ def test_float32_and_float64_networks_from_one_seed_hold_the_same_numbers():
 
 
 @pytest.mark.parametrize(
-    "activation, fan", [("relu", "he"), ("tanh", "glorot"), ("linear", "glorot")]
+    "activation, fan",
+    [("relu", "he"), ("leaky_relu", "he"), ("tanh", "glorot"), ("linear", "glorot")],
 )
 def test_initialization_scale(activation, fan):
     config = {

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cnn_core import Network, build_preset
+from cnn_core.activations import ACTIVATIONS
 from cnn_core.layers import LAYERS
 from cnn_core.onnx_export import IR_VERSION, OPSET
 
@@ -14,7 +15,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 TOLERANCE = 1e-5
-HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear")
+HIDDEN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "linear")
 
 
 def random_config(rng):
@@ -33,7 +34,7 @@ def random_config(rng):
                 "kernel_size": [int(rng.integers(1, 4)), int(rng.integers(1, 4))],
                 "stride": [int(rng.integers(1, 3)), int(rng.integers(1, 3))],
                 "padding": padding,
-                "activation": HIDDEN_ACTIVATIONS[int(rng.integers(4))],
+                "activation": HIDDEN_ACTIVATIONS[int(rng.integers(len(HIDDEN_ACTIVATIONS)))],
             }
         )
         layers += extras(rng)
@@ -50,7 +51,7 @@ def random_config(rng):
         {
             "type": "dense",
             "units": int(rng.integers(2, 9)),
-            "activation": HIDDEN_ACTIVATIONS[int(rng.integers(4))],
+            "activation": HIDDEN_ACTIVATIONS[int(rng.integers(len(HIDDEN_ACTIVATIONS)))],
         }
     )
     layers += extras(rng)
@@ -122,13 +123,17 @@ def test_lenet5_on_digits_matches_and_keeps_the_batch_dimension_free():
         assert_matches(net, rng.uniform(0, 1, (n, 1, 28, 28)).astype(np.float32))
 
 
-def test_every_layer_type_is_covered_by_the_random_networks():
-    seen = {
-        layer["type"]
+def test_every_layer_type_and_activation_is_covered_by_the_random_networks():
+    layers = [
+        layer
         for seed in range(16)
         for layer in random_config(np.random.default_rng(seed))["layers"]
-    }
-    assert seen == set(LAYERS)
+    ]
+    assert {layer["type"] for layer in layers} == set(LAYERS)
+    assert set(HIDDEN_ACTIVATIONS) == set(ACTIVATIONS) - {"softmax"}
+    assert {layer["activation"] for layer in layers if "activation" in layer} == set(
+        HIDDEN_ACTIVATIONS
+    )
 
 
 def test_the_convnet_preset_after_training_steps_matches():

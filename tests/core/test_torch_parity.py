@@ -19,9 +19,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even k
 nn = torch.nn
 TF = torch.nn.functional
 
-ACTIVATIONS = ["relu", "sigmoid", "tanh", "linear"]
+ACTIVATIONS = ["relu", "leaky_relu", "sigmoid", "tanh", "linear"]
 TORCH_ACTIVATIONS = {
     "relu": torch.relu,
+    "leaky_relu": TF.leaky_relu,  # negative_slope 0.01, its default
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
     "linear": lambda t: t,
@@ -280,6 +281,7 @@ def test_random_configs_cover_every_mode():
         "pad1",
         "overlapping",
         "relu",
+        "leaky_relu",
         "sigmoid",
         "tanh",
         "linear",

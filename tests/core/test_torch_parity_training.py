@@ -1,15 +1,17 @@
 """PyTorch parity (float64) for what issue 11 added: batch norm after a conv and after a dense
 layer (forward, loss, every gradient, running statistics after several optimizer steps),
-dropout with a fixed mask, weight decay on every optimizer PyTorch shares with us, AdamW, and
-each learning-rate schedule."""
+dropout with a fixed mask, weight decay on every optimizer PyTorch shares with us, AdamW, each
+learning-rate schedule, and the convnet recipe end to end through ``fit``."""
 
 import math
 
 import numpy as np
 import pytest
 
-from cnn_core import Network, optimizers, schedules
+from cnn_core import Network, build_preset, optimizers, schedules
 from cnn_core import functional as F
+from cnn_core.augmentation import Augmentation
+from cnn_core.datasets import load_mnist_sample
 from cnn_core.history import EpochSummary
 from cnn_core.noise import StepNoise
 
@@ -219,3 +221,60 @@ def test_schedules_match_torch(spec, make_torch):
         ours.epoch_ended(summary(cost))
         topt.step()
         tsched.step(cost) if spec["name"] == "plateau" else tsched.step()
+
+
+def test_the_convnet_recipe_follows_torchs_trajectory_given_the_same_draws():
+    """The whole recommended recipe through ``fit`` (the convnet preset: batch norm and
+    dropout; AdamW, a cosine schedule, shift and rotation), against PyTorch fed the same
+    batches, augmented images and dropout masks: the same weights and running statistics after
+    two epochs. What then separates the two frameworks' accuracies in
+    benchmarks/convnet_accuracy.py is the random draws (and ghost batches with threads), not
+    the math."""
+    sample = load_mnist_sample()  # 96 digits at 14x14, so that float64 stays quick
+    X = (sample.X[:96, :, ::2, ::2] * sample.preprocessing["scale"]).astype(np.float64)
+    y = sample.y[:96]
+    recipe = {
+        "batch_size": 32,
+        "optimizer": {"name": "adamw", "learning_rate": 1e-3},
+        "lr_schedule": {"name": "cosine"},
+        "augmentation": {"shift": 2, "rotate": 10},
+    }
+    net = Network.from_config(build_preset("convnet", (1, 14, 14), 10), seed=4, dtype="float64")
+    model, pairs = torch_twin(net)
+    net.fit(X, y, epochs=2, seed=5, threads=1, **recipe)
+
+    masks = [m for m in model if isinstance(m, FixedMask)]
+    dropouts = [layer for layer in net.layers if layer.type == "dropout"]
+    topt = torch.optim.AdamW([tp for _, tp in pairs], lr=1e-3)
+    tsched = torch.optim.lr_scheduler.CosineAnnealingLR(topt, T_max=2)
+    augment = Augmentation.from_spec(recipe["augmentation"])
+    order_rng, iteration = np.random.default_rng(5), 0
+    for _ in range(2):
+        model.train()
+        for idx in np.array_split(order_rng.permutation(len(y)), [32, 64]):
+            iteration += 1
+            noise = StepNoise(5, iteration, 0, len(idx))
+            for mask, layer in zip(masks, dropouts, strict=True):
+                m = F.dropout_mask(
+                    noise.rng(layer.plan.index + 1),
+                    layer.plan.rate,
+                    layer.plan.input_shape,
+                    noise.rows,
+                    net.dtype,
+                )
+                mask.mask = torch.from_numpy(np.ascontiguousarray(np.moveaxis(m, -1, 0)))
+            xb = torch.from_numpy(augment.apply(X[idx], noise))
+            topt.zero_grad()
+            nn.functional.cross_entropy(model(xb), torch.from_numpy(y[idx])).backward()
+            topt.step()
+        tsched.step()
+    for name, tp in pairs:
+        np.testing.assert_allclose(
+            net.params[name], tp.detach().numpy(), rtol=1e-7, atol=1e-10, err_msg=name
+        )
+    bns = [layer.plan.index for layer in net.layers if layer.type == "batchnorm"]
+    for index, bn in zip(bns, batchnorms(model), strict=True):
+        for stat in ("running_mean", "running_var"):
+            np.testing.assert_allclose(
+                net.buffers[f"{index}.{stat}"], getattr(bn, stat), rtol=1e-7, err_msg=stat
+            )
