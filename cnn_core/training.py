@@ -126,10 +126,9 @@ def fit(
 
     with contextlib.ExitStack() as resources:
         pool = None
-        if threads > 1:
-            resources.enter_context(threadpool_limits(1, user_api="blas"))
-            if parallel.can_fork():
-                pool = resources.enter_context(parallel.ShardPool(net, X, y, threads - 1, augment))
+        resources.enter_context(threadpool_limits(1, user_api="blas"))  # `threads` is the total
+        if threads > 1 and parallel.can_fork():
+            pool = resources.enter_context(parallel.ShardPool(net, X, y, threads - 1, augment))
         n = len(X)
         per_epoch = math.ceil(n / batch_size)
         for epoch in range(position.epoch, epochs + 1):
