@@ -18,7 +18,16 @@ from pydantic import (
 )
 
 from app.storage.jobs import JobStatus
-from cnn_core import PRESETS, augmentation, build_preset, layers, optimizers, schedules, specs
+from cnn_core import (
+    PRESETS,
+    augmentation,
+    build_preset,
+    layers,
+    optimizers,
+    schedules,
+    specs,
+    training,
+)
 from cnn_core.activations import ACTIVATIONS
 from cnn_core.history import EPOCH_METRICS, EpochSummary, IterationCost
 
@@ -182,54 +191,60 @@ class ArchitectureSummary(BaseModel):
     macs: int
 
 
-def _hyper_type(h: specs.Hyper) -> Any:
-    low = {"gt": h.low} if h.low_open else {"ge": h.low}
-    high = {"lt": h.high} if h.high_open else {"le": h.high}
-    return Annotated[Integer if h.integer else Number, Field(**low, **high)]
+def _setting_type(setting: specs.Hyper | specs.Flag) -> Any:
+    if isinstance(setting, specs.Flag):
+        return StrictBool
+    low = {"gt": setting.low} if setting.low_open else {"ge": setting.low}
+    high = {"lt": setting.high} if setting.high_open else {"le": setting.high}
+    return Annotated[Integer if setting.integer else Number, Field(**low, **high)]
 
 
-def _optimizer_schema(cls: type[optimizers.Optimizer]) -> type[BaseModel]:
-    """The request body of one optimizer, derived from its declared hyperparameters."""
-    body: dict[str, Any] = {"name": (Literal[cls.name], ...)}
-    for key, h in cls.hyperparameters.items():
-        body[key] = (_hyper_type(h), Field(h.default, description=h.description))
-    return create_model(cls.__name__, __base__=Body, __doc__=cls.__doc__, **body)
+def _settings_schema(
+    model: str,
+    declared: dict[str, specs.Hyper | specs.Flag],
+    doc: str | None = None,
+    /,
+    **extra: Any,
+) -> type[BaseModel]:
+    """A request body of settings the library declares: their defaults, bounds and words
+    (``extra``: fields of the body's own, such as an optimizer's ``name``)."""
+    body = {
+        key: (
+            _setting_type(setting),
+            Field(setting.default, description=setting.description or None),
+        )
+        for key, setting in declared.items()
+    }
+    return create_model(model, __base__=Body, __doc__=doc, **extra, **body)
 
 
-OPTIMIZER_SCHEMAS = {name: _optimizer_schema(cls) for name, cls in optimizers.OPTIMIZERS.items()}
+OPTIMIZER_SCHEMAS = {
+    name: _settings_schema(
+        cls.__name__, cls.hyperparameters, cls.__doc__, name=(Literal[cls.name], ...)
+    )
+    for name, cls in optimizers.OPTIMIZERS.items()
+}
 Optimizer = Annotated[Union[tuple(OPTIMIZER_SCHEMAS.values())], Field(discriminator="name")]  # noqa: UP007
-
-
-def _schedule_schema(cls: type[schedules.Schedule]) -> type[BaseModel]:
-    """The request body of one learning-rate schedule, derived from its declared settings."""
-    body: dict[str, Any] = {"name": (Literal[cls.name], ...)}
-    for key, h in cls.settings.items():
-        body[key] = (_hyper_type(h), Field(h.default, description=h.description))
-    doc = f"Learning-rate schedule {cls.name!r}, stepped per epoch (see cnn_core.schedules)."
-    return create_model(f"{cls.__name__}Schedule", __base__=Body, __doc__=doc, **body)
-
-
-SCHEDULE_SCHEMAS = [_schedule_schema(cls) for cls in schedules.SCHEDULES.values()]
+SCHEDULE_SCHEMAS = [
+    _settings_schema(
+        f"{cls.__name__}Schedule",
+        cls.settings,
+        f"Learning-rate schedule {cls.name!r}, stepped per epoch (see cnn_core.schedules).",
+        name=(Literal[cls.name], ...),
+    )
+    for cls in schedules.SCHEDULES.values()
+]
 LrSchedule = Annotated[Union[tuple(SCHEDULE_SCHEMAS)], Field(discriminator="name")]  # noqa: UP007
-
-
-class Augmentation(Body):
-    """Random transforms of each training image, drawn from the job's seed (none in prediction)."""
-
-    shift: Annotated[Integer, Field(ge=0, le=augmentation.MAX_SHIFT)] = Field(
-        0, description="Pixels of random shift along each axis (pad with zeros and crop)."
-    )
-    rotate: Annotated[Number, Field(ge=0, le=augmentation.MAX_ROTATE)] = Field(
-        0.0, description="Degrees of random rotation either way."
-    )
-    flip: StrictBool = Field(
-        False, description="Random left-right mirroring (not for digits or text)."
-    )
-
-
-class EarlyStopping(Body):
-    patience: Annotated[Integer, Field(ge=1, le=1000)] = 3
-    min_delta: Annotated[Number, Field(ge=0, le=1e6)] = 0.0
+Augmentation = _settings_schema(
+    "Augmentation",
+    augmentation.Augmentation.settings,
+    "Random transforms of each training image, drawn from the job's seed (none in prediction).",
+)
+# The service always restores the best weights: restore_best is the library's alone.
+EarlyStopping = _settings_schema(
+    "EarlyStopping",
+    {k: v for k, v in training.EarlyStopping.settings.items() if k != "restore_best"},
+)
 
 
 class TrainingSettings(Body):

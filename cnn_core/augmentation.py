@@ -11,49 +11,46 @@ The draws come from the step's :class:`~cnn_core.noise.StepNoise`: four uniforms
 sample-major, so a resumed run and any shard count transform each image the same way.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from .errors import ConfigError
 from .noise import AUGMENTATION_STREAM
-from .specs import check_fields
-
-MAX_SHIFT, MAX_ROTATE = 64, 180
+from .specs import Flag, Hyper, read_settings
 
 
 @dataclass(frozen=True)
 class Augmentation:
-    shift: int = 0
-    rotate: float = 0.0
-    flip: bool = False
+    """How far each image may move, turn and mirror; ``settings`` declares each one's default
+    and bounds, for :meth:`from_spec` and for the API's schema."""
+
+    settings: ClassVar[dict] = {
+        "shift": Hyper(
+            0,
+            0,
+            64,
+            integer=True,
+            description="Pixels of random shift along each axis (pad with zeros and crop).",
+        ),
+        "rotate": Hyper(0.0, 0, 180, description="Degrees of random rotation either way."),
+        "flip": Flag(False, "Random left-right mirroring (not for digits or text)."),
+    }
+
+    shift: int
+    rotate: float
+    flip: bool
 
     @classmethod
     def from_spec(cls, spec):
         """None for no augmentation (None, or every transform off), else an Augmentation."""
         if spec is None:
             return None
-        check_fields(
-            spec,
-            "augmentation",
-            [f.name for f in fields(cls)],
-            example={"shift": 2, "rotate": 10},
+        values = read_settings(
+            spec, "augmentation", cls.settings, example={"shift": 2, "rotate": 10}
         )
-        shift, rotate, flip = spec.get("shift", 0), spec.get("rotate", 0), spec.get("flip", False)
-        if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= MAX_SHIFT:
-            raise ConfigError(f"augmentation.shift must be pixels in 0..{MAX_SHIFT}, got {shift!r}")
-        if (
-            isinstance(rotate, bool)
-            or not isinstance(rotate, (int, float))
-            or not 0 <= rotate <= MAX_ROTATE
-        ):
-            raise ConfigError(
-                f"augmentation.rotate must be degrees in 0..{MAX_ROTATE}, got {rotate!r}"
-            )
-        if not isinstance(flip, bool):
-            raise ConfigError(f"augmentation.flip must be true or false, got {flip!r}")
-        augmentation = cls(shift, float(rotate), flip)
-        return augmentation if (shift or rotate or flip) else None
+        augmentation = cls(values["shift"], float(values["rotate"]), values["flip"])
+        return augmentation if any(values.values()) else None
 
     def spec(self):
         return asdict(self)

@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from .errors import ConfigError
-from .specs import Hyper, check_fields
+from .specs import Hyper, read_settings
 
 
 def learning_rate(default):
@@ -52,15 +52,8 @@ class Optimizer:
     slots: ClassVar[tuple] = ()
     l2_in_gradient: ClassVar[bool] = True  # weight_decay as an L2 term of the gradient
 
-    @classmethod
-    def defaults(cls):
-        return {key: h.default for key, h in cls.hyperparameters.items()}
-
     def __init__(self, **hyper):
-        check_fields(hyper, f"optimizer {self.name}", self.hyperparameters)
-        self.hyper = {**self.defaults(), **hyper}
-        for key, value in self.hyper.items():
-            self._check(key, value)
+        self.hyper = read_settings(hyper, f"optimizer {self.name}", self.hyperparameters)
         self.t = 0
         self.state = {}
         self.learning_rate = self.hyper["learning_rate"]
@@ -91,11 +84,6 @@ class Optimizer:
     def load_state_dict(self, state):
         self.t = int(state["t"])
         self.state = {key: np.array(value) for key, value in state["arrays"].items()}
-
-    def _check(self, key, value):
-        problem = self.hyperparameters[key].problem(value)
-        if problem:
-            raise ConfigError(f"optimizer {self.name}: {key} {problem}, got {value!r}")
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.hyper.items())})"

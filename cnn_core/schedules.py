@@ -20,7 +20,7 @@ import math
 from typing import ClassVar
 
 from .errors import ConfigError
-from .specs import Hyper, check_fields
+from .specs import Hyper, read_settings
 
 PLATEAU_THRESHOLD = 1e-4  # PyTorch's default relative improvement
 
@@ -33,13 +33,9 @@ class Schedule:
     settings: ClassVar[dict] = {}
 
     def __init__(self, base_rate, epochs, **settings):
-        check_fields(settings, f"lr_schedule {self.name}", self.settings)
         self.base_rate, self.epochs = base_rate, epochs
-        for key, bounds in self.settings.items():
-            value = settings.get(key, bounds.default)
-            problem = bounds.problem(value)
-            if problem:
-                raise ConfigError(f"lr_schedule {self.name}: {key} {problem}, got {value!r}")
+        values = read_settings(settings, f"lr_schedule {self.name}", self.settings)
+        for key, value in values.items():
             setattr(self, key, value)
 
     def spec(self):

@@ -3,8 +3,8 @@
 Training settings (``optimizer``, ``lr_schedule``, ``augmentation``, ``early_stopping``) and
 layer entries are objects with known fields. :func:`check_fields` refuses anything else with
 one message style, ``augmentation: unknown field(s) ['zoom'] (allowed: shift, rotate, flip)``;
-:class:`Hyper` declares a number's default and interval once, for the check and for the API's
-schema.
+:class:`Hyper` declares a number's default and interval once, :class:`Flag` a true/false
+setting's default, for the check (:func:`read_settings`) and for the API's schema.
 """
 
 import math
@@ -30,11 +30,25 @@ def check_fields(spec, what, allowed, *, example=None, required=()):
     return spec
 
 
+def read_settings(spec, what, declared, *, example=None, required=()):
+    """The value of each ``declared`` setting (name -> :class:`Hyper` or :class:`Flag`) in
+    ``spec``, its default where absent, once :func:`check_fields` passes and every value is
+    acceptable."""
+    check_fields(spec, what, declared, example=example, required=required)
+    values = {key: spec.get(key, setting.default) for key, setting in declared.items()}
+    for key, value in values.items():
+        problem = declared[key].problem(value)
+        if problem:
+            raise ConfigError(f"{what}: {key} {problem}, got {value!r}")
+    return values
+
+
 @dataclass(frozen=True)
 class Hyper:
     """One hyperparameter: its default and the interval it must lie in (``low_open`` /
     ``high_open``: the bound itself is excluded; ``integer``: whole numbers only). The API's
-    optimizer and learning-rate schedule schemas are derived from these."""
+    schemas of optimizers, learning-rate schedules, augmentation and early stopping are
+    derived from these."""
 
     default: float
     low: float
@@ -63,3 +77,15 @@ class Hyper:
         above = value > self.low if self.low_open else value >= self.low
         below = value < self.high if self.high_open else value <= self.high
         return above and below
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A true/false setting and its default (JSON's true and false only, not 0 or 1)."""
+
+    default: bool
+    description: str = ""
+
+    def problem(self, value):
+        """None for true or false, else what is wrong."""
+        return None if isinstance(value, bool) else "must be true or false"

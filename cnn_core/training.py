@@ -13,6 +13,7 @@ import math
 import operator
 import time
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -23,7 +24,7 @@ from .errors import ConfigError, DivergenceError, ModelFileError
 from .files import load_archive, save_archive
 from .history import EpochSummary, History, IterationCost
 from .noise import StepNoise
-from .specs import check_fields
+from .specs import Flag, Hyper, read_settings
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cnn_core.checkpoint", 1
 
@@ -94,7 +95,7 @@ def fit(
     opt = optimizers.get(optimizer)
     schedule = schedules.get(lr_schedule, opt.hyper["learning_rate"], epochs)
     augment = Augmentation.from_spec(augmentation)
-    stopping = _EarlyStopping.from_spec(early_stopping)
+    stopping = EarlyStopping.from_spec(early_stopping)
     X, y = net.check_data(X, y)
     if validation_data is not None:
         Xv, yv = net.check_data(*validation_data)
@@ -300,37 +301,29 @@ def _check_training_args(epochs, batch_size):
             raise ConfigError(f"{name} must be an integer in 1..{limit}, got {value!r}")
 
 
-class _EarlyStopping:
-    """Patience on the validation cost (or the training cost), keeping the best weights."""
+class EarlyStopping:
+    """Patience on the validation cost (or the training cost), keeping the best weights;
+    ``settings`` declares the fields' defaults and bounds, for :meth:`from_spec` and for the
+    API's schema."""
 
-    def __init__(self, patience, min_delta=0.0, restore_best=True):
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ConfigError(
-                f"early_stopping.patience must be a positive integer, got {patience!r}"
-            )
-        if not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta) or min_delta < 0:
-            raise ConfigError(
-                f"early_stopping.min_delta must be a finite number >= 0, got {min_delta!r}"
-            )
-        self.patience, self.min_delta, self.restore_best = (
-            patience,
-            float(min_delta),
-            bool(restore_best),
-        )
+    settings: ClassVar[dict] = {
+        "patience": Hyper(3, 1, 1000, integer=True),  # fit requires it; the API fills in 3
+        "min_delta": Hyper(0.0, 0, 1e6),
+        "restore_best": Flag(True),
+    }
+
+    def __init__(self, patience, min_delta, restore_best):
+        self.patience, self.min_delta, self.restore_best = patience, float(min_delta), restore_best
         self.best, self.wait, self.best_params = math.inf, 0, None
 
     @classmethod
     def from_spec(cls, spec):
         if spec is None:
             return None
-        check_fields(
-            spec,
-            "early_stopping",
-            ("patience", "min_delta", "restore_best"),
-            example={"patience": 3},
-            required=("patience",),
+        settings = read_settings(
+            spec, "early_stopping", cls.settings, example={"patience": 3}, required=("patience",)
         )
-        return cls(**spec)
+        return cls(**settings)
 
     def update(self, summary, state):
         """Record an epoch (``state``: the network's parameters and buffers); True when

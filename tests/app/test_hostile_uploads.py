@@ -14,7 +14,6 @@ import tempfile
 import time
 import tracemalloc
 import zipfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,14 @@ from PIL import Image
 from app.main import create_app
 from app.settings import Settings
 from tests.app.hostile import assert_clean, open_fds_under, tree
-from tests.support.builders import digits_npz, holdout, image_zip_bytes, npz_bytes, png_bytes
+from tests.support.builders import (
+    digits_npz,
+    holdout,
+    image_zip_bytes,
+    npz_bytes,
+    png_bytes,
+    png_declaring,
+)
 
 
 @pytest.fixture
@@ -502,23 +508,6 @@ def test_refusals_leave_stored_datasets_unchanged_and_served(
 # Images for prediction
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height and carries almost no data (a decompression bomb)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
-        + chunk(b"IEND", b"")
-    )
-
-
 def image_bytes(fmt: str, **kwargs) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(holdout()[0][1]).save(buffer, format=fmt, **kwargs)
@@ -558,7 +547,7 @@ def test_decompression_bomb_is_413_well_under_a_second(
 ) -> None:
     client, model = trained
     started = time.perf_counter()
-    response = predict(client, model, png_header_only(width, height))
+    response = predict(client, model, png_declaring(width, height))
     assert response.status_code == 413, response.text
     assert time.perf_counter() - started < 0.5
     assert_model_still_serves(client, model)

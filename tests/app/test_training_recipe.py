@@ -2,9 +2,13 @@
 weight decay and adamw, the convnet preset; each epoch's learning rate in the job's metrics and
 costs; wrong settings refused with a 422 that names them."""
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from cnn_core.augmentation import Augmentation
+from cnn_core.specs import Hyper
+from cnn_core.training import EarlyStopping
 from tests.app.conftest import digits_npz, submit, wait_for_job
 
 CONVNET_SMALL = {  # the convnet's layer types on a budget that trains in a second
@@ -76,3 +80,37 @@ def test_bad_settings_are_a_422_naming_them(
     response = client.post("/jobs", json=body)
     assert response.status_code == 422, response.text
     assert where in response.text
+
+
+@pytest.mark.parametrize(
+    "section, schema, declared",
+    [
+        ("augmentation", "Augmentation", Augmentation.settings),
+        ("early_stopping", "EarlyStopping", EarlyStopping.settings),
+    ],
+)
+def test_augmentation_and_early_stopping_bodies_are_the_librarys_declarations(
+    client: TestClient, dataset_id: str, section: str, schema: str, declared: dict
+) -> None:
+    """Each default and bound the library declares is the schema's, and a value past a bound
+    is a 422 naming the field; restore_best stays the library's (the service always restores)."""
+    properties = client.get("/openapi.json").json()["components"]["schemas"][schema]["properties"]
+    assert list(properties) == [key for key in declared if key != "restore_best"]
+    required = {"patience": 2} if section == "early_stopping" else {}
+
+    def post(settings: dict) -> httpx.Response:
+        training = {section: {**required, **settings}}
+        body = {"dataset_id": dataset_id, "architecture": "convnet", "training": training}
+        return client.post("/jobs", json=body)
+
+    for key, field in properties.items():
+        assert field["default"] == declared[key].default
+        if isinstance(declared[key], Hyper):
+            hyper = declared[key]
+            assert (field["minimum"], field["maximum"]) == (hyper.low, hyper.high)
+            for outside in (hyper.low - 1, hyper.high + 1):
+                response = post({key: outside})
+                assert response.status_code == 422 and key in response.text, response.text
+    if section == "early_stopping":
+        response = post({"restore_best": False})
+        assert response.status_code == 422 and "restore_best" in response.text, response.text

@@ -54,10 +54,10 @@ def test_a_spec_round_trips_and_all_off_is_no_augmentation():
             {"zoom": 2},
             r"^augmentation: unknown field\(s\) \['zoom'\] \(allowed: shift, rotate, flip\)$",
         ),
-        ({"shift": 65}, r"augmentation.shift must be pixels in 0..64, got 65"),
-        ({"shift": True}, r"augmentation.shift must be pixels in 0..64, got True"),
-        ({"rotate": -1}, r"augmentation.rotate must be degrees in 0..180, got -1"),
-        ({"flip": 1}, r"augmentation.flip must be true or false, got 1"),
+        ({"shift": 65}, r"^augmentation: shift must be in \[0, 64\], got 65$"),
+        ({"shift": True}, r"^augmentation: shift must be an integer, got True$"),
+        ({"rotate": -1}, r"^augmentation: rotate must be in \[0, 180\], got -1$"),
+        ({"flip": 1}, r"^augmentation: flip must be true or false, got 1$"),
     ],
 )
 def test_a_bad_spec_says_what_is_wrong(spec, message):

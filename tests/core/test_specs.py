@@ -3,7 +3,7 @@ import math
 import pytest
 
 from cnn_core.errors import ConfigError
-from cnn_core.specs import Hyper, check_fields
+from cnn_core.specs import Flag, Hyper, check_fields, read_settings
 
 
 def test_check_fields_returns_an_object_of_known_fields():
@@ -50,3 +50,38 @@ def test_check_fields_without_allowed_fields_says_none():
 )
 def test_hyper_problem(hyper, value, problem):
     assert hyper.problem(value) == problem
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [(True, None), (False, None), (1, "must be true or false"), ("yes", "must be true or false")],
+)
+def test_flag_problem(value, problem):
+    assert Flag(False).problem(value) == problem
+
+
+DECLARED = {"patience": Hyper(3, 1, 1000, integer=True), "restore_best": Flag(True)}
+
+
+def test_read_settings_fills_in_the_declared_defaults():
+    assert read_settings({}, "early_stopping", DECLARED) == {"patience": 3, "restore_best": True}
+    spec = {"restore_best": False, "patience": 7}
+    assert read_settings(spec, "early_stopping", DECLARED) == {"patience": 7, "restore_best": False}
+
+
+@pytest.mark.parametrize(
+    "spec, pattern",
+    [
+        ({"patience": 0}, r"^early_stopping: patience must be in \[1, 1000\], got 0$"),
+        (
+            {"patience": 2, "restore_best": "no"},
+            r"^early_stopping: restore_best must be true or false, got 'no'$",
+        ),
+        ({"mode": "max"}, r"^early_stopping: unknown field\(s\) \['mode'\]"),
+        ({"restore_best": True}, r"^early_stopping: missing field\(s\) \['patience'\]"),
+    ],
+    ids=["bound", "flag", "unknown", "missing"],
+)
+def test_read_settings_says_what_is_wrong(spec, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        read_settings(spec, "early_stopping", DECLARED, required=("patience",))
