@@ -8,10 +8,11 @@ job with the reason. `superseded` is a worker's word for a run whose job another
 over (its lease had run out): the job is that worker's now, so nothing is to be done.
 """
 
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
-from app.storage.jobs import JobRecord
+from app.storage.jobs import JobRecord, JobStatus
 
 
 class OutcomeKind(StrEnum):
@@ -29,14 +30,27 @@ class Outcome:
     reason: str | None = None
 
 
-def end_line(job_id: str, outcome: Outcome, seconds: float, job: JobRecord | None) -> str:
-    """The log's one line for the end of a run: outcome, duration, and the model it published
-    or the reason it failed (`job` is the record as the run left it)."""
-    line = f"job {job_id} ended: {outcome.kind} after {seconds:.1f} s"
-    if outcome.kind is OutcomeKind.succeeded and job is not None and job.model_id:
+QUIET_ENDS = (OutcomeKind.succeeded, OutcomeKind.cancelled, OutcomeKind.interrupted)
+
+
+def log_end(
+    log: logging.Logger, job_id: str, outcome: Outcome, seconds: float, job: JobRecord | None
+) -> None:
+    """Log the one line for the end of a run, at INFO or, for a failure or a death, WARNING:
+    outcome, duration, and the model it published or the reason it failed (`job` is the record
+    as the run left it). A run killed because its job was cancelled ends `died` in the
+    executor's eyes, but cancelled is what happened."""
+    kind = outcome.kind
+    if job is not None and job.status is JobStatus.cancelled:
+        kind = OutcomeKind.cancelled
+    line = f"job {job_id} ended: {kind} after {seconds:.1f} s"
+    if kind is OutcomeKind.succeeded and job is not None and job.model_id:
         line += f", model {job.model_id}"
-    if outcome.kind is OutcomeKind.interrupted:
+    if kind is OutcomeKind.interrupted:
         line += ", checkpointed to resume"
-    error = job.error if job is not None and outcome.kind is OutcomeKind.failed else None
-    reason = outcome.reason or error
-    return f"{line}: {reason}" if reason else line
+    error = job.error if job is not None and kind is OutcomeKind.failed else None
+    reason = None if kind is OutcomeKind.cancelled else outcome.reason or error
+    log.log(
+        logging.INFO if kind in QUIET_ENDS else logging.WARNING,
+        f"{line}: {reason}" if reason else line,
+    )

@@ -43,7 +43,7 @@ from app.storage.layout import DataLayout
 from app.storage.sql_jobs import Claim, SqlJobStore
 from app.storage.stores import open_job_store, open_model_store
 from app.training.executor import WORKER_NICENESS, limit_memory
-from app.training.outcomes import Outcome, OutcomeKind, end_line
+from app.training.outcomes import Outcome, OutcomeKind, log_end
 from app.training.worker import run_job
 
 log = logging.getLogger("app.rq_worker")
@@ -158,7 +158,7 @@ def train_next() -> str:
             with contextlib.suppress(redis.RedisError):  # else the servers re-enqueue it
                 enqueue_calls(training_queue(settings.redis_url), 1)
         seconds = time.monotonic() - started
-        log.info(end_line(claim.job_id, outcome, seconds, jobs.get(claim.job_id)))
+        log_end(log, claim.job_id, outcome, seconds, jobs.get(claim.job_id))
         return str(outcome.kind)
     finally:
         jobs.close()

@@ -31,7 +31,7 @@ from app.storage.jobs import JobRecord, JobStatus, JobStore
 from app.storage.layout import DataLayout
 from app.storage.models import ModelStore
 from app.training.executor import JobExecutor
-from app.training.outcomes import Outcome, OutcomeKind, end_line
+from app.training.outcomes import Outcome, OutcomeKind, log_end
 
 log = logging.getLogger("app.runner")
 
@@ -181,9 +181,7 @@ class JobRunner:
 
     def _log_end(self, job_id: str, outcome: Outcome) -> None:
         seconds = time.monotonic() - self._started.pop(job_id, time.monotonic())
-        line = end_line(job_id, outcome, seconds, self.jobs.get(job_id))
-        ok = outcome.kind in (OutcomeKind.succeeded, OutcomeKind.cancelled, OutcomeKind.interrupted)
-        log.log(logging.INFO if ok else logging.WARNING, line)
+        log_end(log, job_id, outcome, seconds, self.jobs.get(job_id))
 
     def _discard_unpublished(self, job: JobRecord) -> None:
         for model in self.models.list_all():

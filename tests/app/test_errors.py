@@ -359,3 +359,20 @@ def test_the_log_records_each_jobs_start_and_end(
     ends = logged(caplog, f"job {failed['id']} ended: failed after ")
     assert len(ends) == 1 and ends[0].getMessage().endswith(f": {failed['error']}")
     assert ends[0].levelno == logging.WARNING
+
+
+def test_a_job_cancelled_while_it_trains_logs_cancelled(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its worker is killed, which the executor reports as a death: the log says what happened."""
+    caplog.set_level(logging.INFO, logger="app")
+    job = submit(client, "mnist-sample", "tiny", epochs=50)
+    deadline = time.monotonic() + 30
+    while client.get(f"/jobs/{job['id']}").json()["status"] != "running":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    client.post(f"/jobs/{job['id']}/cancel")
+    assert wait_for_job(client, job["id"])["status"] == "cancelled"
+    (end,) = logged(caplog, f"job {job['id']} ended: ")
+    assert end.getMessage().startswith(f"job {job['id']} ended: cancelled after ")
+    assert end.getMessage().endswith(" s") and end.levelno == logging.INFO
