@@ -27,9 +27,11 @@ from tests.support.builders import TINY_ARCHITECTURE
 from tests.support.server import REPO, LiveServer, model_params
 from tests.support.servers import PostgresServer, RedisServer, running
 
-# mnist-sample (1,800 training digits) in batches of 16: 113 iterations an epoch, 1-10 s of
-# training in all (as the shared machine goes), long enough to interrupt a job mid-epoch.
-TRAINING = {"epochs": 8, "batch_size": 16, "validation_split": 0.1, "seed": 0,
+# mnist-sample (1,800 training digits) in batches of 16: 113 iterations an epoch, about 0.1 s
+# each on one BLAS thread; 30 epochs keep a job running for seconds after it is interrupted, so
+# its resumption on the other worker is seen before it ends.
+EPOCHS = 30
+TRAINING = {"epochs": EPOCHS, "batch_size": 16, "validation_split": 0.1, "seed": 0,
             "optimizer": {"name": "adam", "learning_rate": 0.005}}  # fmt: skip
 PER_EPOCH = 113
 
@@ -179,7 +181,7 @@ def reference(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dic
         assert events[-1][0] == "end" and events[-1][1]["status"] == "succeeded", events[-1]
         costs = [i["iteration"] for name, data in events if name == "costs"
                  for i in data["iterations"]]  # fmt: skip
-        assert costs == list(range(1, 8 * PER_EPOCH + 1))
+        assert costs == list(range(1, EPOCHS * PER_EPOCH + 1))
         return model_params(api2, events[-1][1]["model_id"], tmp_path_factory.mktemp("ref"))
 
 
@@ -217,7 +219,7 @@ def test_a_job_whose_worker_goes_away_resumes_on_the_other_to_the_same_weights(
         assert done["status"] == "succeeded", cluster.logs()
         assert_same_weights(model_params(api1, done["model_id"], tmp_path), reference)
         iterations = api2.get(f"/jobs/{job['id']}/costs").json()["iterations"]
-        assert [i["iteration"] for i in iterations] == list(range(1, 8 * PER_EPOCH + 1))
+        assert [i["iteration"] for i in iterations] == list(range(1, EPOCHS * PER_EPOCH + 1))
         doomed.start()  # back to two workers
         wait_until(lambda: api1.get("/health").json()["jobs"]["workers"] == 2, 30, "two workers")
 
