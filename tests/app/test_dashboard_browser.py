@@ -6,11 +6,13 @@ by asserting that the page asked no other host for anything and logged no consol
 
 import base64
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from cnn_core.evaluation import EXAMPLES_PER_CELL
@@ -101,6 +103,14 @@ def wait_until(tab: Tab, condition, timeout: float = 30):
     raise AssertionError(f"condition not met in {timeout} s")
 
 
+def key_values(tab: Tab, selector: str) -> dict[str, str]:
+    """The rows of the two-column table under `selector` (a job's settings or results)."""
+    return tab.page.locator(f"{selector} table.kv").first.evaluate(
+        """(table) => Object.fromEntries([...table.tBodies[0].rows].map(
+            (row) => [row.cells[0].innerText.trim(), row.cells[1].innerText.trim()]))"""
+    )
+
+
 def test_start_a_job_from_the_form_and_watch_its_curve_grow(tab: Tab, served) -> None:
     _, client = served
     page = tab.page
@@ -126,6 +136,8 @@ def test_start_a_job_from_the_form_and_watch_its_curve_grow(tab: Tab, served) ->
     page.locator("#job-epochs").fill("2")
     page.locator("#job-batch-size").fill("16")
     page.locator("#job-learning-rate").fill("0.01")
+    page.locator("#job-optimizer").select_option("rmsprop")
+    page.locator("#job-seed").fill("3")
     page.get_by_role("button", name="Start training").click()
     page.wait_for_url("**/ui/jobs/*")
     job_id = page.url.rsplit("/", 1)[1]
@@ -145,8 +157,33 @@ def test_start_a_job_from_the_form_and_watch_its_curve_grow(tab: Tab, served) ->
     assert drawn["epochs"] == [1, 2]
     assert page.locator("#epoch-table tbody tr").count() == 2
     assert page.locator("#point-count").inner_text() == f"{len(history['iterations'])} points"
-    assert client.get(f"/jobs/{job_id}").json()["training"]["batch_size"] == 16
+    finished = client.get(f"/jobs/{job_id}").json()
+    training = finished["training"]
+    assert (training["epochs"], training["batch_size"], training["seed"]) == (2, 16, 3)
+    assert training["optimizer"]["name"] == "rmsprop"
+    assert training["optimizer"]["learning_rate"] == 0.01
     page.get_by_role("link", name="Open model").wait_for()
+    # The settings it was started with, its final metrics, the server's PNG of the curve.
+    settings = key_values(tab, "#settings")
+    assert (settings["Epochs"], settings["Batch size"], settings["Seed"]) == ("2", "16", "3")
+    assert {"name=rmsprop", "learning_rate=0.01"} <= set(settings["Optimizer"].split(", "))
+    results = key_values(tab, "#results")
+    assert results["Status"] == "succeeded"
+    assert results["Validation accuracy"] == f"{100 * finished['metrics']['val_accuracy']:.1f}%"
+    assert results["Train accuracy"] == f"{100 * finished['metrics']['train_accuracy']:.1f}%"
+    page.get_by_role("button", name="Show cost curve (PNG)").click()
+    png = page.locator("#png img")
+    png.wait_for()
+    assert png.evaluate("(img) => img.decode().then(() => img.naturalWidth)") > 100
+    # The smoothing slider redraws the smoothed curve: 0 is the raw cost, 0.9 a smoother one.
+    series = "() => window.cnnDashboard.charts.iteration.columns"
+    page.locator("#smoothing").fill("0")
+    raw = wait_until(tab, lambda: (c := page.evaluate(series)) and c[0] == c[1] and c)[0]
+    assert page.locator("output[for=smoothing]").inner_text() == "0.00"
+    page.locator("#smoothing").fill("0.9")
+    wait_until(tab, lambda: page.evaluate(series)[1] != raw)
+    smoother = page.evaluate(series)[1]
+    assert np.abs(np.diff(smoother)).sum() < np.abs(np.diff(raw)).sum()  # it wiggles less
     # The refused submission's 422 is logged by the browser as a failed resource.
     tab.assert_clean(allowed_errors=("status of 422",))
 
@@ -179,6 +216,9 @@ def test_a_dropped_stream_resumes_without_gaps_or_duplicates(browser, served) ->
         wait_until(tab, lambda: len(chart_state(tab)["iterations"]) > 0)
         # The first points come from GET /costs, before the stream that follows them is open.
         tab.page.locator("#stream-state[data-state=live]").wait_for()
+        # While it trains, the progress line has an ETA.
+        eta = re.compile(r"about \d.* left")
+        tab.page.locator("#progress-text").filter(has_text=eta).wait_for()
         assert proxy.cut() > 0
         tab.page.locator("#stream-state[data-state=reconnecting]").wait_for()
         tab.page.locator("#stream-state[data-state=live]").wait_for()
