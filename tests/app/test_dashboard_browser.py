@@ -249,6 +249,38 @@ def test_a_dropped_stream_resumes_without_gaps_or_duplicates(browser, served) ->
     tab.close()
 
 
+def test_the_jobs_list_follows_a_running_job_and_cancels_it(tab: Tab, served) -> None:
+    _, client = served
+    job = submit(client, "mnist-sample", "tiny", epochs=30, batch_size=2)
+    try:
+        tab.open("/")
+        row = tab.page.locator(f"tr[data-job-id='{job['id']}']")
+        row.locator(".badge.status-running").wait_for(timeout=60_000)
+        cells = row.locator("td")
+
+        # Without a reload, the row's progress moves and its latest cost is the job's.
+        fractions = set()
+
+        def advanced() -> bool:
+            fractions.add(row.locator("progress").evaluate("(bar) => bar.value"))
+            return len(fractions - {0}) >= 2
+
+        wait_until(tab, advanced)
+        assert "/30" in cells.nth(2).inner_text()  # "n% · epoch e/30"
+        shown = float(cells.nth(3).inner_text())
+        costs = [p["cost"] for p in client.get(f"/jobs/{job['id']}/costs").json()["iterations"]]
+        assert any(abs(shown - c) <= 5e-4 * max(abs(c), 1e-3) for c in costs), shown
+
+        row.get_by_role("button", name="Cancel").click()
+        row.locator(".badge.status-cancelled").wait_for()
+        assert row.get_by_role("button").count() == 0
+        assert client.get(f"/jobs/{job['id']}").json()["status"] == "cancelled"
+        tab.assert_clean()
+    finally:
+        client.post(f"/jobs/{job['id']}/cancel")
+        wait_for_job(client, job["id"])
+
+
 def test_drop_a_zip_and_see_its_class_grid(tab: Tab, served) -> None:
     _, client = served
     tab.open("/ui/datasets")
