@@ -17,7 +17,13 @@ import pytest
 
 from cnn_core.evaluation import EXAMPLES_PER_CELL
 from tests.app.dashboard_browser import Tab
-from tests.support.builders import TINY_ARCHITECTURE, holdout, image_zip_bytes, png_bytes
+from tests.support.builders import (
+    TINY_ARCHITECTURE,
+    digits_npz,
+    holdout,
+    image_zip_bytes,
+    png_bytes,
+)
 from tests.support.proxy import CuttingProxy
 from tests.support.server import LiveServer, live_server, submit, wait_for_job
 
@@ -306,6 +312,8 @@ def test_drop_a_zip_and_see_its_class_grid(tab: Tab, served) -> None:
     card.locator(".class-row canvas.tile").first.wait_for()
     for name in ("3", "7"):
         row = card.locator(f".class-row[data-class='{name}']")
+        assert row.locator(".class-name").inner_text().split() == [name, "5"]  # its count
+        assert row.locator(".count-bar").get_attribute("aria-label") == "5 samples"
         assert row.locator("canvas.tile").count() == 5
         # Each tile shows a digit: white strokes on black, not an empty canvas.
         ink = row.locator("canvas.tile").first.evaluate(
@@ -314,6 +322,41 @@ def test_drop_a_zip_and_see_its_class_grid(tab: Tab, served) -> None:
         )
         assert ink > 200
     assert tab.page.locator("progress[aria-label='upload progress']").evaluate("p => p.value") == 1
+    tab.assert_clean()
+
+
+def test_the_upload_progress_bar_moves_while_the_file_is_sent(tab: Tab, served) -> None:
+    _, client = served
+    payload = digits_npz(300)
+    tab.open("/ui/datasets")
+    tab.page.locator("#dropzone").wait_for()
+    # Every value the bar takes, and an upload slow enough (Chromium's own throttling, as
+    # DevTools applies it) that the browser reports its progress on the way.
+    tab.page.evaluate(
+        """() => {
+            const bar = document.querySelector("progress[aria-label='upload progress']");
+            window.barValues = [];
+            new MutationObserver(() => window.barValues.push(bar.value))
+                .observe(bar, {attributes: true, attributeFilter: ["value"]});
+        }"""
+    )
+    cdp = tab.context.new_cdp_session(tab.page)
+    cdp.send("Network.enable")
+    # Bytes per second: about three seconds to send the file.
+    conditions = {"offline": False, "latency": 0, "downloadThroughput": -1}
+    cdp.send(
+        "Network.emulateNetworkConditions", {**conditions, "uploadThroughput": len(payload) / 3}
+    )
+    tab.page.locator("#dataset-files").set_input_files(
+        {"name": "noise.npz", "mimeType": "application/octet-stream", "buffer": payload}
+    )
+    tab.page.locator("#upload-status").filter(has_text="Stored").wait_for(timeout=30_000)
+    values = tab.page.evaluate("window.barValues")
+    assert values[-1] == 1 and values == sorted(values), values
+    assert [v for v in values if 0 < v < 1], f"no progress between 0 and 1: {values}"
+    stored = [d for d in client.get("/datasets").json()["datasets"] if d["name"] == "noise.npz"]
+    assert len(stored) == 1 and stored[0]["n_samples"] == 300
+    client.delete(f"/datasets/{stored[0]['id']}")
     tab.assert_clean()
 
 
@@ -482,4 +525,39 @@ def test_confusion_matrix_and_its_misclassified_samples(tab: Tab, served, model:
     tiles.first.wait_for()
     assert tiles.count() == min(count, EXAMPLES_PER_CELL)
     assert tab.page.locator("#cell-samples").inner_text().find(f"{count} sample") >= 0
+    tab.assert_clean()
+
+
+def tab_through(tab: Tab, stop: str, presses: int = 60) -> list[str]:
+    """Press Tab until the focused element's id or text is `stop`; what was reached, in order."""
+    reached = []
+    for _ in range(presses):
+        tab.page.keyboard.press("Tab")
+        reached.append(
+            tab.page.evaluate(
+                "document.activeElement.id || document.activeElement.textContent.trim()"
+            )
+        )
+        if reached[-1] == stop:
+            break
+    return reached
+
+
+def test_the_datasets_and_model_pages_are_reachable_by_keyboard(tab: Tab, model: dict) -> None:
+    tab.open("/ui/datasets")
+    tab.page.locator(".class-row canvas.tile").first.wait_for()
+    reached = tab_through(tab, "dataset-name")
+    assert reached[-1] == "dataset-name" and "dataset-files" in reached, reached
+
+    tab.open(f"/ui/models/{model['id']}")
+    tab.page.locator("#draw").wait_for()
+    reached = tab_through(tab, "Download model (.npz)")
+    for control in ("predict-files", "eval-dataset", "Evaluate"):
+        assert control in reached, reached
+    assert reached[-1] == "Download model (.npz)", reached
+    # The file picker opens from the keyboard too.
+    tab.page.locator("#predict-files").focus()
+    with tab.page.expect_file_chooser() as chooser:
+        tab.page.keyboard.press("Space")
+    assert chooser.value.is_multiple()
     tab.assert_clean()
