@@ -94,3 +94,28 @@ def test_model_page_wide(setup, tmp_path: Path) -> None:
     # The drawing and upload panels only: the evaluation panel below changes with the server.
     png = screenshot(setup, f"/ui/models/{job['model_id']}", WIDE, "#draw", height=520)
     assert_looks_like(png, "model-wide", tmp_path)
+
+
+@pytest.mark.parametrize("size", [WIDE, PHONE], ids=["wide", "phone"])
+def test_no_page_is_wider_than_the_screen(setup, size: tuple[int, int]) -> None:
+    """Every page fits the width of a 1280x800 screen and of a phone: wide tables scroll in
+    their own box, the page itself never sideways."""
+    browser, url, job = setup
+    pages = {
+        "/": "#jobs-table tbody tr",
+        f"/ui/jobs/{job['id']}": "#stream-state[data-state=ended]",
+        "/ui/datasets": ".class-row canvas.tile",
+        "/ui/models": "main a[href*='/ui/models/']",
+        f"/ui/models/{job['model_id']}": "#draw",
+    }
+    tab = Tab(browser, url, *size)
+    try:
+        for path, ready in pages.items():
+            tab.open(path)
+            tab.page.locator(ready).first.wait_for()
+            tab.page.wait_for_load_state("networkidle")
+            width = tab.page.evaluate("document.documentElement.scrollWidth")
+            assert width <= size[0], f"{path} is {width} px wide on a {size[0]} px screen"
+        tab.assert_clean()
+    finally:
+        tab.close()
