@@ -22,8 +22,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.main import create_app
+from app.main import build_runner, create_app
 from app.settings import Settings
+from app.storage.integrity import Problems
 from app.storage.jobs import MAX_STORED_ITERATIONS, RECENT_ITERATIONS
 from app.storage.lock import DataDirLocked
 from cnn_core import Network
@@ -645,6 +646,42 @@ def test_damaged_metadata_and_a_lost_jobs_database_cost_no_model(tmp_path: Path)
     assert moved == {"0123456789abcdef0123456789abcdef.npz"}
     assert any(name.endswith("-0123456789abcdef0123456789abcdef.npz") for name in quarantined)
     assert all(after[name] == before[name] for name in in_place if name.endswith((".npz", "json")))
+
+
+def test_servers_sharing_a_data_dir_quarantine_replaced_models_and_never_delete_one(
+    tmp_path: Path,
+) -> None:
+    # The start-up repair of a server that hands training to workers (CNN_REDIS_URL): it
+    # builds no Redis connection before it is used, so none needs to be listening here.
+    settings = Settings(data_dir=tmp_path / "data", poll_interval=0.05)
+    data = settings.data_dir
+    with TestClient(create_app(settings)) as client:
+        jobs = [wait_for_job(client, submit(client, "mnist-sample", "tiny", epochs=1)["id"])
+                for _ in range(2)]  # fmt: skip
+    models = [job["model_id"] for job in jobs]
+    # a model its finished job does not name: a publication a crash left behind
+    leftover = "0123456789abcdef0123456789abcdef"
+    meta = json.loads((data / "models" / f"{models[0]}.json").read_text())
+    (data / "models" / f"{leftover}.json").write_text(json.dumps({**meta, "id": leftover}))
+    (data / "models" / f"{leftover}.npz").write_bytes(
+        (data / "models" / f"{models[0]}.npz").read_bytes()
+    )
+    shared = settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"})
+
+    def start_up_repair() -> list[str]:
+        runner = build_runner(shared, Problems())
+        runner.jobs.close()
+        return sorted(p.name for p in (data / "models").iterdir())
+
+    published = sorted(f"{m}.{ext}" for m in models for ext in ("json", "npz"))
+    assert start_up_repair() == published
+    quarantined = sorted(p.name.split("-", 2)[2] for p in (data / "quarantine").rglob("*.*"))
+    assert quarantined == [f"{leftover}.json", f"{leftover}.npz"]
+    before = {name: (data / "models" / name).read_bytes() for name in published}
+    for name in ("jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm"):
+        (data / name).unlink(missing_ok=True)  # the jobs database lost: no job row at all
+    assert start_up_repair() == published  # it used to delete every model
+    assert {name: (data / "models" / name).read_bytes() for name in published} == before
 
 
 # ------------------------------------------------------------------------------------------
