@@ -37,6 +37,7 @@ RELIABILITY_CHECKLIST: dict[str, list[str]] = {
     ],
     "the predict concurrency slot is taken before any body is read": [
         "test_abuse::test_predict_slot_is_taken_before_json_bodies_are_read",
+        "test_abuse::test_stalled_predict_bodies_hold_the_slots_and_the_next_is_503_unread",
         "test_overload::test_predictions_beyond_the_concurrency_limit_get_503_with_retry_after_at_once",
     ],
     "user strings are plain text wherever they are rendered": [

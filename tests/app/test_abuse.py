@@ -258,6 +258,71 @@ def test_predict_slot_is_taken_before_json_bodies_are_read(
     still_serves(server, model)
 
 
+def start_predict(server: LiveServer, model: dict, multipart: bool) -> socket.socket:
+    """A predict that declares a 1 MB body, sends its first bytes and goes on one at a time
+    (see `trickle`): its body is being read for as long as the test likes."""
+    if multipart:
+        kind = "multipart/form-data; boundary=b"
+        head = b'--b\r\nContent-Disposition: form-data; name="files"; filename="d.png"\r\n\r\n'
+    else:
+        kind, head = "application/json", b'{"instances": [[[[0'
+    sock = connect(server)
+    sock.sendall(
+        f"POST /models/{model['id']}/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: {kind}\r\nContent-Length: {1 << 20}\r\n\r\n".encode()
+        + head
+    )
+    return sock
+
+
+def test_stalled_predict_bodies_hold_the_slots_and_the_next_is_503_unread(
+    live: tuple[LiveServer, dict, Path],
+) -> None:
+    server, model, _ = live
+    before = still_serves(server, model)
+    slow = [start_predict(server, model, multipart=i % 2 == 1) for i in range(4)]
+    trickling = threading.Event()
+    trickling.set()
+
+    def trickle() -> None:  # a byte each 0.2 s: never a pause of CNN_BODY_TIMEOUT (1 s)
+        while trickling.is_set():
+            for sock in slow:
+                sock.sendall(b"0")
+            time.sleep(0.2)
+
+    trickler = threading.Thread(target=trickle)
+    trickler.start()
+    try:
+        time.sleep(0.5)  # the four bodies are being read, each holding a predict slot
+        # a fifth predict that sends its headers only: refused without its body
+        fifth = connect(server)
+        fifth.sendall(
+            f"POST /models/{model['id']}/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode()
+        )
+        started = time.monotonic()
+        refusal = fifth.recv(65536)
+        waited = time.monotonic() - started
+        fifth.close()
+        with server.client() as client:  # and a complete one, in the multipart form
+            busy = client.post(f"/models/{model['id']}/predict", files=DIGIT_FILES)
+    finally:
+        trickling.clear()
+        trickler.join(timeout=10)
+    replies = [b"" for _ in slow]
+    for i, sock in enumerate(slow):
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                replies[i] += chunk
+        sock.close()
+    print(f"with 4 predict bodies being read, a 5th got 503 after {1000 * waited:.0f} ms unread")
+    assert refusal.startswith(b"HTTP/1.1 503") and b"retry-after" in refusal.lower(), refusal
+    assert waited < 1.0
+    assert busy.status_code == 503 and busy.headers["retry-after"], busy.text
+    assert all(reply.startswith(b"HTTP/1.1 408") for reply in replies), replies
+    still_serves(server, model, before)  # the slots are free again
+
+
 # ------------------------------------------------------------------------------------------
 # User strings rendered as plain text
 
