@@ -42,6 +42,7 @@ RELIABILITY_CHECKLIST: dict[str, list[str]] = {
     ],
     "user strings are plain text wherever they are rendered": [
         "test_abuse::test_cost_plot_draws_a_job_name_as_plain_text",
+        "test_evaluate::test_heat_map_draws_user_strings_as_plain_text",
     ],
     "every integer is bounded; no non-finite number in or out": [
         "test_abuse::test_integers_beyond_64_bits_are_422",
@@ -55,6 +56,7 @@ RELIABILITY_CHECKLIST: dict[str, list[str]] = {
     ],
     "cost histories: stored bounded, thinned and paged in SQL, streams send what they need": [
         "test_abuse::test_a_long_cost_history_is_stored_bounded_and_every_read_is_capped",
+        "test_abuse::test_streams_of_a_long_history_send_what_they_ask_for_and_health_stays_fast",
         "test_abuse::test_checkpoints_keep_no_iterations_so_they_do_not_grow",
     ],
     "one server per data dir: a second one refuses to start and changes nothing": [
