@@ -6,6 +6,7 @@ weights are complete. Models are immutable once stored, so their metadata is cac
 reported (`app.storage.integrity`); weights without metadata are quarantined, never deleted.
 """
 
+import contextlib
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -107,9 +108,10 @@ class FileModelStore:
         with self._cache_lock:
             self._cache.pop(model_id, None)
             for path in (self._meta_path(model_id), self.file_path(model_id)):
-                if path.exists():
+                # Another server on the shared volume may have moved it a moment ago.
+                with contextlib.suppress(FileNotFoundError):
                     quarantine(path, self._quarantine, reason)
-                    self._problems.cleared(path)
+                self._problems.cleared(path)
 
     def quarantine_orphans(self) -> None:
         """Move aside weights whose metadata was never written (a worker killed mid-publish)."""

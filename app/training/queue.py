@@ -102,12 +102,15 @@ class QueueRunner(JobRunner):
         self.queue.connection.close()
 
     def recover(self) -> None:
-        """Drop models a crashed publication left behind, for jobs that have ended only: a
-        running job's worker may be publishing its model right now."""
+        """Quarantine models a crashed publication left behind: those of a job that has ended
+        naming another model. A terminal state never changes, so the decision holds whichever
+        replica makes it, and whenever; a running job's worker may be publishing its model
+        right now, so its models are left alone. A model whose job row is absent (a database
+        lost or restored from an older backup) stays served, as in the embedded mode."""
         for model in self.models.list_all():
             job = self.jobs.get(model.job_id)
-            if job is None or (not job.status.is_active and job.model_id != model.id):
-                self.models.delete(model.id)
+            if job is not None and not job.status.is_active and job.model_id != model.id:
+                self.models.quarantine(model.id, f"job {job.id} does not name this model")
 
     def status(self) -> WorkerStatus:
         """Queue, running jobs and live workers, as the database has them."""

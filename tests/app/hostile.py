@@ -37,10 +37,12 @@ RELIABILITY_CHECKLIST: dict[str, list[str]] = {
     ],
     "the predict concurrency slot is taken before any body is read": [
         "test_abuse::test_predict_slot_is_taken_before_json_bodies_are_read",
+        "test_abuse::test_stalled_predict_bodies_hold_the_slots_and_the_next_is_503_unread",
         "test_overload::test_predictions_beyond_the_concurrency_limit_get_503_with_retry_after_at_once",
     ],
     "user strings are plain text wherever they are rendered": [
         "test_abuse::test_cost_plot_draws_a_job_name_as_plain_text",
+        "test_evaluate::test_heat_map_draws_user_strings_as_plain_text",
     ],
     "every integer is bounded; no non-finite number in or out": [
         "test_abuse::test_integers_beyond_64_bits_are_422",
@@ -54,6 +56,7 @@ RELIABILITY_CHECKLIST: dict[str, list[str]] = {
     ],
     "cost histories: stored bounded, thinned and paged in SQL, streams send what they need": [
         "test_abuse::test_a_long_cost_history_is_stored_bounded_and_every_read_is_capped",
+        "test_abuse::test_streams_of_a_long_history_send_what_they_ask_for_and_health_stays_fast",
         "test_abuse::test_checkpoints_keep_no_iterations_so_they_do_not_grow",
     ],
     "one server per data dir: a second one refuses to start and changes nothing": [
@@ -62,6 +65,7 @@ RELIABILITY_CHECKLIST: dict[str, list[str]] = {
     ],
     "damaged or missing metadata is skipped, logged and reported; orphans are quarantined": [
         "test_abuse::test_damaged_metadata_and_a_lost_jobs_database_cost_no_model",
+        "test_abuse::test_servers_sharing_a_data_dir_quarantine_replaced_models_and_never_delete_one",
     ],
     "slow and idle clients are cut off; concurrent uploads are bounded": [
         "test_abuse::test_idle_and_slow_header_connections_are_closed",

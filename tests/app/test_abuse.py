@@ -22,10 +22,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.main import create_app
+from app.main import build_runner, create_app
 from app.settings import Settings
+from app.storage.integrity import Problems
 from app.storage.jobs import MAX_STORED_ITERATIONS, RECENT_ITERATIONS
 from app.storage.lock import DataDirLocked
+from app.storage.stores import open_job_store
 from cnn_core import Network
 from cnn_core.history import EpochSummary, IterationCost
 from tests.app import hostile
@@ -255,6 +257,71 @@ def test_predict_slot_is_taken_before_json_bodies_are_read(
     assert set(statuses) == {200, 503}
     assert grown < 200  # at most 4 bodies parsed at once
     still_serves(server, model)
+
+
+def start_predict(server: LiveServer, model: dict, multipart: bool) -> socket.socket:
+    """A predict that declares a 1 MB body, sends its first bytes and goes on one at a time
+    (see `trickle`): its body is being read for as long as the test likes."""
+    if multipart:
+        kind = "multipart/form-data; boundary=b"
+        head = b'--b\r\nContent-Disposition: form-data; name="files"; filename="d.png"\r\n\r\n'
+    else:
+        kind, head = "application/json", b'{"instances": [[[[0'
+    sock = connect(server)
+    sock.sendall(
+        f"POST /models/{model['id']}/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: {kind}\r\nContent-Length: {1 << 20}\r\n\r\n".encode()
+        + head
+    )
+    return sock
+
+
+def test_stalled_predict_bodies_hold_the_slots_and_the_next_is_503_unread(
+    live: tuple[LiveServer, dict, Path],
+) -> None:
+    server, model, _ = live
+    before = still_serves(server, model)
+    slow = [start_predict(server, model, multipart=i % 2 == 1) for i in range(4)]
+    trickling = threading.Event()
+    trickling.set()
+
+    def trickle() -> None:  # a byte each 0.2 s: never a pause of CNN_BODY_TIMEOUT (1 s)
+        while trickling.is_set():
+            for sock in slow:
+                sock.sendall(b"0")
+            time.sleep(0.2)
+
+    trickler = threading.Thread(target=trickle)
+    trickler.start()
+    try:
+        time.sleep(0.5)  # the four bodies are being read, each holding a predict slot
+        # a fifth predict that sends its headers only: refused without its body
+        fifth = connect(server)
+        fifth.sendall(
+            f"POST /models/{model['id']}/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode()
+        )
+        started = time.monotonic()
+        refusal = fifth.recv(65536)
+        waited = time.monotonic() - started
+        fifth.close()
+        with server.client() as client:  # and a complete one, in the multipart form
+            busy = client.post(f"/models/{model['id']}/predict", files=DIGIT_FILES)
+    finally:
+        trickling.clear()
+        trickler.join(timeout=10)
+    replies = [b"" for _ in slow]
+    for i, sock in enumerate(slow):
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                replies[i] += chunk
+        sock.close()
+    print(f"with 4 predict bodies being read, a 5th got 503 after {1000 * waited:.0f} ms unread")
+    assert refusal.startswith(b"HTTP/1.1 503") and b"retry-after" in refusal.lower(), refusal
+    assert waited < 1.0
+    assert busy.status_code == 503 and busy.headers["retry-after"], busy.text
+    assert all(reply.startswith(b"HTTP/1.1 408") for reply in replies), replies
+    still_serves(server, model, before)  # the slots are free again
 
 
 # ------------------------------------------------------------------------------------------
@@ -537,6 +604,55 @@ def test_a_long_cost_history_is_stored_bounded_and_every_read_is_capped(
     assert len(page.content) < 1 << 20 and max(timings.values()) < 2.0
 
 
+def test_streams_of_a_long_history_send_what_they_ask_for_and_health_stays_fast(
+    live: tuple[LiveServer, dict, Path],
+) -> None:
+    server, model, _ = live
+    with server.client() as client:
+        job_id = submit(client, "mnist-sample", "tiny", epochs=1)["id"]
+        assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
+    # 30,000 iterations written into the server's database, as a worker writes them
+    jobs = open_job_store(Settings(data_dir=Path(server.env["CNN_DATA_DIR"])))
+    try:
+        for first in range(1, 30_001, 2_000):
+            batch = range(first, first + 2_000)
+            jobs.record_iterations(job_id, [IterationCost(1, i, 1 / i) for i in batch])
+        stored = len(jobs.costs(job_id, 0)[0])
+    finally:
+        jobs.close()
+
+    def first_events(count: int, headers: dict[str, str]) -> list[int]:
+        """The points in the first `costs` event of `count` streams opened at once."""
+        points: list[int] = []
+
+        def follow(_: int) -> None:
+            with (
+                server.client() as client,
+                client.stream("GET", f"/jobs/{job_id}/events", headers=headers) as stream,
+            ):
+                for line in stream.iter_lines():
+                    if line.startswith("data: "):
+                        points.append(len(json.loads(line[6:])["iterations"]))
+                        return
+
+        in_threads(count, follow)
+        return points
+
+    with health_probe(server) as health:
+        new = first_events(10, {})
+    resumed = first_events(2, {"Last-Event-ID": "1"})
+    print(
+        f"10 streams opened at once on a {stored:,}-row history: first events of {max(new)} "
+        f"points, /health max {1000 * max(health):.0f} ms; resumed at 1: {resumed[0]} points"
+    )
+    assert stored > 10_000 and len(new) == 10 and max(new) <= 1_000  # thinned on connecting
+    assert resumed == [10_000, 10_000]  # what follows Last-Event-ID, a page at a time
+    # 10 streams of a 300,000-iteration history sent whole stalled /health 7.4 s (issue 8);
+    # here, on a machine at load 20-25, 10 resumed at 1 (18,000 points each) took /health to
+    # 1.5-2.2 s, and 10 first connections (thinned) to 0.4-0.7 s
+    assert max(health) < 1.0
+
+
 def test_checkpoints_keep_no_iterations_so_they_do_not_grow(tmp_path: Path) -> None:
     X, y = holdout()
     X = (X[:200, None] / 255).astype(np.float32)
@@ -645,6 +761,42 @@ def test_damaged_metadata_and_a_lost_jobs_database_cost_no_model(tmp_path: Path)
     assert moved == {"0123456789abcdef0123456789abcdef.npz"}
     assert any(name.endswith("-0123456789abcdef0123456789abcdef.npz") for name in quarantined)
     assert all(after[name] == before[name] for name in in_place if name.endswith((".npz", "json")))
+
+
+def test_servers_sharing_a_data_dir_quarantine_replaced_models_and_never_delete_one(
+    tmp_path: Path,
+) -> None:
+    # The start-up repair of a server that hands training to workers (CNN_REDIS_URL): it
+    # builds no Redis connection before it is used, so none needs to be listening here.
+    settings = Settings(data_dir=tmp_path / "data", poll_interval=0.05)
+    data = settings.data_dir
+    with TestClient(create_app(settings)) as client:
+        jobs = [wait_for_job(client, submit(client, "mnist-sample", "tiny", epochs=1)["id"])
+                for _ in range(2)]  # fmt: skip
+    models = [job["model_id"] for job in jobs]
+    # a model its finished job does not name: a publication a crash left behind
+    leftover = "0123456789abcdef0123456789abcdef"
+    meta = json.loads((data / "models" / f"{models[0]}.json").read_text())
+    (data / "models" / f"{leftover}.json").write_text(json.dumps({**meta, "id": leftover}))
+    (data / "models" / f"{leftover}.npz").write_bytes(
+        (data / "models" / f"{models[0]}.npz").read_bytes()
+    )
+    shared = settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"})
+
+    def start_up_repair() -> list[str]:
+        runner = build_runner(shared, Problems())
+        runner.jobs.close()
+        return sorted(p.name for p in (data / "models").iterdir())
+
+    published = sorted(f"{m}.{ext}" for m in models for ext in ("json", "npz"))
+    assert start_up_repair() == published
+    quarantined = sorted(p.name.split("-", 2)[2] for p in (data / "quarantine").rglob("*.*"))
+    assert quarantined == [f"{leftover}.json", f"{leftover}.npz"]
+    before = {name: (data / "models" / name).read_bytes() for name in published}
+    for name in ("jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm"):
+        (data / name).unlink(missing_ok=True)  # the jobs database lost: no job row at all
+    assert start_up_repair() == published  # it used to delete every model
+    assert {name: (data / "models" / name).read_bytes() for name in published} == before
 
 
 # ------------------------------------------------------------------------------------------
