@@ -191,3 +191,16 @@ def test_validate_and_predict_instances_on_the_live_server(client: Client, model
     predictions = client.predict_instances(model_id, instances, top_k=1).predictions
     assert len(predictions) == 3 and all(len(p.top_k) == 1 for p in predictions)
     assert all(p.filename is None for p in predictions)
+
+
+def test_dataset_samples_and_metrics_on_the_live_server(client: Client) -> None:
+    sheet = client.dataset_samples("mnist-sample", per_class=2)
+    assert sheet.startswith(b"\x89PNG")
+    chosen = client.dataset_samples("mnist-sample", index=[5, 0, 7])
+    assert chosen.startswith(b"\x89PNG") and chosen != sheet
+    with pytest.raises(ApiError) as caught:
+        client.dataset_samples("mnist-sample", index=[10**6])
+    assert caught.value.status == 422 and "out of range" in caught.value.message
+    text = client.metrics()
+    assert "# TYPE cnn_http_requests_total counter" in text
+    assert 'route="/datasets/{dataset_id}/samples"' in text
