@@ -5,6 +5,7 @@ import gzip
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import pytest
 
 from benchmarks.live_server import free_port
 from cnn_client import Client
-from cnn_client.cli import IMAGES_PER_REQUEST
+from cnn_client.cli import IMAGES_PER_REQUEST, show_progress_bar
+from cnn_client.models import CostHistory, CostsEvent, EndEvent, Job, ProgressEvent
 from cnn_core import Network
 from tests.client.conftest import Cnn, write_architecture
 from tests.support.builders import (
@@ -317,6 +319,46 @@ def test_a_terminal_gets_a_live_progress_bar(cnn: Cnn, digits_id: str, tmp_path:
     assert "running epoch " in result.stderr and "iteration " in result.stderr
     assert "epoch 1/2  cost " in result.stderr and "epoch 2/2  cost " in result.stderr
     assert result.stdout.strip().isalnum()  # stdout still holds the job id alone
+
+
+def test_the_progress_bar_shows_epoch_iteration_cost_accuracy_and_eta(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "160")
+
+    def job(status: str, epoch: int, iteration: int, eta: float | None) -> Job:
+        progress = {"epoch": epoch, "epochs": 2, "iteration": iteration, "eta_seconds": eta}
+        return Job.model_validate(
+            {
+                "id": "j1", "name": None, "status": status, "dataset_id": "d1",
+                "architecture": {}, "training": {}, "created_at": "2026-12-01T20:00:00Z",
+                "started_at": None, "finished_at": None, "queue_position": None,
+                "progress": {**progress, "iterations_per_epoch": 4, "total_iterations": 8,
+                             "fraction": iteration / 8},
+                "metrics": None, "error": None, "model_id": None,
+            }
+        )  # fmt: skip
+
+    epoch = {"epoch": 1, "cost": 0.6, "train_accuracy": 0.7, "val_cost": 0.55,
+             "val_accuracy": 0.75, "seconds": 1.5}  # fmt: skip
+    costs = CostHistory.model_validate(
+        {"status": "running", "iterations": [{"epoch": 2, "iteration": 5, "cost": 0.5}],
+         "epochs": [epoch], "last_iteration": 5}
+    )  # fmt: skip
+    events = [
+        ProgressEvent(data=job("running", 1, 2, 12.0)),
+        CostsEvent(id=5, data=costs),
+        ProgressEvent(data=job("running", 2, 6, 7.4)),
+        EndEvent(data=job("succeeded", 2, 8, None)),
+    ]
+    final = show_progress_bar(iter(events), 2)
+    assert final is not None and final.status == "succeeded"
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", capsys.readouterr().err)
+    assert "epoch 1/2  cost 0.6000  accuracy 0.7000  val_cost 0.5500" in drawn
+    assert re.search(
+        r"running epoch 2/2 .* iteration 6/8  cost 0\.5000  accuracy 0\.7500  eta 7 s", drawn
+    ), drawn
 
 
 # -- what DESIGN.md announces and the server may not serve yet -----------------------------------
