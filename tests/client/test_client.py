@@ -1,5 +1,6 @@
 """The client's HTTP behaviour on scripted answers: retries honouring Retry-After, one error
-type with the server's message, and a stream that ends early being resumed where it stopped."""
+type with the server's message, timeouts that suit event streams, and a stream that ends early
+being resumed where it stopped."""
 
 import json
 import os
@@ -162,6 +163,25 @@ def test_a_stream_that_ends_early_resumes_after_the_last_point(sleeps: list[floa
     ]
     assert "last-event-id" not in sent[0].headers and sent[1].headers["Last-Event-ID"] == "2"
     assert events[-1].data.model_id == "m1" and len(sleeps) == 1
+
+
+def test_stream_timeouts_outlast_the_servers_keepalive_pings(sleeps: list[float]) -> None:
+    from fastapi.sse import _PING_INTERVAL  # the server's pings on an idle event stream
+
+    stream = {"Content-Type": "text/event-stream"}
+    done = {**JOB, "status": "succeeded", "model_id": "m1"}
+
+    def ended(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=stream, content=sse(("end", None, done)))
+
+    client, sent = scripted([ended, ended, lambda r: httpx.Response(200, json=JOB)])
+    list(client.follow("j1"))
+    list(client.follow("j1", timeout=5))
+    client.get_job("j1")
+    following, bounded, request = (r.extensions["timeout"] for r in sent)
+    assert following["read"] >= 3 * _PING_INTERVAL  # a link is given up after missed pings
+    assert 0 < bounded["read"] <= 5  # no read outlasts the caller's own timeout
+    assert request["read"] >= 60 and request["connect"] <= 10  # long uploads, quick refusals
 
 
 def test_the_client_and_the_command_import_no_server_or_training_code() -> None:
