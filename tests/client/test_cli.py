@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
 from benchmarks.live_server import free_port
 from cnn_client import Client
-from cnn_client.cli import IMAGES_PER_REQUEST, show_progress_bar
+from cnn_client.cli import IMAGES_PER_REQUEST, app, show_progress_bar
 from cnn_client.models import CostHistory, CostsEvent, EndEvent, Job, ProgressEvent
 from cnn_core import Network
 from tests.client.conftest import Cnn, write_architecture
@@ -234,6 +236,52 @@ def test_http_errors_exit_4_with_the_servers_message(cnn: Cnn) -> None:
     invalid = cnn("train", "--dataset", "mnist-sample", "--architecture", "no-such-preset")
     message = one_line_error(invalid.stderr)
     assert invalid.exit_code == 4 and message.startswith("error: 422: ") and "lenet5" in message
+
+
+def test_the_key_comes_from_cnn_api_key_and_url_overrides_cnn_url(tmp_path: Path) -> None:
+    keyed = LiveServer(
+        tmp_path / "data", tmp_path / "server.log", inherit_settings=False, CNN_API_KEY="cli-key"
+    )
+    dead = f"http://127.0.0.1:{free_port()}"
+    try:
+        keyed.start()
+
+        def run(*args: str, **env: str) -> Result:
+            env = {"CNN_URL": dead, "CNN_API_KEY": "", **env}
+            return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+
+        refused = run("--url", keyed.url, "datasets", "list")
+        assert refused.exit_code == 4 and one_line_error(refused.stderr).startswith("error: 401: ")
+        wrong = run("--url", keyed.url, "datasets", "list", CNN_API_KEY="not-the-key")
+        assert wrong.exit_code == 4
+        listed = run("--url", keyed.url, "datasets", "list", "--json", CNN_API_KEY="cli-key")
+        assert listed.exit_code == 0, listed.stderr
+        assert "mnist-sample" in [d["id"] for d in json_lines(listed.stdout)[0]["datasets"]]
+        health = run("health", "--json", CNN_URL=keyed.url, CNN_API_KEY="cli-key")
+        assert health.exit_code == 0 and json_lines(health.stdout)[0]["status"] == "ok"
+    finally:
+        keyed.kill_group()
+
+
+def test_train_uploads_a_path_first_and_models_delete(cnn: Cnn, tmp_path: Path) -> None:
+    path = tmp_path / "digits.npz"
+    path.write_bytes(digits_npz(300))
+    config = write_architecture(tmp_path, TINY_ARCHITECTURE)
+    result = cnn(
+        "train", "--dataset", str(path), "--architecture", str(config), "--epochs", "1",
+        "--seed", "7", "--wait", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    submitted, final = json_lines(result.stdout)  # the job as queued, then as it ended
+    assert f"uploaded {path} as dataset {submitted['dataset_id']}" in result.stderr
+    assert submitted["training"]["seed"] == 7 and submitted["training"]["epochs"] == 1
+    assert final["id"] == submitted["id"] and final["status"] == "succeeded"
+    dataset = json_lines(cnn("datasets", "show", submitted["dataset_id"], "--json").stdout)[0]
+    assert dataset["n_samples"] == 300
+
+    deleted = cnn("models", "delete", final["model_id"], "--json")
+    assert deleted.exit_code == 0 and json_lines(deleted.stdout) == [{"deleted": final["model_id"]}]
+    assert cnn("models", "show", final["model_id"]).exit_code == 4
 
 
 def test_an_unreachable_server_exits_4(cnn: Cnn) -> None:
