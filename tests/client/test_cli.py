@@ -10,10 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import typer
 from click.testing import Result
 from typer.testing import CliRunner
 
@@ -282,6 +285,21 @@ def test_train_uploads_a_path_first_and_models_delete(cnn: Cnn, tmp_path: Path) 
     deleted = cnn("models", "delete", final["model_id"], "--json")
     assert deleted.exit_code == 0 and json_lines(deleted.stdout) == [{"deleted": final["model_id"]}]
     assert cnn("models", "show", final["model_id"]).exit_code == 4
+
+
+def test_every_command_takes_json() -> None:
+    def leaves(command: Any, path: str) -> Iterator[tuple[str, Any]]:
+        """Every command that runs (not a group), by its full name."""
+        if hasattr(command, "commands"):  # typer's own (vendored) click Group
+            for name, sub in command.commands.items():
+                yield from leaves(sub, f"{path} {name}")
+        else:
+            yield path, command
+
+    commands = dict(leaves(typer.main.get_command(app), "cnn"))
+    assert {"cnn train", "cnn predict", "cnn jobs follow", "cnn models download"} <= set(commands)
+    without = [p for p, c in commands.items() if not any("--json" in o.opts for o in c.params)]
+    assert without == []
 
 
 def test_an_unreachable_server_exits_4(cnn: Cnn) -> None:
