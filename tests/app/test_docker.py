@@ -219,6 +219,7 @@ def image(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Im
             "the dependencies before copying the code"
         )
         assert len(layers(tag)) > shared, "the code is not in a layer of its own"
+        assert layers(tag)[-1] not in cached, "the changed code came from the cache"
         size_mb = int(docker("image", "inspect", "--format", "{{.Size}}", tag)) / 1e6
         yield Image(tag, build_s, rebuild_s, size_mb)
     finally:
