@@ -185,11 +185,15 @@ class Client:
     def _post(self, path: str, result: type[R], **kwargs: Any) -> R:
         return result.model_validate(self._request("POST", path, **kwargs).json())
 
-    # -- health and architectures --------------------------------------------------------------
+    # -- health, metrics and architectures -----------------------------------------------------
 
     def health(self) -> Health:
         """Liveness, version, running and queued jobs."""
         return self._get("/health", Health)
+
+    def metrics(self) -> str:
+        """The server's Prometheus metrics, in the text exposition format."""
+        return self._request("GET", "/metrics").text
 
     def validate_architecture(self, architecture: dict[str, Any]) -> ArchitectureSummary:
         """Per-layer output shapes, parameters and multiply-adds of a config, without training."""
@@ -219,6 +223,14 @@ class Client:
 
     def delete_dataset(self, dataset_id: str) -> None:
         self._request("DELETE", f"/datasets/{dataset_id}")
+
+    def dataset_samples(
+        self, dataset_id: str, per_class: int = 8, index: Sequence[int] | None = None
+    ) -> bytes:
+        """A sheet of samples as PNG bytes: one row of `per_class` tiles per class, or one row
+        of the samples at `index`, in that order."""
+        params: dict[str, Any] = {"index": list(index)} if index else {"per_class": per_class}
+        return self._request("GET", f"/datasets/{dataset_id}/samples", params=params).content
 
     # -- jobs ----------------------------------------------------------------------------------
 

@@ -5,18 +5,25 @@ import gzip
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import typer
+from click.testing import Result
+from typer.testing import CliRunner
 
 from benchmarks.live_server import free_port
 from cnn_client import Client
-from cnn_client.cli import IMAGES_PER_REQUEST
+from cnn_client.cli import IMAGES_PER_REQUEST, app, show_progress_bar
+from cnn_client.models import CostHistory, CostsEvent, EndEvent, Job, ProgressEvent
 from cnn_core import Network
 from tests.client.conftest import Cnn, write_architecture
 from tests.support.builders import (
@@ -234,6 +241,67 @@ def test_http_errors_exit_4_with_the_servers_message(cnn: Cnn) -> None:
     assert invalid.exit_code == 4 and message.startswith("error: 422: ") and "lenet5" in message
 
 
+def test_the_key_comes_from_cnn_api_key_and_url_overrides_cnn_url(tmp_path: Path) -> None:
+    keyed = LiveServer(
+        tmp_path / "data", tmp_path / "server.log", inherit_settings=False, CNN_API_KEY="cli-key"
+    )
+    dead = f"http://127.0.0.1:{free_port()}"
+    try:
+        keyed.start()
+
+        def run(*args: str, **env: str) -> Result:
+            env = {"CNN_URL": dead, "CNN_API_KEY": "", **env}
+            return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+
+        refused = run("--url", keyed.url, "datasets", "list")
+        assert refused.exit_code == 4 and one_line_error(refused.stderr).startswith("error: 401: ")
+        wrong = run("--url", keyed.url, "datasets", "list", CNN_API_KEY="not-the-key")
+        assert wrong.exit_code == 4
+        listed = run("--url", keyed.url, "datasets", "list", "--json", CNN_API_KEY="cli-key")
+        assert listed.exit_code == 0, listed.stderr
+        assert "mnist-sample" in [d["id"] for d in json_lines(listed.stdout)[0]["datasets"]]
+        health = run("health", "--json", CNN_URL=keyed.url, CNN_API_KEY="cli-key")
+        assert health.exit_code == 0 and json_lines(health.stdout)[0]["status"] == "ok"
+    finally:
+        keyed.kill_group()
+
+
+def test_train_uploads_a_path_first_and_models_delete(cnn: Cnn, tmp_path: Path) -> None:
+    path = tmp_path / "digits.npz"
+    path.write_bytes(digits_npz(300))
+    config = write_architecture(tmp_path, TINY_ARCHITECTURE)
+    result = cnn(
+        "train", "--dataset", str(path), "--architecture", str(config), "--epochs", "1",
+        "--seed", "7", "--wait", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    submitted, final = json_lines(result.stdout)  # the job as queued, then as it ended
+    assert f"uploaded {path} as dataset {submitted['dataset_id']}" in result.stderr
+    assert submitted["training"]["seed"] == 7 and submitted["training"]["epochs"] == 1
+    assert final["id"] == submitted["id"] and final["status"] == "succeeded"
+    dataset = json_lines(cnn("datasets", "show", submitted["dataset_id"], "--json").stdout)[0]
+    assert dataset["n_samples"] == 300
+
+    deleted = cnn("models", "delete", final["model_id"], "--json")
+    assert deleted.exit_code == 0 and json_lines(deleted.stdout) == [{"deleted": final["model_id"]}]
+    assert cnn("models", "show", final["model_id"]).exit_code == 4
+
+
+def test_every_command_takes_json() -> None:
+    def leaves(command: Any, path: str) -> Iterator[tuple[str, Any]]:
+        """Every command that runs (not a group), by its full name."""
+        if hasattr(command, "commands"):  # typer's own (vendored) click Group
+            for name, sub in command.commands.items():
+                yield from leaves(sub, f"{path} {name}")
+        else:
+            yield path, command
+
+    commands = dict(leaves(typer.main.get_command(app), "cnn"))
+    assert {"cnn train", "cnn predict", "cnn jobs follow", "cnn models download"} <= set(commands)
+    without = [p for p, c in commands.items() if not any("--json" in o.opts for o in c.params)]
+    assert without == []
+
+
 def test_an_unreachable_server_exits_4(cnn: Cnn) -> None:
     result = cnn("datasets", "list", url=f"http://127.0.0.1:{free_port()}")
     assert result.exit_code == 4
@@ -317,6 +385,46 @@ def test_a_terminal_gets_a_live_progress_bar(cnn: Cnn, digits_id: str, tmp_path:
     assert "running epoch " in result.stderr and "iteration " in result.stderr
     assert "epoch 1/2  cost " in result.stderr and "epoch 2/2  cost " in result.stderr
     assert result.stdout.strip().isalnum()  # stdout still holds the job id alone
+
+
+def test_the_progress_bar_shows_epoch_iteration_cost_accuracy_and_eta(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "160")
+
+    def job(status: str, epoch: int, iteration: int, eta: float | None) -> Job:
+        progress = {"epoch": epoch, "epochs": 2, "iteration": iteration, "eta_seconds": eta}
+        return Job.model_validate(
+            {
+                "id": "j1", "name": None, "status": status, "dataset_id": "d1",
+                "architecture": {}, "training": {}, "created_at": "2026-12-01T20:00:00Z",
+                "started_at": None, "finished_at": None, "queue_position": None,
+                "progress": {**progress, "iterations_per_epoch": 4, "total_iterations": 8,
+                             "fraction": iteration / 8},
+                "metrics": None, "error": None, "model_id": None,
+            }
+        )  # fmt: skip
+
+    epoch = {"epoch": 1, "cost": 0.6, "train_accuracy": 0.7, "val_cost": 0.55,
+             "val_accuracy": 0.75, "seconds": 1.5}  # fmt: skip
+    costs = CostHistory.model_validate(
+        {"status": "running", "iterations": [{"epoch": 2, "iteration": 5, "cost": 0.5}],
+         "epochs": [epoch], "last_iteration": 5}
+    )  # fmt: skip
+    events = [
+        ProgressEvent(data=job("running", 1, 2, 12.0)),
+        CostsEvent(id=5, data=costs),
+        ProgressEvent(data=job("running", 2, 6, 7.4)),
+        EndEvent(data=job("succeeded", 2, 8, None)),
+    ]
+    final = show_progress_bar(iter(events), 2)
+    assert final is not None and final.status == "succeeded"
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", capsys.readouterr().err)
+    assert "epoch 1/2  cost 0.6000  accuracy 0.7000  val_cost 0.5500" in drawn
+    assert re.search(
+        r"running epoch 2/2 .* iteration 6/8  cost 0\.5000  accuracy 0\.7500  eta 7 s", drawn
+    ), drawn
 
 
 # -- what DESIGN.md announces and the server may not serve yet -----------------------------------

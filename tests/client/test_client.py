@@ -1,5 +1,6 @@
 """The client's HTTP behaviour on scripted answers: retries honouring Retry-After, one error
-type with the server's message, and a stream that ends early being resumed where it stopped."""
+type with the server's message, timeouts that suit event streams, and a stream that ends early
+being resumed where it stopped."""
 
 import json
 import os
@@ -164,6 +165,25 @@ def test_a_stream_that_ends_early_resumes_after_the_last_point(sleeps: list[floa
     assert events[-1].data.model_id == "m1" and len(sleeps) == 1
 
 
+def test_stream_timeouts_outlast_the_servers_keepalive_pings(sleeps: list[float]) -> None:
+    from fastapi.sse import _PING_INTERVAL  # the server's pings on an idle event stream
+
+    stream = {"Content-Type": "text/event-stream"}
+    done = {**JOB, "status": "succeeded", "model_id": "m1"}
+
+    def ended(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=stream, content=sse(("end", None, done)))
+
+    client, sent = scripted([ended, ended, lambda r: httpx.Response(200, json=JOB)])
+    list(client.follow("j1"))
+    list(client.follow("j1", timeout=5))
+    client.get_job("j1")
+    following, bounded, request = (r.extensions["timeout"] for r in sent)
+    assert following["read"] >= 3 * _PING_INTERVAL  # a link is given up after missed pings
+    assert 0 < bounded["read"] <= 5  # no read outlasts the caller's own timeout
+    assert request["read"] >= 60 and request["connect"] <= 10  # long uploads, quick refusals
+
+
 def test_the_client_and_the_command_import_no_server_or_training_code() -> None:
     probe = (
         "import sys, cnn_client, cnn_client.cli; "
@@ -191,3 +211,16 @@ def test_validate_and_predict_instances_on_the_live_server(client: Client, model
     predictions = client.predict_instances(model_id, instances, top_k=1).predictions
     assert len(predictions) == 3 and all(len(p.top_k) == 1 for p in predictions)
     assert all(p.filename is None for p in predictions)
+
+
+def test_dataset_samples_and_metrics_on_the_live_server(client: Client) -> None:
+    sheet = client.dataset_samples("mnist-sample", per_class=2)
+    assert sheet.startswith(b"\x89PNG")
+    chosen = client.dataset_samples("mnist-sample", index=[5, 0, 7])
+    assert chosen.startswith(b"\x89PNG") and chosen != sheet
+    with pytest.raises(ApiError) as caught:
+        client.dataset_samples("mnist-sample", index=[10**6])
+    assert caught.value.status == 422 and "out of range" in caught.value.message
+    text = client.metrics()
+    assert "# TYPE cnn_http_requests_total counter" in text
+    assert 'route="/datasets/{dataset_id}/samples"' in text

@@ -1,13 +1,16 @@
-"""`Client.follow` across dropped connections and a server restart: every cost point and epoch
-summary arrives once, in order, and each reconnection resumes after the last point seen
-(Last-Event-ID)."""
+"""`Client.follow` (and `cnn jobs follow` on it) across dropped connections and a server restart:
+every cost point and epoch summary arrives once, in order, and each reconnection resumes after
+the last point seen (Last-Event-ID)."""
 
+import json
 import re
 import signal
 import threading
+import time
 from pathlib import Path
 
 from cnn_client import Client, CostsEvent, EndEvent, ProgressEvent
+from tests.client.conftest import Cnn
 from tests.support.proxy import CuttingProxy
 from tests.support.server import LiveServer
 
@@ -98,3 +101,38 @@ def test_follow_survives_a_server_restart_mid_job(tmp_path: Path) -> None:
     assert iterations == list(range(1, total + 1))
     assert iterations == [point.iteration for point in full.iterations]
     assert epochs == list(range(1, EPOCHS + 1))
+
+
+def test_cnn_jobs_follow_json_survives_dropped_connections(
+    server: LiveServer, client: Client, cnn: Cnn
+) -> None:
+    proxy = CuttingProxy(server.port)
+    job = client.submit_job("mnist-sample", "lenet5", SLOW_TRAINING)
+    total = EPOCHS * 225  # 1,800 training digits in batches of 8
+    cuts: list[int] = []  # the iteration the job (asked directly) had reached at each cut
+
+    def cut_twice() -> None:
+        """Cut the follower's connections once a tenth of the job is done, then at half."""
+        for fraction in (0.1, 0.5):
+            while (state := client.get_job(job.id)).status.is_active:
+                if state.progress.iteration >= fraction * total and proxy.cut():
+                    cuts.append(state.progress.iteration)
+                    break
+                time.sleep(0.05)
+
+    cutter = threading.Thread(target=cut_twice, daemon=True)
+    try:
+        cutter.start()
+        result = cnn("jobs", "follow", job.id, "--json", url=proxy.url)
+        cutter.join(timeout=30)
+    finally:
+        proxy.close()
+    assert result.exit_code == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["event"] == "end" and events[-1]["data"]["status"] == "succeeded"
+    costs = [e["data"] for e in events if e["event"] == "costs"]
+    assert [p["iteration"] for c in costs for p in c["iterations"]] == list(range(1, total + 1))
+    assert [summary["epoch"] for c in costs for summary in c["epochs"]] == [1, 2, 3]
+    assert len(cuts) == 2 and cuts[-1] < total, cuts  # both mid-job
+    resumed = [r for r in proxy.requests if re.search(rb"(?i)\r\nlast-event-id: \d+\r\n", r)]
+    assert len(resumed) >= 2  # each reconnection resumed after the last point it had

@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 import pytest
 from pydantic import BaseModel
 
-from cnn_client import models
+from cnn_client import Client, models
 
 # (method, path, status, the client's record of its JSON answer)
 RESPONSES = [
@@ -34,9 +34,34 @@ RESPONSES = [
     ("post", "/models/{model_id}/predict", "200", models.Predictions),
     ("post", "/models/{model_id}/evaluate", "200", models.Evaluation),
 ]
+# Every operation the server serves, and the `Client` method that calls it.
+METHODS = {
+    ("get", "/health"): "health",
+    ("get", "/metrics"): "metrics",
+    ("post", "/architectures/validate"): "validate_architecture",
+    ("post", "/datasets"): "upload_dataset",
+    ("get", "/datasets"): "list_datasets",
+    ("get", "/datasets/{dataset_id}"): "get_dataset",
+    ("delete", "/datasets/{dataset_id}"): "delete_dataset",
+    ("get", "/datasets/{dataset_id}/samples"): "dataset_samples",
+    ("post", "/jobs"): "submit_job",
+    ("get", "/jobs"): "list_jobs",
+    ("get", "/jobs/{job_id}"): "get_job",
+    ("get", "/jobs/{job_id}/costs"): "job_costs",
+    ("get", "/jobs/{job_id}/costs.png"): "cost_plot",
+    ("get", "/jobs/{job_id}/events"): "follow",
+    ("post", "/jobs/{job_id}/cancel"): "cancel_job",
+    ("get", "/models"): "list_models",
+    ("get", "/models/{model_id}"): "get_model",
+    ("delete", "/models/{model_id}"): "delete_model",
+    ("get", "/models/{model_id}/download"): "download_model",
+    ("post", "/models/{model_id}/predict"): "predict",
+    ("post", "/models/{model_id}/evaluate"): "evaluate",
+}
 # (method, path, the query parameters the client sends)
 PARAMETERS = [
     ("get", "/jobs", {"status", "limit", "offset"}),
+    ("get", "/datasets/{dataset_id}/samples", {"per_class", "index"}),
     ("get", "/jobs/{job_id}/costs", {"since", "max_points"}),
     ("get", "/jobs/{job_id}/events", {"last-event-id"}),
     ("post", "/models/{model_id}/predict", {"top_k"}),
@@ -157,6 +182,15 @@ def test_query_parameters_the_client_sends_exist(
     if awaited - served:
         pytest.skip(f"{method.upper()} {path}?{', '.join(awaited - served)} is not served yet")
     assert names <= served
+
+
+def test_every_operation_of_the_server_has_a_client_method(spec: dict[str, Any]) -> None:
+    served = {(method, path) for path, operations in spec["paths"].items() for method in operations}
+    assert served == set(METHODS), (
+        f"served without a Client method: {sorted(served - set(METHODS))}; "
+        f"no longer served: {sorted(set(METHODS) - served)}"
+    )
+    assert all(callable(getattr(Client, name, None)) for name in METHODS.values())
 
 
 def test_job_bodies_the_cli_builds_use_the_servers_field_names(spec: dict[str, Any]) -> None:
