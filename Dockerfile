@@ -35,9 +35,10 @@ WORKDIR /srv/cnn-service
 # The list is read from [project].dependencies, so it is never duplicated. Then whatever only
 # building, testing, type-checking or debugging needs goes: pip's cache and byte-code (cached
 # at run time instead, see PYTHONPYCACHEPREFIX), compilers (wheels only), the numpy and
-# matplotlib test suites, numpy's f2py and C headers, type stubs, source maps, and fontTools'
-# optional compiled speedups (12 MB; matplotlib calls fontTools only to embed fonts in PDF and
-# PostScript, and the pure-Python modules they were compiled from stay).
+# matplotlib test suites, onnx's backend conformance data (15 MB of test models; the export
+# uses only onnx's helpers and checker), numpy's f2py and C headers, type stubs, source maps,
+# and fontTools' optional compiled speedups (12 MB; matplotlib calls fontTools only to embed
+# fonts in PDF and PostScript, and the pure-Python modules they were compiled from stay).
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
@@ -46,6 +47,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
     && find "$site/numpy" "$site/matplotlib" -depth -type d -name tests -exec rm -rf {} + \
     && rm -rf "$site/numpy/f2py" "$site/numpy/_core/include" "$site/numpy/_core/lib" \
+        "$site/onnx/backend/test" \
     && find "$site" \( -name '*.pyi' -o -name '*.map' \) -delete \
     && find "$site/fontTools" -name '*.so' -delete \
     && PYTHONDONTWRITEBYTECODE=1 MPLCONFIGDIR=/home/cnn/.config/matplotlib \
