@@ -288,6 +288,26 @@ def test_a_cancel_on_one_server_stops_the_job_on_its_worker_and_publishes_nothin
         assert health["executor"] == "rq" and health["workers"] == 2 and health["queued"] == 0
 
 
+def test_a_queued_job_cancelled_on_the_other_server_never_runs(cluster: Cluster) -> None:
+    with cluster.client(0) as api1, cluster.client(1) as api2:
+        busy = [submit(api1) for _ in range(2)]
+        for job in busy:
+            running_at(api1, job["id"], 1)  # both workers taken
+        waiting = submit(api1)
+        assert api1.get(f"/jobs/{waiting['id']}").json()["status"] == "queued"
+        assert api2.post(f"/jobs/{waiting['id']}/cancel").json()["status"] == "cancelled"
+        for job in busy:
+            assert api2.post(f"/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+        wait_until(lambda: api1.get("/health").json()["jobs"]["running"] == 0, 10, "idle")
+        time.sleep(2)  # reconciles and free workers: nothing may take the cancelled job
+        after = api1.get(f"/jobs/{waiting['id']}").json()
+        assert after["status"] == "cancelled" and after["model_id"] is None
+        assert after["progress"]["iteration"] == 0
+        record = cluster.jobs.get(waiting["id"])
+        assert record.attempt == 0 and record.started_at is None  # never claimed
+        assert api2.get("/health").json()["jobs"]["queued"] == 0
+
+
 def scrape(api: httpx.Client) -> dict[tuple[str, tuple], float]:
     text = api.get("/metrics").text
     return {
