@@ -2,7 +2,8 @@
 PostgreSQL and one data directory, all separate processes on loopback. Jobs submitted on one
 server are followed, cancelled and downloaded on the other; workers are killed, stopped and
 Redis is restarted while jobs train, and every job that was not cancelled ends with exactly
-the weights of an uninterrupted run."""
+the weights of an uninterrupted run (a stopped worker's job resuming at the iteration it reached,
+a killed one's at its last epoch end). Both servers report the same metrics of the deployment."""
 
 import contextlib
 import json
@@ -20,9 +21,11 @@ import numpy as np
 import psutil
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
+from app.storage.sql_jobs import SqlJobStore, database_url
 from tests.support.builders import TINY_ARCHITECTURE
 from tests.support.server import REPO, LiveServer, model_params
 from tests.support.servers import PostgresServer, RedisServer, running
@@ -71,10 +74,10 @@ class WorkerProcess:
 
 
 class Cluster:
-    def __init__(self, tmp: Path, redis_server: RedisServer, database_url: str) -> None:
+    def __init__(self, tmp: Path, redis_server: RedisServer, database_url_: str) -> None:
         self.redis = redis_server
         self.data_dir = tmp / "shared-volume"
-        settings = {"CNN_DATABASE_URL": database_url, "CNN_REDIS_URL": redis_server.url,
+        settings = {"CNN_DATABASE_URL": database_url_, "CNN_REDIS_URL": redis_server.url,
                     "CNN_TRAIN_THREADS": "1", "CNN_POLL_INTERVAL": "0.1"}  # fmt: skip
         env = {
             **os.environ,
@@ -83,7 +86,14 @@ class Cluster:
             **settings,
         }
         self.env = env
-        self.apis = [LiveServer(self.data_dir, tmp / f"api{i}.log", **settings) for i in (1, 2)]
+        # The two servers run on one host here, so they share their counters as several server
+        # processes of one host do (README "Scaling out"): each scrape adds up both.
+        metrics_dir = tmp / "prometheus"
+        metrics_dir.mkdir()
+        shared = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **settings}
+        self.apis = [LiveServer(self.data_dir, tmp / f"api{i}.log", **shared) for i in (1, 2)]
+        self.database_url = database_url_
+        self.jobs: SqlJobStore | None = None  # the database as the servers left it, once up
         self.workers = [WorkerProcess(env, tmp / f"worker{i}.log") for i in (1, 2)]
         self.tmp = tmp
 
@@ -114,12 +124,16 @@ def cluster(
                 worker.start()
             with cluster.client(0) as api:
                 wait_until(lambda: api.get("/health").json()["jobs"]["workers"] == 2, 30)
+            url = database_url(cluster.database_url, cluster.data_dir)
+            cluster.jobs = SqlJobStore(url, pooled=False)
             yield cluster
         finally:
             for worker in cluster.workers:
                 worker.kill()
             for api in cluster.apis:
                 api.kill_group()
+            if cluster.jobs is not None:
+                cluster.jobs.close()
 
 
 def wait_until(condition, timeout: float, what: str = "condition"):
@@ -200,7 +214,8 @@ def test_a_job_whose_worker_goes_away_resumes_on_the_other_to_the_same_weights(
         job = running_at(api1, job["id"], PER_EPOCH + 20)  # in epoch 2, past its checkpoint
         doomed = cluster.worker_of(job, api1)
         helpers = doomed.descendants()
-        stopped_at = time.monotonic()
+        reached, first = job["progress"]["iteration"], cluster.jobs.get(job["id"]).attempt
+        stopped_at, signalled = time.monotonic(), time.time()
         if how == "kill -9":
             os.kill(doomed.process.pid, signal.SIGKILL)  # the worker only: its horse must follow
         else:
@@ -215,6 +230,20 @@ def test_a_job_whose_worker_goes_away_resumes_on_the_other_to_the_same_weights(
 
         wait_until(moved, 30, "the job running on the other worker")
         print(f"{how}: running again {time.monotonic() - stopped_at:.1f} s later")
+
+        # Where the new attempt's run began: SIGTERM checkpointed at the iteration it reached,
+        # mid-epoch (a stop seen at an epoch end stops the next iteration); kill -9 left only
+        # the checkpoints of epoch ends.
+        def new_run():
+            record = cluster.jobs.get(job["id"])
+            begun = record.run_started_at or 0
+            return record if record.attempt > first and begun > signalled else None
+
+        start = wait_until(new_run, 30, "the new attempt's run").run_start_iteration
+        if how == "SIGTERM":
+            assert start >= reached and start % PER_EPOCH != 0, f"resumed at {start}"
+        else:
+            assert start >= PER_EPOCH and start % PER_EPOCH == 0, f"resumed at {start}"
         done = finished(api2, job["id"])
         assert done["status"] == "succeeded", cluster.logs()
         assert_same_weights(model_params(api1, done["model_id"], tmp_path), reference)
@@ -257,6 +286,59 @@ def test_a_cancel_on_one_server_stops_the_job_on_its_worker_and_publishes_nothin
         assert all(m["job_id"] != job["id"] for m in api2.get("/models").json()["models"])
         health = api2.get("/health").json()["jobs"]
         assert health["executor"] == "rq" and health["workers"] == 2 and health["queued"] == 0
+
+
+def test_a_queued_job_cancelled_on_the_other_server_never_runs(cluster: Cluster) -> None:
+    with cluster.client(0) as api1, cluster.client(1) as api2:
+        busy = [submit(api1) for _ in range(2)]
+        for job in busy:
+            running_at(api1, job["id"], 1)  # both workers taken
+        waiting = submit(api1)
+        assert api1.get(f"/jobs/{waiting['id']}").json()["status"] == "queued"
+        assert api2.post(f"/jobs/{waiting['id']}/cancel").json()["status"] == "cancelled"
+        for job in busy:
+            assert api2.post(f"/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+        wait_until(lambda: api1.get("/health").json()["jobs"]["running"] == 0, 10, "idle")
+        time.sleep(2)  # reconciles and free workers: nothing may take the cancelled job
+        after = api1.get(f"/jobs/{waiting['id']}").json()
+        assert after["status"] == "cancelled" and after["model_id"] is None
+        assert after["progress"]["iteration"] == 0
+        record = cluster.jobs.get(waiting["id"])
+        assert record.attempt == 0 and record.started_at is None  # never claimed
+        assert api2.get("/health").json()["jobs"]["queued"] == 0
+
+
+def scrape(api: httpx.Client) -> dict[tuple[str, tuple], float]:
+    text = api.get("/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_both_servers_give_the_same_metrics_of_the_whole_deployment(cluster: Cluster) -> None:
+    not_found = ("cnn_http_requests_total",
+                 (("method", "GET"), ("route", "/jobs/{job_id}"), ("status", "404")))  # fmt: skip
+    with cluster.client(0) as api1, cluster.client(1) as api2:
+        before = scrape(api1).get(not_found, 0)
+        for _ in range(3):
+            assert api2.get("/jobs/no-such-job").status_code == 404
+        assert scrape(api1)[not_found] == before + 3  # api2's requests, in api1's scrape
+
+        job = submit(api1)
+        running_at(api2, job["id"], 20)
+        health = api1.get("/health").json()["jobs"]
+        figures = [scrape(api) for api in (api1, api2)]
+        for metrics in figures:
+            assert metrics[("cnn_running_jobs", ())] == health["running"] == 1
+            assert metrics[("cnn_live_workers", ())] == health["workers"] == 2
+            assert metrics[("cnn_queue_length", ())] == health["queued"] == 0
+            assert metrics[("cnn_training_images_per_second", ())] > 0
+        assert api2.post(f"/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+        cancelled = [scrape(api)[("cnn_jobs", (("status", "cancelled"),))] for api in (api1, api2)]
+        assert cancelled[0] == cancelled[1] >= 1
+        assert scrape(api2)[("cnn_running_jobs", ())] == 0
 
 
 def test_the_scale_out_compose_file_has_every_part_checked_and_no_secret() -> None:

@@ -1,5 +1,5 @@
 """The job store on SQLite and PostgreSQL alike: the queue, status transitions, requests, cost
-history, leases and fencing by attempt, schema version and upgrade."""
+history, leases and fencing by attempt, schema version and upgrade (from every earlier version)."""
 
 import json
 import math
@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import create_engine, text
 
 from app.ids import new_id
 from app.settings import Settings
+from app.storage import sql_jobs
 from app.storage.jobs import EpochSummary, IterationCost, JobStatus
 from app.storage.layout import DataLayout
 from app.storage.sql_jobs import (
@@ -275,6 +277,63 @@ def test_a_sqlite3_store_file_is_upgraded_with_its_jobs(tmp_path: Path, version:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
     SqlJobStore(database_url(None, tmp_path)).close()  # and opens again as it is
+
+
+@pytest.fixture
+def store_url(tmp_path: Path, database_url: str | None):
+    """The SQLAlchemy URL of an empty job database: SQLite, then PostgreSQL."""
+    return sql_jobs.database_url(database_url, tmp_path)
+
+
+def _schema_version(url) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version FROM schema_version")).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_a_version_2_database_is_upgraded_with_its_jobs(store_url) -> None:
+    """Version 2 (leases and workers, before epochs.learning_rate) is what the first scale-out
+    build created on PostgreSQL and SQLite alike; it opens with its jobs, costs and epochs."""
+    store = SqlJobStore(store_url)
+    job_id = add_job(store)
+    claim = store.claim("w", lease_seconds=60)
+    store.record_iterations(job_id, [IterationCost(1, 1, 0.5)], attempt=claim.attempt)
+    store.record_epoch(job_id, EpochSummary(1, 0.5, 0.8, None, None, 1.0, 1), claim.attempt)
+    store.close()
+    engine = create_engine(store_url)  # back to what a version-2 build left
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE epochs DROP COLUMN learning_rate"))
+        conn.execute(text("UPDATE schema_version SET version = 2"))
+    engine.dispose()
+    assert _schema_version(store_url) == 2
+
+    store = SqlJobStore(store_url)
+    assert _schema_version(store_url) == SCHEMA_VERSION
+    job = store.get(job_id)
+    assert job.status is JobStatus.running and job.attempt == 1 and job.worker == "w"
+    iterations, epochs = store.costs(job_id, 0)
+    assert iterations == [IterationCost(1, 1, 0.5)]
+    assert [(e.epoch, e.cost, e.learning_rate) for e in epochs] == [(1, 0.5, None)]
+    summary = EpochSummary(2, 0.25, 0.9, None, None, 1.0, 2, learning_rate=0.001)
+    assert store.record_epoch(job_id, summary, attempt=1)
+    assert store.costs(job_id, 0)[1][-1].learning_rate == 0.001  # the new column works
+    store.close()
+    SqlJobStore(store_url).close()  # and opens again as it is
+    assert _schema_version(store_url) == SCHEMA_VERSION
+
+
+def test_a_database_of_a_newer_schema_is_refused_and_left_as_it_is(store_url) -> None:
+    SqlJobStore(store_url).close()
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE schema_version SET version = {SCHEMA_VERSION + 1}"))
+    engine.dispose()
+    with pytest.raises(JobStoreVersionError, match=f"schema version {SCHEMA_VERSION + 1} "):
+        SqlJobStore(store_url)
+    assert _schema_version(store_url) == SCHEMA_VERSION + 1
 
 
 VERSION_1_SCHEMA = """
