@@ -30,8 +30,8 @@ from tests.support.builders import TINY_ARCHITECTURE
 from tests.support.server import REPO, LiveServer, model_params
 from tests.support.servers import PostgresServer, RedisServer, running
 
-# mnist-sample (1,800 training digits) in batches of 16: 113 iterations an epoch, about 0.1 s
-# each on one BLAS thread; 30 epochs keep a job running for seconds after it is interrupted, so
+# mnist-sample (1,800 training digits) in batches of 16: 113 iterations an epoch, about 0.5 s
+# an epoch on one BLAS thread; 30 epochs keep a job running for seconds after it is interrupted, so
 # its resumption on the other worker is seen before it ends.
 EPOCHS = 30
 TRAINING = {"epochs": EPOCHS, "batch_size": 16, "validation_split": 0.1, "seed": 0,
