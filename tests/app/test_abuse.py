@@ -259,6 +259,16 @@ def test_predict_slot_is_taken_before_json_bodies_are_read(
     still_serves(server, model)
 
 
+def read_to_end(sock: socket.socket) -> bytes:
+    """All the server sent on `sock` until it closed the connection; then close our end."""
+    reply = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            reply += chunk
+    sock.close()
+    return reply
+
+
 def start_predict(server: LiveServer, model: dict, multipart: bool) -> socket.socket:
     """A predict that declares a 1 MB body, sends its first bytes and goes on one at a time
     (see `trickle`): its body is being read for as long as the test likes."""
@@ -310,12 +320,7 @@ def test_stalled_predict_bodies_hold_the_slots_and_the_next_is_503_unread(
     finally:
         trickling.clear()
         trickler.join(timeout=10)
-    replies = [b"" for _ in slow]
-    for i, sock in enumerate(slow):
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(65536):
-                replies[i] += chunk
-        sock.close()
+    replies = [read_to_end(sock) for sock in slow]
     print(f"with 4 predict bodies being read, a 5th got 503 after {1000 * waited:.0f} ms unread")
     assert refusal.startswith(b"HTTP/1.1 503") and b"retry-after" in refusal.lower(), refusal
     assert waited < 1.0
@@ -516,12 +521,7 @@ def test_stalled_uploads_time_out_and_concurrent_uploads_are_bounded(
     with server.client() as client:
         third = client.post("/datasets", files={"files": ("d.npz", b"x" * 1000)})
     assert third.status_code == 503 and third.headers["retry-after"], third.text
-    replies = [b"" for _ in stalled]
-    for i, sock in enumerate(stalled):
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(65536):
-                replies[i] += chunk
-        sock.close()
+    replies = [read_to_end(sock) for sock in stalled]
     print(f"2 stalled uploads held {held >> 20} MB of temp files until they timed out")
     assert held >= 4 << 20  # the parser did spool them: there was something to protect
     assert all(reply.startswith(b"HTTP/1.1 408") for reply in replies), replies
