@@ -134,10 +134,11 @@ class ProgressRecorder:
                     return self._lost()
             self._pending.append(IterationCost(event["epoch"], event["iteration"], event["cost"]))
             # An epoch's last costs are written before fit checkpoints the epoch (the
-            # checkpoint keeps no iterations): a crash after the checkpoint loses none.
-            epoch_ends = event["iteration"] % event["iterations_per_epoch"] == 0
-            if epoch_ends and not self._write_pending():
-                return self._lost()
+            # checkpoint keeps no iterations): a crash after the checkpoint loses none. Its
+            # requests are left to the epoch event that follows at once, so that a stop never
+            # lands between an epoch's last batch and its summary.
+            if event["iteration"] % event["iterations_per_epoch"] == 0:
+                return False if self._write_pending() else self._lost()
             due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
             if not (due or self._stop_requested or self._stopping_here()):
                 return False

@@ -1,5 +1,7 @@
 """The worker in-process: training a job to its outcome, resuming, and honouring requests."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,21 @@ def test_a_stop_seen_at_an_epoch_end_stops_the_next_iteration(jobs: JobStore) ->
     assert recorder(epoch_end(1)) is False and recorder.interrupted is False
     assert recorder(iteration(2, 3)) is True and recorder.interrupted is True
     assert jobs.get(job_id).iteration == 3  # written up to the iteration it stopped at
+
+
+def test_a_stop_from_this_process_at_an_epochs_last_iteration_waits_for_the_next(
+    jobs: JobStore,
+) -> None:
+    job_id = add_job(jobs)
+    jobs.claim_next()
+    stop = threading.Event()
+    recorder = worker.ProgressRecorder(jobs, job_id, stop=stop)
+    assert recorder(iteration(1, 1)) is False
+    stop.set()  # the worker is shutting down
+    assert recorder(iteration(1, 2)) is False  # the epoch's last: its summary comes first
+    assert recorder(epoch_end(1)) is False and recorder.interrupted is False
+    assert recorder(iteration(2, 3)) is True and recorder.interrupted is True
+    assert jobs.get(job_id).iteration == 3
 
 
 def test_a_cancel_stops_training_at_the_next_read(jobs: JobStore) -> None:
