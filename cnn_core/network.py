@@ -27,6 +27,7 @@ MODEL_FORMAT, MODEL_VERSION = "cnn_core.model", 1
 DTYPES = ("float32", "float64")
 PREDICT_BATCH = 512
 PARALLEL_PREDICT_MIN = 128  # images; fewer are predicted in one thread (the service's case)
+PREDICT_CHUNK_BYTES = 2**22  # a predict chunk's largest layer output, so its arrays stay cached
 
 __all__ = ["DTYPES", "History", "Network"]
 
@@ -252,9 +253,10 @@ class Network:
     def logits(self, X):
         """(N, C, H, W) -> (N, K) output-layer values before softmax or sigmoid.
 
-        A batch of at least PARALLEL_PREDICT_MIN images is cut into one part per BLAS thread
-        (the limit in force, as for :meth:`fit`), computed by that many threads: prediction
-        allocates its own arrays, and its kernels are long enough to overlap despite the GIL.
+        A batch of at least PARALLEL_PREDICT_MIN images is cut into chunks whose largest layer
+        output fits in PREDICT_CHUNK_BYTES, as many for each BLAS thread (the limit in force, as
+        for :meth:`fit`), computed by that many threads: a chunk's arrays stay in a core's
+        cache from layer to layer, and its kernels are long enough to overlap despite the GIL.
         """
         X = np.asarray(X)
         if len(X) == 0:
@@ -266,13 +268,20 @@ class Network:
         if len(X) < PARALLEL_PREDICT_MIN:  # one chunk, this thread: no splitting to pay for
             return np.ascontiguousarray(chunk_logits(X))
         threads = training.blas_threads()
-        parts = max(threads, -(-len(X) // PREDICT_BATCH))
+        rounds = -(-len(X) // (threads * self._predict_chunk()))  # rounds of one chunk a thread
+        parts = threads * rounds
         bounds = np.linspace(0, len(X), parts + 1).astype(int)
         chunks = [X[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         if threads == 1:
             return np.concatenate([chunk_logits(chunk) for chunk in chunks])
         with _one_blas_thread(), ThreadPoolExecutor(threads) as pool:
             return np.concatenate(list(pool.map(chunk_logits, chunks)))
+
+    def _predict_chunk(self):
+        """Images per prediction chunk: as many as keep the largest layer output within
+        PREDICT_CHUNK_BYTES (at least one)."""
+        image_bytes = max(int(np.prod(p.output_shape)) for p in self.plans) * self.dtype.itemsize
+        return max(1, PREDICT_CHUNK_BYTES // image_bytes)
 
     def predict_proba(self, X):
         """(N, C, H, W) -> (N, K) class probabilities, or (N, 1) for one sigmoid unit."""

@@ -14,6 +14,7 @@ from cnn_core import (
     ModelFileError,
     Network,
 )
+from cnn_core import network as network_module
 from cnn_core.files import save_archive
 from tests.support.networks import (
     ADAM,
@@ -255,6 +256,25 @@ def test_a_big_batch_on_two_blas_threads_is_predicted_in_two_threads_alike():
         limits = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
     np.testing.assert_allclose(parallel, alone, rtol=1e-5, atol=1e-6)
     assert limits and set(limits) == {2}  # the one-thread limit of the predict threads is gone
+
+
+def test_a_big_batch_is_predicted_in_cache_sized_chunks_a_whole_number_per_thread(monkeypatch):
+    net = Network.from_config(TINY, seed=0)
+    X = np.random.default_rng(4).standard_normal((300, 1, 6, 6)).astype(np.float32)
+    with threadpool_limits(1):
+        whole = net.logits(X)  # TINY's outputs are small: 300 images make one chunk
+    image_bytes = max(math.prod(p.output_shape) for p in net.plans) * 4
+    monkeypatch.setattr(network_module, "PREDICT_CHUNK_BYTES", 7 * image_bytes + 1)
+    sizes = []
+    forward = net._forward
+    monkeypatch.setattr(
+        net, "_forward", lambda x, train: sizes.append(x.shape[-1]) or forward(x, train)
+    )
+    with threadpool_limits(2):
+        chunked = net.logits(X)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    assert sum(sizes) == 300 and max(sizes) <= 7
+    assert len(sizes) % 2 == 0 and max(sizes) - min(sizes) <= 1  # even work for both threads
 
 
 def test_input_and_label_errors():
