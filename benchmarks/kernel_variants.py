@@ -174,9 +174,7 @@ def main():
         padding = (pad,) * 4
         dout = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), padding)[0]
         xp = F.pad_maps(x, padding)
-        by_correlation = partial(
-            F._input_gradient_by_correlation, dout, w, xp.shape, padding, F.Workspace()
-        )
+        by_correlation = partial(F._input_gradient_by_correlation, dout, w, padding, F.Workspace())
         by_offsets = partial(
             F._input_gradient_by_offsets, dout, w, xp.shape, (1, 1), padding, F.Workspace()
         )
@@ -216,6 +214,7 @@ def main():
             "5e. 3x3 conv 128 -> 128, 16x16 maps (vgg64)": (128, 128, 16),
         }
     )
+    window_rows(WINDOW_ROWS_CASES)
 
 
 def winograd(cases):
@@ -240,6 +239,42 @@ def winograd(cases):
         ours, theirs = (winograd_way, im2col_way) if c >= default else (im2col_way, winograd_way)
         compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
     F.WINOGRAD_MIN_CHANNELS = default
+
+
+def window_rows(cases):
+    """Section 7: a stride-1 conv's forward and full backward by window rows or im2col."""
+    default = F.WINDOW_ROWS_MIN_DEPTH
+
+    def step(x, w, min_depth):
+        ws = F.Workspace()
+        b = np.zeros(len(w), np.float32)
+
+        def run():
+            F.WINDOW_ROWS_MIN_DEPTH = min_depth
+            out, cache = F.conv_forward(x, w, b, (1, 1), (1,) * 4, ws)
+            F.conv_backward(out, cache)
+
+        return run
+
+    for title, (c, f, size, n) in cases.items():
+        x = rng.standard_normal((c, size, size, n), dtype=np.float32)
+        w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(0.05)
+        rows_way = ("window rows", step(x, w, 1))
+        im2col_way = ("im2col", step(x, w, 10**9))
+        uses_rows = F._uses_window_rows(w.shape, (1, 1), n)
+        ours, theirs = (rows_way, im2col_way) if uses_rows else (im2col_way, rows_way)
+        compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
+    F.WINDOW_ROWS_MIN_DEPTH = default
+
+
+WINDOW_ROWS_CASES = {
+    "7a. 3x3 conv 32 -> 32, 32x32 maps, batch 64 (vgg32)": (32, 32, 32, 64),
+    "7b. 3x3 conv 32 -> 64, 16x16 maps, batch 64 (vgg32)": (32, 64, 16, 64),
+    "7c. 3x3 conv 16 -> 16, 32x32 maps, batch 64": (16, 16, 32, 64),
+    "7d. 3x3 conv 8 -> 16, 32x32 maps, batch 64": (8, 16, 32, 64),
+    "7e. 3x3 conv 32 -> 32, 32x32 maps, batch 8": (32, 32, 32, 8),
+    "7f. 3x3 conv 32 -> 32, 32x32 maps, batch 16": (32, 32, 32, 16),
+}
 
 
 def shards_or_blas_threads():
