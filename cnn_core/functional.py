@@ -270,14 +270,19 @@ def conv_forward(x, w, b, stride, padding, ws=None):
 
     x: (C, H, W, N), w: (F, C, kh, kw), b: (F,) -> out: (F, Ho, Wo, N), cache.
     A 3x3 stride-1 convolution with at least WINOGRAD_MIN_CHANNELS input channels runs as
-    Winograd F(2x2, 3x3) (:func:`_winograd_forward`); any other as im2col and a product, a
-    block of output rows at a time, and backward rebuilds the blocks: a whole
+    Winograd F(2x2, 3x3) (:func:`_winograd_forward`), unless it has fewer than
+    WINOGRAD_MIN_FILTERS filters and window rows apply; other stride-1 convs with many
+    channels per kernel row run on window rows (:func:`_window_rows`); any other as im2col and
+    a product, a block of output rows at a time, and backward rebuilds the blocks: a whole
     (C*kh*kw, Ho*Wo*N) matrix is megabytes that stream through memory twice, a block stays in
     cache between its copy and its product (measured 2x faster on LeNet-5's first layer).
     """
-    if w.shape[2:] == (3, 3) and tuple(stride) == (1, 1) and w.shape[1] >= WINOGRAD_MIN_CHANNELS:
+    window_rows = _uses_window_rows(w.shape, stride, x.shape[3])
+    winograd = w.shape[2:] == (3, 3) and tuple(stride) == (1, 1)
+    winograd = winograd and w.shape[1] >= WINOGRAD_MIN_CHANNELS
+    if winograd and (w.shape[0] >= WINOGRAD_MIN_FILTERS or not window_rows):
         return _winograd_forward(x, w, b, padding, ws)
-    if _uses_window_rows(w.shape, stride, x.shape[3]):
+    if window_rows:
         out = _correlate_by_window_rows(x, padding, w, ws, "out", b)
         return out, WindowRowsCache(x, w, padding, ws)
     xp = pad_maps(x, padding, ws)
@@ -400,6 +405,10 @@ def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
 # gain per channel pair (benchmarks/kernel_variants.py, 5a-5e: 0.66x at 32 channels, 1.09x
 # to 1.29x from 64 up). Blocks of 0.5 to 2 MB of transformed tiles measured alike, 8 MB slower.
 WINOGRAD_MIN_CHANNELS = 64
+# With 64 filters window rows beat Winograd (which takes 1.07x their time on vgg32's 64 -> 64
+# layer, 1.13x on vgg64's), with 128 they lose (1.08x Winograd's on 64 -> 128):
+# kernel_variants.py, 7i-7k.
+WINOGRAD_MIN_FILTERS = 128
 WINOGRAD_BLOCK_BYTES = 2 * 1024 * 1024  # the transformed input tiles of one block of tile rows
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
