@@ -1,6 +1,6 @@
 """Window-row products: the stride-1 convolutions of layers with many channels per kernel row.
 The shared gradient checks run on small batches and few channels, where im2col is used, so
-these force window rows on small layers (with a buffer of one or two rows, so that it wraps)
+these force window rows on small layers (with the smallest buffer, so that it wraps)
 and check them against finite differences, against im2col and against PyTorch."""
 
 import numpy as np
@@ -23,8 +23,8 @@ CASES = {
 
 @pytest.fixture
 def window_rows_everywhere(monkeypatch):
-    """Window rows for every stride-1 conv, in a buffer too small for one output row's columns
-    (one slot: the rows move to its front at every output row)."""
+    """Window rows for every stride-1 conv, in the smallest buffer (kh slots, so the rows move
+    to its front every kh output rows)."""
     monkeypatch.setattr(F, "WINDOW_ROWS_MIN_DEPTH", 1)
     monkeypatch.setattr(F, "WINDOW_ROWS_MIN_BATCH", 1)
     monkeypatch.setattr(F, "WINDOW_ROWS_BUFFER_BYTES", 1)
