@@ -14,13 +14,17 @@ runs interleaved and the median of many calls is compared, because this machine'
 4. max-pool backward as a loop over window offsets on strided views, against an argmax over
    copied windows;
 5. a 3x3 stride-1 conv (forward and backward) by Winograd F(2x2, 3x3) against im2col, on the
-   VGG layers of benchmarks/train_throughput.py: Winograd is used from WINOGRAD_MIN_CHANNELS
-   input channels up;
+   VGG layers of benchmarks/train_throughput.py (window rows off): Winograd is used from
+   WINOGRAD_MIN_CHANNELS input channels up, and from WINOGRAD_MIN_FILTERS filters when window
+   rows apply;
 6. training vgg32 on 2 threads: the batch cut into shards computed by 2 processes (what
-   ``fit`` does) against one process whose BLAS calls use 2 threads.
+   ``fit`` does) against one process whose BLAS calls use 2 threads;
+7. a 3x3 stride-1 conv (forward and backward) on window rows against im2col, and against
+   Winograd from 64 input channels, for the thresholds WINDOW_ROWS_MIN_DEPTH,
+   WINDOW_ROWS_MIN_BATCH and WINOGRAD_MIN_FILTERS.
 
-Times 1-5 are this process's CPU time (one BLAS thread), so that other programs on the shared
-cores do not count; 6 is wall time, median of 3 epochs each, interleaved.
+Times 1-5 and 7 are this process's CPU time (one BLAS thread), so that other programs on the
+shared cores do not count; 6 is wall time, median of 3 epochs each, interleaved.
 """
 
 import statistics
@@ -174,9 +178,7 @@ def main():
         padding = (pad,) * 4
         dout = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), padding)[0]
         xp = F.pad_maps(x, padding)
-        by_correlation = partial(
-            F._input_gradient_by_correlation, dout, w, xp.shape, padding, F.Workspace()
-        )
+        by_correlation = partial(F._input_gradient_by_correlation, dout, w, padding, F.Workspace())
         by_offsets = partial(
             F._input_gradient_by_offsets, dout, w, xp.shape, (1, 1), padding, F.Workspace()
         )
@@ -216,17 +218,19 @@ def main():
             "5e. 3x3 conv 128 -> 128, 16x16 maps (vgg64)": (128, 128, 16),
         }
     )
+    window_rows(WINDOW_ROWS_CASES)
 
 
 def winograd(cases):
     """Section 5: each conv's forward and full backward by either method."""
-    default = F.WINOGRAD_MIN_CHANNELS
+    default, rows_default = F.WINOGRAD_MIN_CHANNELS, F.WINDOW_ROWS_MIN_DEPTH
 
     def step(x, w, min_channels):
         ws = F.Workspace()
 
         def run():
             F.WINOGRAD_MIN_CHANNELS = min_channels
+            F.WINDOW_ROWS_MIN_DEPTH = 10**9  # im2col, not window rows
             out, cache = F.conv_forward(x, w, np.zeros(len(w), np.float32), (1, 1), (1,) * 4, ws)
             F.conv_backward(out, cache)
 
@@ -240,6 +244,53 @@ def winograd(cases):
         ours, theirs = (winograd_way, im2col_way) if c >= default else (im2col_way, winograd_way)
         compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
     F.WINOGRAD_MIN_CHANNELS = default
+    F.WINDOW_ROWS_MIN_DEPTH = rows_default
+
+
+def window_rows(cases):
+    """Section 7: a stride-1 conv's forward and full backward by window rows, against im2col
+    or (from WINOGRAD_MIN_CHANNELS input channels) Winograd; cnn_core's choice first."""
+    defaults = F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_FILTERS
+    settings = {"window rows": (1, 10**9), "im2col": (10**9, 10**9), "Winograd": (10**9, 1)}
+
+    def step(x, w, method):
+        ws = F.Workspace()
+        b = np.zeros(len(w), np.float32)
+
+        def run():
+            F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS = settings[method]
+            F.WINOGRAD_MIN_FILTERS = 1
+            out, cache = F.conv_forward(x, w, b, (1, 1), (1,) * 4, ws)
+            F.conv_backward(out, cache)
+
+        return run
+
+    for title, (c, f, size, n) in cases.items():
+        x = rng.standard_normal((c, size, size, n), dtype=np.float32)
+        w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(0.05)
+        F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_FILTERS = defaults
+        cache = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), (1,) * 4)[1]
+        chosen = {F.WindowRowsCache: "window rows", F.WinogradCache: "Winograd"}
+        ours = chosen.get(type(cache), "im2col")
+        other = "Winograd" if c >= F.WINOGRAD_MIN_CHANNELS else "im2col"
+        theirs = "window rows" if ours != "window rows" else other
+        compare(title, (f"{ours} (cnn_core)", step(x, w, ours)), (theirs, step(x, w, theirs)))
+    F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_FILTERS = defaults
+
+
+WINDOW_ROWS_CASES = {
+    "7a. 3x3 conv 32 -> 32, 32x32 maps, batch 64 (vgg32)": (32, 32, 32, 64),
+    "7b. 3x3 conv 32 -> 64, 16x16 maps, batch 64 (vgg32)": (32, 64, 16, 64),
+    "7c. 3x3 conv 32 -> 64, 14x14 maps, batch 64 (convnet)": (32, 64, 14, 64),
+    "7d. 3x3 conv 32 -> 32, 32x32 maps, batch 32 (vgg32, a shard of 2)": (32, 32, 32, 32),
+    "7e. 3x3 conv 16 -> 16, 32x32 maps, batch 64": (16, 16, 32, 64),
+    "7f. 3x3 conv 8 -> 16, 32x32 maps, batch 64": (8, 16, 32, 64),
+    "7g. 3x3 conv 32 -> 32, 32x32 maps, batch 8": (32, 32, 32, 8),
+    "7h. 3x3 conv 32 -> 32, 32x32 maps, batch 16": (32, 32, 32, 16),
+    "7i. 3x3 conv 64 -> 64, 16x16 maps, batch 64 (vgg32)": (64, 64, 16, 64),
+    "7j. 3x3 conv 64 -> 64, 32x32 maps, batch 64 (vgg64)": (64, 64, 32, 64),
+    "7k. 3x3 conv 64 -> 128, 16x16 maps, batch 64 (vgg64)": (64, 128, 16, 64),
+}
 
 
 def shards_or_blas_threads():

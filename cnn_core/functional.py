@@ -139,18 +139,155 @@ def _correlate(xp, w, stride, ws, name):
     return out
 
 
+# ------------------------------------------------------------------------ window-row products
+#
+# A stride-1 convolution with many channels per kernel row runs on "window rows": for every
+# padded input row p, its kw horizontal windows (C, kw, Wo, N), stacked as (Hp, C, kw, Wo, N).
+# Output row r needs padded rows r..r+kh-1, which are consecutive blocks of that array, so its
+# columns are a contiguous (kh*C*kw, Wo*N) view and one product (F, kh*C*kw) @ view gives the
+# row, with the kernel reordered to (F, kh, C, kw). The copy is kh times smaller than im2col's
+# (every padded row once per horizontal offset instead of once per kernel offset) and the
+# products are those of im2col: same depth, same sums, in another order.
+
+# Below these, im2col's single product per block measured faster (benchmarks/kernel_variants.py,
+# section 7): a thin kernel row makes thin products, a small batch short ones.
+WINDOW_ROWS_MIN_DEPTH = 48  # C * kw
+WINDOW_ROWS_MIN_BATCH = 16
+# The window rows kept at a time, but at least kh slots: with fewer, the moves to the front
+# cost more than the copies (a forward pass of 32 -> 32 channels at batch 256 took 1.3x
+# im2col's time on one slot, 0.85x on three).
+WINDOW_ROWS_BUFFER_BYTES = 8 * 1024 * 1024
+
+
+def _uses_window_rows(w_shape, stride, batch):
+    _, c, _, kw = w_shape
+    return (
+        tuple(stride) == (1, 1)
+        and c * kw >= WINDOW_ROWS_MIN_DEPTH
+        and batch >= WINDOW_ROWS_MIN_BATCH
+    )
+
+
+def _window_rows(x, padding, kernel, ws, name):
+    """For each output row r of a stride-1 conv of maps x (C, H, W, N) padded by ``padding``:
+    (r, its columns (kh*C*kw, Wo*N)), a view of the window rows of padded rows r..r+kh-1.
+
+    Each padded row is copied just before the first output row that reads it, so the products
+    find it in cache. The rows live in a buffer of ``slots`` rows plus kh - 1: when output row
+    r reaches the end, the last kh - 1 rows move to the front. The padding is never
+    materialized: the buffer starts zeroed, padding columns are never written and padding rows
+    are zeroed in place (the buffer serves only this shape and padding).
+    """
+    kh, kw = kernel
+    top, _, left, _ = padding
+    c, h, width, n = x.shape
+    out_h = h + padding[0] + padding[1] - kh + 1
+    out_w = width + left + padding[3] - kw + 1
+    per_row = c * kw * out_w * n * x.itemsize
+    slots = min(out_h, max(kh, WINDOW_ROWS_BUFFER_BYTES // per_row - (kh - 1)))
+    rows = _array(ws, name, (slots + kh - 1, c, kw, out_w, n), x.dtype, zeroed=True)
+    spans = [(j, max(left - j, 0), min(width + left - j, out_w)) for j in range(kw)]
+
+    def fill(slot, p):
+        q = p - top  # the input row of padded row p
+        if not 0 <= q < h:
+            rows[slot] = 0
+            return
+        for j, o0, o1 in spans:  # output column o reads input column o + j - left
+            np.copyto(rows[slot, :, j, o0:o1], x[:, q, o0 + j - left : o1 + j - left])
+
+    columns = rows.reshape(slots + kh - 1, -1, out_w * n)
+    for p in range(kh - 1):
+        fill(p, p)
+    for r in range(out_h):
+        slot = r % slots
+        if slot == 0 and r:
+            np.copyto(rows[: kh - 1], rows[slots:])
+        fill(slot + kh - 1, r + kh - 1)
+        yield r, columns[slot : slot + kh].reshape(-1, out_w * n)
+
+
+def _kernel_rows(w):
+    """(F, C, kh, kw) -> (F, kh*C*kw), the depth order of window rows."""
+    return np.ascontiguousarray(w.transpose(0, 2, 1, 3)).reshape(w.shape[0], -1)
+
+
+class WindowRowsCache:
+    """What :func:`conv_backward` needs of a conv by window rows: the unpadded input, the
+    kernel, the padding and the workspace."""
+
+    def __init__(self, x, w, padding, ws):
+        self.x, self.w, self.padding, self.ws = x, w, padding, ws
+
+
+def _correlate_by_window_rows(x, padding, w, ws, name, b=None):
+    """:func:`_correlate` of maps x (C, H, W, N) padded by ``padding``, by window rows, into
+    the workspace array ``name``; adds the bias ``b`` to each output row while it is in cache."""
+    f, c, kh, kw = w.shape
+    _, h, width, n = x.shape
+    out_h = h + padding[0] + padding[1] - kh + 1
+    out_w = width + padding[2] + padding[3] - kw + 1
+    out = _array(ws, name, (f, out_h, out_w, n), x.dtype)
+    out_rows = out.reshape(f, out_h, -1)
+    w_rows = _kernel_rows(w)
+    for r, columns in _window_rows(x, padding, (kh, kw), ws, name + "_window_rows"):
+        np.matmul(w_rows, columns, out=out_rows[:, r])
+        if b is not None:
+            out_rows[:, r] += b[:, None]
+    return out
+
+
+def _weight_gradient_by_window_rows(dout, x, padding, w_shape, ws):
+    """dW (F, C, kh, kw) of a stride-1 conv from its window rows, rebuilt: per output row,
+    columns (kh*C*kw, Wo*N) @ that row of dout (Wo*N, F), summed (the thin product runs
+    faster this way round, as in :func:`_weight_gradient_by_im2col`)."""
+    f, c, kh, kw = w_shape
+    dout_rows = dout.reshape(f, dout.shape[1], -1)
+    dw = np.zeros((kh * c * kw, f), dtype=dout.dtype)
+    for r, columns in _window_rows(x, padding, (kh, kw), ws, "out_window_rows"):
+        dw += columns @ dout_rows[:, r].T
+    return dw.T.reshape(f, kh, c, kw).transpose(0, 2, 1, 3)
+
+
+def _gradients_by_window_rows(dout, x, w, padding, ws):
+    """(dx, dW) of a stride-1 conv in one pass over the window rows of dout (padded, for dx as
+    a correlation with the flipped kernel). The columns of dx row p, (kh*F*kw, W*N), are
+    also dout's windows that meet input row p: ``columns @ x[:, p].T`` is its share of dW, in
+    flipped order, computed while the columns are in cache and with no copy of x."""
+    f, c, kh, kw = w.shape
+    _, h, width, n = x.shape
+    dout, pads, flipped = _input_gradient_correlation(dout, w, padding)
+    dx = _array(ws, "dx", x.shape, x.dtype)
+    dx_rows, x_rows = dx.reshape(c, h, -1), x.reshape(c, h, -1)
+    flipped_rows = _kernel_rows(flipped)
+    g = np.zeros((kh * f * kw, c), dtype=dout.dtype)
+    for p, columns in _window_rows(dout, pads, (kh, kw), ws, "dx_window_rows"):
+        np.matmul(flipped_rows, columns, out=dx_rows[:, p])
+        g += columns @ x_rows[:, p].T
+    dw = g.reshape(kh, f, kw, c)[::-1, :, ::-1].transpose(1, 3, 0, 2)
+    return dx, np.ascontiguousarray(dw)
+
+
 def conv_forward(x, w, b, stride, padding, ws=None):
     """Convolution (cross-correlation, as in PyTorch).
 
     x: (C, H, W, N), w: (F, C, kh, kw), b: (F,) -> out: (F, Ho, Wo, N), cache.
     A 3x3 stride-1 convolution with at least WINOGRAD_MIN_CHANNELS input channels runs as
-    Winograd F(2x2, 3x3) (:func:`_winograd_forward`); any other as im2col and a product, a
-    block of output rows at a time, and backward rebuilds the blocks: a whole
+    Winograd F(2x2, 3x3) (:func:`_winograd_forward`), unless it has fewer than
+    WINOGRAD_MIN_FILTERS filters and window rows apply; other stride-1 convs with many
+    channels per kernel row run on window rows (:func:`_window_rows`); any other as im2col and
+    a product, a block of output rows at a time, and backward rebuilds the blocks: a whole
     (C*kh*kw, Ho*Wo*N) matrix is megabytes that stream through memory twice, a block stays in
     cache between its copy and its product (measured 2x faster on LeNet-5's first layer).
     """
-    if w.shape[2:] == (3, 3) and tuple(stride) == (1, 1) and w.shape[1] >= WINOGRAD_MIN_CHANNELS:
+    window_rows = _uses_window_rows(w.shape, stride, x.shape[3])
+    winograd = w.shape[2:] == (3, 3) and tuple(stride) == (1, 1)
+    winograd = winograd and w.shape[1] >= WINOGRAD_MIN_CHANNELS
+    if winograd and (w.shape[0] >= WINOGRAD_MIN_FILTERS or not window_rows):
         return _winograd_forward(x, w, b, padding, ws)
+    if window_rows:
+        out = _correlate_by_window_rows(x, padding, w, ws, "out", b)
+        return out, WindowRowsCache(x, w, padding, ws)
     xp = pad_maps(x, padding, ws)
     out = _correlate(xp, w, stride, ws, "out")
     out += b[:, None, None, None]
@@ -166,23 +303,44 @@ def conv_backward(dout, cache, need_dx=True):
     """
     if isinstance(cache, WinogradCache):
         return _winograd_backward(dout, cache, need_dx)
-    xp, w, stride, padding, ws = cache
-    f, c, kh, kw = w.shape
+    db = dout.reshape(dout.shape[0], -1).sum(axis=1)
+    if isinstance(cache, WindowRowsCache):
+        x, w, padding, ws = cache.x, cache.w, cache.padding, cache.ws
+        stride = (1, 1)
+        by_correlation = _input_gradient_by_correlation_wins(x.shape, dout.shape, stride)
+        flipped_shape = (w.shape[1], w.shape[0], *w.shape[2:])
+        if need_dx and by_correlation and _uses_window_rows(flipped_shape, stride, x.shape[3]):
+            return (*_gradients_by_window_rows(dout, x, w, padding, ws), db)
+        dw = _weight_gradient_by_window_rows(dout, x, padding, w.shape, ws)
+        c, h, width, n = x.shape
+        padded_shape = (c, h + padding[0] + padding[1], width + padding[2] + padding[3], n)
+    else:
+        xp, w, stride, padding, ws = cache
+        dw = _weight_gradient_by_im2col(dout, xp, w.shape, stride, ws)
+        padded_shape = xp.shape
+        x_shape = unpad_maps(xp, padding).shape
+        by_correlation = _input_gradient_by_correlation_wins(x_shape, dout.shape, stride)
+    if not need_dx:
+        return None, dw, db
+    if by_correlation:
+        return _input_gradient_by_correlation(dout, w, padding, ws), dw, db
+    return _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws), dw, db
+
+
+def _input_gradient_by_correlation_wins(x_shape, dout_shape, stride):
+    input_area, out_area = x_shape[1] * x_shape[2], dout_shape[1] * dout_shape[2]
+    return tuple(stride) == (1, 1) and input_area <= CORRELATION_MAX_AREA_RATIO * out_area
+
+
+def _weight_gradient_by_im2col(dout, xp, w_shape, stride, ws):
+    """dW (F, C, kh, kw) from the im2col blocks of the padded input, rebuilt."""
+    f, c, kh, kw = w_shape
     windows = _windows(xp, (kh, kw), stride)
-    out_area = dout.shape[1] * dout.shape[2]
     dw = np.zeros((c * kh * kw, f), dtype=dout.dtype)
     for r0, r1 in _row_blocks(windows):
         # (cols @ d2.T), transposed at the end: OpenBLAS runs this thin product ~2x faster
         dw += _columns(windows, r0, r1, ws) @ dout[:, r0:r1].reshape(f, -1).T
-    dw = dw.T.reshape(w.shape)
-    db = dout.reshape(f, -1).sum(axis=1)
-    if not need_dx:
-        return None, dw, db
-    _, hp, wp, _ = xp.shape
-    input_area = (hp - padding[0] - padding[1]) * (wp - padding[2] - padding[3])
-    if tuple(stride) == (1, 1) and input_area <= CORRELATION_MAX_AREA_RATIO * out_area:
-        return _input_gradient_by_correlation(dout, w, xp.shape, padding, ws), dw, db
-    return _input_gradient_by_offsets(dout, w, xp.shape, stride, padding, ws), dw, db
+    return dw.T.reshape(w_shape)
 
 
 # The correlation computes dx over the whole input and the per-offset products over the
@@ -191,25 +349,31 @@ def conv_backward(dout, cache, need_dx=True):
 CORRELATION_MAX_AREA_RATIO = 1.2
 
 
-def _input_gradient_by_correlation(dout, w, padded_shape, padding, ws):
+def _input_gradient_by_correlation(dout, w, padding, ws):
     """dx of a stride-1 convolution as one more convolution: ``dout`` padded by kernel - 1
     (less the forward padding) correlated with the kernel flipped and its channel axes swapped.
 
     One fat product of depth F*kh*kw per block of rows, as in forward, instead of kh*kw thin
     products of depth F each added over the whole input (benchmarks/kernel_variants.py, 3c).
     """
-    _, c, kh, kw = w.shape
+    dout, pads, flipped = _input_gradient_correlation(dout, w, padding)
+    if _uses_window_rows(flipped.shape, (1, 1), dout.shape[3]):
+        return _correlate_by_window_rows(dout, pads, flipped, ws, "dx")
+    return _correlate(pad_maps(dout, pads, ws, "dout_padded"), flipped, (1, 1), ws, "dx")
+
+
+def _input_gradient_correlation(dout, w, padding):
+    """The operands of dx as a correlation: (dout cropped, the padding it needs, the kernel
+    flipped with its channel axes swapped (C, F, kh, kw))."""
+    _, _, kh, kw = w.shape
     top, bottom, left, right = padding
-    _, hp, wp, _ = padded_shape
     # Padding the forward pass added beyond kernel - 1 is never reached by any window's
     # gradient: crop those rows of dout instead of padding by a negative amount.
     pads = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
     crop = [max(0, -p) for p in pads]
     dout = dout[:, crop[0] : dout.shape[1] - crop[1], crop[2] : dout.shape[2] - crop[3], :]
-    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, kh, kw)
-    dpad = pad_maps(dout, tuple(max(0, p) for p in pads), ws, "dout_padded")
-    dx = _correlate(dpad, flipped, (1, 1), ws, "dx")
-    return dx
+    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    return dout, tuple(max(0, p) for p in pads), flipped
 
 
 def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
@@ -244,6 +408,10 @@ def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
 # gain per channel pair (benchmarks/kernel_variants.py, 5a-5e: 0.66x at 32 channels, 1.09x
 # to 1.29x from 64 up). Blocks of 0.5 to 2 MB of transformed tiles measured alike, 8 MB slower.
 WINOGRAD_MIN_CHANNELS = 64
+# With 64 filters window rows beat Winograd (which takes 1.07x their time on vgg32's 64 -> 64
+# layer, 1.13x on vgg64's), with 128 they lose (1.08x Winograd's on 64 -> 128):
+# kernel_variants.py, 7i-7k.
+WINOGRAD_MIN_FILTERS = 128
 WINOGRAD_BLOCK_BYTES = 2 * 1024 * 1024  # the transformed input tiles of one block of tile rows
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])

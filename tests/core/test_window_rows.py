@@ -1,0 +1,137 @@
+"""Window-row products: the stride-1 convolutions of layers with many channels per kernel row.
+The shared gradient checks run on small batches and few channels, where im2col is used, so
+these force window rows on small layers (with the smallest buffer, so that it wraps)
+and check them against finite differences, against im2col and against PyTorch."""
+
+import numpy as np
+import pytest
+
+from cnn_core import functional as F
+
+from .test_gradients import functional_check
+
+CASES = {
+    "k3-same": ((3, 3), (6, 5), (1, 1, 1, 1)),
+    "k3-valid": ((3, 3), (6, 5), (0, 0, 0, 0)),
+    "k2-same-even": ((2, 2), (5, 4), (0, 1, 0, 1)),
+    "k3x2-asymmetric": ((3, 2), (4, 6), (2, 0, 1, 0)),
+    "k1": ((1, 1), (3, 4), (0, 0, 0, 0)),
+    "k5-pad3": ((5, 5), (4, 4), (3, 3, 3, 3)),  # padding beyond kernel - 1: dout cropped
+    "k4-valid-small": ((4, 4), (5, 5), (0, 0, 0, 0)),  # dx by offsets, not correlation
+}
+
+
+@pytest.fixture
+def window_rows_everywhere(monkeypatch):
+    """Window rows for every stride-1 conv, in the smallest buffer (kh slots, so the rows move
+    to its front every kh output rows)."""
+    monkeypatch.setattr(F, "WINDOW_ROWS_MIN_DEPTH", 1)
+    monkeypatch.setattr(F, "WINDOW_ROWS_MIN_BATCH", 1)
+    monkeypatch.setattr(F, "WINDOW_ROWS_BUFFER_BYTES", 1)
+
+
+def im2col_and_window_rows(monkeypatch, x, w, b, padding, need_dx=True):
+    """(out, dx, dw, db) by im2col, then by window rows, for the same inputs and dout; each way
+    runs twice on one workspace, as training steps do, and the second step is returned."""
+    monkeypatch.setattr(F, "WINOGRAD_MIN_CHANNELS", 10**9)
+    results = []
+    for min_depth in (10**9, 1):
+        monkeypatch.setattr(F, "WINDOW_ROWS_MIN_DEPTH", min_depth)
+        ws = F.Workspace()
+        for step in range(2):
+            xs = x * (step + 1)
+            out, cache = F.conv_forward(xs, w, b, (1, 1), padding, ws)
+            assert isinstance(cache, F.WindowRowsCache) == (min_depth == 1)
+            dout = np.random.default_rng(step).standard_normal(out.shape).astype(x.dtype)
+            grads = F.conv_backward(dout, cache, need_dx)
+        results.append([out.copy(), *(None if g is None else g.copy() for g in grads)])
+    return results
+
+
+@pytest.mark.parametrize("kernel, size, padding", CASES.values(), ids=CASES.keys())
+def test_window_rows_gradients(window_rows_everywhere, kernel, size, padding):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, *size, 2))
+    w = rng.standard_normal((2, 3, *kernel))
+    b = rng.standard_normal(2)
+    assert isinstance(F.conv_forward(x, w, b, (1, 1), padding)[1], F.WindowRowsCache)
+    functional_check(
+        lambda x, w, b: F.conv_forward(x, w, b, (1, 1), padding), F.conv_backward, (x, w, b)
+    )
+
+
+@pytest.mark.parametrize("kernel, size, padding", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize("buffer_bytes", [1, 10**9])
+def test_window_rows_equal_im2col_in_float64(monkeypatch, kernel, size, padding, buffer_bytes):
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((4, *size, 3)), rng.standard_normal((5, 4, *kernel)), np.ones(5)
+    monkeypatch.setattr(F, "WINDOW_ROWS_MIN_BATCH", 1)
+    monkeypatch.setattr(F, "WINDOW_ROWS_BUFFER_BYTES", buffer_bytes)
+    for need_dx in (True, False):
+        im2col, window_rows = im2col_and_window_rows(monkeypatch, x, w, b, padding, need_dx)
+        for ours, reference in zip(window_rows, im2col, strict=True):
+            if reference is None:
+                assert ours is None
+                continue
+            assert ours.shape == reference.shape
+            np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_random_shapes_equal_im2col_in_float64(monkeypatch):
+    """Random channels, kernels, maps and pads, with the default buffer and thresholds."""
+    rng = np.random.default_rng(9)
+    for _ in range(20):
+        c, f = (int(v) for v in rng.integers(16, 40, 2))
+        kh, kw = (int(v) for v in rng.integers(2, 5, 2))
+        h, width = int(rng.integers(kh, 12)), int(rng.integers(kw, 12))
+        padding = tuple(int(p) for p in rng.integers(0, 4, 4))
+        x = rng.standard_normal((c, h, width, 16))
+        w, b = rng.standard_normal((f, c, kh, kw)), rng.standard_normal(f)
+        im2col, window_rows = im2col_and_window_rows(monkeypatch, x, w, b, padding)
+        for ours, reference in zip(window_rows, im2col, strict=True):
+            np.testing.assert_allclose(ours, reference, rtol=1e-11, atol=1e-11)
+
+
+def test_wide_layer_uses_window_rows_within_float32_rounding(monkeypatch):
+    """vgg32's 32 -> 32 layer at batch 64: window rows by default, float32 kept end to end."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((32, 12, 12, 64), dtype=np.float32)
+    w = rng.standard_normal((32, 32, 3, 3), dtype=np.float32) * np.float32(0.05)
+    b = np.zeros(32, np.float32)
+    assert isinstance(F.conv_forward(x, w, b, (1, 1), (1,) * 4)[1], F.WindowRowsCache)
+    im2col, window_rows = im2col_and_window_rows(monkeypatch, x, w, b, (1,) * 4)
+    for ours, reference in zip(window_rows, im2col, strict=True):
+        assert ours.dtype == np.float32
+        assert np.abs(ours - reference).max() <= 1e-5 * np.abs(reference).max()
+
+
+def test_thin_kernel_rows_small_batches_and_strides_keep_im2col():
+    rng = np.random.default_rng(7)
+    wide = rng.standard_normal((16, 8, 8, 64))
+    for x, w, stride in (
+        (wide, rng.standard_normal((8, 16, 3, 3)), (2, 2)),
+        (wide[:, :, :, :15], rng.standard_normal((8, 16, 3, 3)), (1, 1)),
+        (wide[:15], rng.standard_normal((8, 15, 3, 3)), (1, 1)),  # C * kw = 45 < 48
+    ):
+        _, cache = F.conv_forward(x, w, np.zeros(8), stride, (1,) * 4)
+        assert not isinstance(cache, F.WindowRowsCache)
+
+
+def test_window_rows_match_torch(window_rows_everywhere):
+    """Forward and all three gradients against torch.nn.functional.conv2d, in float64 to the
+    parity tests' tolerance."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 9, 10))  # (N, C, H, W)
+    w, b = rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
+    xt, wt, bt = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, w, b))
+    out_t = torch.nn.functional.conv2d(xt, wt, bt, padding=(1, 1))
+    dout = rng.standard_normal(out_t.shape)
+    out_t.backward(torch.from_numpy(dout))
+    out, cache = F.conv_forward(
+        np.ascontiguousarray(x.transpose(1, 2, 3, 0)), w, b, (1, 1), (1,) * 4
+    )
+    dx, dw, db = F.conv_backward(np.ascontiguousarray(dout.transpose(1, 2, 3, 0)), cache)
+    ours = (out.transpose(3, 0, 1, 2), dx.transpose(3, 0, 1, 2), dw, db)  # back to (N, C, H, W)
+    for mine, theirs in zip(ours, (out_t, xt.grad, wt.grad, bt.grad), strict=True):
+        np.testing.assert_allclose(mine, theirs.detach().numpy(), rtol=1e-9, atol=1e-11)
