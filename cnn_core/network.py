@@ -28,6 +28,11 @@ DTYPES = ("float32", "float64")
 PREDICT_BATCH = 512
 PARALLEL_PREDICT_MIN = 128  # images; fewer are predicted in one thread (the service's case)
 PREDICT_CHUNK_BYTES = 2**22  # a predict chunk's largest layer output, so its arrays stay cached
+# Multiply-adds per image below which a batch is predicted in one thread whatever the limit:
+# LeNet-5's 0.4M are too few for its kernels to overlap despite the GIL (256 images: 48k
+# images/s in one thread, 34-38k in two, 33k with two BLAS threads); convnet's 4.7M gain
+# 1.45x from two threads.
+PARALLEL_PREDICT_MIN_MACS = 10**6
 
 __all__ = ["DTYPES", "History", "Network"]
 
@@ -257,6 +262,8 @@ class Network:
         output fits in PREDICT_CHUNK_BYTES, as many for each BLAS thread (the limit in force, as
         for :meth:`fit`), computed by that many threads: a chunk's arrays stay in a core's
         cache from layer to layer, and its kernels are long enough to overlap despite the GIL.
+        A network of fewer than PARALLEL_PREDICT_MIN_MACS per image runs its chunks in this
+        thread on one BLAS thread: its kernels are too short to overlap.
         """
         X = np.asarray(X)
         if len(X) == 0:
@@ -274,8 +281,11 @@ class Network:
         chunks = [X[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         if threads == 1:
             return np.concatenate([chunk_logits(chunk) for chunk in chunks])
-        with _one_blas_thread(), ThreadPoolExecutor(threads) as pool:
-            return np.concatenate(list(pool.map(chunk_logits, chunks)))
+        with _one_blas_thread():
+            if self.macs < PARALLEL_PREDICT_MIN_MACS:  # this thread alone
+                return np.concatenate([chunk_logits(chunk) for chunk in chunks])
+            with ThreadPoolExecutor(threads) as pool:
+                return np.concatenate(list(pool.map(chunk_logits, chunks)))
 
     def _predict_chunk(self):
         """Images per prediction chunk: as many as keep the largest layer output within

@@ -4,6 +4,7 @@ parameters reaching the layers."""
 import json
 import math
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -246,8 +247,16 @@ def test_predict_in_chunks_matches_sample_by_sample():
     )
 
 
-def test_a_big_batch_on_two_blas_threads_is_predicted_in_two_threads_alike():
+def test_a_big_batch_on_two_blas_threads_is_predicted_in_two_threads_alike(monkeypatch):
+    monkeypatch.setattr(network_module, "PARALLEL_PREDICT_MIN_MACS", 0)  # TINY is below it
     net = Network.from_config(TINY, seed=0)
+    threads = []
+    forward = net._forward
+    monkeypatch.setattr(
+        net,
+        "_forward",
+        lambda x, train: threads.append(threading.get_ident()) or forward(x, train),
+    )
     X = np.random.default_rng(3).standard_normal((300, 1, 6, 6)).astype(np.float32)
     with threadpool_limits(1):
         alone = net.logits(X)
@@ -256,9 +265,34 @@ def test_a_big_batch_on_two_blas_threads_is_predicted_in_two_threads_alike():
         limits = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
     np.testing.assert_allclose(parallel, alone, rtol=1e-5, atol=1e-6)
     assert limits and set(limits) == {2}  # the one-thread limit of the predict threads is gone
+    assert threading.get_ident() not in threads[1:]  # after the one-thread call, pool threads
+
+
+def test_a_big_batch_of_a_small_network_is_predicted_in_this_thread_on_one_blas_thread(
+    monkeypatch,
+):
+    net = Network.from_config(TINY, seed=0)
+    assert net.macs < network_module.PARALLEL_PREDICT_MIN_MACS
+    X = np.random.default_rng(5).standard_normal((300, 1, 6, 6)).astype(np.float32)
+    with threadpool_limits(1):
+        alone = net.logits(X)
+    seen = []
+    forward = net._forward
+
+    def spy(x, train):
+        blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        seen.append((threading.get_ident(), tuple(blas)))
+        return forward(x, train)
+
+    monkeypatch.setattr(net, "_forward", spy)
+    with threadpool_limits(2):
+        small = net.logits(X)
+    np.testing.assert_allclose(small, alone, rtol=1e-5, atol=1e-6)
+    assert seen and set(seen) == {(threading.get_ident(), (1,) * len(seen[0][1]))}
 
 
 def test_a_big_batch_is_predicted_in_cache_sized_chunks_a_whole_number_per_thread(monkeypatch):
+    monkeypatch.setattr(network_module, "PARALLEL_PREDICT_MIN_MACS", 0)
     net = Network.from_config(TINY, seed=0)
     X = np.random.default_rng(4).standard_normal((300, 1, 6, 6)).astype(np.float32)
     with threadpool_limits(1):
