@@ -17,6 +17,8 @@ Conventions.
 - Every function keeps the dtype of its inputs.
 """
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -63,7 +65,7 @@ def _block_array(ws, name, shape, dtype, capacity):
     ``capacity`` elements: the blocks of one pass differ only in their last block's size, so
     one buffer serves them all."""
     buffer = _array(ws, name, (capacity,), dtype)
-    return buffer[: np.prod(shape, dtype=int)].reshape(shape)
+    return buffer[: math.prod(shape)].reshape(shape)
 
 
 def pad_maps(x, padding, ws=None, name="padded"):
@@ -103,10 +105,15 @@ def _offset_slices(kh, kw, out_h, out_w, stride):
 COLUMN_BLOCK_BYTES = 512 * 1024  # im2col built a block of output rows at a time, to stay in cache
 
 
+def _block_rows(windows):
+    """Output rows in one im2col block: as many as fit in COLUMN_BLOCK_BYTES (at least one)."""
+    c, _, out_w, n, kh, kw = windows.shape
+    return max(1, COLUMN_BLOCK_BYTES // (c * kh * kw * out_w * n * windows.itemsize))
+
+
 def _row_blocks(windows):
     """Output-row ranges (r0, r1) whose im2col block fits in COLUMN_BLOCK_BYTES."""
-    c, out_h, out_w, n, kh, kw = windows.shape
-    rows = max(1, COLUMN_BLOCK_BYTES // (c * kh * kw * out_w * n * windows.itemsize))
+    out_h, rows = windows.shape[1], _block_rows(windows)
     for r0 in range(0, out_h, rows):
         yield r0, min(r0 + rows, out_h)
 
@@ -114,8 +121,7 @@ def _row_blocks(windows):
 def _columns(windows, r0, r1, ws, name="columns"):
     """The im2col block of output rows r0:r1: (C*kh*kw, (r1-r0)*Wo*N), batch innermost."""
     c, _, out_w, n, kh, kw = windows.shape
-    rows = next(_row_blocks(windows))[1]
-    capacity = c * kh * kw * rows * out_w * n
+    capacity = c * kh * kw * _block_rows(windows) * out_w * n
     block = _block_array(ws, name, (c, kh, kw, r1 - r0, out_w, n), windows.dtype, capacity)
     np.copyto(block, windows[:, r0:r1].transpose(0, 4, 5, 1, 2, 3))
     return block.reshape(c * kh * kw, -1)
