@@ -221,36 +221,45 @@ def test_a_job_whose_worker_goes_away_resumes_on_the_other_to_the_same_weights(
         else:
             doomed.process.send_signal(signal.SIGTERM)
         doomed.process.wait(timeout=15)  # a SIGTERM exits within the compose stop grace
-        gone = psutil.wait_procs(helpers, timeout=10)[1]
-        assert not gone, f"left running: {gone}"
+        try:
+            gone = psutil.wait_procs(helpers, timeout=10)[1]
+            assert not gone, f"left running: {gone}"
 
-        def moved() -> bool:
-            now = api1.get(f"/jobs/{job['id']}").json()
-            return now["status"] == "running" and cluster.worker_of(job, api1) not in (None, doomed)
+            def moved() -> bool:
+                now = api1.get(f"/jobs/{job['id']}").json()
+                worker = cluster.worker_of(job, api1)
+                return now["status"] == "running" and worker not in (None, doomed)
 
-        wait_until(moved, 30, "the job running on the other worker")
-        print(f"{how}: running again {time.monotonic() - stopped_at:.1f} s later")
+            try:
+                wait_until(moved, 30, "the job running on the other worker")
+            except AssertionError as lost:  # say where the job is and what the workers logged
+                now = api1.get(f"/jobs/{job['id']}").json()
+                raise AssertionError(f"{lost}; job now {now}\n{cluster.logs()}") from None
+            print(f"{how}: running again {time.monotonic() - stopped_at:.1f} s later")
 
-        # Where the new attempt's run began: SIGTERM checkpointed at the iteration it reached,
-        # mid-epoch (a stop seen at an epoch end stops the next iteration); kill -9 left only
-        # the checkpoints of epoch ends.
-        def new_run():
-            record = cluster.jobs.get(job["id"])
-            begun = record.run_started_at or 0
-            return record if record.attempt > first and begun > signalled else None
+            # Where the new attempt's run began: SIGTERM checkpointed at the iteration it reached,
+            # mid-epoch (a stop seen at an epoch end stops the next iteration); kill -9 left only
+            # the checkpoints of epoch ends.
+            def new_run():
+                record = cluster.jobs.get(job["id"])
+                begun = record.run_started_at or 0
+                return record if record.attempt > first and begun > signalled else None
 
-        start = wait_until(new_run, 30, "the new attempt's run").run_start_iteration
-        if how == "SIGTERM":
-            assert start >= reached and start % PER_EPOCH != 0, f"resumed at {start}"
-        else:
-            assert start >= PER_EPOCH and start % PER_EPOCH == 0, f"resumed at {start}"
-        done = finished(api2, job["id"])
-        assert done["status"] == "succeeded", cluster.logs()
-        assert_same_weights(model_params(api1, done["model_id"], tmp_path), reference)
-        iterations = api2.get(f"/jobs/{job['id']}/costs").json()["iterations"]
-        assert [i["iteration"] for i in iterations] == list(range(1, EPOCHS * PER_EPOCH + 1))
-        doomed.start()  # back to two workers
-        wait_until(lambda: api1.get("/health").json()["jobs"]["workers"] == 2, 30, "two workers")
+            start = wait_until(new_run, 30, "the new attempt's run").run_start_iteration
+            if how == "SIGTERM":
+                assert start >= reached and start % PER_EPOCH != 0, f"resumed at {start}"
+            else:
+                assert start >= PER_EPOCH and start % PER_EPOCH == 0, f"resumed at {start}"
+            done = finished(api2, job["id"])
+            assert done["status"] == "succeeded", cluster.logs()
+            assert_same_weights(model_params(api1, done["model_id"], tmp_path), reference)
+            iterations = api2.get(f"/jobs/{job['id']}/costs").json()["iterations"]
+            assert [i["iteration"] for i in iterations] == list(range(1, EPOCHS * PER_EPOCH + 1))
+        finally:  # back to two workers, also when this test fails: the next ones need two
+            doomed.start()
+            wait_until(
+                lambda: api1.get("/health").json()["jobs"]["workers"] == 2, 30, "two workers"
+            )
 
 
 def test_a_redis_restart_mid_run_loses_no_job(cluster: Cluster, reference: dict, tmp_path: Path):
