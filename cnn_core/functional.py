@@ -185,10 +185,9 @@ def _window_rows(x, padding, kernel, ws, name):
     are zeroed in place (the buffer serves only this shape and padding).
     """
     kh, kw = kernel
-    top, _, left, _ = padding
+    top, bottom, left, right = padding
     c, h, width, n = x.shape
-    out_h = h + padding[0] + padding[1] - kh + 1
-    out_w = width + left + padding[3] - kw + 1
+    out_h, out_w = output_size(h, kh, 1, top, bottom), output_size(width, kw, 1, left, right)
     per_row = c * kw * out_w * n * x.itemsize
     slots = min(out_h, max(kh, WINDOW_ROWS_BUFFER_BYTES // per_row - (kh - 1)))
     rows = _array(ws, name, (slots + kh - 1, c, kw, out_w, n), x.dtype, zeroed=True)
@@ -230,9 +229,9 @@ def _correlate_by_window_rows(x, padding, w, ws, name, b=None):
     """:func:`_correlate` of maps x (C, H, W, N) padded by ``padding``, by window rows, into
     the workspace array ``name``; adds the bias ``b`` to each output row while it is in cache."""
     f, c, kh, kw = w.shape
+    top, bottom, left, right = padding
     _, h, width, n = x.shape
-    out_h = h + padding[0] + padding[1] - kh + 1
-    out_w = width + padding[2] + padding[3] - kw + 1
+    out_h, out_w = output_size(h, kh, 1, top, bottom), output_size(width, kw, 1, left, right)
     out = _array(ws, name, (f, out_h, out_w, n), x.dtype)
     out_rows = out.reshape(f, out_h, -1)
     w_rows = _kernel_rows(w)

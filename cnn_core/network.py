@@ -7,6 +7,7 @@ from the logits.
 """
 
 import contextlib
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,9 +30,9 @@ PREDICT_BATCH = 512
 PARALLEL_PREDICT_MIN = 128  # images; fewer are predicted in one thread (the service's case)
 PREDICT_CHUNK_BYTES = 2**22  # a predict chunk's largest layer output, so its arrays stay cached
 # Multiply-adds per image below which a batch is predicted in one thread whatever the limit:
-# LeNet-5's 0.4M are too few for its kernels to overlap despite the GIL (256 images: 48k
-# images/s in one thread, 34-38k in two, 33k with two BLAS threads); convnet's 4.7M gain
-# 1.45x from two threads.
+# LeNet-5's 0.4M are too few for its kernels to overlap despite the GIL (256 images at a limit
+# of 2: 35.5k images/s split over two threads, 51k in one; convnet's 4.7M gain 1.7x from two:
+# benchmarks/cpu_time.py).
 PARALLEL_PREDICT_MIN_MACS = 10**6
 
 __all__ = ["DTYPES", "History", "Network"]
@@ -258,12 +259,13 @@ class Network:
     def logits(self, X):
         """(N, C, H, W) -> (N, K) output-layer values before softmax or sigmoid.
 
-        A batch of at least PARALLEL_PREDICT_MIN images is cut into chunks whose largest layer
-        output fits in PREDICT_CHUNK_BYTES, as many for each BLAS thread (the limit in force, as
-        for :meth:`fit`), computed by that many threads: a chunk's arrays stay in a core's
-        cache from layer to layer, and its kernels are long enough to overlap despite the GIL.
-        A network of fewer than PARALLEL_PREDICT_MIN_MACS per image runs its chunks in this
-        thread on one BLAS thread: its kernels are too short to overlap.
+        A batch of at least PARALLEL_PREDICT_MIN images is computed by one thread per BLAS
+        thread (the limit in force, as for :meth:`fit`), each on an even part of at most
+        PREDICT_BATCH images: its kernels are long enough to overlap despite the GIL. A network
+        of fewer than PARALLEL_PREDICT_MIN_MACS per image is too short for that, and runs in
+        this thread; one thread takes chunks whose largest layer output fits in
+        PREDICT_CHUNK_BYTES, so that their arrays stay in cache from layer to layer (smaller
+        parts on two threads measured slower: benchmarks/cpu_time.py).
         """
         X = np.asarray(X)
         if len(X) == 0:
@@ -274,15 +276,13 @@ class Network:
 
         if len(X) < PARALLEL_PREDICT_MIN:  # one chunk, this thread: no splitting to pay for
             return np.ascontiguousarray(chunk_logits(X))
-        threads = training.blas_threads()
-        rounds = -(-len(X) // (threads * self._predict_chunk()))  # rounds of one chunk a thread
-        parts = threads * rounds
-        bounds = np.linspace(0, len(X), parts + 1).astype(int)
+        threads = training.blas_threads() if self.macs >= PARALLEL_PREDICT_MIN_MACS else 1
+        chunk = self._predict_chunk() if threads == 1 else PREDICT_BATCH
+        rounds = -(-len(X) // (threads * chunk))  # rounds of one chunk a thread
+        bounds = np.linspace(0, len(X), threads * rounds + 1).astype(int)
         chunks = [X[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        if threads == 1:
-            return np.concatenate([chunk_logits(chunk) for chunk in chunks])
         with _one_blas_thread():
-            if self.macs < PARALLEL_PREDICT_MIN_MACS:  # this thread alone
+            if threads == 1:
                 return np.concatenate([chunk_logits(chunk) for chunk in chunks])
             with ThreadPoolExecutor(threads) as pool:
                 return np.concatenate(list(pool.map(chunk_logits, chunks)))
@@ -290,7 +290,7 @@ class Network:
     def _predict_chunk(self):
         """Images per prediction chunk: as many as keep the largest layer output within
         PREDICT_CHUNK_BYTES (at least one)."""
-        image_bytes = max(int(np.prod(p.output_shape)) for p in self.plans) * self.dtype.itemsize
+        image_bytes = max(math.prod(p.output_shape) for p in self.plans) * self.dtype.itemsize
         return max(1, PREDICT_CHUNK_BYTES // image_bytes)
 
     def predict_proba(self, X):
@@ -383,9 +383,10 @@ _blas_users = []  # the parallel predictions running, and the one limiter they s
 
 @contextlib.contextmanager
 def _one_blas_thread():
-    """BLAS limited to one thread while any parallel prediction runs: each prediction thread
+    """BLAS limited to one thread while any big-batch prediction runs: each prediction thread
     is one core's worth of work, and a BLAS pool on top of it oversubscribes the cores
-    (measured 30x slower on a loaded machine). threadpoolctl's limit is process-wide, so
+    (measured 30x slower on a loaded machine); a small network's chunks, run in one thread,
+    are too short for a BLAS pool to pay. threadpoolctl's limit is process-wide, so
     concurrent predictions share one limiter and the last to finish restores the limit."""
     with _blas_lock:
         limiter = _blas_users[0] if _blas_users else threadpool_limits(1, user_api="blas")

@@ -291,7 +291,9 @@ def test_a_big_batch_of_a_small_network_is_predicted_in_this_thread_on_one_blas_
     assert seen and set(seen) == {(threading.get_ident(), (1,) * len(seen[0][1]))}
 
 
-def test_a_big_batch_is_predicted_in_cache_sized_chunks_a_whole_number_per_thread(monkeypatch):
+def test_a_big_batch_is_predicted_in_cache_sized_chunks_on_one_thread_even_parts_on_two(
+    monkeypatch,
+):
     monkeypatch.setattr(network_module, "PARALLEL_PREDICT_MIN_MACS", 0)
     net = Network.from_config(TINY, seed=0)
     X = np.random.default_rng(4).standard_normal((300, 1, 6, 6)).astype(np.float32)
@@ -299,16 +301,20 @@ def test_a_big_batch_is_predicted_in_cache_sized_chunks_a_whole_number_per_threa
         whole = net.logits(X)  # TINY's outputs are small: 300 images make one chunk
     image_bytes = max(math.prod(p.output_shape) for p in net.plans) * 4
     monkeypatch.setattr(network_module, "PREDICT_CHUNK_BYTES", 7 * image_bytes + 1)
+    monkeypatch.setattr(network_module, "PREDICT_BATCH", 40)
     sizes = []
     forward = net._forward
     monkeypatch.setattr(
         net, "_forward", lambda x, train: sizes.append(x.shape[-1]) or forward(x, train)
     )
-    with threadpool_limits(2):
-        chunked = net.logits(X)
-    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
-    assert sum(sizes) == 300 and max(sizes) <= 7
-    assert len(sizes) % 2 == 0 and max(sizes) - min(sizes) <= 1  # even work for both threads
+    for threads, most in ((1, 7), (2, 40)):
+        sizes.clear()
+        with threadpool_limits(threads):
+            chunked = net.logits(X)
+        np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+        assert sum(sizes) == 300 and max(sizes) <= most, (threads, sizes)
+        assert len(sizes) == threads * math.ceil(300 / (threads * most))  # rounds of `threads`
+        assert max(sizes) - min(sizes) <= 1  # even work
 
 
 def test_input_and_label_errors():

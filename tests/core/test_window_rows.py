@@ -9,6 +9,7 @@ import pytest
 from cnn_core import functional as F
 
 from .test_gradients import functional_check
+from .test_winograd import assert_conv_matches_torch
 
 CASES = {
     "k3-same": ((3, 3), (6, 5), (1, 1, 1, 1)),
@@ -118,20 +119,4 @@ def test_thin_kernel_rows_small_batches_and_strides_keep_im2col():
 
 
 def test_window_rows_match_torch(window_rows_everywhere):
-    """Forward and all three gradients against torch.nn.functional.conv2d, in float64 to the
-    parity tests' tolerance."""
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(8)
-    x = rng.standard_normal((2, 3, 9, 10))  # (N, C, H, W)
-    w, b = rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
-    xt, wt, bt = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, w, b))
-    out_t = torch.nn.functional.conv2d(xt, wt, bt, padding=(1, 1))
-    dout = rng.standard_normal(out_t.shape)
-    out_t.backward(torch.from_numpy(dout))
-    out, cache = F.conv_forward(
-        np.ascontiguousarray(x.transpose(1, 2, 3, 0)), w, b, (1, 1), (1,) * 4
-    )
-    dx, dw, db = F.conv_backward(np.ascontiguousarray(dout.transpose(1, 2, 3, 0)), cache)
-    ours = (out.transpose(3, 0, 1, 2), dx.transpose(3, 0, 1, 2), dw, db)  # back to (N, C, H, W)
-    for mine, theirs in zip(ours, (out_t, xt.grad, wt.grad, bt.grad), strict=True):
-        np.testing.assert_allclose(mine, theirs.detach().numpy(), rtol=1e-9, atol=1e-11)
+    assert isinstance(assert_conv_matches_torch((3, 2)), F.WindowRowsCache)

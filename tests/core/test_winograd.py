@@ -87,13 +87,14 @@ def test_narrow_strided_or_other_kernels_keep_im2col():
         assert not isinstance(cache, F.WinogradCache)
 
 
-def test_winograd_matches_torch(winograd_everywhere):
-    """Forward and all three gradients against torch.nn.functional.conv2d, in float64 to the
+def assert_conv_matches_torch(kernel):
+    """Forward and all three gradients of a 3 -> 4 channel stride-1 conv with padding 1, by
+    whatever path conv_forward takes, against torch.nn.functional.conv2d in float64, to the
     parity tests' tolerance."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 3, 9, 10))  # (N, C, H, W)
-    w, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    w, b = rng.standard_normal((4, 3, *kernel)), rng.standard_normal(4)
     xt, wt, bt = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, w, b))
     out_t = torch.nn.functional.conv2d(xt, wt, bt, padding=1)
     dout = rng.standard_normal(out_t.shape)
@@ -105,3 +106,8 @@ def test_winograd_matches_torch(winograd_everywhere):
     ours = (out.transpose(3, 0, 1, 2), dx.transpose(3, 0, 1, 2), dw, db)  # back to (N, C, H, W)
     for mine, theirs in zip(ours, (out_t, xt.grad, wt.grad, bt.grad), strict=True):
         np.testing.assert_allclose(mine, theirs.detach().numpy(), rtol=1e-9, atol=1e-11)
+    return cache
+
+
+def test_winograd_matches_torch(winograd_everywhere):
+    assert isinstance(assert_conv_matches_torch((3, 3)), F.WinogradCache)
