@@ -58,6 +58,8 @@ def _field_type(spec: layers.FieldSpec) -> Any:
     """The pydantic type of a layer field of each kind (see cnn_core.layers.FieldSpec)."""
     if spec.kind == "activation":
         return Literal[ACTIVATIONS]
+    if spec.kind == "choice":
+        return Literal[spec.choices]
     if spec.kind == "number":
         low = {"gt" if spec.exclusive_minimum else "ge": spec.minimum}
         high = {"lt" if spec.exclusive_maximum else "le": spec.maximum}

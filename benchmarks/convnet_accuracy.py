@@ -147,9 +147,9 @@ def torch_modules(config, ours):
             modules.append(nn.Dropout(plan.rate))
         else:
             raise SystemExit(f"no PyTorch counterpart written for {kind}")
+        if i < last and plan.activation not in (None, "linear"):  # the loss applies the output's
+            modules.append(activations[plan.activation]())
         if kind in ("conv", "dense"):
-            if i < last and plan.activation != "linear":  # the loss applies the output's
-                modules.append(activations[plan.activation]())
             with torch.no_grad():
                 layer.weight.copy_(torch.from_numpy(ours.params[f"{i}.W"]))
                 layer.bias.copy_(torch.from_numpy(ours.params[f"{i}.b"]))

@@ -122,6 +122,7 @@ def _batchnorm(g, index, layer):
         name=f"{index}.batchnorm",
         epsilon=float(layer.plan.epsilon),
     )
+    _activation(g, index, layer.plan.activation)
 
 
 def _dropout(g, index, layer):

@@ -5,7 +5,17 @@ import math
 from dataclasses import dataclass
 
 from .. import functional as F
-from .base import FieldSpec, Layer, Plan, compact, glorot_or_he, layer_error, size_text
+from .base import (
+    INIT_FIELD,
+    FieldSpec,
+    Layer,
+    Plan,
+    compact,
+    default_init,
+    initial_weights,
+    layer_error,
+    size_text,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -14,6 +24,7 @@ class ConvPlan(Plan):
     kernel_size: tuple
     stride: tuple
     padding: tuple  # top, bottom, left, right
+    init: str
 
 
 class Conv(Layer):
@@ -34,6 +45,7 @@ class Conv(Layer):
             minimum=0,
         ),
         FieldSpec("activation", "activation", "Default relu.", default=None),
+        INIT_FIELD,
     )
 
     @classmethod
@@ -66,6 +78,7 @@ class Conv(Layer):
             kernel_size=kernel,
             stride=stride,
             padding=pads,
+            init=default_init(values["init"], values["activation"]),
         )
 
     @classmethod
@@ -78,15 +91,14 @@ class Conv(Layer):
             "stride": compact(plan.stride),
             "padding": list(padding) if isinstance(padding, (list, tuple)) else padding,
             "activation": plan.activation,
+            "init": plan.init,
         }
 
     def initial_params(self, rng, dtype):
         p = self.plan
         kh, kw = p.kernel_size
         shape = (p.filters, p.input_shape[0], kh, kw)
-        return glorot_or_he(
-            rng, shape, shape[1] * kh * kw, p.filters * kh * kw, p.activation, dtype
-        )
+        return initial_weights(rng, shape, shape[1] * kh * kw, p.filters * kh * kw, p.init, dtype)
 
     def forward(self, x, train):
         ws = self.workspace if train else None

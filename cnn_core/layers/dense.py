@@ -5,12 +5,13 @@ import math
 from dataclasses import dataclass
 
 from .. import functional as F
-from .base import FieldSpec, Layer, Plan, glorot_or_he
+from .base import INIT_FIELD, FieldSpec, Layer, Plan, default_init, initial_weights
 
 
 @dataclass(frozen=True, kw_only=True)
 class DensePlan(Plan):
     units: int
+    init: str
 
 
 class Dense(Layer):
@@ -26,6 +27,7 @@ class Dense(Layer):
             "Default relu; on the last layer softmax, or sigmoid for one unit.",
             default=None,
         ),
+        INIT_FIELD,
     )
 
     @classmethod
@@ -47,16 +49,22 @@ class Dense(Layer):
             param_count=units * features + units,
             macs=units * features,
             units=units,
+            init=default_init(values["init"], values["activation"]),
         )
 
     @classmethod
     def normalized(cls, plan, spec):
-        return {"type": cls.type, "units": plan.units, "activation": plan.activation}
+        return {
+            "type": cls.type,
+            "units": plan.units,
+            "activation": plan.activation,
+            "init": plan.init,
+        }
 
     def initial_params(self, rng, dtype):
         p = self.plan
         fan_in = math.prod(p.input_shape)
-        return glorot_or_he(rng, (p.units, fan_in), fan_in, p.units, p.activation, dtype)
+        return initial_weights(rng, (p.units, fan_in), fan_in, p.units, p.init, dtype)
 
     def forward(self, x, train):
         if x.ndim == 4:  # implied flatten before the first dense layer

@@ -1,4 +1,5 @@
-"""Batch normalization: ``{"type": "batchnorm", "momentum": 0.1, "epsilon": 1e-5}``.
+"""Batch normalization: ``{"type": "batchnorm", "momentum": 0.1, "epsilon": 1e-5,
+"activation": "linear"}``.
 
 Per channel after a convolution (statistics over height, width and batch), per unit after a
 dense layer (over the batch), with PyTorch's meaning of both fields: in training the layer
@@ -6,7 +7,9 @@ normalizes with the batch's mean and biased variance and moves
 ``running = (1 - momentum) * running + momentum * batch`` (the unbiased variance, M / (M - 1)
 times the biased one, for the running variance); in evaluation it normalizes with the running
 statistics. Parameters ``gamma`` (ones) and ``beta`` (zeros); buffers ``running_mean`` (zeros)
-and ``running_var`` (ones).
+and ``running_var`` (ones). ``activation`` (default linear: none) follows the scale and shift,
+for the order convolution, batch norm, relu: the convolution then takes ``"activation":
+"linear"``, as PyTorch's ``Conv2d, BatchNorm2d, ReLU``.
 
 With training shards each shard normalizes over its own samples (ghost batch norm), and the
 shards' running-statistic updates are merged by the base class's rule: the mean weighted by
@@ -60,7 +63,14 @@ class BatchNorm(Layer):
             maximum=1,
             exclusive_minimum=True,
         ),
+        FieldSpec(
+            "activation", "activation", "Applied after batch norm; default linear.", default=None
+        ),
     )
+
+    @classmethod
+    def default_activation(cls, spec, is_last):
+        return "linear"
 
     @classmethod
     def plan(cls, index, values, input_shape):
@@ -72,13 +82,19 @@ class BatchNorm(Layer):
             input_shape,
             param_count=2 * channels,
             macs=2 * math.prod(input_shape),
+            activation=values["activation"],
             momentum=values["momentum"],
             epsilon=values["epsilon"],
         )
 
     @classmethod
     def normalized(cls, plan, spec):
-        return {"type": cls.type, "momentum": plan.momentum, "epsilon": plan.epsilon}
+        return {
+            "type": cls.type,
+            "momentum": plan.momentum,
+            "epsilon": plan.epsilon,
+            "activation": plan.activation,
+        }
 
     def initial_params(self, rng, dtype):
         c = self.plan.input_shape[0]
@@ -90,10 +106,14 @@ class BatchNorm(Layer):
 
     def forward(self, x, train):
         p, b, eps = self.params, self.buffers, self.plan.epsilon
+        activation = self.plan.activation
         if not train:
             running = b["running_mean"], b["running_var"]
-            return F.batchnorm_forward(x, p["gamma"], p["beta"], eps, *running)[0]
-        out, self.cache, mean, var = F.batchnorm_forward(x, p["gamma"], p["beta"], eps)
+            out = F.batchnorm_forward(x, p["gamma"], p["beta"], eps, *running)[0]
+            return F.activation_forward(activation, out)[0]
+        out, norm_cache, mean, var = F.batchnorm_forward(x, p["gamma"], p["beta"], eps)
+        out, act_cache = F.activation_forward(activation, out)
+        self.cache = norm_cache, act_cache
         m = x.size // x.shape[0]
         momentum = x.dtype.type(self.plan.momentum)
         unbiased = var * x.dtype.type(m / (m - 1)) if m > 1 else var
@@ -104,6 +124,8 @@ class BatchNorm(Layer):
         return out
 
     def backward(self, dout):
-        dx, self.grads["gamma"], self.grads["beta"] = F.batchnorm_backward(dout, self.cache)
+        norm_cache, act_cache = self.cache
+        dout = F.activation_backward(self.plan.activation, dout, act_cache)
+        dx, self.grads["gamma"], self.grads["beta"] = F.batchnorm_backward(dout, norm_cache)
         self.cache = None
         return dx

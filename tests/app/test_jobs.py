@@ -63,7 +63,7 @@ def test_lenet5_preset_adapts_to_the_dataset(client: TestClient) -> None:
     job = submit(client, zip_dataset["id"], "lenet5", epochs=1)
     layers = job["architecture"]["layers"]
     assert job["architecture"]["input_shape"] == [1, 28, 28]
-    assert layers[-1] == {"type": "dense", "units": 1, "activation": "sigmoid"}
+    assert layers[-1] == {"type": "dense", "units": 1, "activation": "sigmoid", "init": "glorot"}
     assert wait_for_job(client, job["id"])["status"] == "succeeded"
 
 

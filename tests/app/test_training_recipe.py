@@ -57,7 +57,14 @@ def test_the_convnet_preset_is_offered_and_adapts(client: TestClient, dataset_id
     job = submit(client, dataset_id, "convnet", epochs=1)
     layers = job["architecture"]["layers"]
     assert layers[0]["type"] == "conv" and layers[-1]["units"] == 10
-    assert [layer["type"] for layer in layers].count("batchnorm") == 3
+    assert [layer["type"] for layer in layers].count("batchnorm") == 5
+    assert layers[1] == {
+        "type": "batchnorm",
+        "momentum": 0.1,
+        "epsilon": 1e-5,
+        "activation": "relu",
+    }
+    assert layers[0]["init"] == "pytorch"
     client.post(f"/jobs/{job['id']}/cancel")
 
 

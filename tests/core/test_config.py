@@ -5,6 +5,7 @@ import re
 import time
 import tracemalloc
 
+import numpy as np
 import pytest
 
 from cnn_core import ConfigError, Network
@@ -365,14 +366,37 @@ def test_defaults_are_filled_in():
             "stride": 1,
             "padding": 0,
             "activation": "relu",
+            "init": "he",
         },
         {"type": "maxpool", "pool_size": 2, "stride": 2},
-        {"type": "dense", "units": 4, "activation": "relu"},
-        {"type": "dense", "units": 3, "activation": "softmax"},
+        {"type": "dense", "units": 4, "activation": "relu", "init": "he"},
+        {"type": "dense", "units": 3, "activation": "softmax", "init": "glorot"},
     ]
     assert [p.output_shape for p in plans] == [(2, 6, 6), (2, 3, 3), (4,), (3,)]
     assert plans[2].input_shape == (2, 3, 3)  # implied flatten: dense sees the 3-D shape
     assert plans[2].param_count == 4 * 18 + 4
+
+
+def test_init_defaults_by_activation_and_takes_the_pytorch_rule():
+    config = {
+        "input_shape": [3, 8, 8],
+        "layers": [
+            {"type": "conv", "filters": 4, "kernel_size": 3, "init": "pytorch"},
+            {"type": "conv", "filters": 4, "kernel_size": 3, "activation": "tanh"},
+            {"type": "dense", "units": 50, "init": "he", "activation": "linear"},
+            {"type": "dense", "units": 3},
+        ],
+    }
+    net = Network.from_config(config, seed=0, dtype="float64")
+    assert [spec["init"] for spec in net.config["layers"]] == ["pytorch", "glorot", "he", "glorot"]
+    bound = 1 / np.sqrt(3 * 9)  # PyTorch's: uniform in +-1/sqrt(fan_in), biases as well
+    for name in ("0.W", "0.b"):
+        assert np.abs(net.params[name]).max() <= bound
+        assert np.abs(net.params[name]).max() > 0.5 * bound
+    assert not net.params["1.b"].any() and not net.params["2.b"].any()
+    assert net.params["2.W"].std() == pytest.approx(np.sqrt(2 / 64), rel=0.05)  # he: 2/fan_in
+    with pytest.raises(ConfigError, match=r"layer 0 \(conv\): init must be one of he, glorot"):
+        normalize(net_config({"type": "conv", "filters": 2, "kernel_size": 3, "init": "xavier"}))
 
 
 def test_one_unit_output_defaults_to_sigmoid():
@@ -533,7 +557,12 @@ def test_seed_lenet_lists_with_an_output_build(units, activation):
         [units],
     ]
     assert net.output == activation
-    assert net.config["layers"][5] == {"type": "dense", "units": 84, "activation": "relu"}
+    assert net.config["layers"][5] == {
+        "type": "dense",
+        "units": 84,
+        "activation": "relu",
+        "init": "he",
+    }
 
 
 def test_seed_lists_zero_strides_mean_defaults():

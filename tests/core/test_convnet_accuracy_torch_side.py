@@ -37,7 +37,7 @@ CONFIGS = {
         "layers": [
             {"type": "conv", "filters": 5, "kernel_size": 4, "padding": "same"},
             {"type": "conv", "filters": 4, "kernel_size": 3, "activation": "linear"},
-            {"type": "batchnorm"},
+            {"type": "batchnorm", "activation": "relu"},
             {"type": "globalavgpool"},
             {"type": "dense", "units": 6, "activation": "sigmoid"},
             {"type": "batchnorm"},

@@ -11,7 +11,7 @@ from cnn_core import Network, build_preset
 from cnn_core.datasets import load_mnist_sample
 
 HOLDOUT = Path(__file__).resolve().parent.parent / "data" / "mnist_holdout.npz"
-FLOOR = 0.85  # measured 0.910 (seed 0) at this budget
+FLOOR = 0.88  # measured 0.938 (seed 0) at this budget
 
 
 def test_convnet_recipe_learns_real_digits_on_a_small_budget():

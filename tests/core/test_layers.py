@@ -64,5 +64,6 @@ def test_plans_name_each_size_once():
 def test_every_field_is_declared_with_a_description():
     for cls in layers.LAYERS.values():
         for field in cls.fields:
-            kinds = ("count", "size", "padding", "number", "activation")
+            kinds = ("count", "size", "padding", "number", "activation", "choice")
             assert field.description and field.kind in kinds
+            assert bool(field.choices) == (field.kind == "choice")

@@ -60,9 +60,14 @@ def random_config(rng):
 
 
 def extras(rng):
-    """Nothing, a batch norm, a dropout, or both, in a random order."""
+    """Nothing, a batch norm (with an activation after it or not), a dropout, or both, in a
+    random order."""
     chosen = [
-        {"type": "batchnorm", "epsilon": float(rng.choice([1e-5, 1e-3]))},
+        {
+            "type": "batchnorm",
+            "epsilon": float(rng.choice([1e-5, 1e-3])),
+            "activation": HIDDEN_ACTIVATIONS[int(rng.integers(len(HIDDEN_ACTIVATIONS)))],
+        },
         {"type": "dropout", "rate": float(rng.uniform(0.1, 0.6))},
     ]
     return [layer for layer in rng.permutation(chosen) if rng.random() < 0.5]

@@ -63,6 +63,13 @@ PLACEMENTS = {
     "after-dense": [conv(), dense(4), {"type": "batchnorm", "momentum": 0.3}, OUT],
     "first-layer": [{"type": "batchnorm", "epsilon": 1e-3}, conv(), OUT],
     "conv-then-dense": [conv(2), {"type": "batchnorm"}, dense(5), {"type": "batchnorm"}, OUT],
+    "activation-after": [
+        conv(3, "linear"),
+        {"type": "batchnorm", "activation": "relu"},
+        dense(4, "linear"),
+        {"type": "batchnorm", "activation": "tanh"},
+        OUT,
+    ],
     "dropout-maps": [conv(), {"type": "dropout", "rate": 0.4}, OUT],
     "dropout-vectors": [conv(), dense(6), {"type": "dropout", "rate": 0.5}, OUT],
     "globalavgpool": [conv(4), {"type": "globalavgpool"}, dense(4), OUT],
@@ -96,7 +103,8 @@ def random_config(seed):
     for _ in range(int(rng.integers(1, 3))):
         activation = str(rng.choice(["relu", "tanh", "sigmoid", "linear"]))
         layers.append(conv(int(rng.integers(1, 4)), activation, padding="same"))
-        extras = [{"type": "batchnorm"}, {"type": "dropout", "rate": float(rng.uniform(0.1, 0.6))}]
+        norm = {"type": "batchnorm", "activation": str(rng.choice(["linear", "relu", "tanh"]))}
+        extras = [norm, {"type": "dropout", "rate": float(rng.uniform(0.1, 0.6))}]
         if side >= 4 and rng.random() < 0.5:
             extras.append({"type": str(rng.choice(["maxpool", "avgpool"])), "pool_size": 2})
             side //= 2
@@ -232,7 +240,9 @@ def test_globalavgpool_needs_maps():
 def test_convnet_preset_adapts_to_the_dataset(shape, classes):
     net = Network.from_config(build_preset("convnet", shape, classes))
     types = [spec["type"] for spec in net.config["layers"]]
-    assert types.count("batchnorm") == 3 and types.count("dropout") == 3
+    assert types.count("conv") == 4 and types.count("dropout") == 3
+    norms = [spec for spec in net.config["layers"] if spec["type"] == "batchnorm"]
+    assert len(norms) == 5 and {spec["activation"] for spec in norms} == {"relu"}
     assert net.input_shape == shape and net.n_classes == classes
     assert net.predict_proba(np.zeros((2, *shape))).shape == (2, 1 if classes == 2 else classes)
     names = set(net.params) | set(net.buffers)

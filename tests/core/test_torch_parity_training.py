@@ -30,6 +30,19 @@ CONV_BN = {
         {"type": "dense", "units": 3, "activation": "softmax"},
     ],
 }
+# The order convolution, batch norm, activation: the activation on the batch norm.
+CONV_BN_RELU = {
+    "input_shape": [2, 6, 6],
+    "layers": [
+        {"type": "conv", "filters": 3, "kernel_size": 3, "padding": 1, "activation": "linear"},
+        {"type": "batchnorm", "momentum": 0.3, "epsilon": 1e-3, "activation": "relu"},
+        {"type": "maxpool", "pool_size": 2},
+        {"type": "dense", "units": 5, "activation": "linear"},
+        {"type": "batchnorm", "activation": "tanh"},
+        {"type": "dropout", "rate": 0.4},
+        {"type": "dense", "units": 3, "activation": "softmax"},
+    ],
+}
 
 
 def torch_twin(net):
@@ -52,7 +65,7 @@ def torch_twin(net):
         elif kind == "batchnorm":
             cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
             m = cls(shape[0], eps=spec["epsilon"], momentum=spec["momentum"])
-            modules.append(m)
+            modules += [m, acts[spec["activation"]]()]
             pairs += [(f"{i}.gamma", m.weight), (f"{i}.beta", m.bias)]
         elif kind == "maxpool":
             modules.append(nn.MaxPool2d(spec["pool_size"]))
@@ -88,20 +101,31 @@ def our_mask(net, noise, n):
 
 
 @pytest.mark.parametrize(
-    "spec, make_torch",
+    "config, spec, make_torch",
     [
         (
+            CONV_BN,
             {"name": "sgd", "learning_rate": 0.1, "weight_decay": 0.05},
             lambda ps: torch.optim.SGD(ps, lr=0.1, weight_decay=0.05),
         ),
-        ({"name": "adamw", "learning_rate": 0.02}, lambda ps: torch.optim.AdamW(ps, lr=0.02)),
+        (
+            CONV_BN,
+            {"name": "adamw", "learning_rate": 0.02},
+            lambda ps: torch.optim.AdamW(ps, lr=0.02),
+        ),
+        (
+            CONV_BN_RELU,
+            {"name": "adamw", "learning_rate": 0.02},
+            lambda ps: torch.optim.AdamW(ps, lr=0.02),
+        ),
     ],
-    ids=["sgd-weight-decay", "adamw"],
+    ids=["sgd-weight-decay", "adamw", "activation-after-batchnorm"],
 )
-def test_batchnorm_network_steps_match_torch(spec, make_torch):
-    """Five training steps with batch norm in both placements and a fixed dropout mask: the
-    loss, every gradient, the parameters and the running statistics after each step."""
-    net = Network.from_config(CONV_BN, seed=2, dtype="float64")
+def test_batchnorm_network_steps_match_torch(config, spec, make_torch):
+    """Five training steps with batch norm in both placements (followed by an activation or
+    not) and a fixed dropout mask: the loss, every gradient, the parameters and the running
+    statistics after each step."""
+    net = Network.from_config(config, seed=2, dtype="float64")
     model, pairs = torch_twin(net)
     opt, topt = optimizers.get(dict(spec)), make_torch([tp for _, tp in pairs])
     rng = np.random.default_rng(3)
@@ -117,18 +141,20 @@ def test_batchnorm_network_steps_match_torch(spec, make_torch):
         tloss = nn.functional.cross_entropy(model(torch.from_numpy(X)), torch.from_numpy(y))
         tloss.backward()
         assert loss == pytest.approx(tloss.item(), rel=1e-10)
+        # atol: a bias just before a batch norm has an exactly zero gradient, computed as
+        # rounding noise (~1e-11) on both sides, which AdamW then follows
         for name, tp in pairs:
             np.testing.assert_allclose(
-                grads[name], tp.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=name
+                grads[name], tp.grad.numpy(), rtol=1e-8, atol=1e-10, err_msg=name
             )
         topt.step()
         for name, tp in pairs:
             np.testing.assert_allclose(
-                net.params[name], tp.detach().numpy(), rtol=1e-8, atol=1e-11, err_msg=name
+                net.params[name], tp.detach().numpy(), rtol=1e-8, atol=1e-9, err_msg=name
             )
         for index, bn in zip((1, 4), batchnorms(model), strict=True):
-            np.testing.assert_allclose(
-                net.buffers[f"{index}.running_mean"], bn.running_mean, rtol=1e-10, atol=1e-12
+            np.testing.assert_allclose(  # the running mean holds that bias: its atol
+                net.buffers[f"{index}.running_mean"], bn.running_mean, rtol=1e-10, atol=1e-9
             )
             np.testing.assert_allclose(
                 net.buffers[f"{index}.running_var"], bn.running_var, rtol=1e-10, atol=1e-12
@@ -268,13 +294,26 @@ def test_the_convnet_recipe_follows_torchs_trajectory_given_the_same_draws():
             nn.functional.cross_entropy(model(xb), torch.from_numpy(y[idx])).backward()
             topt.step()
         tsched.step()
-    for name, tp in pairs:
-        np.testing.assert_allclose(
-            net.params[name], tp.detach().numpy(), rtol=1e-7, atol=1e-10, err_msg=name
-        )
+    # A bias just before a batch norm does not change the loss (the norm subtracts the batch
+    # mean): its gradient is rounding noise, which AdamW's division by the gradient's own scale
+    # turns into steps. Such a bias agrees only roughly, and the running mean that holds it
+    # within the bias's own difference.
     bns = [layer.plan.index for layer in net.layers if layer.type == "batchnorm"]
+    invariant = {f"{index - 1}.b" for index in bns}
+    drift = {}
+    for name, tp in pairs:
+        drift[name] = float(np.abs(net.params[name] - tp.detach().numpy()).max())
+        atol = 1e-4 if name in invariant else 1e-10
+        np.testing.assert_allclose(
+            net.params[name], tp.detach().numpy(), rtol=1e-7, atol=atol, err_msg=name
+        )
     for index, bn in zip(bns, batchnorms(model), strict=True):
         for stat in ("running_mean", "running_var"):
+            atol = drift[f"{index - 1}.b"] + 1e-10 if stat == "running_mean" else 0
             np.testing.assert_allclose(
-                net.buffers[f"{index}.{stat}"], getattr(bn, stat), rtol=1e-7, err_msg=stat
+                net.buffers[f"{index}.{stat}"],
+                getattr(bn, stat),
+                rtol=1e-7,
+                atol=atol,
+                err_msg=stat,
             )

@@ -37,7 +37,12 @@ def test_a_preset_adapts_to_the_dataset_and_settings_get_their_defaults() -> Non
     two_classes = DatasetMeta(**{**vars(DIGITS), "input_shape": [3, 32, 32], "classes": ["a", "b"]})
     architecture, training = admit(job("lenet5"), two_classes)
     assert architecture["input_shape"] == [3, 32, 32]
-    assert architecture["layers"][-1] == {"type": "dense", "units": 1, "activation": "sigmoid"}
+    assert architecture["layers"][-1] == {
+        "type": "dense",
+        "units": 1,
+        "activation": "sigmoid",
+        "init": "glorot",
+    }
     assert training["epochs"] == 5 and training["optimizer"]["name"] == "adam"
 
 
