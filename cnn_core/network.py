@@ -12,10 +12,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import config as config_lib
-from . import evaluation, training
+from . import evaluation, parallel, training
 from . import functional as F
 from . import layers as layers_lib
 from .datasets.checks import check_labels
@@ -389,7 +388,7 @@ def _one_blas_thread():
     are too short for a BLAS pool to pay. threadpoolctl's limit is process-wide, so
     concurrent predictions share one limiter and the last to finish restores the limit."""
     with _blas_lock:
-        limiter = _blas_users[0] if _blas_users else threadpool_limits(1, user_api="blas")
+        limiter = _blas_users[0] if _blas_users else parallel.blas_controller().limit(limits=1)
         _blas_users.append(limiter)
     try:
         yield

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
 
 from . import optimizers, parallel, schedules
 from .augmentation import Augmentation
@@ -127,7 +126,8 @@ def fit(
 
     with contextlib.ExitStack() as resources:
         pool = None
-        resources.enter_context(threadpool_limits(1, user_api="blas"))  # `threads` is the total
+        # `threads` is the total
+        resources.enter_context(parallel.blas_controller().limit(limits=1))
         if threads > 1 and parallel.can_fork():
             pool = resources.enter_context(parallel.ShardPool(net, X, y, threads - 1, augment))
         n = len(X)
@@ -291,7 +291,7 @@ def train_step(net, X, y, idx, shards, pool, noise=None, augmentation=None):
 
 def blas_threads():
     """The BLAS thread limit in force (1 when no BLAS library reports one)."""
-    counts = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    counts = [lib.num_threads for lib in parallel.blas_controller().lib_controllers]
     return max(1, min(counts, default=1))
 
 
