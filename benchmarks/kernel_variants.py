@@ -21,11 +21,9 @@ runs interleaved and the median of many calls is compared, because this machine'
    ``fit`` does) against one process whose BLAS calls use 2 threads;
 7. a 3x3 stride-1 conv (forward and backward) on window rows against im2col, and against
    Winograd from 64 input channels, for the thresholds WINDOW_ROWS_MIN_DEPTH,
-   WINDOW_ROWS_MIN_BATCH and WINOGRAD_MIN_FILTERS;
-8. batch norm and relu in training (forward and backward) on the convnet preset's largest maps,
-   its arrays in the layer's workspace against fresh ones at every step.
+   WINDOW_ROWS_MIN_BATCH and WINOGRAD_MIN_FILTERS.
 
-Times 1-5, 7 and 8 are this process's CPU time (one BLAS thread), so that other programs on the
+Times 1-5 and 7 are this process's CPU time (one BLAS thread), so that other programs on the
 shared cores do not count; 6 is wall time, median of 3 epochs each, interleaved.
 """
 
@@ -221,28 +219,6 @@ def main():
         }
     )
     window_rows(WINDOW_ROWS_CASES)
-    batchnorm_workspace()
-
-
-def batchnorm_workspace():
-    """Section 8: one training step of batch norm then relu, with or without a workspace."""
-    x = rng.standard_normal((32, 28, 28, N), dtype=np.float32)
-    gamma, beta = np.ones(32, np.float32), np.zeros(32, np.float32)
-    dout = rng.standard_normal(x.shape, dtype=np.float32)
-
-    def step(ws):
-        def run():
-            out, cache, _, _ = F.batchnorm_forward(x, gamma, beta, 1e-5, ws=ws)
-            a, act_cache = F.activation_forward("relu", out)
-            F.batchnorm_backward(F.activation_backward("relu", dout * 1, act_cache), cache)
-
-        return run
-
-    compare(
-        "8. batch norm and relu, forward and backward, (32, 28, 28, 64) (convnet)",
-        ("arrays in a workspace (cnn_core)", step(F.Workspace())),
-        ("fresh arrays", step(None)),
-    )
 
 
 def winograd(cases):

@@ -751,17 +751,14 @@ def binary_cross_entropy(z, y):
 # ------------------------------------------------------------------------------ normalization
 
 
-def batchnorm_forward(x, gamma, beta, epsilon, mean=None, var=None, ws=None):
+def batchnorm_forward(x, gamma, beta, epsilon, mean=None, var=None):
     """Batch normalization per channel of (C, H, W, N) maps or per unit of (D, N) vectors.
 
     With ``mean``/``var`` None (training) the statistics are the batch's, over every axis but
     the first: ``var`` is the biased variance, as PyTorch normalizes with. Otherwise (evaluation)
     the given running statistics are used, folded into one scale and shift per channel.
     Returns (out, cache, batch mean, batch var); the cache is what :func:`batchnorm_backward`
-    needs (training only, None in evaluation). In training the normalized values and ``out``
-    live in the workspace ``ws``: fresh arrays of a feature map's size cost a page fault per
-    4 KiB at every step (with relu, forward and backward on the convnet preset's largest maps
-    took 1.5x as long: benchmarks/kernel_variants.py, section 8).
+    needs (training only, None in evaluation).
     """
     c = x.shape[0]
     x2 = x.reshape(c, -1)
@@ -771,14 +768,13 @@ def batchnorm_forward(x, gamma, beta, epsilon, mean=None, var=None, ws=None):
         out += (beta - mean * scale)[:, None]
         return out.reshape(x.shape), None, mean, var
     mean = x2.mean(axis=1)
-    normalized = _array(ws, "normalized", x2.shape, x.dtype)
-    np.subtract(x2, mean[:, None], out=normalized)
+    normalized = x2 - mean[:, None]
     var = np.einsum("ij,ij->i", normalized, normalized) / x2.shape[1]
     inv_std = (1.0 / np.sqrt(var + epsilon)).astype(x.dtype, copy=False)
     normalized *= inv_std[:, None]
-    out = np.multiply(normalized, gamma[:, None], out=_array(ws, "out", x2.shape, x.dtype))
+    out = normalized * gamma[:, None]
     out += beta[:, None]
-    return out.reshape(x.shape), (normalized, inv_std, gamma, ws), mean, var
+    return out.reshape(x.shape), (normalized, inv_std, gamma), mean, var
 
 
 def batchnorm_backward(dout, cache):
@@ -787,14 +783,13 @@ def batchnorm_backward(dout, cache):
     dout: like x -> dx: like x, dgamma: (C,), dbeta: (C,); with M values per channel,
     ``dx = inv_std / M * (M * g - sum(g) - xhat * sum(g * xhat))`` for ``g = dout * gamma``.
     """
-    normalized, inv_std, gamma, ws = cache
+    normalized, inv_std, gamma = cache
     c, m = normalized.shape
     d2 = dout.reshape(c, m)
     dbeta = d2.sum(axis=1)
     dgamma = np.einsum("ij,ij->i", d2, normalized)
-    dx = np.multiply(normalized, (dgamma / m)[:, None], out=_array(ws, "dx", d2.shape, d2.dtype))
-    np.subtract(d2, dx, out=dx)
-    dx -= (dbeta / m)[:, None]
+    dx = d2 - (dbeta / m)[:, None]
+    dx -= normalized * (dgamma / m)[:, None]
     dx *= (gamma * inv_std)[:, None]
     return dx.reshape(dout.shape), dgamma, dbeta
 

@@ -111,9 +111,7 @@ class BatchNorm(Layer):
             running = b["running_mean"], b["running_var"]
             out = F.batchnorm_forward(x, p["gamma"], p["beta"], eps, *running)[0]
             return F.activation_forward(activation, out)[0]
-        out, norm_cache, mean, var = F.batchnorm_forward(
-            x, p["gamma"], p["beta"], eps, ws=self.workspace
-        )
+        out, norm_cache, mean, var = F.batchnorm_forward(x, p["gamma"], p["beta"], eps)
         out, act_cache = F.activation_forward(activation, out)
         self.cache = norm_cache, act_cache
         m = x.size // x.shape[0]
