@@ -38,7 +38,9 @@ def can_fork():
 @functools.cache
 def blas_controller():
     """threadpoolctl's handle on the BLAS libraries loaded with NumPy, found once: finding them
-    walks every library in the process (0.17 ms), which each big-batch prediction paid."""
+    walks every library in the process (0.17 ms), which each big-batch prediction paid. A BLAS
+    loaded after the first call would not be limited; cnn_core loads none. Forked shard
+    processes inherit it, with the libraries at the same addresses."""
     return ThreadpoolController().select(user_api="blas")
 
 

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from . import config as config_lib
 from . import optimizers, parallel, schedules
 from .augmentation import Augmentation
 from .errors import ConfigError, DivergenceError, ModelFileError
@@ -126,8 +127,8 @@ def fit(
 
     with contextlib.ExitStack() as resources:
         pool = None
-        # `threads` is the total
-        resources.enter_context(parallel.blas_controller().limit(limits=1))
+        limit = parallel.blas_controller().limit(limits=1)
+        resources.enter_context(limit)  # `threads` is the total
         if threads > 1 and parallel.can_fork():
             pool = resources.enter_context(parallel.ShardPool(net, X, y, threads - 1, augment))
         n = len(X)
@@ -223,9 +224,18 @@ def _write_checkpoint(net, path, position, opt, schedule, stopping, history, fin
     save_archive(path, arrays, meta)
 
 
+def _normalized(config):
+    """A checkpoint's config as this version normalizes it (older files lack fields added
+    since, such as ``init``), or None if it is no longer valid."""
+    try:
+        return config_lib.normalize(config)[0]
+    except ConfigError:
+        return None
+
+
 def _restore_checkpoint(net, path, opt, schedule, stopping, fingerprint):
     arrays, meta = load_archive(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
-    if meta["config"] != net.config or meta["dtype"] != net.dtype.name:
+    if _normalized(meta["config"]) != net.config or meta["dtype"] != net.dtype.name:
         raise ModelFileError(
             "the checkpoint belongs to a network with another architecture or dtype"
         )

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from cnn_core import ConfigError, DatasetError, DivergenceError, ModelFileError, Network
+from cnn_core.files import load_archive, save_archive
+from cnn_core.training import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from tests.support.networks import (
     ADAM,
     TINY,
@@ -198,6 +200,24 @@ def test_checkpoint_resume_is_bit_identical(
         assert len(h_straight.epochs) == 4 and len(h_straight.iterations) == 4 * 6
     # the resumed network really trained: it is not the one that stopped at epoch 2
     assert not same_params(resumed.params, first.params) or h_straight.stopped_early
+
+
+def test_a_checkpoint_written_before_the_init_field_still_resumes(tmp_path):
+    """Checkpoints store the normalized config; those from before ``init`` (conv, dense) was
+    a field lack it, and resuming compares configs as this version normalizes them."""
+    X, y = random_data(20)
+    path = tmp_path / "checkpoint.npz"
+    kwargs = {"batch_size": 8, "seed": 3, "threads": 1}
+    Network.from_config(TINY, seed=0).fit(X, y, epochs=1, checkpoint_path=path, **kwargs)
+    arrays, meta = load_archive(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
+    for layer in meta["config"]["layers"]:
+        layer.pop("init", None)
+    save_archive(path, arrays, meta)
+    resumed = Network.from_config(TINY, seed=0)
+    history = resumed.fit(X, y, epochs=2, resume_from=path, **kwargs)
+    straight = Network.from_config(TINY, seed=0)
+    straight.fit(X, y, epochs=2, **kwargs)
+    assert len(history.epochs) == 2 and same_params(resumed.params, straight.params)
 
 
 def test_resume_refuses_other_settings_or_architecture(tmp_path):
