@@ -41,26 +41,25 @@ def convnet(input_shape, n_classes):
     image, so inputs from 4x4 pixels up fit; the recommended recipe, and what each choice was
     worth, are in the README."""
     c, h, w = input_shape
-    conv = {"type": "conv", "kernel_size": 3, "padding": "same", "activation": "linear"}
-
-    def convolution(filters):
-        return [{**conv, "filters": filters, "init": "pytorch"}, _norm_relu()]
-
     layers = []
     for filters in (32, 64):
-        layers += convolution(filters) + convolution(filters)
+        layers += _conv_norm_relu(filters) + _conv_norm_relu(filters)
         layers += [{"type": "maxpool", "pool_size": 2}, {"type": "dropout", "rate": 0.25}]
     layers += [
         {"type": "dense", "units": 256, "activation": "linear", "init": "pytorch"},
-        _norm_relu(),
+        {"type": "batchnorm", "activation": "relu"},
         {"type": "dropout", "rate": 0.5},
         {**_output(n_classes), "init": "pytorch"},
     ]
     return {"input_shape": [c, h, w], "layers": layers}
 
 
-def _norm_relu():
-    return {"type": "batchnorm", "activation": "relu"}
+def _conv_norm_relu(filters):
+    conv = {"type": "conv", "filters": filters, "kernel_size": 3, "padding": "same"}
+    return [
+        conv | {"activation": "linear", "init": "pytorch"},
+        {"type": "batchnorm", "activation": "relu"},
+    ]
 
 
 def _output(n_classes):

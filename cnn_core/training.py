@@ -127,8 +127,8 @@ def fit(
 
     with contextlib.ExitStack() as resources:
         pool = None
-        limit = parallel.blas_controller().limit(limits=1)
-        resources.enter_context(limit)  # `threads` is the total
+        # one BLAS thread per shard process: `threads` is the total
+        resources.enter_context(parallel.blas_controller().limit(limits=1))
         if threads > 1 and parallel.can_fork():
             pool = resources.enter_context(parallel.ShardPool(net, X, y, threads - 1, augment))
         n = len(X)

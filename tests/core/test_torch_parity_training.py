@@ -88,6 +88,18 @@ class FixedMask(nn.Module):
         return x * self.mask if self.training else x
 
 
+def biases_before_batchnorm(net):
+    """The biases of conv and dense layers followed directly by a batch norm, with no
+    activation between: the loss does not depend on them (the norm subtracts the batch mean),
+    so their gradients are rounding noise on both sides, which AdamW's division by the
+    gradient's own scale turns into steps."""
+    return {
+        f"{i - 1}.b"
+        for i, plan in enumerate(net.plans)
+        if i > 0 and plan.type == "batchnorm" and net.plans[i - 1].activation == "linear"
+    }
+
+
 def batchnorms(model):
     return [m for m in model if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
 
@@ -127,13 +139,7 @@ def test_batchnorm_network_steps_match_torch(config, spec, make_torch):
     statistics after each step."""
     net = Network.from_config(config, seed=2, dtype="float64")
     model, pairs = torch_twin(net)
-    # A bias just before a batch norm (no activation between) has an exactly zero gradient,
-    # computed as rounding noise (~1e-11) on both sides, which AdamW then follows.
-    loose = {
-        f"{i - 1}.b": 1e-9
-        for i, spec in enumerate(config["layers"])
-        if spec["type"] == "batchnorm" and config["layers"][i - 1].get("activation") == "linear"
-    }
+    loose = dict.fromkeys(biases_before_batchnorm(net), 1e-9)
     opt, topt = optimizers.get(dict(spec)), make_torch([tp for _, tp in pairs])
     rng = np.random.default_rng(3)
     for step in range(1, 6):
@@ -306,12 +312,10 @@ def test_the_convnet_recipe_follows_torchs_trajectory_given_the_same_draws():
             nn.functional.cross_entropy(model(xb), torch.from_numpy(y[idx])).backward()
             topt.step()
         tsched.step()
-    # A bias just before a batch norm does not change the loss (the norm subtracts the batch
-    # mean): its gradient is rounding noise, which AdamW's division by the gradient's own scale
-    # turns into steps. Such a bias agrees only roughly, and the running mean that holds it
-    # within the bias's own difference.
+    # Such a bias agrees only roughly, and the running mean that holds it within the bias's
+    # own difference.
     bns = [layer.plan.index for layer in net.layers if layer.type == "batchnorm"]
-    invariant = {f"{index - 1}.b" for index in bns}
+    invariant = biases_before_batchnorm(net)
     drift = {}
     for name, tp in pairs:
         drift[name] = float(np.abs(net.params[name] - tp.detach().numpy()).max())
