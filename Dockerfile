@@ -39,11 +39,19 @@ WORKDIR /srv/cnn-service
 # uses only onnx's helpers and checker), numpy's f2py and C headers, type stubs, source maps,
 # and fontTools' optional compiled speedups (12 MB; matplotlib calls fontTools only to embed
 # fonts in PDF and PostScript, and the pure-Python modules they were compiled from stay).
+# Of MKL (cnn_core.gemm), only what its sequential GEMM loads stays: the runtime, core,
+# sequential and LP64 interface libraries and the kernels of every CPU family (MKL exits the
+# process if its CPU's are missing); its OpenMP and TBB dependencies (288 MB) and its threaded,
+# cluster, ILP64, gfortran and vector-math libraries go.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && pip install --no-cache-dir --only-binary=:all: --no-compile -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt \
+    && pip uninstall --yes --quiet intel-openmp intel-cmplr-lib-ur tbb tcmlib umf \
+    && mkl="$(python -c 'import sys; print(sys.prefix)')/lib/libmkl_" \
+    && rm -f "$mkl"*thread* "$mkl"scalapack* "$mkl"blacs* "$mkl"cdft* "$mkl"*ilp64* \
+        "$mkl"gf_* "$mkl"vml_* \
     && site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
     && find "$site/numpy" "$site/matplotlib" -depth -type d -name tests -exec rm -rf {} + \
     && rm -rf "$site/numpy/f2py" "$site/numpy/_core/include" "$site/numpy/_core/lib" \

@@ -21,7 +21,9 @@ runs interleaved and the median of many calls is compared, because this machine'
    ``fit`` does) against one process whose BLAS calls use 2 threads;
 7. a 3x3 stride-1 conv (forward and backward) on window rows against im2col, and against
    Winograd from 64 input channels, for the thresholds WINDOW_ROWS_MIN_DEPTH,
-   WINDOW_ROWS_MIN_BATCH and WINOGRAD_MIN_FILTERS.
+   WINDOW_ROWS_MIN_BATCH and WINOGRAD_MIN_FILTERS;
+8. the products of these networks' kernels by MKL's sequential GEMM against NumPy's OpenBLAS
+   (``cnn_core.gemm``), for MKL_MIN_MACS and MKL_MIN_SIDE (skipped without MKL).
 
 Times 1-5 and 7 are this process's CPU time (one BLAS thread), so that other programs on the
 shared cores do not count; 6 is wall time, median of 3 epochs each, interleaved.
@@ -36,7 +38,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from threadpoolctl import threadpool_limits
 from train_throughput import BATCH, workload
 
-from cnn_core import Network
+from cnn_core import Network, gemm
 from cnn_core import functional as F
 
 N, K = 64, 5
@@ -219,6 +221,8 @@ def main():
         }
     )
     window_rows(WINDOW_ROWS_CASES)
+    if gemm.BACKEND == "mkl":
+        products(GEMM_CASES)
 
 
 def winograd(cases):
@@ -291,6 +295,44 @@ WINDOW_ROWS_CASES = {
     "7j. 3x3 conv 64 -> 64, 32x32 maps, batch 64 (vgg64)": (64, 64, 32, 64),
     "7k. 3x3 conv 64 -> 128, 16x16 maps, batch 64 (vgg64)": (64, 128, 16, 64),
 }
+
+
+# (m, k, n, b transposed): products the kernels make, as (F, depth) @ (depth, columns) in
+# forward and with the columns as depth in the weight gradients (b a transposed view).
+GEMM_CASES = {
+    "8a. LeNet-5 first conv forward, (6, 25) @ (25, 5242)": (6, 25, 5242, False),
+    "8b. LeNet-5 first conv dW, (25, 5242) @ (5242, 6)": (25, 5242, 6, True),
+    "8c. LeNet-5 second conv forward, (16, 150) @ (150, 640)": (16, 150, 640, False),
+    "8d. LeNet-5 second conv dW, (150, 640) @ (640, 16)": (150, 640, 16, True),
+    "8e. LeNet-5 dense 400 -> 120, (120, 400) @ (400, 64)": (120, 400, 64, False),
+    "8f. LeNet-5 dense 120 -> 84, (84, 120) @ (120, 64)": (84, 120, 64, False),
+    "8g. convnet 32 -> 32 window row, (32, 288) @ (288, 1792)": (32, 288, 1792, False),
+    "8h. convnet 32 -> 32 dW share, (288, 1792) @ (1792, 32)": (288, 1792, 32, True),
+    "8i. convnet 64 -> 64 window row, (64, 576) @ (576, 896)": (64, 576, 896, False),
+    "8j. convnet 64 -> 64 dW share, (576, 896) @ (896, 64)": (576, 896, 64, True),
+    "8k. convnet dense 3136 -> 256, (256, 3136) @ (3136, 64)": (256, 3136, 64, False),
+}
+
+
+def products(cases):
+    """Section 8: each product by cnn_core.gemm's choice first, then by the other library."""
+    defaults = gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE
+
+    def by_mkl(a, b, out):
+        gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE = 0, 1  # MKL, however small the product
+        gemm.matmul(a, b, out)
+
+    for title, (m, k, n, b_transposed) in cases.items():
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((n, k) if b_transposed else (k, n), dtype=np.float32)
+        b = b.T if b_transposed else b
+        out = np.empty((m, n), np.float32)
+        mkl_way = ("MKL", partial(by_mkl, a, b, out))
+        numpy_way = ("NumPy (OpenBLAS)", partial(np.matmul, a, b, out=out))
+        mkl_chosen = min(m, n) >= defaults[1] and m * n * k >= defaults[0]
+        ours, theirs = (mkl_way, numpy_way) if mkl_chosen else (numpy_way, mkl_way)
+        compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
+    gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE = defaults
 
 
 def shards_or_blas_threads():

@@ -22,6 +22,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import gemm
 from .activations import LEAKY_RELU_SLOPE
 
 
@@ -141,7 +142,7 @@ def _correlate(xp, w, stride, ws, name):
     out = _array(ws, name, (f, out_h, out_w, n), xp.dtype)
     w2 = w.reshape(f, -1)
     for r0, r1 in _row_blocks(windows):
-        np.matmul(w2, _columns(windows, r0, r1, ws), out=out[:, r0:r1].reshape(f, -1))
+        gemm.matmul(w2, _columns(windows, r0, r1, ws), out=out[:, r0:r1].reshape(f, -1))
     return out
 
 
@@ -236,7 +237,7 @@ def _correlate_by_window_rows(x, padding, w, ws, name, b=None):
     out_rows = out.reshape(f, out_h, -1)
     w_rows = _kernel_rows(w)
     for r, columns in _window_rows(x, padding, (kh, kw), ws, name + "_window_rows"):
-        np.matmul(w_rows, columns, out=out_rows[:, r])
+        gemm.matmul(w_rows, columns, out=out_rows[:, r])
         if b is not None:
             out_rows[:, r] += b[:, None]
     return out
@@ -250,7 +251,7 @@ def _weight_gradient_by_window_rows(dout, x, padding, w_shape, ws):
     dout_rows = dout.reshape(f, dout.shape[1], -1)
     dw = np.zeros((kh * c * kw, f), dtype=dout.dtype)
     for r, columns in _window_rows(x, padding, (kh, kw), ws, "out_window_rows"):
-        dw += columns @ dout_rows[:, r].T
+        gemm.matmul(columns, dout_rows[:, r].T, out=dw, accumulate=True)
     return dw.T.reshape(f, kh, c, kw).transpose(0, 2, 1, 3)
 
 
@@ -267,8 +268,8 @@ def _gradients_by_window_rows(dout, x, w, padding, ws):
     flipped_rows = _kernel_rows(flipped)
     g = np.zeros((kh * f * kw, c), dtype=dout.dtype)
     for p, columns in _window_rows(dout, pads, (kh, kw), ws, "dx_window_rows"):
-        np.matmul(flipped_rows, columns, out=dx_rows[:, p])
-        g += columns @ x_rows[:, p].T
+        gemm.matmul(flipped_rows, columns, out=dx_rows[:, p])
+        gemm.matmul(columns, x_rows[:, p].T, out=g, accumulate=True)
     dw = g.reshape(kh, f, kw, c)[::-1, :, ::-1].transpose(1, 3, 0, 2)
     return dx, np.ascontiguousarray(dw)
 
@@ -344,7 +345,8 @@ def _weight_gradient_by_im2col(dout, xp, w_shape, stride, ws):
     dw = np.zeros((c * kh * kw, f), dtype=dout.dtype)
     for r0, r1 in _row_blocks(windows):
         # (cols @ d2.T), transposed at the end: OpenBLAS runs this thin product ~2x faster
-        dw += _columns(windows, r0, r1, ws) @ dout[:, r0:r1].reshape(f, -1).T
+        columns = _columns(windows, r0, r1, ws)
+        gemm.matmul(columns, dout[:, r0:r1].reshape(f, -1).T, out=dw, accumulate=True)
     return dw.T.reshape(w_shape)
 
 
@@ -392,7 +394,7 @@ def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
     dxp = _array(ws, "dpadded", padded_shape, dout.dtype)
     dxp.fill(0)
     for i, j, rows, columns in _offset_slices(kh, kw, out_h, out_w, stride):
-        np.matmul(w_offsets[i, j], d2, out=part)
+        gemm.matmul(w_offsets[i, j], d2, out=part)
         dxp[:, rows, columns, :] += part.reshape(c, out_h, out_w, n)
     return unpad_maps(dxp, padding)
 
@@ -528,7 +530,7 @@ def _winograd_forward(x, w, b, padding, ws):
     for t0, t1 in blocks:
         shape = (4, 4, f, t1 - t0, blocks.tile_columns, n)
         m = blocks.array("winograd_m", shape, 3)
-        np.matmul(u, blocks.input_tiles(t0, t1), out=m.reshape(16, f, -1))
+        gemm.matmul(u, blocks.input_tiles(t0, t1), out=m.reshape(16, f, -1))
         down = blocks.array("winograd_down", (2, *shape[1:]), 3)
         for col in range(4):
             _output_transform(m[:, col], down[0, col], down[1, col])
@@ -567,11 +569,11 @@ def _winograd_backward(dout, cache, need_dx):
         for col in range(4):
             _output_transform_adjoint(up[0, col], up[1, col], dm[:, col])
         dm = dm.reshape(16, f, -1)
-        du += dm @ blocks.input_tiles(t0, t1).transpose(0, 2, 1)
+        gemm.matmul(dm, blocks.input_tiles(t0, t1).transpose(0, 2, 1), out=du, accumulate=True)
         if not need_dx:
             continue
         dv = blocks.array("winograd_dv", (4, 4, c, rows, blocks.tile_columns, n), 3)
-        np.matmul(u.transpose(0, 2, 1), dm, out=dv.reshape(16, c, -1))
+        gemm.matmul(u.transpose(0, 2, 1), dm, out=dv.reshape(16, c, -1))
         across = blocks.array("winograd_rows", (4, c, rows, wp, n), 2)
         across.fill(0)
         scratch = blocks.array("winograd_scratch", dv.shape[2:], 1)
@@ -654,7 +656,7 @@ def avgpool_backward(dout, cache, ws=None):
 
 def dense_forward(a, w, b):
     """Affine map. a: (D, N), w: (U, D), b: (U,) -> z: (U, N)."""
-    z = w @ a
+    z = gemm.matmul(w, a)
     z += b[:, None]
     return z, (a, w)
 
@@ -662,9 +664,9 @@ def dense_forward(a, w, b):
 def dense_backward(dz, cache, need_dx=True):
     """dz: (U, N) -> da: (D, N) or None, dw: (U, D), db: (U,)."""
     a, w = cache
-    dw = dz @ a.T
+    dw = gemm.matmul(dz, a.T)
     db = dz.sum(axis=1)
-    return (w.T @ dz if need_dx else None), dw, db
+    return (gemm.matmul(w.T, dz) if need_dx else None), dw, db
 
 
 # ----------------------------------------------------------------------------------- activations

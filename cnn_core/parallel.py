@@ -28,6 +28,7 @@ from multiprocessing import Pipe
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from . import gemm
 from .layers import Parameters
 
 
@@ -40,8 +41,13 @@ def blas_controller():
     """threadpoolctl's handle on the BLAS libraries loaded with NumPy, found once: finding them
     walks every library in the process (0.17 ms), which each big-batch prediction paid. A BLAS
     loaded after the first call would not be limited; cnn_core loads none. Forked shard
-    processes inherit it, with the libraries at the same addresses."""
-    return ThreadpoolController().select(user_api="blas")
+    processes inherit it, with the libraries at the same addresses. Not the sequential MKL of
+    :mod:`cnn_core.gemm`, which reports one thread whatever the limit."""
+    controller = ThreadpoolController()
+    libraries = [lib for lib in controller.info() if lib["user_api"] == "blas"]
+    return controller.select(
+        filepath=[lib["filepath"] for lib in libraries if lib["filepath"] != gemm.MKL_PATH]
+    )
 
 
 class ShardPool:

@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 from cnn_core import (
     DatasetError,
@@ -17,6 +17,7 @@ from cnn_core import (
 )
 from cnn_core import network as network_module
 from cnn_core.files import save_archive
+from cnn_core.parallel import blas_controller
 from tests.support.networks import (
     ADAM,
     TINY,
@@ -262,7 +263,7 @@ def test_a_big_batch_on_two_blas_threads_is_predicted_in_two_threads_alike(monke
         alone = net.logits(X)
     with threadpool_limits(2):
         parallel = net.logits(X)
-        limits = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        limits = [lib["num_threads"] for lib in blas_controller().info()]
     np.testing.assert_allclose(parallel, alone, rtol=1e-5, atol=1e-6)
     assert limits and set(limits) == {2}  # the one-thread limit of the predict threads is gone
     assert threading.get_ident() not in threads[1:]  # after the one-thread call, pool threads
@@ -280,7 +281,7 @@ def test_a_big_batch_of_a_small_network_is_predicted_in_this_thread_on_one_blas_
     forward = net._forward
 
     def spy(x, train):
-        blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        blas = [lib["num_threads"] for lib in blas_controller().info()]
         seen.append((threading.get_ident(), tuple(blas)))
         return forward(x, train)
 

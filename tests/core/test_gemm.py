@@ -1,0 +1,151 @@
+"""cnn_core.gemm: MKL's products equal NumPy's in every layout the kernels pass, and the
+fallbacks (small products, odd layouts, no MKL) give NumPy's own results."""
+
+import platform
+import sys
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from cnn_core import gemm, training
+
+BIG = (40, 96, 300)  # m, k, n: over MKL_MIN_MACS, every side over MKL_MIN_SIDE
+ON_MKL = pytest.mark.skipif(gemm.BACKEND != "mkl", reason="MKL is not installed here")
+
+
+@pytest.fixture
+def mkl_calls(monkeypatch):
+    """Counts the products that reach MKL."""
+    calls = []
+
+    def counted(real):
+        def call(*args):
+            calls.append(args[3:6])
+            return real(*args)
+
+        return call
+
+    monkeypatch.setattr(gemm, "_GEMM", {t: counted(f) for t, f in gemm._GEMM.items()})
+    return calls
+
+
+def operands(m, k, n, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+
+
+def close(actual, a, b, rtol=1e-5):
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+
+
+def test_the_dependency_loads_on_linux_x86_64():
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        pytest.skip("mkl is a dependency on x86-64 Linux only")
+    assert gemm.BACKEND == "mkl"
+
+
+@ON_MKL
+@pytest.mark.parametrize("a_t", [False, True], ids=["a", "a.T"])
+@pytest.mark.parametrize("b_t", [False, True], ids=["b", "b.T"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transposed_views_are_read_in_place(mkl_calls, a_t, b_t, dtype):
+    m, k, n = BIG
+    a, b = operands(m, k, n, dtype)
+    a_in = np.ascontiguousarray(a.T).T if a_t else a  # same values, column-major storage
+    b_in = np.ascontiguousarray(b.T).T if b_t else b
+    out = gemm.matmul(a_in, b_in)
+    assert out.dtype == dtype and out.shape == (m, n)
+    close(out, a, b, 1e-5 if dtype == np.float32 else 1e-12)
+    assert mkl_calls == [(m, n, k)]
+
+
+@ON_MKL
+def test_strided_rows_accumulate_and_stacks(mkl_calls):
+    m, k, n = BIG
+    a, b = operands(m, k, n)
+    # out is one row block of a bigger array (a leading dimension larger than n), as the
+    # window-row kernels write it; b is a column slice of a wider matrix.
+    wide = np.random.default_rng(1).standard_normal((k, n + 17)).astype(np.float32)
+    b_view = wide[:, 5 : 5 + n]
+    big_out = np.zeros((m, 3, n), np.float32)
+    gemm.matmul(a, b_view, out=big_out[:, 1])
+    close(big_out[:, 1], a, b_view)
+    assert not big_out[:, 0].any() and not big_out[:, 2].any()
+    start = np.ones((m, n), np.float32)
+    acc = start.copy()
+    gemm.matmul(a, b, out=acc, accumulate=True)
+    np.testing.assert_allclose(acc, start + a @ b, rtol=1e-5, atol=1e-4)
+    stack_a = np.stack([a, 2 * a])
+    stack_b = np.stack([b, -b])
+    stacked = gemm.matmul(stack_a, stack_b)
+    close(stacked[0], a, b)
+    close(stacked[1], 2 * a, -b)
+    assert len(mkl_calls) == 4
+
+
+@ON_MKL
+def test_results_do_not_depend_on_alignment():
+    """A resumed job's arrays sit at other addresses: its products must not change a bit."""
+    m, k, n = 32, 288, 448
+    a, b = operands(m, k, n)
+    results = []
+    for offset in range(0, 16, 3):  # float offsets: 0 to 60 bytes off any alignment
+        buffers = [np.empty(x.size + 16, np.float32) for x in (a, b, a @ b)]
+        a_at, b_at, out = (
+            buf[offset : offset + x.size].reshape(x.shape)
+            for buf, x in zip(buffers, (a, b, a @ b), strict=True)
+        )
+        a_at[...], b_at[...] = a, b
+        results.append(gemm.matmul(a_at, b_at, out=out).copy())
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["small", "thin side", "int", "mixed dtypes", "overlap", "no unit stride", "empty"],
+)
+def test_what_mkl_cannot_take_goes_to_numpy(mkl_calls, case):
+    m, k, n = BIG
+    a, b = operands(m, k, n)
+    out = None
+    if case == "small":
+        a, b = operands(10, 84, 64)
+    elif case == "thin side":
+        a, b = operands(6, 400, 600)
+    elif case == "int":
+        a, b = (a * 10).astype(np.int64), (b * 10).astype(np.int64)
+    elif case == "mixed dtypes":
+        b = b.astype(np.float64)
+    elif case == "overlap":  # out is b: NumPy buffers the product, MKL would read what it wrote
+        a, b = operands(n, n, n)
+        out = b
+    elif case == "no unit stride":
+        a = np.repeat(a, 2, axis=1)[:, ::2]
+    elif case == "empty":
+        a, b = operands(m, 0, n)
+    expected = a @ b
+    result = gemm.matmul(a, b, out=out)
+    np.testing.assert_array_equal(result, expected)
+    assert mkl_calls == []
+
+
+def test_without_mkl_every_product_is_numpys(monkeypatch):
+    monkeypatch.setattr(gemm, "_GEMM", {})
+    m, k, n = BIG
+    a, b = operands(m, k, n)
+    np.testing.assert_array_equal(gemm.matmul(a, b), a @ b)
+    acc = np.ones((m, n), np.float32)
+    gemm.matmul(a, b, out=acc, accumulate=True)
+    expected = np.ones((m, n), np.float32)
+    expected += a @ b
+    np.testing.assert_array_equal(acc, expected)
+
+
+def test_thread_limits_follow_numpys_blas_not_the_sequential_mkl():
+    """MKL's sequential layer reports one thread whatever the limit; were it counted, every
+    fit would train on one process."""
+    for limit in (1, 2):
+        with threadpool_limits(limits=limit, user_api="blas"):
+            assert training.blas_threads() == limit
