@@ -39,7 +39,7 @@ WORKDIR /srv/cnn-service
 # uses only onnx's helpers and checker), numpy's f2py and C headers, type stubs, source maps,
 # and fontTools' optional compiled speedups (12 MB; matplotlib calls fontTools only to embed
 # fonts in PDF and PostScript, and the pure-Python modules they were compiled from stay).
-# Of MKL (cnn_core.gemm), only what its sequential GEMM loads stays: the runtime, core,
+# Of MKL (cnn_core.gemm), only what its sequential GEMM needs stays: the runtime, core,
 # sequential and LP64 interface libraries and the kernels of every CPU family (MKL exits the
 # process if its CPU's are missing); its OpenMP and TBB dependencies (288 MB) and its threaded,
 # cluster, ILP64, gfortran and vector-math libraries go.

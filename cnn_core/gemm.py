@@ -2,17 +2,19 @@
 
 Why not NumPy's ``@`` everywhere: a convolution's products are thin (32 or 64 filters, a few
 hundred deep), and OpenBLAS, the BLAS NumPy ships, takes 1.2x to 1.45x MKL's time for them on
-this machine (``benchmarks/kernel_variants.py``, section 8), PyTorch's convolutions being near
-the CPU's peak. Every product in cnn_core runs on one BLAS thread (training shards are
-processes, a parallel prediction is one thread per core), so MKL's sequential layer is the one
-to load: it starts no threads, so forking shard processes stays safe, and ctypes lets go of the
-GIL during the call, so prediction threads overlap.
+this machine (``benchmarks/kernel_variants.py``, section 8), while PyTorch's convolutions run
+near the CPU's peak. Training and big-batch prediction already run one BLAS thread per core
+(shard processes, prediction threads), so MKL's sequential layer is the one to load: it starts
+no threads, so forking shard processes stays safe, and ctypes lets go of the GIL during the
+call, so prediction threads overlap. (A small prediction, computed in the calling thread, thus
+runs its big products on one core where OpenBLAS could have used more.)
 
-MKL's results do not depend on the arrays' alignment (tests/core/test_gemm.py checks offsets), so a
-job resumed in another process computes bit for bit what it would have. Anything MKL cannot take
-as it is (other dtypes, strides without a unit axis, outputs that overlap an input, empty
-arrays) goes to NumPy, as do small products and everything on a machine without the ``mkl``
-package.
+A job resumed in another process must compute bit for bit what it would have: MKL gave the same
+bits at every alignment tests/core/test_gemm.py tries (offsets of 0 to 60 bytes, transposed
+operands, accumulation, both dtypes). Anything MKL cannot take as it is (other dtypes or byte
+orders, strides without a unit axis, outputs that overlap an input, empty or unaligned arrays,
+mismatched shapes, for NumPy to refuse) goes to NumPy, as do small products and everything on a
+machine without the ``mkl`` package.
 """
 
 import ctypes
@@ -22,8 +24,11 @@ import os
 import numpy as np
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
-_THREADING_SEQUENTIAL = 1
-_INT_MAX = 2**31 - 1  # MKL's LP64 interface takes 32-bit sizes
+_INTERFACE_LP64, _THREADING_SEQUENTIAL = 0, 1
+_INT_MAX = 2**31 - 1  # the LP64 interface takes 32-bit sizes
+# What the sequential LP64 GEMM loads besides the runtime, found next to it (MKL ends the process
+# when it cannot load a library it needs, rather than failing the call).
+_NEEDED = ("libmkl_core.so", "libmkl_sequential.so", "libmkl_intel_lp64.so", "libmkl_def.so")
 # Smaller products run faster in NumPy: MKL's fixed cost per call outweighs its speed below a
 # million multiply-adds, and it is slow on a side of fewer than 8 (LeNet-5's 6 filters).
 # benchmarks/kernel_variants.py, section 8.
@@ -31,32 +36,54 @@ MKL_MIN_MACS = 1 << 20
 MKL_MIN_SIDE = 8
 
 
-MKL_PATH = None  # the MKL library loaded, which BLAS thread limits leave out (it has no threads)
-
-
 def _load_mkl():
-    """The MKL runtime library set to its sequential layer, or None without the package."""
+    """(MKL's runtime library on its sequential layer and LP64 interface, its path), or
+    (None, None): without the package, with a library it needs missing, or when MKL was set
+    up before (by another package) on other layers."""
     try:
         files = importlib.metadata.distribution("mkl").files or []
     except importlib.metadata.PackageNotFoundError:
-        return None
-    paths = [f.locate() for f in files if f.name.startswith("libmkl_rt.so")]
-    if not paths:
-        return None
-    global MKL_PATH
-    MKL_PATH = os.path.realpath(paths[0])
-    lib = ctypes.CDLL(MKL_PATH)
-    lib.MKL_Set_Threading_Layer(_THREADING_SEQUENTIAL)  # before any other MKL call
-    i, p = ctypes.c_int, ctypes.c_void_p
-    for name, real in (("cblas_sgemm", ctypes.c_float), ("cblas_dgemm", ctypes.c_double)):
-        getattr(lib, name).argtypes = [i, i, i, i, i, i, real, p, i, p, i, real, p, i]
-        getattr(lib, name).restype = None
-    return lib
+        return None, None
+    paths = [os.path.realpath(f.locate()) for f in files if f.name.startswith("libmkl_rt.so")]
+    if not paths or not os.path.exists(paths[0]):
+        return None, None
+    present = os.listdir(os.path.dirname(paths[0]))
+    if not all(any(name.startswith(needed) for name in present) for needed in _NEEDED):
+        return None, None
+    try:
+        lib = ctypes.CDLL(paths[0])
+        if lib.MKL_Set_Interface_Layer(_INTERFACE_LP64) != _INTERFACE_LP64:
+            return None, None
+        if lib.MKL_Set_Threading_Layer(_THREADING_SEQUENTIAL) != _THREADING_SEQUENTIAL:
+            return None, None
+        i, p = ctypes.c_int, ctypes.c_void_p
+        for name, real in (("cblas_sgemm", ctypes.c_float), ("cblas_dgemm", ctypes.c_double)):
+            getattr(lib, name).argtypes = [i, i, i, i, i, i, real, p, i, p, i, real, p, i]
+            getattr(lib, name).restype = None
+    except (OSError, AttributeError):  # not loadable, or not the MKL these calls expect
+        return None, None
+    return lib, paths[0]
 
 
-_MKL = _load_mkl()
+# MKL_PATH: the library loaded, which BLAS thread limits leave out (it starts no threads).
+_MKL, MKL_PATH = _load_mkl()
 BACKEND = "mkl" if _MKL is not None else "numpy"
-_GEMM = {} if _MKL is None else {np.float32: _MKL.cblas_sgemm, np.float64: _MKL.cblas_dgemm}
+_GEMM = {}
+if _MKL is not None:  # native byte order only: dtype('>f4') is another key
+    _GEMM = {np.dtype(np.float32): _MKL.cblas_sgemm, np.dtype(np.float64): _MKL.cblas_dgemm}
+
+
+def preload():
+    """Make MKL load its core and this CPU's kernels (220 MB of mapped libraries) now rather
+    than at the first big product: for a process whose children cap their address space (the
+    training workers' fork server), so that no job can fail to load them halfway through.
+
+    Not done at import: PyTorch, in a process where MKL's core is loaded before its own first
+    product, computes its products with this sequential MKL (one thread, other rounding)."""
+    for dtype, gemm in _GEMM.items():
+        a, b, c = (np.ones(1, dtype) for _ in range(3))
+        args = (a.ctypes.data, 1, b.ctypes.data, 1, 0.0, c.ctypes.data, 1)
+        gemm(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, 1, 1, 1, 1.0, *args)
 
 
 def _operand(a):
@@ -73,18 +100,16 @@ def _operand(a):
 
 
 def matmul(a, b, out=None, accumulate=False):
-    """``a @ b`` of 2-D arrays, written into ``out`` if given (added to it with ``accumulate``);
-    stacks of matrices (3-D) are multiplied pair by pair. Returns the result."""
-    if a.ndim == 3:
-        if out is None:
-            out = np.empty((a.shape[0], a.shape[1], b.shape[2]), np.result_type(a, b))
-        for k in range(a.shape[0]):
-            matmul(a[k], b[k], out[k], accumulate)
-        return out
+    """``a @ b`` of 2-D arrays, written into ``out`` if given (added to it with ``accumulate``),
+    or of two equally long stacks of them (3-D), pair by pair. Returns the result; operands
+    that do not fit raise NumPy's error."""
     if out is None:
-        out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
+        out = np.empty((*a.shape[:-1], b.shape[-1]), np.result_type(a, b))
         accumulate = False
-    if not _by_mkl(a, b, out, accumulate):
+    if a.ndim == b.ndim == out.ndim == 3 and len(a) == len(b) == len(out):
+        for k in range(len(a)):
+            matmul(a[k], b[k], out[k], accumulate)
+    elif not _by_mkl(a, b, out, accumulate):
         if accumulate:
             out += a @ b
         else:
@@ -94,11 +119,15 @@ def matmul(a, b, out=None, accumulate=False):
 
 def _by_mkl(a, b, out, accumulate):
     """Compute ``out (+)= a @ b`` with MKL if it takes these arrays as they are; False if not."""
+    gemm = _GEMM.get(a.dtype)
+    if gemm is None or not a.ndim == b.ndim == out.ndim == 2:
+        return False
     (m, k), n = a.shape, b.shape[1]
-    gemm = _GEMM.get(a.dtype.type)
-    if gemm is None or not a.dtype == b.dtype == out.dtype or not out.flags.writeable:
+    if b.shape[0] != k or out.shape != (m, n) or not a.dtype == b.dtype == out.dtype:
         return False
     if min(m, n) < MKL_MIN_SIDE or k == 0 or m * n * k < MKL_MIN_MACS:
+        return False
+    if not (out.flags.writeable and a.flags.aligned and b.flags.aligned and out.flags.aligned):
         return False
     ta, tb, tc = _operand(a), _operand(b), _operand(out)
     if not (ta and tb and tc) or tc[0] != _NO_TRANS or max(m, n, k, ta[1], tb[1], tc[1]) > _INT_MAX:

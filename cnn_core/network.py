@@ -302,14 +302,15 @@ class Network:
         return self._labels(self.logits(X).T)
 
     def evaluate(self, X, y, examples_per_cell=evaluation.EXAMPLES_PER_CELL):
-        """Score a labelled dataset in evaluation mode, ``PREDICT_BATCH`` samples at a time:
+        """Score a labelled dataset in evaluation mode, ``PREDICT_BATCH`` samples at a time
+        (each predicted as :meth:`logits` does, on one thread per BLAS thread):
         an :class:`~cnn_core.evaluation.Evaluation` with the mean loss (``cost``), accuracy,
         confusion matrix, per-class precision/recall/F1/support, the most confused pairs and
         up to ``examples_per_cell`` misclassified sample indices per confused pair."""
         y = self._check_labels(y, len(self._check_shape(X)))
         tally = evaluation.Tally(self.n_classes, examples_per_cell)
         for i in range(0, len(X), PREDICT_BATCH):
-            z = self._forward(self._to_internal(X[i : i + PREDICT_BATCH]), train=False)
+            z = self.logits(X[i : i + PREDICT_BATCH]).T
             yb = y[i : i + PREDICT_BATCH]
             tally.add(yb, self._labels(z), self._loss(z, yb)[0] * len(yb))
         return tally.result(with_cost=True)

@@ -36,12 +36,15 @@ from app.storage.layout import DataLayout
 from app.storage.models import ModelMeta
 from app.storage.stores import open_dataset_store, open_job_store, open_model_store
 from app.training.outcomes import Outcome, OutcomeKind
-from cnn_core import CNNError, History, Network
+from cnn_core import CNNError, History, Network, gemm
 from cnn_core.datasets import Dataset
 
 log = logging.getLogger("app.worker")
 
 FLUSH_SECONDS = 0.5
+
+# Loaded here, in the fork server that preloads this module, before any job caps its address space.
+gemm.preload()
 OUT_OF_MEMORY = "out of memory: use a smaller network, batch size or dataset"
 
 

@@ -1,8 +1,10 @@
 """cnn_core.gemm: MKL's products equal NumPy's in every layout the kernels pass, and the
 fallbacks (small products, odd layouts, no MKL) give NumPy's own results."""
 
+import importlib.metadata
 import platform
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,25 +88,75 @@ def test_strided_rows_accumulate_and_stacks(mkl_calls):
 
 
 @ON_MKL
-def test_results_do_not_depend_on_alignment():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("b_t", [False, True], ids=["b", "b.T"])
+@pytest.mark.parametrize("accumulate", [False, True], ids=["set", "accumulate"])
+def test_results_do_not_depend_on_alignment(mkl_calls, dtype, b_t, accumulate):
     """A resumed job's arrays sit at other addresses: its products must not change a bit."""
     m, k, n = 32, 288, 448
-    a, b = operands(m, k, n)
+    a, b = operands(m, k, n, dtype)
+    start = np.random.default_rng(3).standard_normal((m, n)).astype(dtype)
     results = []
-    for offset in range(0, 16, 3):  # float offsets: 0 to 60 bytes off any alignment
-        buffers = [np.empty(x.size + 16, np.float32) for x in (a, b, a @ b)]
-        a_at, b_at, out = (
-            buf[offset : offset + x.size].reshape(x.shape)
-            for buf, x in zip(buffers, (a, b, a @ b), strict=True)
-        )
-        a_at[...], b_at[...] = a, b
-        results.append(gemm.matmul(a_at, b_at, out=out).copy())
+    for offset in range(0, 16, 3):  # elements: up to 60 bytes off any alignment in float32
+        a_at, b_at, out = (at_offset(x, offset) for x in (a, b.T if b_t else b, start))
+        results.append(gemm.matmul(a_at, b_at.T if b_t else b_at, out, accumulate).copy())
     assert all(np.array_equal(results[0], r) for r in results[1:])
+    assert len(mkl_calls) == len(results)
+
+
+def at_offset(x, offset):
+    """A C-contiguous copy of ``x`` starting ``offset`` elements into a fresh buffer."""
+    buffer = np.empty(x.size + 16, x.dtype)
+    view = buffer[offset : offset + x.size].reshape(x.shape)
+    view[...] = x
+    return view
+
+
+@ON_MKL
+def test_accumulating_transposed_operands_into_a_row_block(mkl_calls):
+    m, k, n = BIG
+    a, b = operands(m, k, n, np.float64)
+    a_t, b_t = np.ascontiguousarray(a.T).T, np.ascontiguousarray(b.T).T
+    big = np.ones((m, 2, n))
+    gemm.matmul(a_t, b_t, out=big[:, 1], accumulate=True)
+    np.testing.assert_allclose(big[:, 1], 1 + a @ b, rtol=1e-12)
+    assert (big[:, 0] == 1).all()
+    stacks = np.ones((2, m, n))
+    gemm.matmul(np.stack([a, -a]), np.stack([b, b]), out=stacks, accumulate=True)
+    np.testing.assert_allclose(stacks, [1 + a @ b, 1 - a @ b], rtol=1e-12)
+    assert len(mkl_calls) == 3
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        ((40, 96), (95, 300), None),
+        ((40, 96), (96, 300), (39, 300)),
+        ((2, 40, 96), (3, 96, 300), None),
+    ],
+    ids=["inner", "out", "stack"],
+)
+def test_shapes_that_do_not_fit_raise_numpys_error(mkl_calls, shapes):
+    a_shape, b_shape, out_shape = shapes
+    a, b = np.ones(a_shape, np.float32), np.ones(b_shape, np.float32)
+    out = None if out_shape is None else np.empty(out_shape, np.float32)
+    with pytest.raises(ValueError):
+        gemm.matmul(a, b, out)
+    assert mkl_calls == []
 
 
 @pytest.mark.parametrize(
     "case",
-    ["small", "thin side", "int", "mixed dtypes", "overlap", "no unit stride", "empty"],
+    [
+        "small",
+        "thin side",
+        "int",
+        "mixed dtypes",
+        "byte order",
+        "overlap",
+        "no unit stride",
+        "empty",
+    ],
 )
 def test_what_mkl_cannot_take_goes_to_numpy(mkl_calls, case):
     m, k, n = BIG
@@ -118,6 +170,8 @@ def test_what_mkl_cannot_take_goes_to_numpy(mkl_calls, case):
         a, b = (a * 10).astype(np.int64), (b * 10).astype(np.int64)
     elif case == "mixed dtypes":
         b = b.astype(np.float64)
+    elif case == "byte order":  # MKL would multiply the swapped bytes
+        a, b = a.astype(">f4"), b.astype(">f4")
     elif case == "overlap":  # out is b: NumPy buffers the product, MKL would read what it wrote
         a, b = operands(n, n, n)
         out = b
@@ -149,3 +203,24 @@ def test_thread_limits_follow_numpys_blas_not_the_sequential_mkl():
     for limit in (1, 2):
         with threadpool_limits(limits=limit, user_api="blas"):
             assert training.blas_threads() == limit
+
+
+def test_mkl_is_left_alone_without_the_package_or_with_a_library_missing(monkeypatch):
+    """MKL ends the process when a library it needs cannot be loaded: it is not used then."""
+
+    def no_package(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.metadata, "distribution", no_package)
+        assert gemm._load_mkl() == (None, None)
+    if gemm.BACKEND == "mkl":
+        monkeypatch.setattr(gemm.os, "listdir", lambda folder: ["libmkl_rt.so.3"])
+        assert gemm._load_mkl() == (None, None)
+
+
+@ON_MKL
+def test_preload_maps_the_kernels_a_capped_worker_could_not_load_later():
+    gemm.preload()
+    maps = Path("/proc/self/maps").read_text()
+    assert "libmkl_core" in maps and "libmkl_sequential" in maps

@@ -179,8 +179,12 @@ def test_batchnorm_network_steps_match_torch(config, spec, make_torch):
             )
     model.eval()
     X = rng.standard_normal((4, 2, 6, 6))
+    # The running means keep the drift of the biases before them (loose), and so do the logits.
     np.testing.assert_allclose(
-        net.logits(X), model(torch.from_numpy(X)).detach().numpy(), rtol=1e-8, atol=1e-10
+        net.logits(X),
+        model(torch.from_numpy(X)).detach().numpy(),
+        rtol=1e-8,
+        atol=1e-9 if loose else 1e-10,
     )
 
 
