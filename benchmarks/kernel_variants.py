@@ -329,8 +329,8 @@ def products(cases):
         out = np.empty((m, n), np.float32)
         mkl_way = ("MKL", partial(by_mkl, a, b, out))
         numpy_way = ("NumPy (OpenBLAS)", partial(np.matmul, a, b, out=out))
-        mkl_chosen = min(m, n) >= defaults[1] and m * n * k >= defaults[0]
-        ours, theirs = (mkl_way, numpy_way) if mkl_chosen else (numpy_way, mkl_way)
+        gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE = defaults
+        ours, theirs = (mkl_way, numpy_way) if gemm.mkl_wins(m, k, n) else (numpy_way, mkl_way)
         compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
     gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE = defaults
 

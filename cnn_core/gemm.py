@@ -86,6 +86,12 @@ def preload():
         gemm(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, 1, 1, 1, 1.0, *args)
 
 
+def mkl_wins(m, k, n):
+    """Whether an (m, k) @ (k, n) product runs faster on MKL than on NumPy (the rule of
+    MKL_MIN_SIDE and MKL_MIN_MACS)."""
+    return min(m, n) >= MKL_MIN_SIDE and m * n * k >= MKL_MIN_MACS
+
+
 def _operand(a):
     """(transpose flag, leading dimension) under which row-major GEMM reads the 2-D array ``a``
     in place, or None when neither axis has unit stride."""
@@ -125,7 +131,7 @@ def _by_mkl(a, b, out, accumulate):
     (m, k), n = a.shape, b.shape[1]
     if b.shape[0] != k or out.shape != (m, n) or not a.dtype == b.dtype == out.dtype:
         return False
-    if min(m, n) < MKL_MIN_SIDE or k == 0 or m * n * k < MKL_MIN_MACS:
+    if not mkl_wins(m, k, n):
         return False
     if not (out.flags.writeable and a.flags.aligned and b.flags.aligned and out.flags.aligned):
         return False

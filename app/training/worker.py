@@ -42,10 +42,10 @@ from cnn_core.datasets import Dataset
 log = logging.getLogger("app.worker")
 
 FLUSH_SECONDS = 0.5
+OUT_OF_MEMORY = "out of memory: use a smaller network, batch size or dataset"
 
 # Loaded here, in the fork server that preloads this module, before any job caps its address space.
 gemm.preload()
-OUT_OF_MEMORY = "out of memory: use a smaller network, batch size or dataset"
 
 
 def validation_count(n_samples: int, validation_split: float) -> int:
