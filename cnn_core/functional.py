@@ -148,61 +148,60 @@ def _correlate(xp, w, stride, ws, name):
 
 # ------------------------------------------------------------------------ window-row products
 #
-# A stride-1 convolution with many channels per kernel row runs on "window rows": for every
-# padded input row p, its kw horizontal windows (C, kw, Wo, N), stacked as (Hp, C, kw, Wo, N).
-# Output row r needs padded rows r..r+kh-1, which are consecutive blocks of that array, so its
-# columns are a contiguous (kh*C*kw, Wo*N) view and one product (F, kh*C*kw) @ view gives the
-# row, with the kernel reordered to (F, kh, C, kw). The copy is kh times smaller than im2col's
-# (every padded row once per horizontal offset instead of once per kernel offset) and the
-# products are those of im2col: same depth, same sums, in another order.
+# A stride-1 convolution with many channels per kernel row runs on "window rows": the padded
+# input rows, stored (Hp, C, Wp, N). Output row r needs padded rows r..r+kh-1, consecutive
+# blocks of that array: a (kh*C, Wp*N) matrix whose columns j*N .. (j + Wo)*N are the windows
+# at horizontal kernel offset j, a strided view. So output row r is kw products
+# (F, kh*C) @ view, added up, with the kernel as (kw, F, kh*C). The copy is that of padding the
+# input, kh*kw times smaller than im2col's, the rows the products read fit in cache, and the
+# products are im2col's split by horizontal offset: same sums, in another order. (One product
+# of depth kh*C*kw over the kw horizontal windows copied side by side measured 1.1-1.5x this
+# time: the copies cost more than the fatter product gains; a throwaway comparison.)
 
 # Below these, im2col's single product per block measured faster (benchmarks/kernel_variants.py,
-# section 7): a thin kernel row makes thin products, a small batch short ones.
-WINDOW_ROWS_MIN_DEPTH = 48  # C * kw
+# section 7): few channels make thin products, a small batch short ones.
+WINDOW_ROWS_MIN_DEPTH = 48  # kh * C
 WINDOW_ROWS_MIN_BATCH = 16
-# The window rows kept at a time, but at least kh slots: with fewer, the moves to the front
-# cost more than the copies (a forward pass of 32 -> 32 channels at batch 256 took 1.3x
-# im2col's time on one slot, 0.85x on three).
+# The padded rows kept at a time, but at least kh slots: with fewer, the moves to the front
+# cost more than the copies.
 WINDOW_ROWS_BUFFER_BYTES = 8 * 1024 * 1024
 
 
 def _uses_window_rows(w_shape, stride, batch):
-    _, c, _, kw = w_shape
+    _, c, kh, _ = w_shape
     return (
         tuple(stride) == (1, 1)
-        and c * kw >= WINDOW_ROWS_MIN_DEPTH
+        and c * kh >= WINDOW_ROWS_MIN_DEPTH
         and batch >= WINDOW_ROWS_MIN_BATCH
     )
 
 
-def _window_rows(x, padding, kernel, ws, name):
-    """For each output row r of a stride-1 conv of maps x (C, H, W, N) padded by ``padding``:
-    (r, its columns (kh*C*kw, Wo*N)), a view of the window rows of padded rows r..r+kh-1.
+def _window_rows(x, padding, kh, ws, name):
+    """For each output row r of a stride-1 conv with kh kernel rows of maps x (C, H, W, N)
+    padded by ``padding``: (r, padded rows r..r+kh-1 as one (kh*C, Wp*N) matrix), a view.
 
     Each padded row is copied just before the first output row that reads it, so the products
     find it in cache. The rows live in a buffer of ``slots`` rows plus kh - 1: when output row
-    r reaches the end, the last kh - 1 rows move to the front. The padding is never
-    materialized: the buffer starts zeroed, padding columns are never written and padding rows
-    are zeroed in place (the buffer serves only this shape and padding).
+    r reaches the end, the last kh - 1 rows move to the front. Padding rows and columns are
+    zeroed in place, so the buffer can serve any padding.
     """
-    kh, kw = kernel
     top, bottom, left, right = padding
     c, h, width, n = x.shape
-    out_h, out_w = output_size(h, kh, 1, top, bottom), output_size(width, kw, 1, left, right)
-    per_row = c * kw * out_w * n * x.itemsize
+    out_h, padded_w = output_size(h, kh, 1, top, bottom), width + left + right
+    per_row = c * padded_w * n * x.itemsize
     slots = min(out_h, max(kh, WINDOW_ROWS_BUFFER_BYTES // per_row - (kh - 1)))
-    rows = _array(ws, name, (slots + kh - 1, c, kw, out_w, n), x.dtype, zeroed=True)
-    spans = [(j, max(left - j, 0), min(width + left - j, out_w)) for j in range(kw)]
+    rows = _array(ws, name, (slots + kh - 1, c, padded_w, n), x.dtype)
 
     def fill(slot, p):
         q = p - top  # the input row of padded row p
         if not 0 <= q < h:
             rows[slot] = 0
             return
-        for j, o0, o1 in spans:  # output column o reads input column o + j - left
-            np.copyto(rows[slot, :, j, o0:o1], x[:, q, o0 + j - left : o1 + j - left])
+        np.copyto(rows[slot, :, left : left + width], x[:, q])
+        rows[slot, :, :left] = 0
+        rows[slot, :, left + width :] = 0
 
-    columns = rows.reshape(slots + kh - 1, -1, out_w * n)
+    matrices = rows.reshape(slots + kh - 1, c, -1)
     for p in range(kh - 1):
         fill(p, p)
     for r in range(out_h):
@@ -210,12 +209,18 @@ def _window_rows(x, padding, kernel, ws, name):
         if slot == 0 and r:
             np.copyto(rows[: kh - 1], rows[slots:])
         fill(slot + kh - 1, r + kh - 1)
-        yield r, columns[slot : slot + kh].reshape(-1, out_w * n)
+        yield r, matrices[slot : slot + kh].reshape(kh * c, -1)
 
 
-def _kernel_rows(w):
-    """(F, C, kh, kw) -> (F, kh*C*kw), the depth order of window rows."""
-    return np.ascontiguousarray(w.transpose(0, 2, 1, 3)).reshape(w.shape[0], -1)
+def _kernel_offsets(w):
+    """(F, C, kh, kw) -> (kw, F, kh*C): per horizontal offset, the depth order of window rows."""
+    f, c, kh, kw = w.shape
+    return np.ascontiguousarray(w.transpose(3, 0, 2, 1)).reshape(kw, f, kh * c)
+
+
+def _offset_columns(rows, j, out_w, n):
+    """The windows at horizontal kernel offset j of a (kh*C, Wp*N) window-rows matrix."""
+    return rows[:, j * n : (j + out_w) * n]
 
 
 class WindowRowsCache:
@@ -228,49 +233,57 @@ class WindowRowsCache:
 
 def _correlate_by_window_rows(x, padding, w, ws, name, b=None):
     """:func:`_correlate` of maps x (C, H, W, N) padded by ``padding``, by window rows, into
-    the workspace array ``name``; adds the bias ``b`` to each output row while it is in cache."""
+    the workspace array ``name``, plus the bias ``b`` if given (the first term of each row)."""
     f, c, kh, kw = w.shape
     top, bottom, left, right = padding
     _, h, width, n = x.shape
     out_h, out_w = output_size(h, kh, 1, top, bottom), output_size(width, kw, 1, left, right)
     out = _array(ws, name, (f, out_h, out_w, n), x.dtype)
     out_rows = out.reshape(f, out_h, -1)
-    w_rows = _kernel_rows(w)
-    for r, columns in _window_rows(x, padding, (kh, kw), ws, name + "_window_rows"):
-        gemm.matmul(w_rows, columns, out=out_rows[:, r])
+    offsets = _kernel_offsets(w)
+    for r, rows in _window_rows(x, padding, kh, ws, name + "_window_rows"):
+        row = out_rows[:, r]
         if b is not None:
-            out_rows[:, r] += b[:, None]
+            np.copyto(row, b[:, None])
+        for j in range(kw):
+            columns = _offset_columns(rows, j, out_w, n)
+            gemm.matmul(offsets[j], columns, out=row, accumulate=b is not None or j > 0)
     return out
 
 
 def _weight_gradient_by_window_rows(dout, x, padding, w_shape, ws):
-    """dW (F, C, kh, kw) of a stride-1 conv from its window rows, rebuilt: per output row,
-    columns (kh*C*kw, Wo*N) @ that row of dout (Wo*N, F), summed (the thin product runs
-    faster this way round, as in :func:`_weight_gradient_by_im2col`)."""
+    """dW (F, C, kh, kw) of a stride-1 conv from its window rows, rebuilt: per output row and
+    horizontal offset, windows (kh*C, Wo*N) @ that row of dout (Wo*N, F), summed (the thin
+    product runs faster this way round, as in :func:`_weight_gradient_by_im2col`)."""
     f, c, kh, kw = w_shape
-    dout_rows = dout.reshape(f, dout.shape[1], -1)
-    dw = np.zeros((kh * c * kw, f), dtype=dout.dtype)
-    for r, columns in _window_rows(x, padding, (kh, kw), ws, "out_window_rows"):
-        gemm.matmul(columns, dout_rows[:, r].T, out=dw, accumulate=True)
-    return dw.T.reshape(f, kh, c, kw).transpose(0, 2, 1, 3)
+    _, out_h, out_w, n = dout.shape
+    dout_rows = dout.reshape(f, out_h, -1)
+    g = np.zeros((kw, kh * c, f), dtype=dout.dtype)
+    for r, rows in _window_rows(x, padding, kh, ws, "out_window_rows"):
+        for j in range(kw):
+            columns = _offset_columns(rows, j, out_w, n)
+            gemm.matmul(columns, dout_rows[:, r].T, out=g[j], accumulate=True)
+    return np.ascontiguousarray(g.reshape(kw, kh, c, f).transpose(3, 2, 1, 0))
 
 
 def _gradients_by_window_rows(dout, x, w, padding, ws):
     """(dx, dW) of a stride-1 conv in one pass over the window rows of dout (padded, for dx as
-    a correlation with the flipped kernel). The columns of dx row p, (kh*F*kw, W*N), are
-    also dout's windows that meet input row p: ``columns @ x[:, p].T`` is its share of dW, in
-    flipped order, computed while the columns are in cache and with no copy of x."""
+    a correlation with the flipped kernel). The windows of dx row p at offset j, (kh*F, W*N),
+    are also dout's values that meet input row p: ``windows @ x[:, p].T`` is their share of dW,
+    in flipped order, computed while they are in cache and with no copy of x."""
     f, c, kh, kw = w.shape
     _, h, width, n = x.shape
     dout, pads, flipped = _input_gradient_correlation(dout, w, padding)
     dx = _array(ws, "dx", x.shape, x.dtype)
     dx_rows, x_rows = dx.reshape(c, h, -1), x.reshape(c, h, -1)
-    flipped_rows = _kernel_rows(flipped)
-    g = np.zeros((kh * f * kw, c), dtype=dout.dtype)
-    for p, columns in _window_rows(dout, pads, (kh, kw), ws, "dx_window_rows"):
-        gemm.matmul(flipped_rows, columns, out=dx_rows[:, p])
-        gemm.matmul(columns, x_rows[:, p].T, out=g, accumulate=True)
-    dw = g.reshape(kh, f, kw, c)[::-1, :, ::-1].transpose(1, 3, 0, 2)
+    offsets = _kernel_offsets(flipped)
+    g = np.zeros((kw, kh * f, c), dtype=dout.dtype)
+    for p, rows in _window_rows(dout, pads, kh, ws, "dx_window_rows"):
+        for j in range(kw):
+            columns = _offset_columns(rows, j, width, n)
+            gemm.matmul(offsets[j], columns, out=dx_rows[:, p], accumulate=j > 0)
+            gemm.matmul(columns, x_rows[:, p].T, out=g[j], accumulate=True)
+    dw = g.reshape(kw, kh, f, c)[::-1, ::-1].transpose(2, 3, 1, 0)
     return dx, np.ascontiguousarray(dw)
 
 
