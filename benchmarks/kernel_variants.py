@@ -15,13 +15,12 @@ runs interleaved and the median of many calls is compared, because this machine'
    copied windows;
 5. a 3x3 stride-1 conv (forward and backward) by Winograd F(2x2, 3x3) against im2col, on the
    VGG layers of benchmarks/train_throughput.py (window rows off): Winograd is used from
-   WINOGRAD_MIN_CHANNELS input channels up, and from WINOGRAD_MIN_FILTERS filters when window
-   rows apply;
+   WINOGRAD_MIN_CHANNELS input channels up where window rows do not apply;
 6. training vgg32 on 2 threads: the batch cut into shards computed by 2 processes (what
    ``fit`` does) against one process whose BLAS calls use 2 threads;
 7. a 3x3 stride-1 conv (forward and backward) on window rows against im2col, and against
    Winograd from 64 input channels, for the thresholds WINDOW_ROWS_MIN_DEPTH,
-   WINDOW_ROWS_MIN_BATCH and WINOGRAD_MIN_FILTERS;
+   WINDOW_ROWS_MIN_BATCH and for window rows before Winograd;
 8. the products of these networks' kernels by MKL's sequential GEMM against NumPy's OpenBLAS
    (``cnn_core.gemm``), for MKL_MIN_MACS and MKL_MIN_SIDE (skipped without MKL).
 
@@ -254,7 +253,7 @@ def winograd(cases):
 def window_rows(cases):
     """Section 7: a stride-1 conv's forward and full backward by window rows, against im2col
     or (from WINOGRAD_MIN_CHANNELS input channels) Winograd; cnn_core's choice first."""
-    defaults = F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_FILTERS
+    defaults = F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS
     settings = {"window rows": (1, 10**9), "im2col": (10**9, 10**9), "Winograd": (10**9, 1)}
 
     def step(x, w, method):
@@ -263,7 +262,6 @@ def window_rows(cases):
 
         def run():
             F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS = settings[method]
-            F.WINOGRAD_MIN_FILTERS = 1
             out, cache = F.conv_forward(x, w, b, (1, 1), (1,) * 4, ws)
             F.conv_backward(out, cache)
 
@@ -272,14 +270,14 @@ def window_rows(cases):
     for title, (c, f, size, n) in cases.items():
         x = rng.standard_normal((c, size, size, n), dtype=np.float32)
         w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(0.05)
-        F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_FILTERS = defaults
+        F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS = defaults
         cache = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), (1,) * 4)[1]
         chosen = {F.WindowRowsCache: "window rows", F.WinogradCache: "Winograd"}
         ours = chosen.get(type(cache), "im2col")
         other = "Winograd" if c >= F.WINOGRAD_MIN_CHANNELS else "im2col"
         theirs = "window rows" if ours != "window rows" else other
         compare(title, (f"{ours} (cnn_core)", step(x, w, ours)), (theirs, step(x, w, theirs)))
-    F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_FILTERS = defaults
+    F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS = defaults
 
 
 WINDOW_ROWS_CASES = {
@@ -294,6 +292,9 @@ WINDOW_ROWS_CASES = {
     "7i. 3x3 conv 64 -> 64, 16x16 maps, batch 64 (vgg32)": (64, 64, 16, 64),
     "7j. 3x3 conv 64 -> 64, 32x32 maps, batch 64 (vgg64)": (64, 64, 32, 64),
     "7k. 3x3 conv 64 -> 128, 16x16 maps, batch 64 (vgg64)": (64, 128, 16, 64),
+    "7l. 3x3 conv 128 -> 128, 16x16 maps, batch 64 (vgg64)": (128, 128, 16, 64),
+    "7m. 3x3 conv 32 -> 32, 28x28 maps, batch 64 (convnet)": (32, 32, 28, 64),
+    "7n. 3x3 conv 64 -> 64, 14x14 maps, batch 64 (convnet)": (64, 64, 14, 64),
 }
 
 

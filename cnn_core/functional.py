@@ -291,22 +291,20 @@ def conv_forward(x, w, b, stride, padding, ws=None):
     """Convolution (cross-correlation, as in PyTorch).
 
     x: (C, H, W, N), w: (F, C, kh, kw), b: (F,) -> out: (F, Ho, Wo, N), cache.
-    A 3x3 stride-1 convolution with at least WINOGRAD_MIN_CHANNELS input channels runs as
-    Winograd F(2x2, 3x3) (:func:`_winograd_forward`), unless it has fewer than
-    WINOGRAD_MIN_FILTERS filters and window rows apply; other stride-1 convs with many
-    channels per kernel row run on window rows (:func:`_window_rows`); any other as im2col and
+    A stride-1 convolution with many channels per kernel row and a batch of at least
+    WINDOW_ROWS_MIN_BATCH runs on window rows (:func:`_window_rows`); another 3x3 stride-1
+    one with at least WINOGRAD_MIN_CHANNELS input channels as Winograd F(2x2, 3x3)
+    (:func:`_winograd_forward`); any other as im2col and
     a product, a block of output rows at a time, and backward rebuilds the blocks: a whole
     (C*kh*kw, Ho*Wo*N) matrix is megabytes that stream through memory twice, a block stays in
     cache between its copy and its product (measured 2x faster on LeNet-5's first layer).
     """
-    window_rows = _uses_window_rows(w.shape, stride, x.shape[3])
-    winograd = w.shape[2:] == (3, 3) and tuple(stride) == (1, 1)
-    winograd = winograd and w.shape[1] >= WINOGRAD_MIN_CHANNELS
-    if winograd and (w.shape[0] >= WINOGRAD_MIN_FILTERS or not window_rows):
-        return _winograd_forward(x, w, b, padding, ws)
-    if window_rows:
+    if _uses_window_rows(w.shape, stride, x.shape[3]):
         out = _correlate_by_window_rows(x, padding, w, ws, "out", b)
         return out, WindowRowsCache(x, w, padding, ws)
+    winograd = w.shape[2:] == (3, 3) and tuple(stride) == (1, 1)
+    if winograd and w.shape[1] >= WINOGRAD_MIN_CHANNELS:
+        return _winograd_forward(x, w, b, padding, ws)
     xp = pad_maps(x, padding, ws)
     out = _correlate(xp, w, stride, ws, "out")
     out += b[:, None, None, None]
@@ -428,10 +426,9 @@ def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
 # gain per channel pair (benchmarks/kernel_variants.py, 5a-5e: 0.66x at 32 channels, 1.09x
 # to 1.29x from 64 up). Blocks of 0.5 to 2 MB of transformed tiles measured alike, 8 MB slower.
 WINOGRAD_MIN_CHANNELS = 64
-# With 64 filters window rows beat Winograd (which takes 1.07x their time on vgg32's 64 -> 64
-# layer, 1.13x on vgg64's), with 128 they lose (1.08x Winograd's on 64 -> 128):
-# kernel_variants.py, 7i-7k.
-WINOGRAD_MIN_FILTERS = 128
+# Where window rows apply they beat Winograd, 64 or 128 filters alike (Winograd takes 1.41x
+# their time on vgg32's 64 -> 64 layer, 1.38x on vgg64's, 1.08x on its 64 -> 128 one:
+# kernel_variants.py, 7i-7k), so Winograd serves batches too small for window rows.
 WINOGRAD_BLOCK_BYTES = 2 * 1024 * 1024  # the transformed input tiles of one block of tile rows
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
