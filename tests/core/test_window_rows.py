@@ -93,6 +93,18 @@ def test_random_shapes_equal_im2col_in_float64(monkeypatch):
             np.testing.assert_allclose(ours, reference, rtol=1e-11, atol=1e-11)
 
 
+def test_one_workspace_serves_paddings_of_equal_width(window_rows_everywhere):
+    """The row buffer is keyed by shape: a padding of the same padded width but other sides
+    finds the last one's values in its padding columns unless it zeroes them."""
+    rng = np.random.default_rng(8)
+    x, w, b = rng.standard_normal((3, 5, 5, 2)), rng.standard_normal((2, 3, 3, 3)), np.zeros(2)
+    ws = F.Workspace()
+    for padding in ((1, 1, 0, 2), (1, 1, 2, 0), (1, 1, 1, 1)):
+        out = F.conv_forward(x, w, b, (1, 1), padding, ws)[0]
+        expected = F.conv_forward(x, w, b, (1, 1), padding)[0]
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_wide_layer_uses_window_rows_within_float32_rounding(monkeypatch):
     """vgg32's 32 -> 32 layer at batch 64: window rows by default, float32 kept end to end."""
     rng = np.random.default_rng(6)
