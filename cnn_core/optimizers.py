@@ -57,21 +57,40 @@ class Optimizer:
         self.t = 0
         self.state = {}
         self.learning_rate = self.hyper["learning_rate"]
+        self._scratch = {}
 
     def step(self, params, grads):
         self.t += 1
-        decay = self.hyper.get("weight_decay", 0.0)
         for name, p in params.items():
-            for slot in self.slots:
-                if f"{slot}/{name}" not in self.state:
-                    self.state[f"{slot}/{name}"] = np.zeros_like(p)
-            g = grads[name]
-            if decay and self.l2_in_gradient:
-                g = g + p.dtype.type(decay) * p
-            self.update(name, p, g)
+            self.apply(p, grads[name], self.moments(name, p))
 
-    def update(self, name, p, g):
+    def moments(self, name, p):
+        """The state of parameter ``name`` (array ``p``), slot -> array, zeros at first."""
+        for slot in self.slots:
+            if f"{slot}/{name}" not in self.state:
+                self.state[f"{slot}/{name}"] = np.zeros_like(p)
+        return {slot: self.state[f"{slot}/{name}"] for slot in self.slots}
+
+    def apply(self, p, g, state):
+        """Step ``p`` in place by gradient ``g`` with ``state`` (slot -> array), at step
+        :attr:`t`. Every rule is elementwise, so a slice of a flat array of all parameters
+        steps exactly as its parameters would one by one (as :mod:`cnn_core.parallel` does)."""
+        decay = self.hyper.get("weight_decay", 0.0)
+        if decay and self.l2_in_gradient:
+            g = g + p.dtype.type(decay) * p
+        self.update(p, g, state)
+
+    def update(self, p, g, state):
         raise NotImplementedError
+
+    def scratch(self, like, k=0):
+        """Temporary ``k``, shaped like ``like``, reused from step to step: a fresh temporary
+        of megabytes costs a page fault per 4 KiB each time (Adam's update of 0.56M float32
+        parameters took 2.5 ms with fresh ones, 1.6 ms with these; a throwaway measurement)."""
+        buffer = self._scratch.get(k)
+        if buffer is None or buffer.size < like.size or buffer.dtype != like.dtype:
+            buffer = self._scratch[k] = np.empty(like.size, like.dtype)
+        return buffer[: like.size].reshape(like.shape)
 
     def state_dict(self):
         return {
@@ -96,8 +115,9 @@ class SGD(Optimizer):
         "weight_decay": WEIGHT_DECAY,
     }
 
-    def update(self, name, p, g):
-        p -= self.learning_rate * g
+    def update(self, p, g, state):
+        step = np.multiply(g, self.learning_rate, out=self.scratch(p))
+        p -= step
 
 
 class Momentum(Optimizer):
@@ -109,12 +129,12 @@ class Momentum(Optimizer):
     }
     slots = ("v",)
 
-    def update(self, name, p, g):
+    def update(self, p, g, state):
         beta = self.hyper["beta"]
-        v = self.state[f"v/{name}"]
+        v, step = state["v"], self.scratch(p)
         v *= beta
-        v += (1 - beta) * g
-        p -= self.learning_rate * v
+        v += np.multiply(g, 1 - beta, out=step)
+        p -= np.multiply(v, self.learning_rate, out=step)
 
 
 class RMSprop(Optimizer):
@@ -127,12 +147,16 @@ class RMSprop(Optimizer):
     }
     slots = ("s",)
 
-    def update(self, name, p, g):
+    def update(self, p, g, state):
         beta = self.hyper["beta"]
-        s = self.state[f"s/{name}"]
+        s, step, denominator = state["s"], self.scratch(p), self.scratch(p, 1)
         s *= beta
-        s += (1 - beta) * (g * g)
-        p -= self.learning_rate * g / (np.sqrt(s) + self.hyper["epsilon"])
+        np.multiply(g, g, out=step)
+        s += np.multiply(step, 1 - beta, out=step)
+        np.sqrt(s, out=denominator)
+        denominator += self.hyper["epsilon"]
+        np.multiply(g, self.learning_rate, out=step)
+        p -= np.divide(step, denominator, out=step)
 
 
 class Adam(Optimizer):
@@ -146,15 +170,16 @@ class Adam(Optimizer):
     }
     slots = ("m", "v")
 
-    def update(self, name, p, g):
+    def update(self, p, g, state):
         b1, b2 = self.hyper["beta1"], self.hyper["beta2"]
-        m, v = self.state[f"m/{name}"], self.state[f"v/{name}"]
+        m, v, step = state["m"], state["v"], self.scratch(p)
         m *= b1
-        m += (1 - b1) * g
+        m += np.multiply(g, 1 - b1, out=step)
         v *= b2
-        v += (1 - b2) * (g * g)
+        np.multiply(g, g, out=step)
+        v += np.multiply(step, 1 - b2, out=step)
         # The bias corrections folded into scalars, as PyTorch does: one temporary, not six.
-        step = np.sqrt(v)
+        np.sqrt(v, out=step)
         step /= math.sqrt(1 - b2**self.t)
         step += self.hyper["epsilon"]
         np.divide(m, step, out=step)
@@ -175,9 +200,9 @@ class AdamW(Adam):
     }
     l2_in_gradient = False
 
-    def update(self, name, p, g):
+    def update(self, p, g, state):
         p *= p.dtype.type(1 - self.learning_rate * self.hyper["weight_decay"])
-        super().update(name, p, g)
+        super().update(p, g, state)
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, RMSprop, Adam, AdamW)}

@@ -10,15 +10,21 @@ memory map. Each helper is forked once (so it inherits the training data without
 builds its own layer stack on the shared parameters and buffers, and then for every step
 receives its shard's sample indices over a pipe, writes the shard's gradient into its own slice
 of shared memory and answers with the shard's cost, correct count and buffer updates (small
-arrays, sent over the pipe). The calling process computes the first shard meanwhile, sums the
-gradients and merges the buffer updates in shard order, so results are exactly those of
-computing the shards one after another, whatever the timing.
+arrays, sent over the pipe). The calling process computes the first shard meanwhile and merges
+the buffer updates in shard order. Then the update is shared out too: the optimizer's moments
+live in the shared memory as well, and each process sums the shards' gradients (in shard
+order) and steps the optimizer over its own range of the flat parameter vector, as the rules
+are elementwise. Results are exactly those of computing the shards one after another and
+stepping the parameters one by one, whatever the timing. (Measured on the vgg32 benchmark net
+with 2 processes, 1.1M parameters: the gradient sum and Adam's step took 6 of a 70 ms step in
+the trainer alone, while the helper waited.)
 
 A helper exits when the pool closes, when its pipe breaks (the trainer died, even by kill -9),
 and ignores Ctrl-C, which its trainer handles.
 """
 
 import functools
+import math
 import mmap
 import os
 import signal
@@ -51,40 +57,49 @@ def blas_controller():
 
 
 class ShardPool:
-    """``helpers`` forked processes computing shards 1..helpers of each mini-batch for ``net``."""
+    """``helpers`` forked processes computing shards 1..helpers of each mini-batch for ``net``
+    and sharing ``optimizer``'s steps."""
 
-    def __init__(self, net, X, y, helpers, augmentation=None):
+    def __init__(self, net, X, y, helpers, optimizer, augmentation=None):
         self.net, self.X, self.y, self.augmentation = net, X, y, augmentation
+        self.optimizer = optimizer
         state = net.state_dict()
-        self.names = list(state)  # parameters first, then buffers
         self.param_names = list(net.params)
-        self.shapes = [state[name].shape for name in self.names]
-        self.sizes = [state[name].size for name in self.names]
+        self.names = self.param_names + list(net.buffers)  # the flat order: parameters first
+        self.shapes = {name: state[name].shape for name in self.names}
         self.helpers = helpers
         self.pids, self.pipes = [], []
+        # each process steps one range of the flat parameters, cut at cache lines
+        n_params, parts = sum(a.size for a in net.params.values()), helpers + 1
+        self.ranges = [n_params * k // parts // 16 * 16 for k in range(parts)] + [n_params]
 
     def _views(self, flat, names):
-        views, start = {}, 0
-        for name, shape, size in zip(self.names, self.shapes, self.sizes, strict=True):
-            if name in names:
-                views[name] = flat[start : start + size].reshape(shape)
-                start += size
-        return views
+        sizes = [math.prod(self.shapes[name]) for name in names]
+        blocks = _consecutive(flat, sizes)
+        return {
+            name: block.reshape(self.shapes[name])
+            for name, block in zip(names, blocks, strict=True)
+        }
 
     def __enter__(self):
-        dtype, total = self.net.dtype, sum(self.sizes)
-        n_params = sum(a.size for a in self.net.params.values())
-        self._memory = mmap.mmap(-1, (total + n_params * self.helpers) * dtype.itemsize)
+        dtype, n_params = self.net.dtype, self.ranges[-1]
+        total = sum(math.prod(shape) for shape in self.shapes.values())
+        slots = self.optimizer.slots
+        count = total + n_params * (self.helpers + 1 + len(slots))
+        self._memory = mmap.mmap(-1, count * dtype.itemsize)
         flat = np.frombuffer(self._memory, dtype=dtype)
-        self.shared = self._views(flat[:total], self.names)
-        self.grads = [
-            self._views(flat[total + n_params * h : total + n_params * (h + 1)], self.param_names)
-            for h in range(self.helpers)
-        ]
+        # parameters and buffers, then a gradient per shard, then the optimizer's moments
+        blocks = _consecutive(flat, [total] + [n_params] * (self.helpers + 1 + len(slots)))
+        state = next(blocks)
+        self.params, self.shared = state[:n_params], self._views(state, self.names)
+        self.flat_grads = [next(blocks) for _ in range(self.helpers + 1)]
+        self.grads = [self._views(g, self.param_names) for g in self.flat_grads]
+        self.moments = {slot: next(blocks) for slot in slots}
         self.own = self.net.state_dict()
         for name, view in self.shared.items():
             np.copyto(view, self.own[name])
         self._point_params(self.shared)
+        self.own_moments = self._share_moments()
         try:
             for h in range(self.helpers):
                 mine, theirs = Pipe()
@@ -105,10 +120,16 @@ class ShardPool:
         return self
 
     def __exit__(self, *exc):
-        for name, array in self.own.items():  # first: helpers only ever write gradients
+        # first: helpers never write once the trainer stops asking
+        for name, array in self.own.items():
             np.copyto(array, self.shared[name])
         self._point_params(self.own)
-        self.shared = self.grads = self._memory = None  # unmapped once no view is left
+        for key, array in self.own_moments.items():
+            np.copyto(array, self.optimizer.state[key])
+            self.optimizer.state[key] = array
+        # unmapped once no view is left
+        self.params = self.shared = self.grads = self.flat_grads = self.moments = None
+        self._memory = None
         for pipe in self.pipes:
             pipe.close()  # the helper sees the pipe break and exits
         for pid in self.pids:
@@ -123,18 +144,36 @@ class ShardPool:
                 for key in owned:
                     owned[key] = arrays[f"{i}.{key}"]
 
+    def _share_moments(self):
+        """Point the optimizer's moments at views of the shared memory, holding what they
+        held; returns its own arrays, keyed as its state, for :meth:`__exit__`."""
+        opt, own = self.optimizer, {}
+        for slot, flat in self.moments.items():
+            for name, view in self._views(flat, self.param_names).items():
+                key = f"{slot}/{name}"
+                own[key] = opt.moments(name, self.own[name])[slot]
+                np.copyto(view, own[key])
+                opt.state[key] = view
+        return own
+
     def _serve(self, pipe, helper):
         """The helper's loop, in the forked process."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         layers = self.net.replica_layers()
-        grads = self.grads[helper]
+        grads = self.grads[helper + 1]
         with blas_controller().limit(limits=1):
             while True:
                 try:
-                    idx, batch_n, noise = pipe.recv()
+                    kind, *request = pipe.recv()
                 except (EOFError, OSError):
                     return
                 try:
+                    if kind == "update":
+                        self.optimizer.t, self.optimizer.learning_rate, self.shards = request
+                        self._update(helper + 1)
+                        pipe.send(None)
+                        continue
+                    idx, batch_n, noise = request
                     cost, correct, shard_grads, updates = self.net.shard_step(
                         layers, self.X[idx], self.y[idx], batch_n, noise, self.augmentation
                     )
@@ -149,34 +188,73 @@ class ShardPool:
         """Compute ``shards`` (a list of index arrays, at most helpers + 1) of a mini-batch,
         with ``noises`` the :class:`~cnn_core.noise.StepNoise` of each.
 
-        Returns [(cost, correct, grads, buffer updates), ...] in shard order; the first is
-        computed here.
+        Returns [(cost, correct, None, buffer updates), ...] in shard order; the first is
+        computed here. The gradients stay in shared memory for :meth:`update`.
         """
         for pipe, idx, noise in zip(self.pipes, shards[1:], noises[1:], strict=False):
-            try:
-                pipe.send((idx, batch_n, noise))
-            except OSError:  # a broken pipe: the helper is gone
-                raise RuntimeError("a training helper process died") from None
-        results = [
-            self.net.shard_step(
-                self.net.layers,
-                self.X[shards[0]],
-                self.y[shards[0]],
-                batch_n,
-                noises[0],
-                self.augmentation,
-            )
-        ]
-        for h, (pipe, _) in enumerate(zip(self.pipes, shards[1:], strict=False)):
-            try:
-                answer = pipe.recv()
-            except (EOFError, OSError):
-                raise RuntimeError("a training helper process died") from None
-            if isinstance(answer, Exception):
-                raise answer
-            cost, correct, updates = answer
-            results.append((cost, correct, self.grads[h], updates))
+            self._send(pipe, ("shard", idx, batch_n, noise))
+        cost, correct, grads, updates = self.net.shard_step(
+            self.net.layers,
+            self.X[shards[0]],
+            self.y[shards[0]],
+            batch_n,
+            noises[0],
+            self.augmentation,
+        )
+        for name, g in grads.items():
+            np.copyto(self.grads[0][name], g)
+        results = [(cost, correct, None, updates)]
+        for pipe in self.pipes[: len(shards) - 1]:
+            cost, correct, updates = self._receive(pipe)
+            results.append((cost, correct, None, updates))
+        self.shards = len(shards)  # a short last batch may have fewer shards than processes
         return results
+
+    def update(self):
+        """Step the optimizer by the sum of the last :meth:`step`'s shard gradients, each
+        process over its range of the parameters."""
+        opt = self.optimizer
+        opt.t += 1
+        for pipe in self.pipes:
+            self._send(pipe, ("update", opt.t, opt.learning_rate, self.shards))
+        self._update(0)
+        for pipe in self.pipes:
+            self._receive(pipe)
+
+    def _update(self, part):
+        """Sum the shards' gradients over range ``part`` of the flat parameters, in shard
+        order, and step the optimizer there."""
+        span = slice(self.ranges[part], self.ranges[part + 1])
+        g = self.flat_grads[0][span]
+        for more in self.flat_grads[1 : self.shards]:
+            g += more[span]
+        moments = {slot: flat[span] for slot, flat in self.moments.items()}
+        self.optimizer.apply(self.params[span], g, moments)
+
+    @staticmethod
+    def _send(pipe, message):
+        try:
+            pipe.send(message)
+        except OSError:  # a broken pipe: the helper is gone
+            raise RuntimeError("a training helper process died") from None
+
+    @staticmethod
+    def _receive(pipe):
+        try:
+            answer = pipe.recv()
+        except (EOFError, OSError):
+            raise RuntimeError("a training helper process died") from None
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def _consecutive(flat, sizes):
+    """Consecutive slices of the 1-D array ``flat``, of ``sizes``."""
+    start = 0
+    for size in sizes:
+        yield flat[start : start + size]
+        start += size
 
 
 def _wait_or_kill(pid, timeout):

@@ -130,7 +130,8 @@ def fit(
         # one BLAS thread per shard process: `threads` is the total
         resources.enter_context(parallel.blas_controller().limit(limits=1))
         if threads > 1 and parallel.can_fork():
-            pool = resources.enter_context(parallel.ShardPool(net, X, y, threads - 1, augment))
+            pool = parallel.ShardPool(net, X, y, threads - 1, opt, augment)
+            resources.enter_context(pool)
         n = len(X)
         per_epoch = math.ceil(n / batch_size)
         for epoch in range(position.epoch, epochs + 1):
@@ -153,7 +154,10 @@ def fit(
                         f"(learning_rate={opt.learning_rate:g}); "
                         "try a lower learning rate"
                     )
-                opt.step(net.params, grads)
+                if pool is None:
+                    opt.step(net.params, grads)
+                else:  # the shards' gradients are in the pool, which shares out the step
+                    pool.update()
                 position.cost_sum += cost * len(idx)
                 position.correct += batch_correct
                 if keep_iterations:
@@ -270,6 +274,8 @@ def train_step(net, X, y, idx, shards, pool, noise=None, augmentation=None):
     summed (and buffer updates merged) in a fixed order, computed in parallel by a
     :class:`~cnn_core.parallel.ShardPool` when there is one and one after another otherwise:
     the numbers depend on the shard count, never on timing or on how the shards were run.
+    With a pool the gradients stay in it, for :meth:`~cnn_core.parallel.ShardPool.update`:
+    the gradients returned are then None.
     """
     if noise is None:
         noise = net.next_noise(len(idx))
@@ -292,7 +298,7 @@ def train_step(net, X, y, idx, shards, pool, noise=None, augmentation=None):
     if shards == 1:
         return results[0][:3]
     grads = results[0][2]
-    for _, _, more, _ in results[1:]:
+    for _, _, more, _ in results[1:] if pool is None else ():
         for name, g in more.items():
             grads[name] += g
     cost = sum(r[0] * len(part) for r, part in zip(results, parts, strict=True)) / len(idx)

@@ -7,7 +7,7 @@ import numpy as np
 import psutil
 import pytest
 
-from cnn_core import Network, parallel
+from cnn_core import Network, optimizers, parallel
 
 CONFIG = {
     "input_shape": [1, 10, 10],
@@ -41,6 +41,25 @@ def test_helper_processes_match_shards_computed_in_turn(monkeypatch, threads):
     for name, value in in_turn.params.items():
         np.testing.assert_array_equal(forked.params[name], value, err_msg=name)
     assert forked_history.iterations == in_turn_history.iterations
+
+
+@pytest.mark.parametrize("name", list(optimizers.OPTIMIZERS))
+@pytest.mark.parametrize("threads", [2, 5])
+def test_the_shared_out_optimizer_steps_match_steps_taken_in_turn(monkeypatch, name, threads):
+    # 5 processes: the last batch of 4 samples has fewer shards than processes
+    runs = []
+    for fork in (True, False):
+        opt = optimizers.get({"name": name, "weight_decay": 0.01})
+        net, _ = trained(threads, monkeypatch, fork=fork, optimizer=opt)
+        runs.append((net, opt))
+    (forked, forked_opt), (in_turn, in_turn_opt) = runs
+    for param, value in in_turn.params.items():
+        np.testing.assert_array_equal(forked.params[param], value, err_msg=param)
+    assert forked_opt.t == in_turn_opt.t
+    assert forked_opt.state.keys() == in_turn_opt.state.keys()
+    for key, value in in_turn_opt.state.items():
+        np.testing.assert_array_equal(forked_opt.state[key], value, err_msg=key)
+        assert forked_opt.state[key].base is None  # its own array again, not the shared memory
 
 
 def test_shards_follow_the_one_batch_gradient():
