@@ -40,6 +40,11 @@ EPSILON = Hyper(1e-8, 0, 1, low_open=True, description="Added to the denominator
 WEIGHT_DECAY = Hyper(0.0, 0, 1, description="L2 penalty: weight_decay * p added to the gradient.")
 
 
+# Elements updated at a time: Adam's update of 1M float32 parameters took 3.0 ms whole and
+# 2.0 ms in chunks of 64K (1.3 MB of operands); 8K chunks 2.6 ms (a throwaway measurement).
+UPDATE_CHUNK = 1 << 16
+
+
 class Optimizer:
     """Bookkeeping shared by all optimizers: hyperparameters, step count and state slots.
 
@@ -74,7 +79,18 @@ class Optimizer:
     def apply(self, p, g, state):
         """Step ``p`` in place by gradient ``g`` with ``state`` (slot -> array), at step
         :attr:`t`. Every rule is elementwise, so a slice of a flat array of all parameters
-        steps exactly as its parameters would one by one (as :mod:`cnn_core.parallel` does)."""
+        steps exactly as its parameters would one by one (as :mod:`cnn_core.parallel` does),
+        and a big array steps a chunk at a time, its dozen passes in cache."""
+        arrays = (p, g, *state.values())
+        if p.size <= UPDATE_CHUNK or not all(a.flags.c_contiguous for a in arrays):
+            self._apply(p, g, state)
+            return
+        p, g, *moments = (a.reshape(-1) for a in arrays)  # views, being contiguous
+        for start in range(0, p.size, UPDATE_CHUNK):
+            span = slice(start, start + UPDATE_CHUNK)
+            self._apply(p[span], g[span], {s: a[span] for s, a in zip(state, moments, strict=True)})
+
+    def _apply(self, p, g, state):
         decay = self.hyper.get("weight_decay", 0.0)
         if decay and self.l2_in_gradient:
             g = g + p.dtype.type(decay) * p

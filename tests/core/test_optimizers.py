@@ -103,6 +103,33 @@ def test_updates_keep_the_dtype_and_the_array(name, dtype):
     assert np.all(p < 1)
 
 
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_big_array_steps_in_chunks_as_it_would_whole(monkeypatch, name):
+    """Chunked updates (and scratch arrays shared between parameters of other sizes) give
+    the bits of one whole-array update; a transposed gradient takes the whole-array path."""
+    rng = np.random.default_rng(5)
+    shape = (optimizers.UPDATE_CHUNK // 100 + 3, 300)  # three chunks and a bit
+    grads = [
+        {"big": rng.standard_normal(shape, np.float32), "small": rng.random(7, np.float32)}
+        for _ in range(3)
+    ]
+    grads[1]["big"] = np.asfortranarray(grads[1]["big"])
+    runs = []
+    for chunk in (optimizers.UPDATE_CHUNK, 10**9):
+        monkeypatch.setattr(optimizers, "UPDATE_CHUNK", chunk)
+        opt = optimizers.get({"name": name, "weight_decay": 0.01})
+        params = {"big": np.ones(shape, np.float32), "small": np.ones(7, np.float32)}
+        for g in grads:
+            opt.step(params, g)
+        runs.append((params, opt.state))
+    (chunked, chunked_state), (whole, whole_state) = runs
+    for key in whole:
+        assert np.array_equal(chunked[key], whole[key]), key
+    for key in whole_state:
+        assert np.array_equal(chunked_state[key], whole_state[key]), key
+    assert not np.array_equal(whole["big"], 1)
+
+
 DEFAULTS = {
     "sgd": {"learning_rate": 0.01, "weight_decay": 0.0},
     "momentum": {"learning_rate": 0.01, "beta": 0.9, "weight_decay": 0.0},
