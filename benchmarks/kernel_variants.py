@@ -299,7 +299,10 @@ WINDOW_ROWS_CASES = {
 
 
 # (m, k, n, b transposed): products the kernels make, as (F, depth) @ (depth, columns) in
-# forward and with the columns as depth in the weight gradients (b a transposed view).
+# forward and with the columns as depth in the weight gradients (b a transposed view). 8g-8j
+# are the window-row products as they were before padded rows (depth kh * kw * C), 8l-8o
+# as they are now (depth kh * C, kw of them per row; here on contiguous operands, where the
+# kernels read the windows as a strided view of the padded rows).
 GEMM_CASES = {
     "8a. LeNet-5 first conv forward, (6, 25) @ (25, 5242)": (6, 25, 5242, False),
     "8b. LeNet-5 first conv dW, (25, 5242) @ (5242, 6)": (25, 5242, 6, True),
@@ -312,6 +315,10 @@ GEMM_CASES = {
     "8i. convnet 64 -> 64 window row, (64, 576) @ (576, 896)": (64, 576, 896, False),
     "8j. convnet 64 -> 64 dW share, (576, 896) @ (896, 64)": (576, 896, 64, True),
     "8k. convnet dense 3136 -> 256, (256, 3136) @ (3136, 64)": (256, 3136, 64, False),
+    "8l. convnet 32 -> 32 window row offset, (32, 96) @ (96, 1792)": (32, 96, 1792, False),
+    "8m. convnet 32 -> 32 dW share, (96, 1792) @ (1792, 32)": (96, 1792, 32, True),
+    "8n. convnet 64 -> 64 window row offset, (64, 192) @ (192, 896)": (64, 192, 896, False),
+    "8o. convnet 64 -> 64 dW share, (192, 896) @ (896, 64)": (192, 896, 64, True),
 }
 
 

@@ -148,10 +148,10 @@ def _correlate(xp, w, stride, ws, name):
 
 # ------------------------------------------------------------------------ window-row products
 #
-# A stride-1 convolution with many channels per kernel row runs on "window rows": the padded
-# input rows, stored (Hp, C, Wp, N). Output row r needs padded rows r..r+kh-1, consecutive
-# blocks of that array: a (kh*C, Wp*N) matrix whose columns j*N .. (j + Wo)*N are the windows
-# at horizontal kernel offset j, a strided view. So output row r is kw products
+# A stride-1 convolution whose kernel columns are deep (kh * C values) runs on "window rows":
+# the padded input rows, stored (Hp, C, Wp, N). Output row r needs padded rows r..r+kh-1,
+# consecutive blocks of that array: a (kh*C, Wp*N) matrix whose columns j*N .. (j + Wo)*N are
+# the windows at horizontal kernel offset j, a strided view. So output row r is kw products
 # (F, kh*C) @ view, added up, with the kernel as (kw, F, kh*C). The copy is that of padding the
 # input, kh*kw times smaller than im2col's, the rows the products read fit in cache, and the
 # products are im2col's split by horizontal offset: same sums, in another order. (One product
@@ -291,7 +291,7 @@ def conv_forward(x, w, b, stride, padding, ws=None):
     """Convolution (cross-correlation, as in PyTorch).
 
     x: (C, H, W, N), w: (F, C, kh, kw), b: (F,) -> out: (F, Ho, Wo, N), cache.
-    A stride-1 convolution with many channels per kernel row and a batch of at least
+    A stride-1 convolution with deep kernel columns (kh * C) and a batch of at least
     WINDOW_ROWS_MIN_BATCH runs on window rows (:func:`_window_rows`); another 3x3 stride-1
     one with at least WINOGRAD_MIN_CHANNELS input channels as Winograd F(2x2, 3x3)
     (:func:`_winograd_forward`); any other as im2col and
@@ -428,7 +428,7 @@ def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
 WINOGRAD_MIN_CHANNELS = 64
 # Where window rows apply they beat Winograd, 64 or 128 filters alike (Winograd takes 1.41x
 # their time on vgg32's 64 -> 64 layer, 1.38x on vgg64's, 1.08x on its 64 -> 128 one:
-# kernel_variants.py, 7i-7k), so Winograd serves batches too small for window rows.
+# kernel_variants.py, 7i-7l), so Winograd serves batches too small for window rows.
 WINOGRAD_BLOCK_BYTES = 2 * 1024 * 1024  # the transformed input tiles of one block of tile rows
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])

@@ -1,7 +1,7 @@
 """Matrix products of the kernels: Intel MKL's sequential GEMM where it is installed, else NumPy's.
 
-Why not NumPy's ``@`` everywhere: a convolution's products are thin (32 or 64 filters, a few
-hundred deep), and OpenBLAS, the BLAS NumPy ships, takes 1.2x to 1.45x MKL's time for them on
+Why not NumPy's ``@`` everywhere: a convolution's products are thin (32 or 64 filters, 100 to
+600 deep), and OpenBLAS, the BLAS NumPy ships, takes 1.2x to 1.45x MKL's time for them on
 this machine (``benchmarks/kernel_variants.py``, section 8), while PyTorch's convolutions run
 near the CPU's peak. Training and big-batch prediction already run one BLAS thread per core
 (shard processes, prediction threads), so MKL's sequential layer is the one to load: it starts

@@ -1,4 +1,4 @@
-"""Window-row products: the stride-1 convolutions of layers with many channels per kernel row.
+"""Window-row products: the stride-1 convolutions of layers with deep kernel columns (kh * C).
 The shared gradient checks run on small batches and few channels, where im2col is used, so
 these force window rows on small layers (with the smallest buffer, so that it wraps)
 and check them against finite differences, against im2col and against PyTorch."""
@@ -118,16 +118,18 @@ def test_wide_layer_uses_window_rows_within_float32_rounding(monkeypatch):
         assert np.abs(ours - reference).max() <= 1e-5 * np.abs(reference).max()
 
 
-def test_thin_kernel_rows_small_batches_and_strides_keep_im2col():
+def test_shallow_kernel_columns_small_batches_and_strides_keep_im2col():
     rng = np.random.default_rng(7)
     wide = rng.standard_normal((16, 8, 8, 64))
-    for x, w, stride in (
-        (wide, rng.standard_normal((8, 16, 3, 3)), (2, 2)),
-        (wide[:, :, :, :15], rng.standard_normal((8, 16, 3, 3)), (1, 1)),
-        (wide[:15], rng.standard_normal((8, 15, 3, 3)), (1, 1)),  # C * kw = 45 < 48
+    for x, w, stride, window_rows in (
+        (wide, rng.standard_normal((8, 16, 3, 3)), (2, 2), False),
+        (wide[:, :, :, :15], rng.standard_normal((8, 16, 3, 3)), (1, 1), False),
+        (wide[:15], rng.standard_normal((8, 15, 3, 3)), (1, 1), False),  # kh * C = 45 < 48
+        (wide, rng.standard_normal((8, 16, 2, 3)), (1, 1), False),  # kh * C = 32, C * kw = 48
+        (wide, rng.standard_normal((8, 16, 3, 2)), (1, 1), True),  # kh * C = 48, C * kw = 32
     ):
         _, cache = F.conv_forward(x, w, np.zeros(8), stride, (1,) * 4)
-        assert not isinstance(cache, F.WindowRowsCache)
+        assert isinstance(cache, F.WindowRowsCache) == window_rows
 
 
 def test_window_rows_match_torch(window_rows_everywhere):
