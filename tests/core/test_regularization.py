@@ -142,20 +142,6 @@ def test_batchnorm_kernel_normalizes_per_channel_and_uses_given_statistics():
     np.testing.assert_allclose(given, 2 * (x - 1) / 2 + 1, rtol=1e-12)
 
 
-@pytest.mark.parametrize("block_bytes", [1, 3 * 25 * 6 * 8])  # a channel a block, or three
-def test_batchnorm_in_blocks_of_channels_matches_all_at_once(monkeypatch, block_bytes):
-    rng = np.random.default_rng(3)
-    x, dout = rng.normal(3.0, 2.0, (7, 5, 5, 6)), rng.normal(size=(7, 5, 5, 6))
-    gamma, beta = rng.normal(size=7), rng.normal(size=7)
-    results = []
-    for size in (block_bytes, 10**9):
-        monkeypatch.setattr(F, "BATCHNORM_BLOCK_BYTES", size)
-        out, cache, mean, var = F.batchnorm_forward(x, gamma, beta, 1e-5)
-        results.append((out, mean, var, *F.batchnorm_backward(dout, cache)))
-    for blocked, whole in zip(*results, strict=True):
-        np.testing.assert_allclose(blocked, whole, rtol=1e-12, atol=1e-12)
-
-
 def test_batchnorm_running_statistics_and_eval_mode():
     config = {"input_shape": [2, 4, 4], "layers": [{"type": "batchnorm", "momentum": 0.2}, OUT]}
     net = Network.from_config(config, dtype="float64")
