@@ -1,4 +1,4 @@
-"""CPU time of a training epoch and wall time of a batch prediction, for source trees in turn.
+"""Training epochs (CPU time on 1 thread, wall time on 2) and batch predictions, tree by tree.
 
     .venv/bin/python -W ignore benchmarks/cpu_time.py [--trees DIR ...] [--networks lenet5 vgg32]
         [--rounds 5]
@@ -9,7 +9,9 @@ measurement runs in a process of its own whose `cnn_core` comes from the tree (P
 the networks of `train_throughput.py`, rounds alternating between the trees:
 
 - training: one epoch of `fit` on one thread, in images per second of the process's CPU time,
-  so other programs on the cores count only through the caches;
+  so other programs on the cores count only through the caches; and one on two threads (a
+  shard process each) in images per second of wall time, where what counts is how long each
+  process waits for the other;
 - prediction: `logits` of 256 images with the BLAS limit at 1 and at 2 threads, in images per
   second of the median wall time over 30 calls.
 
@@ -44,6 +46,10 @@ def measure(network):
         started = time.process_time()
         net.fit(X, y, epochs=1, batch_size=BATCH, threads=1)
         figures["train, 1 thread (CPU)"] = len(X) / (time.process_time() - started)
+        net.fit(X[: 2 * BATCH], y[: 2 * BATCH], epochs=1, batch_size=BATCH, threads=2)
+        started = time.perf_counter()
+        net.fit(X, y, epochs=1, batch_size=BATCH, threads=2)
+        figures["train, 2 threads (wall)"] = len(X) / (time.perf_counter() - started)
     images = X[:PREDICT_IMAGES]
     for threads in (1, 2):
         with threadpool_limits(threads):
