@@ -15,9 +15,9 @@ the buffer updates in shard order. Then the update is shared out too: the optimi
 live in the shared memory as well, and each process sums the shards' gradients (in shard
 order) and steps the optimizer over its own range of the flat parameter vector, as the rules
 are elementwise. Results are exactly those of computing the shards one after another and
-stepping the parameters one by one, whatever the timing. (Measured on the vgg32 benchmark net
-with 2 processes, 1.1M parameters: the gradient sum and Adam's step took 6 of a 70 ms step in
-the trainer alone, while the helper waited.)
+stepping the parameters one by one, whatever the timing. (On the vgg32 benchmark net with 2
+processes, 1.1M parameters, the gradient sum and Adam's step had taken 6 of a 70 ms step in the
+trainer alone while the helper waited; throwaway timers, README "Shared-out optimizer steps".)
 
 A helper exits when the pool closes, when its pipe breaks (the trainer died, even by kill -9),
 and ignores Ctrl-C, which its trainer handles.
@@ -68,6 +68,7 @@ class ShardPool:
         self.names = self.param_names + list(net.buffers)  # the flat order: parameters first
         self.shapes = {name: state[name].shape for name in self.names}
         self.helpers = helpers
+        self.shards = helpers + 1  # those of the last step: a short batch may have fewer
         self.pids, self.pipes = [], []
         # each process steps one range of the flat parameters, cut at cache lines
         n_params, parts = sum(a.size for a in net.params.values()), helpers + 1
@@ -207,7 +208,7 @@ class ShardPool:
         for pipe in self.pipes[: len(shards) - 1]:
             cost, correct, updates = self._receive(pipe)
             results.append((cost, correct, None, updates))
-        self.shards = len(shards)  # a short last batch may have fewer shards than processes
+        self.shards = len(shards)
         return results
 
     def update(self):

@@ -130,8 +130,7 @@ def fit(
         # one BLAS thread per shard process: `threads` is the total
         resources.enter_context(parallel.blas_controller().limit(limits=1))
         if threads > 1 and parallel.can_fork():
-            pool = parallel.ShardPool(net, X, y, threads - 1, opt, augment)
-            resources.enter_context(pool)
+            pool = resources.enter_context(parallel.ShardPool(net, X, y, threads - 1, opt, augment))
         n = len(X)
         per_epoch = math.ceil(n / batch_size)
         for epoch in range(position.epoch, epochs + 1):
@@ -298,9 +297,10 @@ def train_step(net, X, y, idx, shards, pool, noise=None, augmentation=None):
     if shards == 1:
         return results[0][:3]
     grads = results[0][2]
-    for _, _, more, _ in results[1:] if pool is None else ():
-        for name, g in more.items():
-            grads[name] += g
+    if pool is None:
+        for _, _, more, _ in results[1:]:
+            for name, g in more.items():
+                grads[name] += g
     cost = sum(r[0] * len(part) for r, part in zip(results, parts, strict=True)) / len(idx)
     return cost, sum(r[1] for r in results), grads
 
