@@ -1,10 +1,14 @@
-"""Matrix products of the kernels: Intel MKL's sequential GEMM where it is installed, else NumPy's.
+"""Matrix products of the kernels: Intel MKL's sequential GEMM on Intel's CPUs where it is
+installed, else NumPy's.
 
 Why not NumPy's ``@`` everywhere: a convolution's products are thin (32 or 64 filters, 100 to
-600 deep), and OpenBLAS, the BLAS NumPy ships, takes 1.2x to 1.45x MKL's time for them on
-this machine (``benchmarks/kernel_variants.py``, section 8), while PyTorch's convolutions run
-near the CPU's peak. Training and big-batch prediction already run one BLAS thread per core
-(shard processes, prediction threads), so MKL's sequential layer is the one to load: it starts
+600 deep), and OpenBLAS, the BLAS NumPy ships, takes 1.2x to 1.45x MKL's time for them on an
+Intel CPU with AVX-512 (``benchmarks/kernel_variants.py``, section 8), while PyTorch's
+convolutions run near the CPU's peak. On an AMD EPYC (AVX2) the order is the other way round,
+so the ``mkl`` package is then left loaded but unused (``BACKEND`` says which library computes).
+
+Training and big-batch prediction already run one BLAS thread per core (shard processes,
+prediction threads), so MKL's sequential layer is the one to load: it starts
 no threads, so forking shard processes stays safe, and ctypes lets go of the GIL during the
 call, so prediction threads overlap. (A small prediction, computed in the calling thread, thus
 runs its big products on one core where OpenBLAS could have used more.)
@@ -14,7 +18,8 @@ bits at every alignment tests/core/test_gemm.py tries (offsets of 0 to 60 bytes,
 operands, accumulation, both dtypes). Anything MKL cannot take as it is (other dtypes or byte
 orders, strides without a unit axis, outputs that overlap an input, empty or unaligned arrays,
 mismatched shapes, for NumPy to refuse) goes to NumPy, as do small products and everything on a
-machine without the ``mkl`` package.
+machine without the ``mkl`` package or with another vendor's CPU. (A job resumed on another
+kind of CPU can differ in its last bits anyway: each BLAS picks its kernels by the CPU.)
 """
 
 import ctypes
@@ -65,12 +70,27 @@ def _load_mkl():
     return lib, paths[0]
 
 
+def cpu_vendor():
+    """The CPU's vendor as Linux names it ("GenuineIntel", "AuthenticAMD"), or "" unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
+
+
 # MKL_PATH: the library loaded, which BLAS thread limits leave out (it starts no threads).
 _MKL, MKL_PATH = _load_mkl()
-BACKEND = "mkl" if _MKL is not None else "numpy"
-_GEMM = {}
-if _MKL is not None:  # native byte order only: dtype('>f4') is another key
-    _GEMM = {np.dtype(np.float32): _MKL.cblas_sgemm, np.dtype(np.float64): _MKL.cblas_dgemm}
+MKL_GEMMS = {}  # native byte order only: dtype('>f4') is another key
+if _MKL is not None:
+    MKL_GEMMS = {np.dtype(np.float32): _MKL.cblas_sgemm, np.dtype(np.float64): _MKL.cblas_dgemm}
+# MKL's products win on Intel's CPUs only: on AMD's (a Zen with AVX2 here) OpenBLAS's own kernels
+# take 0.78x to 1.02x MKL's time on the same products (kernel_variants.py, section 8).
+_GEMM = MKL_GEMMS if cpu_vendor() == "GenuineIntel" else {}
+BACKEND = "mkl" if _GEMM else "numpy"
 
 
 def preload():
