@@ -98,3 +98,27 @@ def test_a_helper_killed_mid_training_fails_the_fit_instead_of_hanging():
     with pytest.raises(RuntimeError, match="helper process died"):
         net.fit(X, y, epochs=2, batch_size=24, threads=2, callback=kill_helpers)
     assert children() == others
+
+
+def test_a_helper_that_does_not_exit_is_killed_after_the_timeout():
+    pid = os.fork()
+    if pid == 0:  # a helper stuck in a long computation
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            while True:
+                signal.pause()
+        finally:
+            os._exit(1)
+    parallel._wait_or_kill(pid, timeout=0.2)
+    with pytest.raises(ChildProcessError):  # reaped: no zombie left
+        os.waitpid(pid, os.WNOHANG)
+    assert not psutil.pid_exists(pid)
+
+
+def test_a_helper_that_exits_is_reaped():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    parallel._wait_or_kill(pid, timeout=5)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
