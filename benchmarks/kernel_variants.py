@@ -8,9 +8,11 @@ runs interleaved and the median of many calls is compared, because this machine'
 1. batch-innermost (C, H, W, N) im2col against NCHW im2col for a conv forward pass;
 2. the conv weight gradient as ``(cols @ d2.T).T`` against ``d2 @ cols.T``, and im2col built a
    block of output rows at a time against one whole matrix;
-3. the conv input gradient as one product per kernel offset added in place, against one big
-   product scattered afterwards, and against ``np.add.at``; and against dx as a convolution of
-   dout with the flipped kernel (used for stride-1 convs on "same"-padded maps);
+3. the conv input gradient as one product of every kernel offset per block of output rows,
+   scattered while in cache, against one big product scattered afterwards, against
+   ``np.add.at`` and against a product per kernel offset added in place (3f); and against dx
+   as a convolution of dout with the flipped kernel (used for stride-1 convs on "same"-padded
+   maps);
 4. max-pool backward as a loop over window offsets on strided views, against an argmax over
    copied windows;
 5. a 3x3 stride-1 conv (forward and backward) by Winograd F(2x2, 3x3) against im2col, on the
@@ -154,19 +156,38 @@ def main():
     )
     np.testing.assert_allclose(add_at(), F.conv_backward(out, cache)[0], rtol=1e-4, atol=1e-3)
 
+    w_offsets = np.ascontiguousarray(w_second.transpose(2, 3, 1, 0))  # (kh, kw, C, F)
+
+    def product_per_offset():
+        dx, part = np.zeros_like(x_second), np.empty((6, d2.shape[1]), np.float32)
+        for i in range(K):
+            for j in range(K):
+                gemm.matmul(w_offsets[i, j], d2, out=part)
+                dx[:, i : i + ho, j : j + ho, :] += part.reshape(6, ho, ho, N)
+        return dx
+
+    np.testing.assert_allclose(
+        product_per_offset(), F.conv_backward(out, cache)[0], rtol=1e-4, atol=1e-3
+    )
+
     def weight_grads():
         return F.conv_backward(out, cache, need_dx=False)
 
     compare(
         "3a. conv backward (dW, db, dx), second LeNet conv",
-        ("dx: one product per kernel offset (cnn_core)", lambda: F.conv_backward(out, cache)),
+        ("dx: a product per block of rows (cnn_core)", lambda: F.conv_backward(out, cache)),
         ("dx: one big product, then scatter", lambda: (weight_grads(), scatter_big_product())),
     )
     compare(
         "3b. conv backward (dW, db, dx), second LeNet conv",
-        ("dx: one product per kernel offset (cnn_core)", lambda: F.conv_backward(out, cache)),
+        ("dx: a product per block of rows (cnn_core)", lambda: F.conv_backward(out, cache)),
         ("dx: one big product, then np.add.at", lambda: (weight_grads(), add_at())),
         rounds=1,
+    )
+    compare(
+        "3f. conv backward (dW, db, dx), second LeNet conv",
+        ("dx: a product per block of rows (cnn_core)", lambda: F.conv_backward(out, cache)),
+        ("dx: one product per kernel offset", lambda: (weight_grads(), product_per_offset())),
     )
 
     for title, (c, f, h, k, pad) in {
@@ -187,7 +208,7 @@ def main():
         compare(
             title,
             ("a convolution of dout (cnn_core on same maps)", by_correlation),
-            ("one product per kernel offset (cnn_core on valid)", by_offsets),
+            ("a product per block (cnn_core on valid)", by_offsets),
             rounds=5,
         )
 

@@ -386,7 +386,11 @@ KERNEL_CONV_CASES = {
 @pytest.mark.parametrize(
     "kernel, stride, padding", KERNEL_CONV_CASES.values(), ids=KERNEL_CONV_CASES.keys()
 )
-def test_conv_kernel_gradients(kernel, stride, padding):
+@pytest.mark.parametrize("blocks", ["one block", "a block per output row"])
+def test_conv_kernel_gradients(monkeypatch, kernel, stride, padding, blocks):
+    if blocks == "a block per output row":  # im2col's and the input gradient's blocks
+        monkeypatch.setattr(F, "COLUMN_BLOCK_BYTES", 1)
+        monkeypatch.setattr(F, "INPUT_GRADIENT_BLOCK_BYTES", 1)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 7, 6, 2))
     w = rng.standard_normal((2, 3, *kernel))
