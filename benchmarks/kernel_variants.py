@@ -346,12 +346,12 @@ GEMM_CASES = {
 def products(cases):
     """Section 8: each product by cnn_core.gemm's choice first, then by the other library (on
     a CPU where MKL computes nothing, an AMD one, the choice is NumPy's for every product)."""
-    defaults = gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE, gemm._GEMM
-    uses_mkl = gemm.BACKEND == "mkl"
+    defaults = gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE
+    uses_mkl, chosen = gemm.BACKEND == "mkl", gemm._GEMM
+    gemm._GEMM = gemm.MKL_GEMMS  # the MKL side calls MKL whatever the CPU
 
     def by_mkl(a, b, out):
-        # MKL, however small the product and whatever the CPU
-        gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE, gemm._GEMM = 0, 1, gemm.MKL_GEMMS
+        gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE = 0, 1  # MKL, however small the product
         gemm.matmul(a, b, out)
 
     for title, (m, k, n, b_transposed) in cases.items():
@@ -361,11 +361,12 @@ def products(cases):
         out = np.empty((m, n), np.float32)
         mkl_way = ("MKL", partial(by_mkl, a, b, out))
         numpy_way = ("NumPy (OpenBLAS)", partial(np.matmul, a, b, out=out))
-        gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE, gemm._GEMM = defaults
+        gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE = defaults
         mkl_first = uses_mkl and gemm.mkl_wins(m, k, n)
         ours, theirs = (mkl_way, numpy_way) if mkl_first else (numpy_way, mkl_way)
         compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
-    gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE, gemm._GEMM = defaults
+    gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE = defaults
+    gemm._GEMM = chosen
 
 
 def shards_or_blas_threads():

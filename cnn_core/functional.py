@@ -411,7 +411,6 @@ def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
     """
     f, c, kh, kw = w.shape
     _, out_h, out_w, n = dout.shape
-    sh, sw = stride
     w_all = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * c, f)
     row_size = kh * kw * c * out_w * n  # of the product's output, per output row
     block = max(1, INPUT_GRADIENT_BLOCK_BYTES // (row_size * dout.itemsize))
@@ -423,10 +422,9 @@ def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
         part = _block_array(ws, "dx_part", shape, dout.dtype, block * row_size)
         gemm.matmul(w_all, dout[:, r0:r1].reshape(f, -1), out=part)
         shares = part.reshape(kh, kw, c, r1 - r0, out_w, n)
-        for i in range(kh):
-            rows = slice(i + sh * r0, i + sh * (r1 - 1) + 1, sh)
-            for j in range(kw):
-                dxp[:, rows, j : j + sw * (out_w - 1) + 1 : sw, :] += shares[i, j]
+        block_dxp = dxp[:, stride[0] * r0 :]  # where output row r0's windows start
+        for i, j, rows, columns in _offset_slices(kh, kw, r1 - r0, out_w, stride):
+            block_dxp[:, rows, columns, :] += shares[i, j]
     return unpad_maps(dxp, padding)
 
 
