@@ -10,7 +10,8 @@ runs interleaved and the median of many calls is compared, because this machine'
    block of output rows at a time against one whole matrix;
 3. the conv input gradient as one product of every kernel offset per block of output rows,
    scattered while in cache, against one big product scattered afterwards, against
-   ``np.add.at`` and against a product per kernel offset added in place (3f); and against dx
+   ``np.add.at`` and against a product per kernel offset added in place (3f), in blocks of 4 MB
+   against 512 KB (3g); and against dx
    as a convolution of dout with the flipped kernel (used for stride-1 convs on "same"-padded
    maps);
 4. max-pool backward as a loop over window offsets on strided views, against an argmax over
@@ -188,6 +189,22 @@ def main():
         "3f. conv backward (dW, db, dx), second LeNet conv",
         ("dx: a product per block of rows (cnn_core)", lambda: F.conv_backward(out, cache)),
         ("dx: one product per kernel offset", lambda: (weight_grads(), product_per_offset())),
+    )
+
+    def with_input_gradient_blocks(size):
+        def backward():
+            default, F.INPUT_GRADIENT_BLOCK_BYTES = F.INPUT_GRADIENT_BLOCK_BYTES, size
+            try:
+                return F.conv_backward(out, cache)
+            finally:
+                F.INPUT_GRADIENT_BLOCK_BYTES = default
+
+        return backward
+
+    compare(
+        "3g. conv backward (dW, db, dx), second LeNet conv",
+        ("dx: blocks of 4 MB, all 10 rows (cnn_core)", with_input_gradient_blocks(4 << 20)),
+        ("dx: blocks of 512 KB, one row", with_input_gradient_blocks(512 << 10)),
     )
 
     for title, (c, f, h, k, pad) in {

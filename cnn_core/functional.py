@@ -396,7 +396,8 @@ def _input_gradient_correlation(dout, w, padding):
 
 # The products' output per block of _input_gradient_by_offsets, kh*kw times a block of dx:
 # small blocks make short products (at 512 KB, one output row of LeNet-5's second convolution,
-# 2.1x the time of a 4 MB block, the whole of it; a throwaway comparison on an AMD EPYC).
+# that layer's backward took 1.36x the time it takes with 4 MB, all ten rows: kernel_variants.py
+# 3g, AMD EPYC).
 INPUT_GRADIENT_BLOCK_BYTES = 4 * 1024 * 1024
 
 
@@ -407,7 +408,7 @@ def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
     Why one product for all offsets: the products then have kh*kw*C rows instead of C
     (LeNet-5's second convolution: 150 instead of 6). One product per offset, each added while
     in cache (this function before), made that layer's backward take 1.32x the time
-    (kernel_variants.py, 3f; AMD EPYC, OpenBLAS; 1.1x to 1.25x in throwaway runs of dx alone).
+    (kernel_variants.py, 3f; AMD EPYC, OpenBLAS; 1.16x in a later run).
     """
     f, c, kh, kw = w.shape
     _, out_h, out_w, n = dout.shape
