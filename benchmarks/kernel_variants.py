@@ -26,8 +26,10 @@ runs interleaved and the median of many calls is compared, because this machine'
    WINDOW_ROWS_MIN_BATCH and for window rows before Winograd;
 8. the products of these networks' kernels by MKL's sequential GEMM against NumPy's OpenBLAS
    (``cnn_core.gemm``), for MKL_MIN_MACS and MKL_MIN_SIDE (skipped without MKL).
+9. a first layer's stride-1 conv by column groups against im2col, for COLUMN_GROUPS_MAX_FILTERS
+   and COLUMN_GROUPS_MIN_WIDTH.
 
-Times 1-5 and 7 are this process's CPU time (one BLAS thread), so that other programs on the
+Times 1-5 and 7-9 are this process's CPU time (one BLAS thread), so that other programs on the
 shared cores do not count; 6 is wall time, median of 3 epochs each, interleaved.
 """
 
@@ -119,14 +121,17 @@ def main():
         forward = w_first.reshape(6, -1) @ full
         return forward, (full @ d2.T).T
 
+    def im2col_blocks():
+        default, F.COLUMN_GROUPS_MAX_FILTERS = F.COLUMN_GROUPS_MAX_FILTERS, 0  # im2col
+        try:
+            cache = F.conv_forward(x_first, w_first, b_first, (1, 1), (0,) * 4)[1]
+            return F.conv_backward(out, cache, need_dx=False)
+        finally:
+            F.COLUMN_GROUPS_MAX_FILTERS = default
+
     compare(
         "2b. conv forward + weight gradient, first LeNet conv",
-        (
-            "im2col a block of rows at a time (cnn_core)",
-            lambda: F.conv_backward(
-                out, F.conv_forward(x_first, w_first, b_first, (1, 1), (0,) * 4)[1], need_dx=False
-            ),
-        ),
+        ("im2col a block of rows at a time (cnn_core's im2col)", im2col_blocks),
         ("im2col as one (C*kh*kw, Ho*Wo*N) matrix", whole_matrix),
     )
 
@@ -260,6 +265,7 @@ def main():
     window_rows(WINDOW_ROWS_CASES)
     if gemm.MKL_GEMMS:
         products(GEMM_CASES)
+    column_groups(COLUMN_GROUPS_CASES)
 
 
 def winograd(cases):
@@ -333,6 +339,65 @@ WINDOW_ROWS_CASES = {
     "7l. 3x3 conv 128 -> 128, 16x16 maps, batch 64 (vgg64)": (128, 128, 16, 64),
     "7m. 3x3 conv 32 -> 32, 28x28 maps, batch 64 (convnet)": (32, 32, 28, 64),
     "7n. 3x3 conv 64 -> 64, 14x14 maps, batch 64 (convnet)": (64, 64, 14, 64),
+}
+
+
+def column_groups(cases):
+    """Section 9: a first layer's stride-1 conv by column groups against im2col, cnn_core's
+    choice first: forward and weight gradient with a workspace (training), or forward alone
+    without one (prediction)."""
+    default = F.COLUMN_GROUPS_MAX_FILTERS
+
+    def step(x, w, padding, max_filters, train):
+        ws = F.Workspace() if train else None
+        b = np.zeros(len(w), np.float32)
+
+        def run():
+            F.COLUMN_GROUPS_MAX_FILTERS = max_filters
+            out, cache = F.conv_forward(x, w, b, (1, 1), padding, ws)
+            if train:
+                F.conv_backward(out, cache, need_dx=False)
+
+        return run
+
+    for title, (c, f, size, k, n, train) in cases.items():
+        x = rng.standard_normal((c, size, size, n), dtype=np.float32)
+        w = rng.standard_normal((f, c, k, k), dtype=np.float32) * np.float32(0.1)
+        padding = (k // 2,) * 4
+        F.COLUMN_GROUPS_MAX_FILTERS = default
+        cache = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), padding)[1]
+        groups = ("column groups", step(x, w, padding, default, train))
+        im2col = ("im2col", step(x, w, padding, 0, train))
+        ours, theirs = (
+            (groups, im2col) if isinstance(cache, F.ColumnGroupsCache) else (im2col, groups)
+        )
+        compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
+    F.COLUMN_GROUPS_MAX_FILTERS = default
+
+
+# (channels, filters, size, kernel, batch, training): "same" padding, one BLAS thread.
+COLUMN_GROUPS_CASES = {
+    "9a. 5x5 conv 1 -> 6, 28x28, batch 64, forward + dW (LeNet-5)": (1, 6, 28, 5, 64, True),
+    "9b. 5x5 conv 1 -> 6, 28x28, 256 images, forward (LeNet-5 predicting)": (
+        1,
+        6,
+        28,
+        5,
+        256,
+        False,
+    ),
+    "9c. 5x5 conv 1 -> 6, 28x28, one image, forward (the service)": (1, 6, 28, 5, 1, False),
+    "9d. 5x5 conv 3 -> 8, 32x32, batch 64, forward + dW": (3, 8, 32, 5, 64, True),
+    "9e. 7x7 conv 3 -> 8, 32x32, batch 64, forward + dW": (3, 8, 32, 7, 64, True),
+    "9f. 5x5 conv 1 -> 16, 28x28, batch 64, forward + dW (too many filters)": (
+        1,
+        16,
+        28,
+        5,
+        64,
+        True,
+    ),
+    "9g. 3x3 conv 1 -> 8, 28x28, batch 64, forward + dW (too narrow)": (1, 8, 28, 3, 64, True),
 }
 
 

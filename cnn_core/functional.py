@@ -146,6 +146,124 @@ def _correlate(xp, w, stride, ws, name):
     return out
 
 
+# --------------------------------------------------------------------------------- column groups
+#
+# A convolution of few filters (LeNet-5's first: 6) makes im2col products of as few rows, which
+# GEMM runs far below its peak. Grouped by COLUMN_GROUP = B consecutive output columns, the
+# windows of a group share B + kw - 1 input columns: one window (C, kh, B + kw - 1) per group,
+# and the kernel as a band (B*F, C*kh*(B + kw - 1)) whose row (o, f) holds w[f] shifted by o
+# columns. The product then has B times the rows, its copy is (B + kw - 1) / (B * kw) of
+# im2col's (2/5 for 5x5 kernels) and its multiplications (B + kw - 1) / kw as many (the band's
+# zeros: 1.6x for 5x5). Its rows come out by column offset, (o, f); the pass that adds the bias
+# puts them in place. Where the band's zeros cost more than the fatter product gains (3x3
+# kernels, 16 filters), im2col measured as fast or faster, and on small batches, where the
+# extra steps count for more than the products (benchmarks/kernel_variants.py, 9).
+COLUMN_GROUP = 4
+COLUMN_GROUPS_MAX_FILTERS = 8
+COLUMN_GROUPS_MIN_WIDTH = 5  # kw
+COLUMN_GROUPS_MIN_BATCH = 32  # a 2-thread fit's shard of a batch of 64
+
+
+def _uses_column_groups(w_shape, stride, batch):
+    f, _, _, kw = w_shape
+    return (
+        tuple(stride) == (1, 1)
+        and f <= COLUMN_GROUPS_MAX_FILTERS
+        and kw >= COLUMN_GROUPS_MIN_WIDTH
+        and batch >= COLUMN_GROUPS_MIN_BATCH
+    )
+
+
+class ColumnGroupsCache:
+    """What :func:`conv_backward` needs of a conv by column groups: the input padded to whole
+    groups (``extra`` zero columns on the right beyond ``padding``), the kernel, the padding,
+    the workspace, and the shapes of the input and of the input padded by ``padding``."""
+
+    def __init__(self, xp, w, padding, extra, x_shape, ws):
+        self.xp, self.w, self.padding, self.ws, self.x_shape = xp, w, padding, ws, x_shape
+        c, hp, wp, n = xp.shape
+        self.padded_shape = c, hp, wp - extra, n
+
+
+def _group_windows(xp, kh, kw):
+    """(C, Ho, G, N, kh, B + kw - 1) view of the window of each group of output columns, the
+    layout of :func:`_windows`, so that :func:`_columns` copies its blocks."""
+    span = COLUMN_GROUP + kw - 1
+    return sliding_window_view(xp, (kh, span), axis=(1, 2))[:, :, ::COLUMN_GROUP]
+
+
+def _banded_kernel(w):
+    """(F, C, kh, kw) -> (B*F, C*kh*(B + kw - 1)): row (o, f) is w[f] shifted by o columns."""
+    f, c, kh, kw = w.shape
+    band = np.zeros((COLUMN_GROUP, f, c, kh, COLUMN_GROUP + kw - 1), w.dtype)
+    for o in range(COLUMN_GROUP):
+        band[o, :, :, :, o : o + kw] = w
+    return band.reshape(COLUMN_GROUP * f, -1)
+
+
+def _group_pairs(grouped, columns):
+    """Pairs of views of a (F, rows, G, B, N) array of groups and of the (F, rows, Wo, N)
+    columns it stands for: the whole groups, then the last group's columns within Wo."""
+    f, rows, out_w, n = columns.shape
+    whole, rest = divmod(out_w, COLUMN_GROUP)
+    head = columns[:, :, : whole * COLUMN_GROUP].reshape(f, rows, whole, COLUMN_GROUP, n)
+    yield grouped[:, :, :whole], head
+    if rest:
+        yield grouped[:, :, whole, :rest], columns[:, :, whole * COLUMN_GROUP :]
+
+
+def _correlate_by_column_groups(x, w, b, padding, ws):
+    """:func:`conv_forward` of a stride-1 convolution by column groups, bias included."""
+    f, c, kh, kw = w.shape
+    top, bottom, left, right = padding
+    n = x.shape[3]
+    # A prediction's blocks share scratch of its own: fresh arrays per block measured 3x the
+    # time (malloc gave the heap back to the system at every call, 600 page faults a call).
+    ws = Workspace() if ws is None else ws
+    out_w = output_size(x.shape[2], kw, 1, left, right)
+    groups = -(-out_w // COLUMN_GROUP)
+    extra = groups * COLUMN_GROUP - out_w
+    xp = pad_maps(x, (top, bottom, left, right + extra), ws)
+    windows = _group_windows(xp, kh, kw)
+    out_h = windows.shape[1]
+    out = _array(ws, "out", (f, out_h, out_w, n), x.dtype)
+    band = _banded_kernel(w)
+    capacity = band.shape[0] * _block_rows(windows) * groups * n
+    for r0, r1 in _row_blocks(windows):
+        shape = (COLUMN_GROUP, f, r1 - r0, groups, n)
+        product = _block_array(ws, "group_product", shape, x.dtype, capacity)
+        gemm.matmul(band, _columns(windows, r0, r1, ws), out=product.reshape(band.shape[0], -1))
+        grouped = product.transpose(1, 2, 3, 0, 4)  # (F, rows, G, B, N)
+        for part, columns in _group_pairs(grouped, out[:, r0:r1]):
+            np.add(part, b.reshape((f,) + (1,) * (part.ndim - 1)), out=columns)
+    return out, ColumnGroupsCache(xp, w, padding, extra, x.shape, ws)
+
+
+def _weight_gradient_by_column_groups(dout, cache):
+    """dW of a conv by column groups: per block of output rows, its windows (C*kh*(B+kw-1),
+    rows*G*N) @ dout's block grouped as the forward product's rows (rows*G*N, B*F), summed,
+    then each column offset's share of the band folded back into the kernel."""
+    xp, ws = cache.xp, cache.ws
+    f, c, kh, kw = cache.w.shape
+    n, out_w = xp.shape[3], dout.shape[2]
+    windows = _group_windows(xp, kh, kw)
+    groups, span = windows.shape[2], windows.shape[5]
+    capacity = COLUMN_GROUP * f * _block_rows(windows) * groups * n
+    g = np.zeros((c * kh * span, COLUMN_GROUP * f), dtype=dout.dtype)
+    for r0, r1 in _row_blocks(windows):
+        shape = (COLUMN_GROUP, f, r1 - r0, groups, n)
+        grouped = _block_array(ws, "group_dout", shape, dout.dtype, capacity)
+        if out_w % COLUMN_GROUP:
+            grouped[:, :, :, -1] = 0  # the last group's columns beyond the output
+        for part, columns in _group_pairs(grouped.transpose(1, 2, 3, 0, 4), dout[:, r0:r1]):
+            np.copyto(part, columns)
+        columns = _columns(windows, r0, r1, ws)
+        gemm.matmul(columns, grouped.reshape(COLUMN_GROUP * f, -1).T, out=g, accumulate=True)
+    band = g.reshape(c, kh, span, COLUMN_GROUP, f)
+    dw = sum(band[:, :, o : o + kw, o] for o in range(COLUMN_GROUP))  # (C, kh, kw, F)
+    return np.ascontiguousarray(dw.transpose(3, 0, 1, 2))
+
+
 # ------------------------------------------------------------------------ window-row products
 #
 # A stride-1 convolution whose kernel columns are deep (kh * C values) runs on "window rows":
@@ -294,9 +412,11 @@ def conv_forward(x, w, b, stride, padding, ws=None):
     A stride-1 convolution with deep kernel columns (kh * C) and a batch of at least
     WINDOW_ROWS_MIN_BATCH runs on window rows (:func:`_window_rows`); another 3x3 stride-1
     one with at least WINOGRAD_MIN_CHANNELS input channels as Winograd F(2x2, 3x3)
-    (:func:`_winograd_forward`); any other as im2col and
-    a product, a block of output rows at a time, and backward rebuilds the blocks: a whole
-    (C*kh*kw, Ho*Wo*N) matrix is megabytes that stream through memory twice, a block stays in
+    (:func:`_winograd_forward`); another stride-1 one of few filters and wide kernels, on a
+    batch of at least COLUMN_GROUPS_MIN_BATCH, by column groups
+    (:func:`_correlate_by_column_groups`); any other as im2col and a product, a block of output
+    rows at a time, and backward rebuilds the blocks: a whole (C*kh*kw, Ho*Wo*N) matrix is
+    megabytes that stream through memory twice, a block stays in
     cache between its copy and its product (measured 2x faster on LeNet-5's first layer).
     """
     if _uses_window_rows(w.shape, stride, x.shape[3]):
@@ -305,6 +425,8 @@ def conv_forward(x, w, b, stride, padding, ws=None):
     winograd = w.shape[2:] == (3, 3) and tuple(stride) == (1, 1)
     if winograd and w.shape[1] >= WINOGRAD_MIN_CHANNELS:
         return _winograd_forward(x, w, b, padding, ws)
+    if _uses_column_groups(w.shape, stride, x.shape[3]):
+        return _correlate_by_column_groups(x, w, b, padding, ws)
     xp = pad_maps(x, padding, ws)
     out = _correlate(xp, w, stride, ws, "out")
     out += b[:, None, None, None]
@@ -331,6 +453,11 @@ def conv_backward(dout, cache, need_dx=True):
         dw = _weight_gradient_by_window_rows(dout, x, padding, w.shape, ws)
         c, h, width, n = x.shape
         padded_shape = (c, h + padding[0] + padding[1], width + padding[2] + padding[3], n)
+    elif isinstance(cache, ColumnGroupsCache):
+        w, stride, padding, ws = cache.w, (1, 1), cache.padding, cache.ws
+        dw = _weight_gradient_by_column_groups(dout, cache)
+        padded_shape, x_shape = cache.padded_shape, cache.x_shape
+        by_correlation = _input_gradient_by_correlation_wins(x_shape, dout.shape, stride)
     else:
         xp, w, stride, padding, ws = cache
         dw = _weight_gradient_by_im2col(dout, xp, w.shape, stride, ws)

@@ -31,22 +31,40 @@ def window_rows_everywhere(monkeypatch):
     monkeypatch.setattr(F, "WINDOW_ROWS_BUFFER_BYTES", 1)
 
 
-def im2col_and_window_rows(monkeypatch, x, w, b, padding, need_dx=True):
-    """(out, dx, dw, db) by im2col, then by window rows, for the same inputs and dout; each way
-    runs twice on one workspace, as training steps do, and the second step is returned."""
-    monkeypatch.setattr(F, "WINOGRAD_MIN_CHANNELS", 10**9)
+def two_ways(monkeypatch, setting, values, cache_type, x, w, b, padding, need_dx=True):
+    """(out, dx, dw, db) with ``F.<setting>`` at each of two ``values``, the second of which
+    makes conv_forward return a ``cache_type``, for the same inputs and dout; each way runs
+    twice on one workspace, as training steps do, and the second step is returned."""
     results = []
-    for min_depth in (10**9, 1):
-        monkeypatch.setattr(F, "WINDOW_ROWS_MIN_DEPTH", min_depth)
+    for value in values:
+        monkeypatch.setattr(F, setting, value)
         ws = F.Workspace()
         for step in range(2):
             xs = x * (step + 1)
             out, cache = F.conv_forward(xs, w, b, (1, 1), padding, ws)
-            assert isinstance(cache, F.WindowRowsCache) == (min_depth == 1)
+            assert isinstance(cache, cache_type) == (value == values[1])
             dout = np.random.default_rng(step).standard_normal(out.shape).astype(x.dtype)
             grads = F.conv_backward(dout, cache, need_dx)
         results.append([out.copy(), *(None if g is None else g.copy() for g in grads)])
     return results
+
+
+def assert_all_close(ours, references, tolerance):
+    """Each of (out, dx, dw, db) equal to its reference within ``tolerance`` (relative and
+    absolute), with its shape; a dx of None where the reference's is None."""
+    for mine, reference in zip(ours, references, strict=True):
+        if reference is None:
+            assert mine is None
+            continue
+        assert mine.shape == reference.shape
+        np.testing.assert_allclose(mine, reference, rtol=tolerance, atol=tolerance)
+
+
+def im2col_and_window_rows(monkeypatch, x, w, b, padding, need_dx=True):
+    """(out, dx, dw, db) by im2col, then by window rows (see :func:`two_ways`)."""
+    monkeypatch.setattr(F, "WINOGRAD_MIN_CHANNELS", 10**9)
+    setting, values = "WINDOW_ROWS_MIN_DEPTH", (10**9, 1)
+    return two_ways(monkeypatch, setting, values, F.WindowRowsCache, x, w, b, padding, need_dx)
 
 
 @pytest.mark.parametrize("kernel, size, padding", CASES.values(), ids=CASES.keys())
@@ -70,12 +88,7 @@ def test_window_rows_equal_im2col_in_float64(monkeypatch, kernel, size, padding,
     monkeypatch.setattr(F, "WINDOW_ROWS_BUFFER_BYTES", buffer_bytes)
     for need_dx in (True, False):
         im2col, window_rows = im2col_and_window_rows(monkeypatch, x, w, b, padding, need_dx)
-        for ours, reference in zip(window_rows, im2col, strict=True):
-            if reference is None:
-                assert ours is None
-                continue
-            assert ours.shape == reference.shape
-            np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-12)
+        assert_all_close(window_rows, im2col, 1e-12)
 
 
 def test_random_shapes_equal_im2col_in_float64(monkeypatch):
@@ -89,8 +102,7 @@ def test_random_shapes_equal_im2col_in_float64(monkeypatch):
         x = rng.standard_normal((c, h, width, 16))
         w, b = rng.standard_normal((f, c, kh, kw)), rng.standard_normal(f)
         im2col, window_rows = im2col_and_window_rows(monkeypatch, x, w, b, padding)
-        for ours, reference in zip(window_rows, im2col, strict=True):
-            np.testing.assert_allclose(ours, reference, rtol=1e-11, atol=1e-11)
+        assert_all_close(window_rows, im2col, 1e-11)
 
 
 def test_one_workspace_serves_paddings_of_equal_width(window_rows_everywhere):
