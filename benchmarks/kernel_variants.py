@@ -375,29 +375,16 @@ def column_groups(cases):
     F.COLUMN_GROUPS_MAX_FILTERS = default
 
 
-# (channels, filters, size, kernel, batch, training): "same" padding, one BLAS thread.
+# (channels, filters, size, kernel, batch, training): "same" padding, one BLAS thread;
+# training is forward and weight gradient, predicting forward alone.
 COLUMN_GROUPS_CASES = {
-    "9a. 5x5 conv 1 -> 6, 28x28, batch 64, forward + dW (LeNet-5)": (1, 6, 28, 5, 64, True),
-    "9b. 5x5 conv 1 -> 6, 28x28, 256 images, forward (LeNet-5 predicting)": (
-        1,
-        6,
-        28,
-        5,
-        256,
-        False,
-    ),
-    "9c. 5x5 conv 1 -> 6, 28x28, one image, forward (the service)": (1, 6, 28, 5, 1, False),
-    "9d. 5x5 conv 3 -> 8, 32x32, batch 64, forward + dW": (3, 8, 32, 5, 64, True),
-    "9e. 7x7 conv 3 -> 8, 32x32, batch 64, forward + dW": (3, 8, 32, 7, 64, True),
-    "9f. 5x5 conv 1 -> 16, 28x28, batch 64, forward + dW (too many filters)": (
-        1,
-        16,
-        28,
-        5,
-        64,
-        True,
-    ),
-    "9g. 3x3 conv 1 -> 8, 28x28, batch 64, forward + dW (too narrow)": (1, 8, 28, 3, 64, True),
+    "9a. 5x5 conv 1 -> 6, 28x28, batch 64, training (LeNet-5)": (1, 6, 28, 5, 64, True),
+    "9b. 5x5 conv 1 -> 6, 28x28, 256 images, predicting": (1, 6, 28, 5, 256, False),
+    "9c. 5x5 conv 1 -> 6, 28x28, one image, predicting": (1, 6, 28, 5, 1, False),
+    "9d. 5x5 conv 3 -> 8, 32x32, batch 64, training": (3, 8, 32, 5, 64, True),
+    "9e. 7x7 conv 3 -> 8, 32x32, batch 64, training": (3, 8, 32, 7, 64, True),
+    "9f. 5x5 conv 1 -> 16, 28x28, batch 64, training (many filters)": (1, 16, 28, 5, 64, True),
+    "9g. 3x3 conv 1 -> 8, 28x28, batch 64, training (narrow kernel)": (1, 8, 28, 3, 64, True),
 }
 
 

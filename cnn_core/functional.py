@@ -217,8 +217,8 @@ def _correlate_by_column_groups(x, w, b, padding, ws):
     f, c, kh, kw = w.shape
     top, bottom, left, right = padding
     n = x.shape[3]
-    # A prediction's blocks share scratch of its own: fresh arrays per block measured 3x the
-    # time (malloc gave the heap back to the system at every call, 600 page faults a call).
+    # A prediction's blocks share scratch of its own: with fresh arrays per block, malloc gave
+    # the heap back to the system at every call, and each call page-faulted it in again.
     ws = Workspace() if ws is None else ws
     out_w = output_size(x.shape[2], kw, 1, left, right)
     groups = -(-out_w // COLUMN_GROUP)
