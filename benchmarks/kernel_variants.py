@@ -16,14 +16,14 @@ runs interleaved and the median of many calls is compared, because this machine'
    maps);
 4. max-pool backward as a loop over window offsets on strided views, against an argmax over
    copied windows;
-5. a 3x3 stride-1 conv (forward and backward) by Winograd F(2x2, 3x3) against im2col, on the
-   VGG layers of benchmarks/train_throughput.py (window rows off): Winograd is used from
-   WINOGRAD_MIN_CHANNELS input channels up where window rows do not apply;
+5. a 3x3 stride-1 conv by Winograd F(2x2, 3x3) against im2col on batches too small for window
+   rows (a prediction of a few images, a shard of an epoch's last batch), for
+   WINOGRAD_MIN_BATCH;
 6. training vgg32 on 2 threads: the batch cut into shards computed by 2 processes (what
    ``fit`` does) against one process whose BLAS calls use 2 threads;
 7. a 3x3 stride-1 conv (forward and backward) on window rows against im2col, and against
    Winograd from 64 input channels, for the thresholds WINDOW_ROWS_MIN_DEPTH,
-   WINDOW_ROWS_MIN_BATCH and for window rows before Winograd;
+   WINDOW_ROWS_MIN_BATCH and WINOGRAD_MIN_CHANNELS;
 8. the products of these networks' kernels by MKL's sequential GEMM against NumPy's OpenBLAS
    (``cnn_core.gemm``), for MKL_MIN_MACS and MKL_MIN_SIDE (skipped without MKL).
 9. a first layer's stride-1 conv by column groups against im2col, for COLUMN_GROUPS_MAX_FILTERS
@@ -253,15 +253,7 @@ def main():
         ("argmax over copied windows", argmax_backward),
     )
 
-    winograd(
-        {
-            "5a. 3x3 conv 32 -> 32, 32x32 maps (vgg32)": (32, 32, 32),
-            "5b. 3x3 conv 32 -> 64, 16x16 maps (vgg32)": (32, 64, 16),
-            "5c. 3x3 conv 64 -> 64, 16x16 maps (vgg32)": (64, 64, 16),
-            "5d. 3x3 conv 64 -> 128, 16x16 maps (vgg64)": (64, 128, 16),
-            "5e. 3x3 conv 128 -> 128, 16x16 maps (vgg64)": (128, 128, 16),
-        }
-    )
+    winograd(WINOGRAD_CASES)
     window_rows(WINDOW_ROWS_CASES)
     if gemm.MKL_GEMMS:
         products(GEMM_CASES)
@@ -269,34 +261,51 @@ def main():
 
 
 def winograd(cases):
-    """Section 5: each conv's forward and full backward by either method."""
-    default, rows_default = F.WINOGRAD_MIN_CHANNELS, F.WINDOW_ROWS_MIN_DEPTH
+    """Section 5: a 3x3 conv by Winograd against im2col on batches too small for window rows,
+    cnn_core's choice first: forward and full backward with a workspace (training), or forward
+    alone without one (prediction)."""
+    defaults = F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH
 
-    def step(x, w, min_channels):
-        ws = F.Workspace()
+    def step(x, w, method, train):
+        ws = F.Workspace() if train else None
+        b = np.zeros(len(w), np.float32)
 
         def run():
-            F.WINOGRAD_MIN_CHANNELS = min_channels
-            F.WINDOW_ROWS_MIN_DEPTH = 10**9  # im2col, not window rows
-            out, cache = F.conv_forward(x, w, np.zeros(len(w), np.float32), (1, 1), (1,) * 4, ws)
-            F.conv_backward(out, cache)
+            F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH = (1, 1) if method else (10**9, 1)
+            out, cache = F.conv_forward(x, w, b, (1, 1), (1,) * 4, ws)
+            if train:
+                F.conv_backward(out, cache)
 
         return run
 
-    for title, (c, f, size) in cases.items():
-        x = rng.standard_normal((c, size, size, N), dtype=np.float32)
+    for title, (c, f, size, n, train) in cases.items():
+        x = rng.standard_normal((c, size, size, n), dtype=np.float32)
         w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(0.05)
-        winograd_way = ("Winograd F(2x2, 3x3)", step(x, w, 1))
-        im2col_way = ("im2col", step(x, w, 10**9))
-        ours, theirs = (winograd_way, im2col_way) if c >= default else (im2col_way, winograd_way)
+        F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH = defaults
+        cache = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), (1,) * 4)[1]
+        winograd_way = ("Winograd F(2x2, 3x3)", step(x, w, True, train))
+        im2col_way = ("im2col", step(x, w, False, train))
+        chosen = isinstance(cache, F.WinogradCache)
+        ours, theirs = (winograd_way, im2col_way) if chosen else (im2col_way, winograd_way)
         compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
-    F.WINOGRAD_MIN_CHANNELS = default
-    F.WINDOW_ROWS_MIN_DEPTH = rows_default
+    F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH = defaults
+
+
+# (channels, filters, size, batch, training): "same" padding, one BLAS thread; batches under
+# WINDOW_ROWS_MIN_BATCH, as a prediction of a few images or a shard of an epoch's last batch.
+WINOGRAD_CASES = {
+    "5a. 3x3 conv 64 -> 64, 14x14, one image, predicting (convnet)": (64, 64, 14, 1, False),
+    "5b. 3x3 conv 64 -> 64, 16x16, 8 images, predicting (vgg32)": (64, 64, 16, 8, False),
+    "5c. 3x3 conv 128 -> 128, 16x16, one image, predicting (vgg64)": (128, 128, 16, 1, False),
+    "5d. 3x3 conv 128 -> 128, 16x16, 8 images, predicting (vgg64)": (128, 128, 16, 8, False),
+    "5e. 3x3 conv 64 -> 64, 16x16, batch 8, training (vgg32)": (64, 64, 16, 8, True),
+    "5f. 3x3 conv 128 -> 128, 16x16, batch 8, training (vgg64)": (128, 128, 16, 8, True),
+}
 
 
 def window_rows(cases):
     """Section 7: a stride-1 conv's forward and full backward by window rows, against im2col
-    or (from WINOGRAD_MIN_CHANNELS input channels) Winograd; cnn_core's choice first."""
+    or Winograd (the case says which); cnn_core's choice first."""
     defaults = F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS
     settings = {"window rows": (1, 10**9), "im2col": (10**9, 10**9), "Winograd": (10**9, 1)}
 
@@ -311,34 +320,37 @@ def window_rows(cases):
 
         return run
 
-    for title, (c, f, size, n) in cases.items():
+    for title, (c, f, size, n, other) in cases.items():
         x = rng.standard_normal((c, size, size, n), dtype=np.float32)
         w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(0.05)
         F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS = defaults
         cache = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), (1,) * 4)[1]
         chosen = {F.WindowRowsCache: "window rows", F.WinogradCache: "Winograd"}
         ours = chosen.get(type(cache), "im2col")
-        other = "Winograd" if c >= F.WINOGRAD_MIN_CHANNELS else "im2col"
         theirs = "window rows" if ours != "window rows" else other
         compare(title, (f"{ours} (cnn_core)", step(x, w, ours)), (theirs, step(x, w, theirs)))
     F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS = defaults
 
 
+# (channels, filters, size, batch, the alternative to window rows)
 WINDOW_ROWS_CASES = {
-    "7a. 3x3 conv 32 -> 32, 32x32 maps, batch 64 (vgg32)": (32, 32, 32, 64),
-    "7b. 3x3 conv 32 -> 64, 16x16 maps, batch 64 (vgg32)": (32, 64, 16, 64),
-    "7c. 3x3 conv 32 -> 64, 14x14 maps, batch 64 (convnet)": (32, 64, 14, 64),
-    "7d. 3x3 conv 32 -> 32, 32x32 maps, batch 32 (vgg32, a shard of 2)": (32, 32, 32, 32),
-    "7e. 3x3 conv 16 -> 16, 32x32 maps, batch 64": (16, 16, 32, 64),
-    "7f. 3x3 conv 8 -> 16, 32x32 maps, batch 64": (8, 16, 32, 64),
-    "7g. 3x3 conv 32 -> 32, 32x32 maps, batch 8": (32, 32, 32, 8),
-    "7h. 3x3 conv 32 -> 32, 32x32 maps, batch 16": (32, 32, 32, 16),
-    "7i. 3x3 conv 64 -> 64, 16x16 maps, batch 64 (vgg32)": (64, 64, 16, 64),
-    "7j. 3x3 conv 64 -> 64, 32x32 maps, batch 64 (vgg64)": (64, 64, 32, 64),
-    "7k. 3x3 conv 64 -> 128, 16x16 maps, batch 64 (vgg64)": (64, 128, 16, 64),
-    "7l. 3x3 conv 128 -> 128, 16x16 maps, batch 64 (vgg64)": (128, 128, 16, 64),
-    "7m. 3x3 conv 32 -> 32, 28x28 maps, batch 64 (convnet)": (32, 32, 28, 64),
-    "7n. 3x3 conv 64 -> 64, 14x14 maps, batch 64 (convnet)": (64, 64, 14, 64),
+    "7a. 3x3 conv 32 -> 32, 32x32 maps, batch 64 (vgg32)": (32, 32, 32, 64, "im2col"),
+    "7b. 3x3 conv 32 -> 64, 16x16 maps, batch 64 (vgg32)": (32, 64, 16, 64, "im2col"),
+    "7c. 3x3 conv 32 -> 64, 14x14 maps, batch 64 (convnet)": (32, 64, 14, 64, "im2col"),
+    "7d. 3x3 conv 32 -> 32, 32x32 maps, batch 32 (vgg32, a shard of 2)": (32, 32, 32, 32, "im2col"),
+    "7e. 3x3 conv 16 -> 16, 32x32 maps, batch 64": (16, 16, 32, 64, "im2col"),
+    "7f. 3x3 conv 8 -> 16, 32x32 maps, batch 64": (8, 16, 32, 64, "im2col"),
+    "7g. 3x3 conv 32 -> 32, 32x32 maps, batch 8": (32, 32, 32, 8, "im2col"),
+    "7h. 3x3 conv 32 -> 32, 32x32 maps, batch 16": (32, 32, 32, 16, "im2col"),
+    "7i. 3x3 conv 64 -> 64, 16x16 maps, batch 64 (vgg32)": (64, 64, 16, 64, "Winograd"),
+    "7j. 3x3 conv 64 -> 64, 32x32 maps, batch 64 (vgg64)": (64, 64, 32, 64, "Winograd"),
+    "7k. 3x3 conv 64 -> 128, 16x16 maps, batch 64 (vgg64)": (64, 128, 16, 64, "Winograd"),
+    "7l. 3x3 conv 128 -> 128, 16x16 maps, batch 64 (vgg64)": (128, 128, 16, 64, "Winograd"),
+    "7m. 3x3 conv 32 -> 32, 28x28 maps, batch 64 (convnet)": (32, 32, 28, 64, "im2col"),
+    "7n. 3x3 conv 64 -> 64, 14x14 maps, batch 64 (convnet)": (64, 64, 14, 64, "Winograd"),
+    "7o. 3x3 conv 128 -> 128, 16x16 maps, batch 32 (vgg64 shard)": (128, 128, 16, 32, "Winograd"),
+    "7p. 3x3 conv 128 -> 128, 16x16 maps, batch 16": (128, 128, 16, 16, "Winograd"),
+    "7q. 3x3 conv 128 -> 128, 8x8 maps, batch 64": (128, 128, 8, 64, "Winograd"),
 }
 
 

@@ -37,8 +37,9 @@ class Workspace:
     Training allocates the same multi-megabyte temporaries (im2col columns, padded maps) at
     every step; fresh allocations that large are mapped and unmapped each time and cost a page
     fault per 4 KiB on first touch. Each layer object owns one workspace, used only in
-    training (each shard process builds its own layers); prediction allocates, so concurrent
-    predictions never share memory. A workspace lives as long as its network.
+    training (each shard process builds its own layers); a prediction gets one of its own for
+    the call, so concurrent predictions never share memory. A workspace lives as long as its
+    network.
     """
 
     def __init__(self):
@@ -217,9 +218,6 @@ def _correlate_by_column_groups(x, w, b, padding, ws):
     f, c, kh, kw = w.shape
     top, bottom, left, right = padding
     n = x.shape[3]
-    # A prediction's blocks share scratch of its own: with fresh arrays per block, malloc gave
-    # the heap back to the system at every call, and each call page-faulted it in again.
-    ws = Workspace() if ws is None else ws
     out_w = output_size(x.shape[2], kw, 1, left, right)
     groups = -(-out_w // COLUMN_GROUP)
     extra = groups * COLUMN_GROUP - out_w
@@ -409,22 +407,25 @@ def conv_forward(x, w, b, stride, padding, ws=None):
     """Convolution (cross-correlation, as in PyTorch).
 
     x: (C, H, W, N), w: (F, C, kh, kw), b: (F,) -> out: (F, Ho, Wo, N), cache.
-    A stride-1 convolution with deep kernel columns (kh * C) and a batch of at least
-    WINDOW_ROWS_MIN_BATCH runs on window rows (:func:`_window_rows`); another 3x3 stride-1
-    one with at least WINOGRAD_MIN_CHANNELS input channels as Winograd F(2x2, 3x3)
-    (:func:`_winograd_forward`); another stride-1 one of few filters and wide kernels, on a
+    A 3x3 stride-1 convolution of at least WINOGRAD_MIN_CHANNELS input channels and a batch of
+    at least WINOGRAD_MIN_BATCH runs as Winograd F(2x2, 3x3) (:func:`_winograd_forward`);
+    another stride-1 one with deep kernel columns (kh * C) and a batch of at least
+    WINDOW_ROWS_MIN_BATCH on window rows (:func:`_window_rows`); another stride-1 one of few
+    filters and wide kernels, on a
     batch of at least COLUMN_GROUPS_MIN_BATCH, by column groups
     (:func:`_correlate_by_column_groups`); any other as im2col and a product, a block of output
     rows at a time, and backward rebuilds the blocks: a whole (C*kh*kw, Ho*Wo*N) matrix is
     megabytes that stream through memory twice, a block stays in
     cache between its copy and its product (measured 2x faster on LeNet-5's first layer).
     """
+    # A prediction's blocks share scratch of its own: with fresh arrays per block, malloc gave
+    # the heap back to the system at every call, and each call page-faulted it in again.
+    ws = Workspace() if ws is None else ws
+    if _uses_winograd(w.shape, stride, x.shape[3]):
+        return _winograd_forward(x, w, b, padding, ws)
     if _uses_window_rows(w.shape, stride, x.shape[3]):
         out = _correlate_by_window_rows(x, padding, w, ws, "out", b)
         return out, WindowRowsCache(x, w, padding, ws)
-    winograd = w.shape[2:] == (3, 3) and tuple(stride) == (1, 1)
-    if winograd and w.shape[1] >= WINOGRAD_MIN_CHANNELS:
-        return _winograd_forward(x, w, b, padding, ws)
     if _uses_column_groups(w.shape, stride, x.shape[3]):
         return _correlate_by_column_groups(x, w, b, padding, ws)
     xp = pad_maps(x, padding, ws)
@@ -568,16 +569,29 @@ def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
 # adjoints of the transforms. Tiles go a block of tile rows at a time so that the transformed
 # arrays (4x the input each) stay in cache; backward rebuilds the input tiles of each block.
 
-# Below this many input channels im2col wins: the transforms cost per channel, the products
-# gain per channel pair (benchmarks/kernel_variants.py, 5a-5e: 0.66x at 32 channels, 1.09x
-# to 1.29x from 64 up). Blocks of 0.5 to 2 MB of transformed tiles measured alike, 8 MB slower.
-WINOGRAD_MIN_CHANNELS = 64
-# Where window rows apply they beat Winograd, 64 or 128 filters alike (Winograd takes 1.41x
-# their time on vgg32's 64 -> 64 layer, 1.38x on vgg64's, 1.08x on its 64 -> 128 one:
-# kernel_variants.py, 7i-7l), so Winograd serves batches too small for window rows.
+# The transforms cost per channel, the products gain per channel pair: below 128 input
+# channels window rows win, and below a batch of 16 im2col's one product per block beats both,
+# Winograd by 1.2x to 10x (benchmarks/kernel_variants.py, 7). Blocks of 0.5 to 2 MB of
+# transformed tiles measured alike, 8 MB slower.
+WINOGRAD_MIN_CHANNELS = 128
+WINOGRAD_MIN_BATCH = 16
 WINOGRAD_BLOCK_BYTES = 2 * 1024 * 1024  # the transformed input tiles of one block of tile rows
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+# G w G^T of every (filter, channel) pair as one product: row 4a + b of kron(G, G) weighs the
+# kernel's nine taps into U[a, b]. Stacked (4, 3) @ (3, 3) @ (3, 4) products cost NumPy a
+# loop step per pair (a 128 -> 128 kernel took longer to transform than its tiles to multiply).
+_KERNEL_TRANSFORM = np.kron(_G, _G)
+
+
+def _uses_winograd(w_shape, stride, batch):
+    _, c, kh, kw = w_shape
+    return (
+        (kh, kw) == (3, 3)
+        and tuple(stride) == (1, 1)
+        and c >= WINOGRAD_MIN_CHANNELS
+        and batch >= WINOGRAD_MIN_BATCH
+    )
 
 
 class WinogradCache:
@@ -678,8 +692,8 @@ def _winograd_forward(x, w, b, padding, ws):
     top, bottom, left, right = padding
     out_h, out_w = x.shape[1] + top + bottom - 2, x.shape[2] + left + right - 2
     xp = pad_maps(x, (top, bottom + out_h % 2, left, right + out_w % 2), ws)
-    g = _G.astype(w.dtype)
-    u = np.ascontiguousarray((g @ w @ g.T).transpose(2, 3, 0, 1)).reshape(16, f, c)
+    transform = _KERNEL_TRANSFORM.astype(w.dtype)
+    u = gemm.matmul(transform, w.reshape(f * c, 9).T).reshape(16, f, c)
     _, hp, wp, n = xp.shape
     out = _array(ws, "out", (f, hp - 2, wp - 2, n), x.dtype)
     blocks = _TileBlocks(xp, ws)
@@ -737,8 +751,8 @@ def _winograd_backward(dout, cache, need_dx):
             _input_transform_adjoint(dv[a], across[a], 2, scratch)
         scratch = blocks.array("winograd_scratch_rows", across.shape[1:], 1)
         _input_transform_adjoint(across, dxp[:, 2 * t0 : 2 * t1 + 2], 1, scratch)
-    g = _G.astype(dout.dtype)
-    dw = g.T @ du.reshape(4, 4, f, c).transpose(2, 3, 0, 1) @ g
+    transform = _KERNEL_TRANSFORM.astype(dout.dtype)
+    dw = gemm.matmul(du.reshape(16, f * c).T, transform).reshape(f, c, 3, 3)
     if not need_dx:
         return None, dw, db
     _, h, width, _ = cache.x_shape

@@ -22,11 +22,14 @@ CASES = {
 def winograd_everywhere(monkeypatch):
     """Winograd for every 3x3 stride-1 conv, in blocks of one tile row (several per map)."""
     monkeypatch.setattr(F, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(F, "WINOGRAD_MIN_BATCH", 1)
     monkeypatch.setattr(F, "WINOGRAD_BLOCK_BYTES", 1)
 
 
 def im2col_and_winograd(monkeypatch, x, w, b, padding, dout_seed=1):
     """(out, dx, dw, db) by im2col, then by Winograd, for the same inputs and dout."""
+    monkeypatch.setattr(F, "WINOGRAD_MIN_BATCH", 1)
+    monkeypatch.setattr(F, "WINDOW_ROWS_MIN_DEPTH", 10**9)
     results = []
     for min_channels in (10**9, 1):
         monkeypatch.setattr(F, "WINOGRAD_MIN_CHANNELS", min_channels)
@@ -60,12 +63,12 @@ def test_winograd_equals_im2col_in_float64(monkeypatch, size, padding):
 
 
 def test_wide_layer_uses_winograd_within_float32_rounding(monkeypatch):
-    """A VGG-sized layer (64 -> 64 channels): Winograd by default, float32 kept end to end,
-    and as close to im2col as float32 rounding allows."""
+    """A vgg64-sized layer (128 -> 128 channels) on a batch of 16: Winograd by default, float32
+    kept end to end, and as close to im2col as float32 rounding allows."""
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((64, 16, 16, 8), dtype=np.float32)
-    w = rng.standard_normal((64, 64, 3, 3), dtype=np.float32) * np.float32(0.05)
-    b = np.zeros(64, np.float32)
+    x = rng.standard_normal((128, 8, 8, 16), dtype=np.float32)
+    w = rng.standard_normal((128, 128, 3, 3), dtype=np.float32) * np.float32(0.05)
+    b = np.zeros(128, np.float32)
     assert isinstance(F.conv_forward(x, w, b, (1, 1), (1,) * 4)[1], F.WinogradCache)
     im2col, winograd = im2col_and_winograd(monkeypatch, x, w, b, (1,) * 4)
     for ours, reference in zip(winograd, im2col, strict=True):
@@ -74,16 +77,17 @@ def test_wide_layer_uses_winograd_within_float32_rounding(monkeypatch):
         assert np.abs(ours - reference).max() <= 1e-5 * scale
 
 
-def test_narrow_strided_or_other_kernels_keep_im2col():
+def test_narrow_strided_other_kernels_or_small_batches_skip_winograd():
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((64, 8, 8, 2))
-    for w, stride in (
-        (rng.standard_normal((8, 64, 3, 3)), (2, 2)),
-        (rng.standard_normal((8, 64, 5, 5)), (1, 1)),
-        (rng.standard_normal((8, F.WINOGRAD_MIN_CHANNELS - 1, 3, 3)), (1, 1)),
+    c, n = F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH
+    for w_shape, stride, batch in (
+        ((8, c, 3, 3), (2, 2), n),
+        ((8, c, 5, 5), (1, 1), n),
+        ((8, c - 1, 3, 3), (1, 1), n),
+        ((8, c, 3, 3), (1, 1), n - 1),
     ):
-        xs = x[: w.shape[1]]
-        _, cache = F.conv_forward(xs, w, np.zeros(8), stride, (1,) * 4)
+        x = rng.standard_normal((w_shape[1], 6, 6, batch))
+        _, cache = F.conv_forward(x, rng.standard_normal(w_shape), np.zeros(8), stride, (1,) * 4)
         assert not isinstance(cache, F.WinogradCache)
 
 
