@@ -411,12 +411,11 @@ def conv_forward(x, w, b, stride, padding, ws=None):
     at least WINOGRAD_MIN_BATCH runs as Winograd F(2x2, 3x3) (:func:`_winograd_forward`);
     another stride-1 one with deep kernel columns (kh * C) and a batch of at least
     WINDOW_ROWS_MIN_BATCH on window rows (:func:`_window_rows`); another stride-1 one of few
-    filters and wide kernels, on a
-    batch of at least COLUMN_GROUPS_MIN_BATCH, by column groups
+    filters and wide kernels, on a batch of at least COLUMN_GROUPS_MIN_BATCH, by column groups
     (:func:`_correlate_by_column_groups`); any other as im2col and a product, a block of output
     rows at a time, and backward rebuilds the blocks: a whole (C*kh*kw, Ho*Wo*N) matrix is
-    megabytes that stream through memory twice, a block stays in
-    cache between its copy and its product (measured 2x faster on LeNet-5's first layer).
+    megabytes that stream through memory twice, a block stays in cache between its copy and
+    its product (measured 2x faster on LeNet-5's first layer).
     """
     # A prediction's blocks share scratch of its own: with fresh arrays per block, malloc gave
     # the heap back to the system at every call, and each call page-faulted it in again.
@@ -569,10 +568,11 @@ def _input_gradient_by_offsets(dout, w, padded_shape, stride, padding, ws):
 # adjoints of the transforms. Tiles go a block of tile rows at a time so that the transformed
 # arrays (4x the input each) stay in cache; backward rebuilds the input tiles of each block.
 
-# The transforms cost per channel, the products gain per channel pair: below 128 input
-# channels window rows win, and below a batch of 16 im2col's one product per block beats both,
-# Winograd by 1.2x to 10x (benchmarks/kernel_variants.py, 7). Blocks of 0.5 to 2 MB of
-# transformed tiles measured alike, 8 MB slower.
+# The transforms cost per channel, the products gain per channel pair: from 128 input channels
+# Winograd beats window rows or ties, on 64 they win (64 -> 128 excepted, by a little), and
+# below a batch of 16 im2col's one product per block beats Winograd (benchmarks/
+# kernel_variants.py, sections 7 and 5). Blocks of 0.5 to 2 MB of transformed tiles measured
+# alike, 8 MB slower.
 WINOGRAD_MIN_CHANNELS = 128
 WINOGRAD_MIN_BATCH = 16
 WINOGRAD_BLOCK_BYTES = 2 * 1024 * 1024  # the transformed input tiles of one block of tile rows
@@ -580,7 +580,7 @@ WINOGRAD_BLOCK_BYTES = 2 * 1024 * 1024  # the transformed input tiles of one blo
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 # G w G^T of every (filter, channel) pair as one product: row 4a + b of kron(G, G) weighs the
 # kernel's nine taps into U[a, b]. Stacked (4, 3) @ (3, 3) @ (3, 4) products cost NumPy a
-# loop step per pair (a 128 -> 128 kernel took longer to transform than its tiles to multiply).
+# loop step per pair.
 _KERNEL_TRANSFORM = np.kron(_G, _G)
 
 
