@@ -21,8 +21,8 @@ runs interleaved and the median of many calls is compared, because this machine'
    WINOGRAD_MIN_BATCH;
 6. training vgg32 on 2 threads: the batch cut into shards computed by 2 processes (what
    ``fit`` does) against one process whose BLAS calls use 2 threads;
-7. a 3x3 stride-1 conv (forward and backward) on window rows against im2col, and against
-   Winograd from 64 input channels, for the thresholds WINDOW_ROWS_MIN_DEPTH,
+7. a 3x3 stride-1 conv (forward and backward) on window rows against the alternative each
+   case names (im2col or Winograd), for the thresholds WINDOW_ROWS_MIN_DEPTH,
    WINDOW_ROWS_MIN_BATCH and WINOGRAD_MIN_CHANNELS;
 8. the products of these networks' kernels by MKL's sequential GEMM against NumPy's OpenBLAS
    (``cnn_core.gemm``), for MKL_MIN_MACS and MKL_MIN_SIDE (skipped without MKL).
@@ -265,6 +265,7 @@ def winograd(cases):
     cnn_core's choice first: forward and full backward with a workspace (training), or forward
     alone without one (prediction)."""
     defaults = F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH
+    rows_default = F.WINDOW_ROWS_MIN_DEPTH
 
     def step(x, w, method, train):
         ws = F.Workspace() if train else None
@@ -272,6 +273,7 @@ def winograd(cases):
 
         def run():
             F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH = (1, 1) if method else (10**9, 1)
+            F.WINDOW_ROWS_MIN_DEPTH = 10**9  # im2col, not window rows, whatever the batch
             out, cache = F.conv_forward(x, w, b, (1, 1), (1,) * 4, ws)
             if train:
                 F.conv_backward(out, cache)
@@ -282,6 +284,7 @@ def winograd(cases):
         x = rng.standard_normal((c, size, size, n), dtype=np.float32)
         w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(0.05)
         F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH = defaults
+        F.WINDOW_ROWS_MIN_DEPTH = rows_default
         cache = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), (1,) * 4)[1]
         winograd_way = ("Winograd F(2x2, 3x3)", step(x, w, True, train))
         im2col_way = ("im2col", step(x, w, False, train))
@@ -289,6 +292,7 @@ def winograd(cases):
         ours, theirs = (winograd_way, im2col_way) if chosen else (im2col_way, winograd_way)
         compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
     F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH = defaults
+    F.WINDOW_ROWS_MIN_DEPTH = rows_default
 
 
 # (channels, filters, size, batch, training): "same" padding, one BLAS thread; batches under
@@ -306,15 +310,30 @@ WINOGRAD_CASES = {
 def window_rows(cases):
     """Section 7: a stride-1 conv's forward and full backward by window rows, against im2col
     or Winograd (the case says which); cnn_core's choice first."""
-    defaults = F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS
-    settings = {"window rows": (1, 10**9), "im2col": (10**9, 10**9), "Winograd": (10**9, 1)}
+    names = (
+        "WINDOW_ROWS_MIN_DEPTH",
+        "WINDOW_ROWS_MIN_BATCH",
+        "WINOGRAD_MIN_CHANNELS",
+        "WINOGRAD_MIN_BATCH",
+    )
+    defaults = tuple(getattr(F, name) for name in names)
+    off = 10**9
+    settings = {
+        "window rows": (1, 1, off, off),
+        "im2col": (off, off, off, off),
+        "Winograd": (off, off, 1, 1),
+    }
+
+    def use(values):
+        for name, value in zip(names, values, strict=True):
+            setattr(F, name, value)
 
     def step(x, w, method):
         ws = F.Workspace()
         b = np.zeros(len(w), np.float32)
 
         def run():
-            F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS = settings[method]
+            use(settings[method])
             out, cache = F.conv_forward(x, w, b, (1, 1), (1,) * 4, ws)
             F.conv_backward(out, cache)
 
@@ -323,13 +342,13 @@ def window_rows(cases):
     for title, (c, f, size, n, other) in cases.items():
         x = rng.standard_normal((c, size, size, n), dtype=np.float32)
         w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(0.05)
-        F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS = defaults
+        use(defaults)
         cache = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), (1,) * 4)[1]
         chosen = {F.WindowRowsCache: "window rows", F.WinogradCache: "Winograd"}
         ours = chosen.get(type(cache), "im2col")
         theirs = "window rows" if ours != "window rows" else other
         compare(title, (f"{ours} (cnn_core)", step(x, w, ours)), (theirs, step(x, w, theirs)))
-    F.WINDOW_ROWS_MIN_DEPTH, F.WINOGRAD_MIN_CHANNELS = defaults
+    use(defaults)
 
 
 # (channels, filters, size, batch, the alternative to window rows)

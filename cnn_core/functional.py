@@ -37,9 +37,9 @@ class Workspace:
     Training allocates the same multi-megabyte temporaries (im2col columns, padded maps) at
     every step; fresh allocations that large are mapped and unmapped each time and cost a page
     fault per 4 KiB on first touch. Each layer object owns one workspace, used only in
-    training (each shard process builds its own layers); a prediction gets one of its own for
-    the call, so concurrent predictions never share memory. A workspace lives as long as its
-    network.
+    training (each shard process builds its own layers) and living as long as its network; a
+    prediction's convolution gets one for the call alone, shared by its blocks, so concurrent
+    predictions never share memory.
     """
 
     def __init__(self):
