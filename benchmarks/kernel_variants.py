@@ -36,6 +36,7 @@ shared cores do not count; 6 is wall time, median of 3 epochs each, interleaved.
 import statistics
 import time
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -260,39 +261,82 @@ def main():
     column_groups(COLUMN_GROUPS_CASES)
 
 
-def winograd(cases):
-    """Section 5: a 3x3 conv by Winograd against im2col on batches too small for window rows,
-    cnn_core's choice first: forward and full backward with a workspace (training), or forward
-    alone without one (prediction)."""
-    defaults = F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH
-    rows_default = F.WINDOW_ROWS_MIN_DEPTH
+OFF = 10**9  # a threshold no case reaches: the method it gates stays off
 
-    def step(x, w, method, train):
+
+class Method(NamedTuple):
+    """A conv method: its name, the cache type conv_forward returns with it, and the
+    functional.py thresholds that force it."""
+
+    name: str
+    cache: type
+    settings: dict
+
+
+IM2COL = Method(
+    "im2col",
+    tuple,
+    {"WINDOW_ROWS_MIN_DEPTH": OFF, "WINOGRAD_MIN_CHANNELS": OFF, "COLUMN_GROUPS_MAX_FILTERS": 0},
+)
+WINDOW_ROWS = Method(
+    "window rows",
+    F.WindowRowsCache,
+    {"WINDOW_ROWS_MIN_DEPTH": 1, "WINDOW_ROWS_MIN_BATCH": 1, "WINOGRAD_MIN_CHANNELS": OFF},
+)
+WINOGRAD = Method(
+    "Winograd F(2x2, 3x3)",
+    F.WinogradCache,
+    {"WINOGRAD_MIN_CHANNELS": 1, "WINOGRAD_MIN_BATCH": 1},
+)
+COLUMN_GROUPS = Method(
+    "column groups",
+    F.ColumnGroupsCache,
+    {
+        "WINDOW_ROWS_MIN_DEPTH": OFF,
+        "WINOGRAD_MIN_CHANNELS": OFF,
+        "COLUMN_GROUPS_MAX_FILTERS": OFF,
+        "COLUMN_GROUPS_MIN_WIDTH": 1,
+        "COLUMN_GROUPS_MIN_BATCH": 1,
+    },
+)
+
+
+def conv_methods(title, x, w, padding, methods, train, need_dx=True):
+    """Time a stride-1 conv of x by each of two ``methods`` (see IM2COL), cnn_core's choice
+    first: forward and backward with a workspace (training), or forward alone without one
+    (prediction). The thresholds are put back afterwards."""
+    defaults = {name: getattr(F, name) for method in methods for name in method.settings}
+    b = np.zeros(len(w), np.float32)
+    chosen = type(F.conv_forward(x, w, b, (1, 1), padding)[1])
+    assert chosen in [method.cache for method in methods], f"{title}: cnn_core's choice"
+
+    def use(settings):
+        for name, value in settings.items():
+            setattr(F, name, value)
+
+    def step(method):
         ws = F.Workspace() if train else None
-        b = np.zeros(len(w), np.float32)
 
         def run():
-            F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH = (1, 1) if method else (10**9, 1)
-            F.WINDOW_ROWS_MIN_DEPTH = 10**9  # im2col, not window rows, whatever the batch
-            out, cache = F.conv_forward(x, w, b, (1, 1), (1,) * 4, ws)
+            use(method.settings)
+            out, cache = F.conv_forward(x, w, b, (1, 1), padding, ws)
+            assert type(cache) is method.cache, f"{title}: not {method.name}"
             if train:
-                F.conv_backward(out, cache)
+                F.conv_backward(out, cache, need_dx)
 
         return run
 
+    ours, theirs = sorted(methods, key=lambda method: method.cache is not chosen)
+    compare(title, (f"{ours.name} (cnn_core)", step(ours)), (theirs.name, step(theirs)))
+    use(defaults)
+
+
+def winograd(cases):
+    """Section 5: a 3x3 conv by Winograd against im2col on batches too small for window rows."""
     for title, (c, f, size, n, train) in cases.items():
         x = rng.standard_normal((c, size, size, n), dtype=np.float32)
         w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(0.05)
-        F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH = defaults
-        F.WINDOW_ROWS_MIN_DEPTH = rows_default
-        cache = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), (1,) * 4)[1]
-        winograd_way = ("Winograd F(2x2, 3x3)", step(x, w, True, train))
-        im2col_way = ("im2col", step(x, w, False, train))
-        chosen = isinstance(cache, F.WinogradCache)
-        ours, theirs = (winograd_way, im2col_way) if chosen else (im2col_way, winograd_way)
-        compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
-    F.WINOGRAD_MIN_CHANNELS, F.WINOGRAD_MIN_BATCH = defaults
-    F.WINDOW_ROWS_MIN_DEPTH = rows_default
+        conv_methods(title, x, w, (1,) * 4, (WINOGRAD, IM2COL), train)
 
 
 # (channels, filters, size, batch, training): "same" padding, one BLAS thread; batches under
@@ -308,102 +352,44 @@ WINOGRAD_CASES = {
 
 
 def window_rows(cases):
-    """Section 7: a stride-1 conv's forward and full backward by window rows, against im2col
-    or Winograd (the case says which); cnn_core's choice first."""
-    names = (
-        "WINDOW_ROWS_MIN_DEPTH",
-        "WINDOW_ROWS_MIN_BATCH",
-        "WINOGRAD_MIN_CHANNELS",
-        "WINOGRAD_MIN_BATCH",
-    )
-    defaults = tuple(getattr(F, name) for name in names)
-    off = 10**9
-    settings = {
-        "window rows": (1, 1, off, off),
-        "im2col": (off, off, off, off),
-        "Winograd": (off, off, 1, 1),
-    }
-
-    def use(values):
-        for name, value in zip(names, values, strict=True):
-            setattr(F, name, value)
-
-    def step(x, w, method):
-        ws = F.Workspace()
-        b = np.zeros(len(w), np.float32)
-
-        def run():
-            use(settings[method])
-            out, cache = F.conv_forward(x, w, b, (1, 1), (1,) * 4, ws)
-            F.conv_backward(out, cache)
-
-        return run
-
+    """Section 7: a 3x3 conv's forward and full backward by window rows, against im2col or
+    Winograd (the case says which)."""
     for title, (c, f, size, n, other) in cases.items():
         x = rng.standard_normal((c, size, size, n), dtype=np.float32)
         w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(0.05)
-        use(defaults)
-        cache = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), (1,) * 4)[1]
-        chosen = {F.WindowRowsCache: "window rows", F.WinogradCache: "Winograd"}
-        ours = chosen.get(type(cache), "im2col")
-        theirs = "window rows" if ours != "window rows" else other
-        compare(title, (f"{ours} (cnn_core)", step(x, w, ours)), (theirs, step(x, w, theirs)))
-    use(defaults)
+        conv_methods(title, x, w, (1,) * 4, (WINDOW_ROWS, other), train=True)
 
 
 # (channels, filters, size, batch, the alternative to window rows)
 WINDOW_ROWS_CASES = {
-    "7a. 3x3 conv 32 -> 32, 32x32 maps, batch 64 (vgg32)": (32, 32, 32, 64, "im2col"),
-    "7b. 3x3 conv 32 -> 64, 16x16 maps, batch 64 (vgg32)": (32, 64, 16, 64, "im2col"),
-    "7c. 3x3 conv 32 -> 64, 14x14 maps, batch 64 (convnet)": (32, 64, 14, 64, "im2col"),
-    "7d. 3x3 conv 32 -> 32, 32x32 maps, batch 32 (vgg32, a shard of 2)": (32, 32, 32, 32, "im2col"),
-    "7e. 3x3 conv 16 -> 16, 32x32 maps, batch 64": (16, 16, 32, 64, "im2col"),
-    "7f. 3x3 conv 8 -> 16, 32x32 maps, batch 64": (8, 16, 32, 64, "im2col"),
-    "7g. 3x3 conv 32 -> 32, 32x32 maps, batch 8": (32, 32, 32, 8, "im2col"),
-    "7h. 3x3 conv 32 -> 32, 32x32 maps, batch 16": (32, 32, 32, 16, "im2col"),
-    "7i. 3x3 conv 64 -> 64, 16x16 maps, batch 64 (vgg32)": (64, 64, 16, 64, "Winograd"),
-    "7j. 3x3 conv 64 -> 64, 32x32 maps, batch 64 (vgg64)": (64, 64, 32, 64, "Winograd"),
-    "7k. 3x3 conv 64 -> 128, 16x16 maps, batch 64 (vgg64)": (64, 128, 16, 64, "Winograd"),
-    "7l. 3x3 conv 128 -> 128, 16x16 maps, batch 64 (vgg64)": (128, 128, 16, 64, "Winograd"),
-    "7m. 3x3 conv 32 -> 32, 28x28 maps, batch 64 (convnet)": (32, 32, 28, 64, "im2col"),
-    "7n. 3x3 conv 64 -> 64, 14x14 maps, batch 64 (convnet)": (64, 64, 14, 64, "Winograd"),
-    "7o. 3x3 conv 128 -> 128, 16x16 maps, batch 32 (vgg64 shard)": (128, 128, 16, 32, "Winograd"),
-    "7p. 3x3 conv 128 -> 128, 16x16 maps, batch 16": (128, 128, 16, 16, "Winograd"),
-    "7q. 3x3 conv 128 -> 128, 8x8 maps, batch 64": (128, 128, 8, 64, "Winograd"),
+    "7a. 3x3 conv 32 -> 32, 32x32 maps, batch 64 (vgg32)": (32, 32, 32, 64, IM2COL),
+    "7b. 3x3 conv 32 -> 64, 16x16 maps, batch 64 (vgg32)": (32, 64, 16, 64, IM2COL),
+    "7c. 3x3 conv 32 -> 64, 14x14 maps, batch 64 (convnet)": (32, 64, 14, 64, IM2COL),
+    "7d. 3x3 conv 32 -> 32, 32x32 maps, batch 32 (vgg32, a shard of 2)": (32, 32, 32, 32, IM2COL),
+    "7e. 3x3 conv 16 -> 16, 32x32 maps, batch 64": (16, 16, 32, 64, IM2COL),
+    "7f. 3x3 conv 8 -> 16, 32x32 maps, batch 64": (8, 16, 32, 64, IM2COL),
+    "7g. 3x3 conv 32 -> 32, 32x32 maps, batch 8": (32, 32, 32, 8, IM2COL),
+    "7h. 3x3 conv 32 -> 32, 32x32 maps, batch 16": (32, 32, 32, 16, IM2COL),
+    "7i. 3x3 conv 64 -> 64, 16x16 maps, batch 64 (vgg32)": (64, 64, 16, 64, WINOGRAD),
+    "7j. 3x3 conv 64 -> 64, 32x32 maps, batch 64 (vgg64)": (64, 64, 32, 64, WINOGRAD),
+    "7k. 3x3 conv 64 -> 128, 16x16 maps, batch 64 (vgg64)": (64, 128, 16, 64, WINOGRAD),
+    "7l. 3x3 conv 128 -> 128, 16x16 maps, batch 64 (vgg64)": (128, 128, 16, 64, WINOGRAD),
+    "7m. 3x3 conv 32 -> 32, 28x28 maps, batch 64 (convnet)": (32, 32, 28, 64, IM2COL),
+    "7n. 3x3 conv 64 -> 64, 14x14 maps, batch 64 (convnet)": (64, 64, 14, 64, WINOGRAD),
+    "7o. 3x3 conv 128 -> 128, 16x16 maps, batch 32 (vgg64 shard)": (128, 128, 16, 32, WINOGRAD),
+    "7p. 3x3 conv 128 -> 128, 16x16 maps, batch 16": (128, 128, 16, 16, WINOGRAD),
+    "7q. 3x3 conv 128 -> 128, 8x8 maps, batch 64": (128, 128, 8, 64, WINOGRAD),
 }
 
 
 def column_groups(cases):
-    """Section 9: a first layer's stride-1 conv by column groups against im2col, cnn_core's
-    choice first: forward and weight gradient with a workspace (training), or forward alone
-    without one (prediction)."""
-    default = F.COLUMN_GROUPS_MAX_FILTERS
-
-    def step(x, w, padding, max_filters, train):
-        ws = F.Workspace() if train else None
-        b = np.zeros(len(w), np.float32)
-
-        def run():
-            F.COLUMN_GROUPS_MAX_FILTERS = max_filters
-            out, cache = F.conv_forward(x, w, b, (1, 1), padding, ws)
-            if train:
-                F.conv_backward(out, cache, need_dx=False)
-
-        return run
-
+    """Section 9: a first layer's stride-1 conv by column groups against im2col (training
+    computes no dx, as for a first layer)."""
     for title, (c, f, size, k, n, train) in cases.items():
         x = rng.standard_normal((c, size, size, n), dtype=np.float32)
         w = rng.standard_normal((f, c, k, k), dtype=np.float32) * np.float32(0.1)
-        padding = (k // 2,) * 4
-        F.COLUMN_GROUPS_MAX_FILTERS = default
-        cache = F.conv_forward(x, w, np.zeros(f, np.float32), (1, 1), padding)[1]
-        groups = ("column groups", step(x, w, padding, default, train))
-        im2col = ("im2col", step(x, w, padding, 0, train))
-        ours, theirs = (
-            (groups, im2col) if isinstance(cache, F.ColumnGroupsCache) else (im2col, groups)
-        )
-        compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
-    F.COLUMN_GROUPS_MAX_FILTERS = default
+        methods = (COLUMN_GROUPS, IM2COL)
+        conv_methods(title, x, w, (k // 2,) * 4, methods, train, need_dx=False)
 
 
 # (channels, filters, size, kernel, batch, training): "same" padding, one BLAS thread;

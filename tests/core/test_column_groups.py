@@ -8,9 +8,8 @@ import pytest
 
 from cnn_core import functional as F
 
+from ..support.conv_paths import assert_all_close, assert_conv_matches_torch, two_ways
 from .test_gradients import functional_check
-from .test_window_rows import assert_all_close, two_ways
-from .test_winograd import assert_conv_matches_torch
 
 CASES = {  # kernel, input (H, W), padding; output widths 8, 7, 6, 5, 3, 1
     "k5-same": ((5, 5), (6, 8), (2, 2, 2, 2)),

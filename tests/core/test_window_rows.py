@@ -8,8 +8,8 @@ import pytest
 
 from cnn_core import functional as F
 
+from ..support.conv_paths import assert_all_close, assert_conv_matches_torch, two_ways
 from .test_gradients import functional_check
-from .test_winograd import assert_conv_matches_torch
 
 CASES = {
     "k3-same": ((3, 3), (6, 5), (1, 1, 1, 1)),
@@ -29,35 +29,6 @@ def window_rows_everywhere(monkeypatch):
     monkeypatch.setattr(F, "WINDOW_ROWS_MIN_DEPTH", 1)
     monkeypatch.setattr(F, "WINDOW_ROWS_MIN_BATCH", 1)
     monkeypatch.setattr(F, "WINDOW_ROWS_BUFFER_BYTES", 1)
-
-
-def two_ways(monkeypatch, setting, values, cache_type, x, w, b, padding, need_dx=True):
-    """(out, dx, dw, db) with ``F.<setting>`` at each of two ``values``, the second of which
-    makes conv_forward return a ``cache_type``, for the same inputs and dout; each way runs
-    twice on one workspace, as training steps do, and the second step is returned."""
-    results = []
-    for value in values:
-        monkeypatch.setattr(F, setting, value)
-        ws = F.Workspace()
-        for step in range(2):
-            xs = x * (step + 1)
-            out, cache = F.conv_forward(xs, w, b, (1, 1), padding, ws)
-            assert isinstance(cache, cache_type) == (value == values[1])
-            dout = np.random.default_rng(step).standard_normal(out.shape).astype(x.dtype)
-            grads = F.conv_backward(dout, cache, need_dx)
-        results.append([out.copy(), *(None if g is None else g.copy() for g in grads)])
-    return results
-
-
-def assert_all_close(ours, references, tolerance):
-    """Each of (out, dx, dw, db) equal to its reference within ``tolerance`` (relative and
-    absolute), with its shape; a dx of None where the reference's is None."""
-    for mine, reference in zip(ours, references, strict=True):
-        if reference is None:
-            assert mine is None
-            continue
-        assert mine.shape == reference.shape
-        np.testing.assert_allclose(mine, reference, rtol=tolerance, atol=tolerance)
 
 
 def im2col_and_window_rows(monkeypatch, x, w, b, padding, need_dx=True):

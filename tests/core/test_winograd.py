@@ -7,6 +7,7 @@ import pytest
 
 from cnn_core import functional as F
 
+from ..support.conv_paths import assert_all_close, assert_conv_matches_torch, two_ways
 from .test_gradients import functional_check
 
 CASES = {
@@ -26,18 +27,12 @@ def winograd_everywhere(monkeypatch):
     monkeypatch.setattr(F, "WINOGRAD_BLOCK_BYTES", 1)
 
 
-def im2col_and_winograd(monkeypatch, x, w, b, padding, dout_seed=1):
-    """(out, dx, dw, db) by im2col, then by Winograd, for the same inputs and dout."""
+def im2col_and_winograd(monkeypatch, x, w, b, padding):
+    """(out, dx, dw, db) by im2col, then by Winograd (see :func:`two_ways`)."""
     monkeypatch.setattr(F, "WINOGRAD_MIN_BATCH", 1)
     monkeypatch.setattr(F, "WINDOW_ROWS_MIN_DEPTH", 10**9)
-    results = []
-    for min_channels in (10**9, 1):
-        monkeypatch.setattr(F, "WINOGRAD_MIN_CHANNELS", min_channels)
-        out, cache = F.conv_forward(x, w, b, (1, 1), padding, F.Workspace())
-        assert isinstance(cache, F.WinogradCache) == (min_channels == 1)
-        dout = np.random.default_rng(dout_seed).standard_normal(out.shape).astype(x.dtype)
-        results.append([out.copy(), *(g.copy() for g in F.conv_backward(dout, cache))])
-    return results
+    setting, values = "WINOGRAD_MIN_CHANNELS", (10**9, 1)
+    return two_ways(monkeypatch, setting, values, F.WinogradCache, x, w, b, padding)
 
 
 @pytest.mark.parametrize("size, padding", CASES.values(), ids=CASES.keys())
@@ -57,9 +52,7 @@ def test_winograd_equals_im2col_in_float64(monkeypatch, size, padding):
     x, w, b = rng.standard_normal((4, *size, 3)), rng.standard_normal((5, 4, 3, 3)), np.ones(5)
     monkeypatch.setattr(F, "WINOGRAD_BLOCK_BYTES", 1)
     im2col, winograd = im2col_and_winograd(monkeypatch, x, w, b, padding)
-    for ours, reference in zip(winograd, im2col, strict=True):
-        assert ours.shape == reference.shape
-        np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-12)
+    assert_all_close(winograd, im2col, 1e-12)
 
 
 def test_wide_layer_uses_winograd_within_float32_rounding(monkeypatch):
@@ -89,28 +82,6 @@ def test_narrow_strided_other_kernels_or_small_batches_skip_winograd():
         x = rng.standard_normal((w_shape[1], 6, 6, batch))
         _, cache = F.conv_forward(x, rng.standard_normal(w_shape), np.zeros(8), stride, (1,) * 4)
         assert not isinstance(cache, F.WinogradCache)
-
-
-def assert_conv_matches_torch(kernel):
-    """Forward and all three gradients of a 3 -> 4 channel stride-1 conv with padding 1, by
-    whatever path conv_forward takes, against torch.nn.functional.conv2d in float64, to the
-    parity tests' tolerance."""
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(8)
-    x = rng.standard_normal((2, 3, 9, 10))  # (N, C, H, W)
-    w, b = rng.standard_normal((4, 3, *kernel)), rng.standard_normal(4)
-    xt, wt, bt = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, w, b))
-    out_t = torch.nn.functional.conv2d(xt, wt, bt, padding=1)
-    dout = rng.standard_normal(out_t.shape)
-    out_t.backward(torch.from_numpy(dout))
-    out, cache = F.conv_forward(
-        np.ascontiguousarray(x.transpose(1, 2, 3, 0)), w, b, (1, 1), (1,) * 4
-    )
-    dx, dw, db = F.conv_backward(np.ascontiguousarray(dout.transpose(1, 2, 3, 0)), cache)
-    ours = (out.transpose(3, 0, 1, 2), dx.transpose(3, 0, 1, 2), dw, db)  # back to (N, C, H, W)
-    for mine, theirs in zip(ours, (out_t, xt.grad, wt.grad, bt.grad), strict=True):
-        np.testing.assert_allclose(mine, theirs.detach().numpy(), rtol=1e-9, atol=1e-11)
-    return cache
 
 
 def test_winograd_matches_torch(winograd_everywhere):
