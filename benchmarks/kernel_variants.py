@@ -27,9 +27,12 @@ runs interleaved and the median of many calls is compared, because this machine'
 8. the products of these networks' kernels by MKL's sequential GEMM against NumPy's OpenBLAS
    (``cnn_core.gemm``), for MKL_MIN_MACS and MKL_MIN_SIDE (skipped without MKL).
 9. a first layer's stride-1 conv by column groups against im2col, for COLUMN_GROUPS_MAX_FILTERS
-   and COLUMN_GROUPS_MIN_WIDTH.
+   and COLUMN_GROUPS_MIN_WIDTH;
+10. on an AMD CPU with AVX-512, the products of section 8 and those of the VGG convs' im2col
+   blocks by OpenBLAS's AVX2 kernels (Haswell, which ``cnn_core.gemm`` switches to there)
+   against the AVX-512 ones it picks itself (SkylakeX).
 
-Times 1-5 and 7-9 are this process's CPU time (one BLAS thread), so that other programs on the
+Times 1-5 and 7-10 are this process's CPU time (one BLAS thread), so that other programs on the
 shared cores do not count; 6 is wall time, median of 3 epochs each, interleaved.
 """
 
@@ -259,6 +262,8 @@ def main():
     if gemm.MKL_GEMMS:
         products(GEMM_CASES)
     column_groups(COLUMN_GROUPS_CASES)
+    if gemm.cpu_vendor() == "AuthenticAMD" and "avx512f" in gemm.cpu_flags():
+        openblas_kernels(OPENBLAS_CASES)
 
 
 OFF = 10**9  # a threshold no case reaches: the method it gates stays off
@@ -429,6 +434,13 @@ GEMM_CASES = {
 }
 
 
+def product_operands(m, k, n, b_transposed):
+    """(a, b, out) of an (m, k) @ (k, n) float32 product, b a transposed view if asked."""
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k) if b_transposed else (k, n), dtype=np.float32)
+    return a, b.T if b_transposed else b, np.empty((m, n), np.float32)
+
+
 def products(cases):
     """Section 8: each product by cnn_core.gemm's choice first, then by the other library (on
     a CPU where MKL computes nothing, an AMD one, the choice is NumPy's for every product)."""
@@ -441,10 +453,7 @@ def products(cases):
         gemm.matmul(a, b, out)
 
     for title, (m, k, n, b_transposed) in cases.items():
-        a = rng.standard_normal((m, k), dtype=np.float32)
-        b = rng.standard_normal((n, k) if b_transposed else (k, n), dtype=np.float32)
-        b = b.T if b_transposed else b
-        out = np.empty((m, n), np.float32)
+        a, b, out = product_operands(m, k, n, b_transposed)
         mkl_way = ("MKL", partial(by_mkl, a, b, out))
         numpy_way = ("NumPy (OpenBLAS)", partial(np.matmul, a, b, out=out))
         gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE = defaults
@@ -453,6 +462,37 @@ def products(cases):
         compare(title, (f"{ours[0]} (cnn_core)", ours[1]), theirs)
     gemm.MKL_MIN_MACS, gemm.MKL_MIN_SIDE = defaults
     gemm._GEMM = chosen
+
+
+# Section 8's products, the VGG convs' im2col blocks, (F, C*9) @ (C*9, block columns), and
+# LeNet-5's first conv by column groups (a block of 7 output rows)
+OPENBLAS_CASES = {
+    **{f"10{title[1:]}": case for title, case in GEMM_CASES.items()},
+    "10p. vgg32 32 -> 32 im2col block, (32, 288) @ (288, 2048)": (32, 288, 2048, False),
+    "10q. vgg32 64 -> 64 im2col block, (64, 576) @ (576, 1024)": (64, 576, 1024, False),
+    "10r. vgg32 32 -> 32 dW, (288, 2048) @ (2048, 32)": (288, 2048, 32, True),
+    "10s. LeNet-5 first conv by column groups, (24, 40) @ (40, 3136)": (24, 40, 3136, False),
+    "10t. LeNet-5 first conv dW by column groups, (40, 3136) @ (3136, 24)": (40, 3136, 24, True),
+}
+
+
+def openblas_kernels(cases):
+    """Section 10: each product by OpenBLAS's Haswell kernels, then by its SkylakeX ones."""
+    chosen = gemm.openblas_core()
+
+    def under(core, a, b, out):
+        def run():
+            if gemm.openblas_core() != core:
+                gemm.use_openblas_core(core)
+            np.matmul(a, b, out=out)
+
+        return run
+
+    for title, (m, k, n, b_transposed) in cases.items():
+        a, b, out = product_operands(m, k, n, b_transposed)
+        ours = ("OpenBLAS, Haswell kernels (cnn_core)", under("Haswell", a, b, out))
+        compare(title, ours, ("OpenBLAS, SkylakeX kernels", under("SkylakeX", a, b, out)))
+    gemm.use_openblas_core(chosen)
 
 
 def shards_or_blas_threads():

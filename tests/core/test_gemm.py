@@ -2,7 +2,9 @@
 fallbacks (small products, odd layouts, no MKL) give NumPy's own results."""
 
 import importlib.metadata
+import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -236,3 +238,61 @@ def test_preload_maps_the_kernels_a_capped_worker_could_not_load_later():
     gemm.preload()
     maps = Path("/proc/self/maps").read_text()
     assert "libmkl_core" in maps and "libmkl_sequential" in maps
+
+
+def test_openblas_is_switched_to_avx2_kernels_on_amds_avx512_cpus_only():
+    assert gemm.preferred_openblas_core("AuthenticAMD", "SkylakeX") == "Haswell"
+    assert gemm.preferred_openblas_core("AuthenticAMD", "Cooperlake") == "Haswell"
+    assert gemm.preferred_openblas_core("AuthenticAMD", "Zen") is None
+    assert gemm.preferred_openblas_core("GenuineIntel", "SkylakeX") is None
+    assert gemm.preferred_openblas_core("AuthenticAMD", None) is None
+
+
+def openblas_cores_around_import(env):
+    """(OpenBLAS's kernels before and after importing cnn_core, OPENBLAS_CORETYPE after) in a
+    fresh process with ``env`` added to this one's environment (less OPENBLAS_CORETYPE)."""
+    script = (
+        "import ctypes, os, threadpoolctl\n"
+        "import numpy\n"
+        "path = next(i['filepath'] for i in threadpoolctl.threadpool_info()"
+        " if i['internal_api'] == 'openblas')\n"
+        "lib = ctypes.CDLL(path)\n"
+        "lib.gotoblas_corename.restype = ctypes.c_char_p\n"
+        "before = lib.gotoblas_corename().decode()\n"
+        "from cnn_core import gemm\n"
+        "print(before, gemm.openblas_core(), os.environ.get('OPENBLAS_CORETYPE'))\n"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout.split()
+
+
+@pytest.mark.skipif(gemm.openblas_core() is None, reason="NumPy's BLAS is not a dynamic OpenBLAS")
+def test_importing_cnn_core_switches_openblas_by_the_rule_and_keeps_a_users_choice():
+    before, after, env = openblas_cores_around_import({})
+    preferred = gemm.preferred_openblas_core(gemm.cpu_vendor(), before)
+    assert after == (preferred or before)
+    assert env == (preferred or "None")  # what processes started from there load
+    # Nehalem's kernels (SSE) run on every x86-64 CPU this project supports
+    assert openblas_cores_around_import({"OPENBLAS_CORETYPE": "Nehalem"}) == ["Nehalem"] * 3
+
+
+@pytest.mark.skipif(gemm.openblas_core() is None, reason="NumPy's BLAS is not a dynamic OpenBLAS")
+def test_switched_kernels_compute_the_same_products(monkeypatch):
+    chosen = gemm.openblas_core()
+    monkeypatch.setenv("OPENBLAS_CORETYPE", os.environ.get("OPENBLAS_CORETYPE", chosen))
+    a, b = operands(*BIG)
+    try:
+        assert gemm.use_openblas_core("Nehalem") == "Nehalem"
+        assert os.environ["OPENBLAS_CORETYPE"] == "Nehalem"
+        close(a @ b, a, b)
+    finally:
+        assert gemm.use_openblas_core(chosen) == chosen
+    close(a @ b, a, b)
