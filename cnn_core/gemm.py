@@ -123,12 +123,20 @@ def use_openblas_core(name):
         os.environ["OPENBLAS_CORETYPE"] = name
         _OPENBLAS.gotoblas_dynamic_quit()
         _OPENBLAS.gotoblas_dynamic_init()  # reads OPENBLAS_CORETYPE
+        # Its threads kept what they set up for the old kernels, and products on two threads
+        # took 1.2x the time they take when the kernels are chosen at load (a throwaway
+        # timing): stopped, they start afresh at the next product that needs them, as after
+        # a fork.
+        if hasattr(_OPENBLAS, "blas_thread_shutdown_"):
+            _OPENBLAS.blas_thread_shutdown_()
     return openblas_core()
 
 
 # On AMD's CPUs with AVX-512 (Zen 4 and 5) OpenBLAS picks the kernels it has for Intel's
-# (SkylakeX), which ran the convolutions' products of 32 and 64 rows at 0.5x to 0.85x the speed
-# of its AVX2 ones (Haswell): kernel_variants.py, section 10. A core type the user set is kept.
+# (SkylakeX). On a Zen 4 they took 1.04x to 1.49x the time of its AVX2 ones (Haswell) on the
+# training products of 16 rows and more, and less on few rows (0.35x on the 6 of LeNet-5's first
+# conv by im2col, a prediction's, microseconds an image): kernel_variants.py, section 10. A
+# core type the user set is kept.
 _AVX512_CORES = ("SkylakeX", "Cooperlake", "SapphireRapids")
 
 

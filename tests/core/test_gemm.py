@@ -289,10 +289,15 @@ def test_switched_kernels_compute_the_same_products(monkeypatch):
     chosen = gemm.openblas_core()
     monkeypatch.setenv("OPENBLAS_CORETYPE", os.environ.get("OPENBLAS_CORETYPE", chosen))
     a, b = operands(*BIG)
+    big_a, big_b = operands(300, 300, 300)  # big enough for OpenBLAS's threads, restarted
     try:
         assert gemm.use_openblas_core("Nehalem") == "Nehalem"
         assert os.environ["OPENBLAS_CORETYPE"] == "Nehalem"
         close(a @ b, a, b)
+        with threadpool_limits(limits=2, user_api="blas"):
+            close(big_a @ big_b, big_a, big_b)
     finally:
         assert gemm.use_openblas_core(chosen) == chosen
     close(a @ b, a, b)
+    with threadpool_limits(limits=2, user_api="blas"):
+        close(big_a @ big_b, big_a, big_b)
