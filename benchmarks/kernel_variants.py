@@ -28,9 +28,9 @@ runs interleaved and the median of many calls is compared, because this machine'
    (``cnn_core.gemm``), for MKL_MIN_MACS and MKL_MIN_SIDE (skipped without MKL).
 9. a first layer's stride-1 conv by column groups against im2col, for COLUMN_GROUPS_MAX_FILTERS
    and COLUMN_GROUPS_MIN_WIDTH;
-10. on an AMD CPU with AVX-512, the products of section 8 and those of the VGG convs' im2col
-   blocks by OpenBLAS's AVX2 kernels (Haswell, which ``cnn_core.gemm`` switches to there)
-   against the AVX-512 ones it picks itself (SkylakeX).
+10. on an AMD Zen 4 (AVX-512), the products of section 8, of the VGG convs' im2col blocks and
+   of LeNet-5's first conv by column groups, by OpenBLAS's AVX2 kernels (Haswell, which
+   ``cnn_core.gemm`` switches to there) against the AVX-512 ones it picks itself (SkylakeX).
 
 Times 1-5 and 7-10 are this process's CPU time (one BLAS thread), so that other programs on the
 shared cores do not count; 6 is wall time, median of 3 epochs each, interleaved.
@@ -262,7 +262,8 @@ def main():
     if gemm.MKL_GEMMS:
         products(GEMM_CASES)
     column_groups(COLUMN_GROUPS_CASES)
-    if gemm.cpu_vendor() == "AuthenticAMD" and "avx512f" in gemm.cpu_flags():
+    zen4 = gemm.preferred_openblas_core(gemm.cpu_vendor(), gemm.cpu_family(), "SkylakeX")
+    if zen4 and "avx512f" in gemm.cpu_flags() and gemm.openblas_core() is not None:
         openblas_kernels(OPENBLAS_CASES)
 
 
@@ -479,11 +480,13 @@ OPENBLAS_CASES = {
 def openblas_kernels(cases):
     """Section 10: each product by OpenBLAS's Haswell kernels, then by its SkylakeX ones."""
     chosen = gemm.openblas_core()
+    current = [chosen]  # kept here: asking OpenBLAS at every call would be timed with it
 
     def under(core, a, b, out):
         def run():
-            if gemm.openblas_core() != core:
-                gemm.use_openblas_core(core)
+            if current[0] != core:
+                current[0] = gemm.use_openblas_core(core)
+                assert current[0] == core, f"OpenBLAS did not switch to {core}"
             np.matmul(a, b, out=out)
 
         return run

@@ -644,47 +644,34 @@ def _output_transform_adjoint(g0, g1, out):
     np.copyto(out[0], g0)
     np.add(g0, g1, out=out[1])
     np.subtract(g0, g1, out=out[2])
-    # Not np.negative: NumPy 2.4.6's loop gives wrong values for a strided output when the
-    # input's stride is 4 float32 or 8 float64 elements (as here with one sample per block).
-    np.multiply(g1, g1.dtype.type(-1), out=out[3])
+    np.negative(g1, out=out[3])
 
 
 class _TileBlocks:
-    """The blocks of padded, even-sized maps (C, 2*Th + 2, 2*Tw + 2, N): tile rows of a range
-    of samples, each block small enough that its transformed input tiles fit in
-    WINOGRAD_BLOCK_BYTES, and the workspace buffers of a block (one per name, sized for the
-    largest block). Where one tile row of the whole batch does not fit (64 channels of 32x32
-    maps at batch 64: 4 MB), a block takes fewer samples."""
+    """The blocks of tile rows of padded, even-sized maps (C, 2*Th + 2, 2*Tw + 2, N), each
+    small enough that its transformed input tiles fit in WINOGRAD_BLOCK_BYTES, and the
+    workspace buffers of a block (one per name, sized for the largest block)."""
 
     def __init__(self, xp, ws):
-        self.c, hp, wp, n = xp.shape
+        self.c, hp, wp, self.n = xp.shape
         self.tile_rows, self.tile_columns = (hp - 2) // 2, (wp - 2) // 2
-        per_sample_row = 16 * self.c * self.tile_columns * xp.itemsize
-        self.samples = max(1, min(n, WINOGRAD_BLOCK_BYTES // per_sample_row))
-        fitting_rows = WINOGRAD_BLOCK_BYTES // (per_sample_row * self.samples)
-        self.rows = max(1, min(self.tile_rows, fitting_rows))
+        per_row = 16 * self.c * self.tile_columns * self.n * xp.itemsize
+        self.rows = max(1, min(self.tile_rows, WINOGRAD_BLOCK_BYTES // per_row))
         self.xp, self.ws = xp, ws
 
     def __iter__(self):
-        """(t0, t1, samples): tile rows t0:t1 of the samples slice."""
-        n = self.xp.shape[3]
-        for s0 in range(0, n, self.samples):
-            samples = slice(s0, min(s0 + self.samples, n))
-            for t0 in range(0, self.tile_rows, self.rows):
-                yield t0, min(t0 + self.rows, self.tile_rows), samples
+        for t0 in range(0, self.tile_rows, self.rows):
+            yield t0, min(t0 + self.rows, self.tile_rows)
 
     def array(self, name, shape, rows_axis):
-        """Scratch of ``shape`` whose axis ``rows_axis`` counts this block's tile rows and
-        whose last axis its samples."""
-        per_row_and_sample = math.prod(shape) // (shape[rows_axis] * shape[-1])
-        capacity = per_row_and_sample * self.rows * self.samples
+        """Scratch of ``shape`` whose axis ``rows_axis`` counts this block's tile rows."""
+        capacity = int(np.prod(shape)) // shape[rows_axis] * self.rows
         return _block_array(self.ws, name, shape, self.xp.dtype, capacity)
 
-    def input_tiles(self, t0, t1, samples):
-        """B^T d B of the input tiles of tile rows t0:t1 of ``samples``:
-        (16, C, (t1 - t0) * Tw * samples)."""
-        xp = self.xp[..., samples]
-        c, n, rows, tile_columns = self.c, xp.shape[3], t1 - t0, self.tile_columns
+    def input_tiles(self, t0, t1):
+        """B^T d B of the input tiles of tile rows t0:t1: (16, C, (t1 - t0) * Tw * N)."""
+        c, n, rows, tile_columns = self.c, self.n, t1 - t0, self.tile_columns
+        xp = self.xp
         across = self.array("winograd_rows", (4, c, rows, xp.shape[2], n), 2)
         _input_transform(*(xp[:, 2 * t0 + k : 2 * t1 + k : 2] for k in range(4)), across)
         v = self.array("winograd_v", (4, 4, c, rows, tile_columns, n), 3)
@@ -710,14 +697,14 @@ def _winograd_forward(x, w, b, padding, ws):
     _, hp, wp, n = xp.shape
     out = _array(ws, "out", (f, hp - 2, wp - 2, n), x.dtype)
     blocks = _TileBlocks(xp, ws)
-    for t0, t1, samples in blocks:
-        shape = (4, 4, f, t1 - t0, blocks.tile_columns, samples.stop - samples.start)
+    for t0, t1 in blocks:
+        shape = (4, 4, f, t1 - t0, blocks.tile_columns, n)
         m = blocks.array("winograd_m", shape, 3)
-        gemm.matmul(u, blocks.input_tiles(t0, t1, samples), out=m.reshape(16, f, -1))
+        gemm.matmul(u, blocks.input_tiles(t0, t1), out=m.reshape(16, f, -1))
         down = blocks.array("winograd_down", (2, *shape[1:]), 3)
         for col in range(4):
             _output_transform(m[:, col], down[0, col], down[1, col])
-        block = out[:, 2 * t0 : 2 * t1, :, samples]
+        block = out[:, 2 * t0 : 2 * t1]
         for i in range(2):
             _output_transform(down[i], block[:, i::2, 0::2], block[:, i::2, 1::2])
     out += b[:, None, None, None]
@@ -742,29 +729,28 @@ def _winograd_backward(dout, cache, need_dx):
         dxp = _array(ws, "dpadded", xp.shape, dout.dtype)
         dxp.fill(0)
     blocks = _TileBlocks(xp, ws)
-    for t0, t1, samples in blocks:
-        rows, count = t1 - t0, samples.stop - samples.start
-        block = dout[:, 2 * t0 : 2 * t1, :, samples]
-        up = blocks.array("winograd_up", (2, 4, f, rows, blocks.tile_columns, count), 3)
+    for t0, t1 in blocks:
+        rows = t1 - t0
+        block = dout[:, 2 * t0 : 2 * t1]
+        up = blocks.array("winograd_up", (2, 4, f, rows, blocks.tile_columns, n), 3)
         for i in range(2):
             _output_transform_adjoint(block[:, i::2, 0::2], block[:, i::2, 1::2], up[i])
         dm = blocks.array("winograd_m", (4, *up.shape[1:]), 3)
         for col in range(4):
             _output_transform_adjoint(up[0, col], up[1, col], dm[:, col])
         dm = dm.reshape(16, f, -1)
-        tiles = blocks.input_tiles(t0, t1, samples)
-        gemm.matmul(dm, tiles.transpose(0, 2, 1), out=du, accumulate=True)
+        gemm.matmul(dm, blocks.input_tiles(t0, t1).transpose(0, 2, 1), out=du, accumulate=True)
         if not need_dx:
             continue
-        dv = blocks.array("winograd_dv", (4, 4, c, rows, blocks.tile_columns, count), 3)
+        dv = blocks.array("winograd_dv", (4, 4, c, rows, blocks.tile_columns, n), 3)
         gemm.matmul(u.transpose(0, 2, 1), dm, out=dv.reshape(16, c, -1))
-        across = blocks.array("winograd_rows", (4, c, rows, wp, count), 2)
+        across = blocks.array("winograd_rows", (4, c, rows, wp, n), 2)
         across.fill(0)
         scratch = blocks.array("winograd_scratch", dv.shape[2:], 1)
         for a in range(4):
             _input_transform_adjoint(dv[a], across[a], 2, scratch)
         scratch = blocks.array("winograd_scratch_rows", across.shape[1:], 1)
-        _input_transform_adjoint(across, dxp[:, 2 * t0 : 2 * t1 + 2, :, samples], 1, scratch)
+        _input_transform_adjoint(across, dxp[:, 2 * t0 : 2 * t1 + 2], 1, scratch)
     transform = _KERNEL_TRANSFORM.astype(dout.dtype)
     dw = gemm.matmul(du.reshape(16, f * c).T, transform).reshape(f, c, 3, 3)
     if not need_dx:

@@ -20,12 +20,15 @@ operands, accumulation, both dtypes). Anything MKL cannot take as it is (other d
 orders, strides without a unit axis, outputs that overlap an input, empty or unaligned arrays,
 mismatched shapes, for NumPy to refuse) goes to NumPy, as do small products and everything on a
 machine without the ``mkl`` package or with another vendor's CPU. (A job resumed on another
-kind of CPU can differ in its last bits anyway: each BLAS picks its kernels by the CPU.)
+kind of CPU can differ in its last bits anyway: each BLAS picks its kernels by the CPU. So can
+one resumed with other OpenBLAS kernels: another OPENBLAS_CORETYPE, or a checkpoint from
+before cnn_core switched them on a Zen 4.)
 """
 
 import ctypes
 import importlib.metadata
 import os
+import threading
 
 import numpy as np
 import threadpoolctl
@@ -89,16 +92,23 @@ def cpu_vendor():
     return _cpuinfo("vendor_id")
 
 
+def cpu_family():
+    """The CPU's family number as Linux gives it ("25" for AMD's Zen 3 and 4), or ""."""
+    return _cpuinfo("cpu family")
+
+
 def cpu_flags():
     """The CPU's features as Linux names them ("avx2", "avx512f"): a set, empty if unknown."""
     return set(_cpuinfo("flags").split())
 
 
 def _openblas():
-    """NumPy's OpenBLAS, if it is a build that picks its kernels by CPU as it loads."""
+    """NumPy's own OpenBLAS (the copy its wheel ships in numpy.libs, not another package's),
+    if it is a build that picks its kernels by CPU as it loads; else None."""
     for info in threadpoolctl.threadpool_info():
-        if info["internal_api"] == "openblas":
-            lib = ctypes.CDLL(info["filepath"])  # the loaded library, not a second copy
+        in_numpy = os.path.basename(os.path.dirname(info["filepath"])) == "numpy.libs"
+        if info["internal_api"] == "openblas" and in_numpy:
+            lib = ctypes.PyDLL(info["filepath"])  # the loaded library; calls keep the GIL
             needed = ("gotoblas_dynamic_init", "gotoblas_dynamic_quit", "gotoblas_corename")
             if all(hasattr(lib, name) for name in needed):
                 lib.gotoblas_corename.restype = ctypes.c_char_p
@@ -116,38 +126,49 @@ def openblas_core():
 
 
 def use_openblas_core(name):
-    """Make NumPy's OpenBLAS compute with its kernels for the CPU ``name`` (OpenBLAS's names),
-    as if OPENBLAS_CORETYPE had been set when it loaded, which it then is, for the processes
-    this one starts. Call it while no product runs. Returns the kernels in use afterwards."""
-    if _OPENBLAS is not None:
-        os.environ["OPENBLAS_CORETYPE"] = name
-        _OPENBLAS.gotoblas_dynamic_quit()
-        _OPENBLAS.gotoblas_dynamic_init()  # reads OPENBLAS_CORETYPE
-        # Its threads kept what they set up for the old kernels, and products on two threads
-        # took 1.2x the time they take when the kernels are chosen at load (a throwaway
-        # timing): stopped, they start afresh at the next product that needs them, as after
-        # a fork.
-        if hasattr(_OPENBLAS, "blas_thread_shutdown_"):
-            _OPENBLAS.blas_thread_shutdown_()
+    """Make NumPy's OpenBLAS compute with its kernels for the CPU ``name`` (OpenBLAS's names,
+    kernels this CPU can run: OpenBLAS does not check), as if OPENBLAS_CORETYPE had been set
+    when it loaded; it then is, for the processes this one starts. Only while no other thread
+    computes a product. Returns the kernels in use afterwards: OpenBLAS's own pick again, and
+    the variable as it was, if it does not know ``name``."""
+    if _OPENBLAS is None:
+        return None
+    before = os.environ.get("OPENBLAS_CORETYPE")
+    os.environ["OPENBLAS_CORETYPE"] = name
+    _OPENBLAS.gotoblas_dynamic_quit()
+    _OPENBLAS.gotoblas_dynamic_init()  # reads OPENBLAS_CORETYPE
+    # Seen here: without a restart of its threads, products on two threads took 1.2x the time
+    # they take with the same kernels picked at load (a throwaway timing); stopped, the
+    # threads start afresh at the next product that needs them, as after a fork.
+    if hasattr(_OPENBLAS, "blas_thread_shutdown_"):
+        _OPENBLAS.blas_thread_shutdown_()
+    if openblas_core() != name:
+        if before is None:
+            del os.environ["OPENBLAS_CORETYPE"]
+        else:
+            os.environ["OPENBLAS_CORETYPE"] = before
     return openblas_core()
 
 
-# On AMD's CPUs with AVX-512 (Zen 4 and 5) OpenBLAS picks the kernels it has for Intel's
-# (SkylakeX). On a Zen 4 they took 1.04x to 1.49x the time of its AVX2 ones (Haswell) on the
-# training products of 16 rows and more, and less on few rows (0.35x on the 6 of LeNet-5's first
-# conv by im2col, a prediction's, microseconds an image): kernel_variants.py, section 10. A
-# core type the user set is kept.
+# On an AMD Zen 4 (family 25 with AVX-512) OpenBLAS picks the kernels it has for Intel's
+# AVX-512 CPUs (SkylakeX), which took 1.03x to 1.49x the time of its AVX2 ones (Haswell) on
+# the products training makes there, and less on LeNet-5's first conv by im2col (6 rows,
+# batches under 32: 0.35x-0.42x, microseconds an image) and its 84-unit dense layer (0.88x):
+# kernel_variants.py, section 10. Zen 5 (family 26), with full-width AVX-512 units, is not
+# measured, so not switched. Neither is a core type the user set, nor an OpenBLAS that other
+# threads may be using as cnn_core loads.
 _AVX512_CORES = ("SkylakeX", "Cooperlake", "SapphireRapids")
 
 
-def preferred_openblas_core(vendor, core):
+def preferred_openblas_core(vendor, family, core):
     """The kernels cnn_core switches OpenBLAS to from ``core``, its own pick on a CPU of
-    ``vendor``, or None to keep them."""
-    return "Haswell" if vendor == "AuthenticAMD" and core in _AVX512_CORES else None
+    ``vendor`` and ``family`` (as /proc/cpuinfo gives them), or None to keep them."""
+    zen4 = vendor == "AuthenticAMD" and family == "25"
+    return "Haswell" if zen4 and core in _AVX512_CORES else None
 
 
-_PREFERRED_CORE = preferred_openblas_core(cpu_vendor(), openblas_core())
-if _PREFERRED_CORE and "OPENBLAS_CORETYPE" not in os.environ:
+_PREFERRED_CORE = preferred_openblas_core(cpu_vendor(), cpu_family(), openblas_core())
+if _PREFERRED_CORE and "OPENBLAS_CORETYPE" not in os.environ and threading.active_count() == 1:
     use_openblas_core(_PREFERRED_CORE)
 
 

@@ -240,12 +240,13 @@ def test_preload_maps_the_kernels_a_capped_worker_could_not_load_later():
     assert "libmkl_core" in maps and "libmkl_sequential" in maps
 
 
-def test_openblas_is_switched_to_avx2_kernels_on_amds_avx512_cpus_only():
-    assert gemm.preferred_openblas_core("AuthenticAMD", "SkylakeX") == "Haswell"
-    assert gemm.preferred_openblas_core("AuthenticAMD", "Cooperlake") == "Haswell"
-    assert gemm.preferred_openblas_core("AuthenticAMD", "Zen") is None
-    assert gemm.preferred_openblas_core("GenuineIntel", "SkylakeX") is None
-    assert gemm.preferred_openblas_core("AuthenticAMD", None) is None
+def test_openblas_is_switched_to_avx2_kernels_on_zen_4_only():
+    for core in ("SkylakeX", "Cooperlake", "SapphireRapids"):
+        assert gemm.preferred_openblas_core("AuthenticAMD", "25", core) == "Haswell"
+    assert gemm.preferred_openblas_core("AuthenticAMD", "26", "SkylakeX") is None  # Zen 5
+    assert gemm.preferred_openblas_core("AuthenticAMD", "25", "Zen") is None
+    assert gemm.preferred_openblas_core("GenuineIntel", "6", "SkylakeX") is None
+    assert gemm.preferred_openblas_core("AuthenticAMD", "25", None) is None
 
 
 def openblas_cores_around_import(env):
@@ -274,17 +275,23 @@ def openblas_cores_around_import(env):
     return done.stdout.split()
 
 
-@pytest.mark.skipif(gemm.openblas_core() is None, reason="NumPy's BLAS is not a dynamic OpenBLAS")
+# Nehalem's kernels (SSE) run on every x86-64 CPU; OpenBLAS names other architectures' otherwise
+DYNAMIC_X86_OPENBLAS = pytest.mark.skipif(
+    gemm.openblas_core() is None or platform.machine() != "x86_64",
+    reason="NumPy's BLAS is not an OpenBLAS for x86-64 that picks its kernels at load",
+)
+
+
+@DYNAMIC_X86_OPENBLAS
 def test_importing_cnn_core_switches_openblas_by_the_rule_and_keeps_a_users_choice():
     before, after, env = openblas_cores_around_import({})
-    preferred = gemm.preferred_openblas_core(gemm.cpu_vendor(), before)
+    preferred = gemm.preferred_openblas_core(gemm.cpu_vendor(), gemm.cpu_family(), before)
     assert after == (preferred or before)
     assert env == (preferred or "None")  # what processes started from there load
-    # Nehalem's kernels (SSE) run on every x86-64 CPU this project supports
     assert openblas_cores_around_import({"OPENBLAS_CORETYPE": "Nehalem"}) == ["Nehalem"] * 3
 
 
-@pytest.mark.skipif(gemm.openblas_core() is None, reason="NumPy's BLAS is not a dynamic OpenBLAS")
+@DYNAMIC_X86_OPENBLAS
 def test_switched_kernels_compute_the_same_products(monkeypatch):
     chosen = gemm.openblas_core()
     monkeypatch.setenv("OPENBLAS_CORETYPE", os.environ.get("OPENBLAS_CORETYPE", chosen))
@@ -296,6 +303,9 @@ def test_switched_kernels_compute_the_same_products(monkeypatch):
         close(a @ b, a, b)
         with threadpool_limits(limits=2, user_api="blas"):
             close(big_a @ big_b, big_a, big_b)
+        # a name OpenBLAS does not know: its own pick, and the variable as it was
+        assert gemm.use_openblas_core("NoSuchCore") == gemm.openblas_core() != "NoSuchCore"
+        assert os.environ["OPENBLAS_CORETYPE"] == "Nehalem"
     finally:
         assert gemm.use_openblas_core(chosen) == chosen
     close(a @ b, a, b)

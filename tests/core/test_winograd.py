@@ -55,18 +55,6 @@ def test_winograd_equals_im2col_in_float64(monkeypatch, size, padding):
     assert_all_close(winograd, im2col, 1e-12)
 
 
-@pytest.mark.parametrize("samples", [1, 2, 3])
-def test_blocks_of_some_samples_equal_im2col_in_float64(monkeypatch, samples):
-    """Blocks of one tile row of 1, 2 (the last block one) or all 3 samples, whatever fits."""
-    rng = np.random.default_rng(8)
-    x, w, b = rng.standard_normal((4, 6, 5, 3)), rng.standard_normal((5, 4, 3, 3)), np.ones(5)
-    tile_columns = 3  # of the 6x5 maps padded by 1, and by one more column to even size
-    per_sample_row = 16 * 4 * tile_columns * x.itemsize
-    monkeypatch.setattr(F, "WINOGRAD_BLOCK_BYTES", samples * per_sample_row)
-    im2col, winograd = im2col_and_winograd(monkeypatch, x, w, b, (1, 1, 1, 1))
-    assert_all_close(winograd, im2col, 1e-12)
-
-
 def test_wide_layer_uses_winograd_within_float32_rounding(monkeypatch):
     """A vgg64-sized layer (128 -> 128 channels) on a batch of 16: Winograd by default, float32
     kept end to end, and as close to im2col as float32 rounding allows."""
