@@ -1,6 +1,6 @@
 """Matrix products of the kernels: Intel MKL's sequential GEMM on Intel's CPUs where it is
-installed, else NumPy's, whose OpenBLAS computes with its AVX2 kernels on AMD's CPUs with
-AVX-512 (see ``preferred_openblas_core``).
+installed, else NumPy's, whose OpenBLAS computes with its AVX2 kernels on AMD's Zen 4 (see
+``preferred_openblas_core``).
 
 Why not NumPy's ``@`` everywhere: a convolution's products are thin (32 or 64 filters, 100 to
 600 deep), and OpenBLAS, the BLAS NumPy ships, takes 1.2x to 1.45x MKL's time for them on an
