@@ -262,8 +262,7 @@ def main():
     if gemm.MKL_GEMMS:
         products(GEMM_CASES)
     column_groups(COLUMN_GROUPS_CASES)
-    zen4 = gemm.preferred_openblas_core(gemm.cpu_vendor(), gemm.cpu_family(), "SkylakeX")
-    if zen4 and "avx512f" in gemm.cpu_flags() and gemm.openblas_core() is not None:
+    if gemm.PREFERRED_OPENBLAS_CORE:  # a Zen 4, whose OpenBLAS picked its AVX-512 kernels
         openblas_kernels(OPENBLAS_CASES)
 
 

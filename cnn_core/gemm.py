@@ -97,11 +97,6 @@ def cpu_family():
     return _cpuinfo("cpu family")
 
 
-def cpu_flags():
-    """The CPU's features as Linux names them ("avx2", "avx512f"): a set, empty if unknown."""
-    return set(_cpuinfo("flags").split())
-
-
 def _openblas():
     """NumPy's own OpenBLAS (the copy its wheel ships in numpy.libs, not another package's),
     if it is a build that picks its kernels by CPU as it loads; else None."""
@@ -167,9 +162,14 @@ def preferred_openblas_core(vendor, family, core):
     return "Haswell" if zen4 and core in _AVX512_CORES else None
 
 
-_PREFERRED_CORE = preferred_openblas_core(cpu_vendor(), cpu_family(), openblas_core())
-if _PREFERRED_CORE and "OPENBLAS_CORETYPE" not in os.environ and threading.active_count() == 1:
-    use_openblas_core(_PREFERRED_CORE)
+# The rule applied to OpenBLAS's own pick as it loaded: None where that pick stands.
+PREFERRED_OPENBLAS_CORE = preferred_openblas_core(cpu_vendor(), cpu_family(), openblas_core())
+if (
+    PREFERRED_OPENBLAS_CORE
+    and "OPENBLAS_CORETYPE" not in os.environ
+    and threading.active_count() == 1
+):
+    use_openblas_core(PREFERRED_OPENBLAS_CORE)
 
 
 # MKL_PATH: the library loaded, which BLAS thread limits leave out (it starts no threads).
